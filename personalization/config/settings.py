@@ -1,0 +1,220 @@
+"""Job configuration: one YAML file, command-line overrides, validated before anything runs.
+
+Every key has a documented default in ``config/default.yaml``. Validation is pydantic with
+``extra="forbid"`` so a misspelt key is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator: key, value, what was expected."""
+
+
+def parse_duration_ms(value: Any) -> int:
+    """Accept ``250ms``, ``5s``, ``30m``, ``1h``, ``7d`` or a non-negative integer of ms."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 500ms, 5s, 30m, 1h or 7d")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("expected a non-negative duration")
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    raise ValueError("expected a duration like 500ms, 5s, 30m, 1h or 7d")
+
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+def _repo_path(value: Any) -> Path:
+    """Relative paths in the config are relative to the repository root, not the cwd."""
+    path = Path(value)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _storage_uri(value: Any) -> str:
+    value = str(value)
+    return value if "://" in value else _repo_path(value).resolve().as_uri()
+
+
+RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
+StorageUri = Annotated[str, BeforeValidator(_storage_uri)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topics(_Section):
+    events: str = "events"
+    dlq: str = "events.dlq"
+    late: str = "events.late"
+    sessions: str = "sessions"
+    segment_changes: str = "segment-changes"
+    partitions: int = Field(4, ge=1)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "personalization"
+    topics: Topics = Topics()
+    starting_offsets: Literal["earliest", "latest", "committed"] = "earliest"
+    bounded: bool = False
+    delivery_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    transactional_id_prefix: str = "personalization"
+    properties: dict[str, str] = {}
+
+
+class RedisConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    key_prefix: str = "pz:v1"
+    profile_ttl: DurationMs = parse_duration_ms("30d")
+
+
+class WindowsConfig(_Section):
+    sizes: list[DurationMs] = [parse_duration_ms(w) for w in ("10m", "1h", "24h", "7d")]
+    buckets: int = Field(60, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _sizes_divisible(self) -> "WindowsConfig":
+        for size in self.sizes:
+            if size <= 0 or size % self.buckets:
+                raise ValueError(
+                    f"window size {size} ms must be positive and divisible by buckets={self.buckets}"
+                )
+        return self
+
+
+class TimeConfig(_Section):
+    out_of_orderness: DurationMs = parse_duration_ms("5s")
+    idle_timeout: DurationMs = parse_duration_ms("30s")
+    watermark_interval: DurationMs = parse_duration_ms("200ms")
+    allowed_lateness: DurationMs = parse_duration_ms("1h")
+    session_gap: DurationMs = parse_duration_ms("30m")
+    max_session_length: DurationMs = parse_duration_ms("4h")
+    windows: WindowsConfig = WindowsConfig()
+
+    @model_validator(mode="after")
+    def _positive(self) -> "TimeConfig":
+        for key in ("session_gap", "max_session_length", "watermark_interval"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be greater than 0")
+        return self
+
+
+class ValidationConfig(_Section):
+    max_event_bytes: int = Field(64 * 1024, ge=256)
+    max_future_skew: DurationMs = parse_duration_ms("5m")
+    schema_path: RepoPath = REPO_ROOT / "schemas" / "event-v1.schema.json"
+
+
+class ProfileConfig(_Section):
+    top_categories: int = Field(5, ge=1, le=100)
+    dedup_horizon: DurationMs = parse_duration_ms("24h")
+
+
+class FlinkConfig(_Section):
+    parallelism: int = Field(1, ge=1)
+    python_execution_mode: Literal["thread", "process"] = "thread"
+    bundle_size: int = Field(100, ge=1)
+    bundle_time: DurationMs = parse_duration_ms("10ms")
+    state_cache_size: int = Field(100_000, ge=1)
+    state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
+    checkpoint_interval: DurationMs = parse_duration_ms("10s")
+    restart_attempts: int = Field(3, ge=0)
+    restart_delay: DurationMs = parse_duration_ms("2s")
+    checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()
+    connector_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    python_executable: str = ""
+
+
+class Settings(_Section):
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    time: TimeConfig = TimeConfig()
+    validation: ValidationConfig = ValidationConfig()
+    profile: ProfileConfig = ProfileConfig()
+    flink: FlinkConfig = FlinkConfig()
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
+        """A copy with some keys replaced, validated like the file (used by tests and tools)."""
+        data = self.model_dump(mode="json")
+        for section, values in sections.items():
+            _deep_merge(data.setdefault(section, {}), values)
+        return _validate(data, source="overrides")
+
+
+def load_settings(path: Path | str | None = None, overrides: list[str] | None = None) -> Settings:
+    """Read the YAML file, apply ``key.path=value`` overrides, validate; raise ConfigError."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot be read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    for override in overrides or []:
+        _apply_override(data, override)
+    return _validate(data, source=str(path))
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected key.path=value")
+    node = data
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def _deep_merge(target: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _validate(data: dict, source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key (got {error['input']!r})")
+            else:
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"{key}: {message} (got {error['input']!r})")
+        raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None
+
+
+def redis_password() -> str | None:
+    """Secrets come from the environment, never from the YAML file or the job graph."""
+    return os.environ.get("PZ_REDIS_PASSWORD") or None

@@ -1,0 +1,45 @@
+"""The validated event as the core sees it: a small immutable record, no JSON, no Flink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENT_TYPES: tuple[str, ...] = (
+    "page_view",
+    "product_view",
+    "click",
+    "scroll",
+    "add_to_cart",
+    "favorite",
+    "purchase",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    event_type: str
+    ts: int
+    user_id: str
+    item_id: str | None = None
+    category_id: str | None = None
+    scroll_depth: float | None = None
+    dwell_ms: int | None = None
+    user_agent: str | None = None
+    session_id: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "Event":
+        """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
+        return cls(
+            event_id=payload["event_id"],
+            event_type=payload["event_type"],
+            ts=payload["ts"],
+            user_id=payload.get("user_id") or payload["anonymous_id"],
+            item_id=payload.get("item_id"),
+            category_id=payload.get("category_id"),
+            scroll_depth=payload.get("scroll_depth"),
+            dwell_ms=payload.get("dwell_ms"),
+            user_agent=payload.get("user_agent"),
+            session_id=payload.get("session_id"),
+        )

@@ -1,0 +1,143 @@
+"""Job assembly: Kafka source with per-partition watermarks -> parse -> key by user -> profiles.
+
+The source is declared with Flink SQL rather than the DataStream KafkaSource because the SQL
+connector exposes the record's partition, offset and timestamp as metadata columns next to the
+raw bytes (the DLQ needs all four), and pushes the watermark into the source, where it is
+generated per Kafka partition with idleness. ``to_data_stream`` hands rows, record timestamps
+and watermarks on to the Python DataStream operators.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+
+from pyflink.common import Configuration, Types
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+from pyflink.table import StreamTableEnvironment
+
+from personalization.config.settings import REPO_ROOT, Settings
+from personalization.operators.parse import DLQ, ParseEvents
+from personalization.operators.user_profile import LATE, SESSIONS, UserProfiles
+
+_STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
+
+
+def flink_configuration(settings: Settings, rest_port: int | None = None) -> Configuration:
+    """Everything Flink reads from its configuration rather than from the job graph."""
+    flink = settings.flink
+    conf = Configuration()
+    entries = {
+        "parallelism.default": flink.parallelism,
+        "python.execution-mode": flink.python_execution_mode,
+        "python.fn-execution.bundle.size": flink.bundle_size,
+        "python.fn-execution.bundle.time": flink.bundle_time,
+        "python.state.cache-size": flink.state_cache_size,
+        "python.executable": flink.python_executable or sys.executable,
+        "python.client.executable": flink.python_executable or sys.executable,
+        "pipeline.jars": flink.connector_jar.resolve().as_uri(),
+        "pipeline.auto-watermark-interval": f"{settings.time.watermark_interval} ms",
+        "state.backend.type": flink.state_backend,
+        "execution.checkpointing.dir": flink.checkpoint_dir,
+        "table.exec.source.idle-timeout": f"{settings.time.idle_timeout} ms",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": flink.restart_attempts,
+        "restart-strategy.fixed-delay.delay": f"{flink.restart_delay} ms",
+    }
+    if rest_port is not None:
+        entries["rest.port"] = rest_port
+    for key, value in entries.items():
+        conf.set_string(key, str(value))
+    return conf
+
+
+def _expose_interpreter_paths() -> None:
+    """Thread mode runs Python embedded in the JVM (pemja), which starts from the base
+    interpreter's sys.path and misses the virtualenv (FLINK-38585). PYTHONPATH, inherited by
+    the JVM that PyFlink launches, puts the venv's site-packages and this project back."""
+    paths = [p for p in (*site.getsitepackages(), str(REPO_ROOT)) if p]
+    existing = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([existing] if existing else [])])
+
+
+def create_environment(settings: Settings, rest_port: int | None = None) -> StreamExecutionEnvironment:
+    _expose_interpreter_paths()
+    if not settings.flink.connector_jar.is_file():
+        raise FileNotFoundError(
+            f"flink.connector_jar: {settings.flink.connector_jar} does not exist "
+            "(run `make setup` to fetch it from Maven Central)")
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings, rest_port))
+    env.enable_checkpointing(settings.flink.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
+    return env
+
+
+def source_ddl(settings: Settings) -> str:
+    kafka = settings.kafka
+    options = {
+        "connector": "kafka",
+        "topic": kafka.topics.events,
+        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        "properties.group.id": kafka.group_id,
+        "scan.startup.mode": _STARTUP_MODES[kafka.starting_offsets],
+        "value.format": "raw",
+        **({"scan.bounded.mode": "latest-offset"} if kafka.bounded else {}),
+        **{f"properties.{k}": v for k, v in kafka.properties.items()},
+    }
+    with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    delay = settings.time.out_of_orderness
+    return f"""
+CREATE TEMPORARY TABLE raw_events (
+  payload BYTES,
+  `topic` STRING METADATA VIRTUAL,
+  `partition` INT METADATA VIRTUAL,
+  `offset` BIGINT METADATA VIRTUAL,
+  record_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+  WATERMARK FOR record_ts AS record_ts - INTERVAL '{delay // 1000}.{delay % 1000:03d}' SECOND(3)
+) WITH (
+  {with_clause}
+)"""
+
+
+def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
+    kafka = settings.kafka
+    exactly_once = kafka.delivery_guarantee == "exactly-once"
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(kafka.bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build())
+        .set_delivery_guarantee(
+            DeliveryGuarantee.EXACTLY_ONCE if exactly_once else DeliveryGuarantee.AT_LEAST_ONCE)
+    )
+    if exactly_once:
+        builder = (builder.set_transactional_id_prefix(f"{kafka.transactional_id_prefix}-{topic}")
+                   .set_property("transaction.timeout.ms", "900000"))
+    for key, value in kafka.properties.items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
+def build(env: StreamExecutionEnvironment, settings: Settings) -> None:
+    """Add the whole job to ``env``; operator uids keep savepoints restorable across changes."""
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(source_ddl(settings))
+    raw: DataStream = t_env.to_data_stream(t_env.from_path("raw_events"))
+
+    events = raw.process(ParseEvents(settings.validation)).uid("parse").name("parse + validate")
+    users = (
+        events.key_by(lambda event: event.user_id, key_type=Types.STRING())
+        .process(UserProfiles(settings))
+        .uid("user-profiles").name("user profiles")
+    )
+    topics = settings.kafka.topics
+    for stream, topic in ((events.get_side_output(DLQ), topics.dlq),
+                          (users.get_side_output(SESSIONS), topics.sessions),
+                          (users.get_side_output(LATE), topics.late)):
+        stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")

@@ -1,0 +1,48 @@
+"""Entry point: ``python -m personalization.pipelines.main [--config FILE] [--set key=value ...]``.
+
+Also the ``flink run --python`` entry point on a cluster. The config is validated before the
+job graph is built, so a bad key stops the job before it reads a single record.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from personalization.config.settings import ConfigError, Settings, load_settings
+
+
+def run_job(settings: Settings, wait: bool = True, rest_port: int | None = None,
+            job_name: str = "personalization"):
+    """Build and submit the job; returns the JobClient when ``wait`` is False."""
+    from personalization.pipelines.job import build, create_environment
+
+    env = create_environment(settings, rest_port)
+    build(env, settings)
+    if wait:
+        env.execute(job_name)
+        return None
+    return env.execute_async(job_name)
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config file (default: config/default.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. --set time.session_gap=10m (repeatable).")
+@click.option("--check", is_flag=True, help="Validate the config and exit.")
+def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> None:
+    try:
+        settings = load_settings(config_path, list(overrides))
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    if check:
+        click.echo("config ok")
+        return
+    run_job(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Keyed state descriptors: one place for names and types, because they are the savepoint contract.
+
+Renaming a descriptor or changing its type breaks restoring from existing savepoints.
+"""
+
+from pyflink.common import Types
+from pyflink.datastream.state import ValueStateDescriptor
+
+# The whole per-user state (core.user.UserState) as one pickled value: the Python state cache
+# keeps the live object between events, so it is pickled when written back, not read per event.
+USER_STATE = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())

@@ -1,0 +1,558 @@
+#!/usr/bin/env bash
+# Local dev stack: a real single-node Apache Kafka broker (KRaft, combined broker+controller)
+# and a real Redis server, both on 127.0.0.1, state under $STACK_DIR (default <repo>/.stack).
+#
+#   stack/stack.sh install   fetch Kafka + Flink connector jars (maven), install redis-server (apt)
+#   stack/stack.sh up        install if needed, start both, block until both answer requests
+#   stack/stack.sh down      stop both gracefully (SIGTERM, wait), idempotent
+#   stack/stack.sh status    show state, ports, pids, folders (exit 0 = both up, 3 = not)
+#   stack/stack.sh reset     down, then delete the data folders (keeps jars and logs)
+#   stack/stack.sh kafka-class <main.Class> [args...]   run a Kafka tool with the broker classpath
+#
+# See stack/README.md for ports, folders and environment variables.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+
+STACK_DIR=${STACK_DIR:-$REPO_DIR/.stack}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+REDIS_PORT=${REDIS_PORT:-6379}
+STACK_TIMEOUT=${STACK_TIMEOUT:-90}            # seconds, per service, for up/down
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}
+JAVA=${JAVA:-java}
+MVN=${MVN:-mvn}
+MVN_ARGS=${MVN_ARGS:-}                         # extra maven args, e.g. -Dmaven.repo.local=...
+
+# versions: keep in sync with stack/pom.xml
+KAFKA_VERSION=4.2.0
+FLINK_KAFKA_CONNECTOR_VERSION=5.0.0-2.2
+
+HOST=127.0.0.1
+KAFKA_NODE_ID=1
+
+# ---------------------------------------------------------------------------------------------
+# paths
+
+mkdir -p "$STACK_DIR"
+STACK_DIR=$(cd "$STACK_DIR" && pwd)
+
+KAFKA_HOME=$STACK_DIR/kafka
+KAFKA_LIBS=$KAFKA_HOME/libs
+KAFKA_CONF=$KAFKA_HOME/config
+KAFKA_DATA=$KAFKA_HOME/data
+KAFKA_PIDFILE=$KAFKA_HOME/kafka.pid
+REDIS_HOME=$STACK_DIR/redis
+REDIS_DATA=$REDIS_HOME/data
+REDIS_CONF=$REDIS_HOME/redis.conf
+REDIS_PIDFILE=$REDIS_HOME/redis.pid
+LOG_DIR=$STACK_DIR/logs
+KAFKA_LOG=$LOG_DIR/kafka.log
+REDIS_LOG=$LOG_DIR/redis.log
+JARS_DIR=$STACK_DIR/jars
+CONNECTOR_JAR=$JARS_DIR/flink-sql-connector-kafka-$FLINK_KAFKA_CONNECTOR_VERSION.jar
+KAFKA_MAIN_JAR=$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar
+FETCH_MARKER=$KAFKA_LIBS/.fetched   # holds the sha256 of the pom the jars were fetched with
+
+LOG_ROTATE_BYTES=$((64 * 1024 * 1024))
+
+# Short-lived JVMs (tools): fast startup, small heap, quiet logging.
+TOOL_JVM_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true)
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+say()  { printf 'stack: %s\n' "$*"; }
+warn() { printf 'stack: WARNING: %s\n' "$*" >&2; }
+die()  { printf 'stack: ERROR: %s\n' "$*" >&2; exit 1; }
+
+now_us() { local t=${EPOCHREALTIME//[!0-9]/}; printf '%s' "$((10#$t))"; }
+# elapsed seconds since $1 (microseconds), one decimal
+elapsed() { local d=$(( $(now_us) - $1 )); printf '%d.%d' $((d / 1000000)) $(((d / 100000) % 10)); }
+
+# alive PID: the process exists and is not a zombie (an orphaned daemon is reparented to PID 1,
+# which in containers may reap it late; a zombie has already exited)
+alive() {
+  local st
+  kill -0 "$1" 2>/dev/null || return 1
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [[ ${st%% *} != Z ]]
+}
+
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
+
+# pid_of PIDFILE PATTERN -> prints pid if the pidfile names a live process whose cmdline matches
+pid_of() {
+  local pidfile=$1 pattern=$2 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
+  printf '%s' "$pid"
+}
+
+kafka_pid() {
+  local pid
+  if pid=$(pid_of "$KAFKA_PIDFILE" kafka.Kafka); then printf '%s' "$pid"; return 0; fi
+  # pid file lost: look for *our* broker (same config file path), nothing broader
+  local f
+  while IFS= read -r f; do
+    if tr '\0' ' ' 2>/dev/null <"$f" | grep -q -- "kafka.Kafka $KAFKA_CONF/server.properties"; then
+      pid=${f#/proc/}; pid=${pid%/cmdline}
+      printf '%s' "$pid" >"$KAFKA_PIDFILE"
+      printf '%s' "$pid"; return 0
+    fi
+  done < <(grep -lsaF -- "$KAFKA_CONF/server.properties" /proc/[0-9]*/cmdline 2>/dev/null || true)
+  return 1
+}
+redis_pid() { pid_of "$REDIS_PIDFILE" redis-server; }
+
+redis_ping() {
+  if command -v redis-cli >/dev/null 2>&1; then
+    [[ $(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+  else
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$REDIS_PORT; printf 'PING\r\n' >&3; read -r l <&3; [[ \$l == +PONG* ]]" 2>/dev/null
+  fi
+}
+
+rotate_log() {
+  local f=$1
+  if [[ -f $f ]] && (( $(stat -c %s "$f") > LOG_ROTATE_BYTES )); then mv -f "$f" "$f.1"; fi
+}
+
+# log_tail FILE [N]: last N lines of the current run (after the last '===== ' marker), long lines cut
+log_tail() {
+  local f=$1 n=${2:-25} start
+  [[ -f $f ]] || return 0
+  start=$(grep -n '^===== ' "$f" 2>/dev/null | tail -n1 | cut -d: -f1)
+  echo "---- last lines of $f ----" >&2
+  tail -n +"${start:-1}" "$f" | tail -n "$n" | cut -c1-300 >&2
+  echo "----" >&2
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root or sudo to run: $*"; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: $*"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    say "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "apt-get install -y $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@" >/dev/null
+}
+
+# Serialise up/down/reset/install between concurrent callers (e.g. parallel test runs).
+# The fd is closed (9>&-) for the daemons we spawn so they never hold the lock.
+take_lock() {
+  exec 9>"$STACK_DIR/.lock"
+  flock -w $((STACK_TIMEOUT * 3)) 9 || die "timed out waiting for $STACK_DIR/.lock (another stack.sh running?)"
+}
+
+check_ports_config() {
+  local p
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$REDIS_PORT"; do
+    [[ $p =~ ^[0-9]+$ ]] && (( p > 0 && p < 65536 )) || die "invalid port: $p"
+  done
+  [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" && $KAFKA_PORT != "$REDIS_PORT" && $KAFKA_CONTROLLER_PORT != "$REDIS_PORT" ]] \
+    || die "KAFKA_PORT, KAFKA_CONTROLLER_PORT and REDIS_PORT must differ"
+}
+
+# ---------------------------------------------------------------------------------------------
+# install
+
+pom_sha() { sha256sum "$SCRIPT_DIR/pom.xml" | cut -d' ' -f1; }
+
+jars_ok() {
+  [[ -f $FETCH_MARKER && -f $KAFKA_MAIN_JAR && -f $CONNECTOR_JAR ]] && [[ $(<"$FETCH_MARKER") == "$(pom_sha)" ]]
+}
+
+install_java_maven() {
+  if ! command -v "$JAVA" >/dev/null 2>&1; then
+    apt_install openjdk-17-jre-headless
+  fi
+  if ! command -v "$MVN" >/dev/null 2>&1; then
+    apt_install maven
+  fi
+}
+
+install_jars() {
+  if jars_ok; then return 0; fi
+  install_java_maven
+  local t0; t0=$(now_us)
+  say "fetching Kafka $KAFKA_VERSION + flink-sql-connector-kafka $FLINK_KAFKA_CONNECTOR_VERSION jars (maven)"
+  # start from clean folders so a pom change never leaves stale jars on the classpath
+  rm -rf "$KAFKA_LIBS" "$JARS_DIR"
+  mkdir -p "$KAFKA_LIBS" "$JARS_DIR"
+  mkdir -p "$LOG_DIR"
+  # maven output (quiet: errors/warnings only) goes to logs/maven.log, shown on failure
+  # shellcheck disable=SC2086
+  if ! "$MVN" -B -q -Dstyle.color=never -f "$SCRIPT_DIR/pom.xml" -Dstack.dir="$STACK_DIR" $MVN_ARGS \
+        generate-resources >"$LOG_DIR/maven.log" 2>&1 9>&-; then
+    sed 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/maven.log" | tail -n 30 >&2
+    die "maven failed to fetch jars (log: $LOG_DIR/maven.log, pom: $SCRIPT_DIR/pom.xml)"
+  fi
+  [[ -f $KAFKA_MAIN_JAR ]] || die "maven ran but $KAFKA_MAIN_JAR is missing"
+  [[ -f $CONNECTOR_JAR ]] || die "maven ran but $CONNECTOR_JAR is missing"
+  pom_sha >"$FETCH_MARKER"
+  say "jars ready: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) in ${KAFKA_LIBS#"$REPO_DIR"/}, connector in ${JARS_DIR#"$REPO_DIR"/} ($(elapsed "$t0") s)"
+}
+
+stop_packaged_redis() {
+  # The Debian package may start its own redis-server service on 6379; we run our own instance.
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    if as_root systemctl is-enabled --quiet redis-server 2>/dev/null || as_root systemctl is-active --quiet redis-server 2>/dev/null; then
+      say "disabling the packaged redis-server system service (stack runs its own instance)"
+      as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+  elif [[ -s /run/redis/redis-server.pid ]] && command -v service >/dev/null 2>&1; then
+    say "stopping the packaged redis-server service (stack runs its own instance)"
+    as_root service redis-server stop >/dev/null 2>&1 || true
+  fi
+}
+
+install_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return 0; fi
+  local t0; t0=$(now_us)
+  apt_install redis-server
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still not on PATH after apt-get install"
+  stop_packaged_redis
+  say "redis-server installed: $(redis-server --version | head -n1) ($(elapsed "$t0") s)"
+}
+
+cmd_install() {
+  install_jars
+  install_redis
+  command -v "$JAVA" >/dev/null 2>&1 || install_java_maven
+}
+
+# ---------------------------------------------------------------------------------------------
+# kafka
+
+kafka_java() {  # short-lived tool JVM with the broker classpath
+  "$JAVA" "${TOOL_JVM_OPTS[@]}" -Dlog4j2.configurationFile="file:$KAFKA_CONF/tools-log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+write_kafka_config() {
+  mkdir -p "$KAFKA_CONF" "$KAFKA_DATA" "$LOG_DIR"
+  cat >"$KAFKA_CONF/server.properties" <<EOF
+# Generated by stack/stack.sh on every 'up' (edit the script, not this file).
+# Single-node dev broker: KRaft combined broker+controller, PLAINTEXT on $HOST only.
+process.roles=broker,controller
+node.id=$KAFKA_NODE_ID
+controller.quorum.voters=$KAFKA_NODE_ID@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+
+# single node: every internal topic with replication factor 1
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+
+# dev / test behaviour
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+# replayed datasets carry 2017 event timestamps as record timestamps: never delete by time
+log.retention.ms=-1
+# log.message.timestamp.before.max.ms stays default (unbounded) so old timestamps are accepted;
+# reject records more than 1 h in the future
+log.message.timestamp.after.max.ms=3600000
+# Flink's exactly-once Kafka sink uses transaction.timeout.ms up to 1 h
+transaction.max.timeout.ms=3600000
+EOF
+
+  # Broker logs go to stdout, which stack.sh appends to $KAFKA_LOG (one file, also catches JVM errors).
+  cat >"$KAFKA_CONF/log4j2.properties" <<'EOF'
+status = warn
+name = stack-kafka-broker
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.network.name = kafka.network.RequestChannel$
+logger.network.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = INFO
+EOF
+
+  cat >"$KAFKA_CONF/tools-log4j2.properties" <<'EOF'
+status = error
+name = stack-kafka-tools
+appender.err.type = Console
+appender.err.name = ERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = ERR
+EOF
+
+  cat >"$KAFKA_CONF/tools-client.properties" <<'EOF'
+request.timeout.ms=5000
+default.api.timeout.ms=10000
+EOF
+}
+
+kafka_format_if_needed() {
+  if [[ -f $KAFKA_DATA/meta.properties ]]; then return 0; fi
+  local t0 cluster_id out; t0=$(now_us)
+  cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n1) \
+    || die "kafka.tools.StorageTool random-uuid failed (see $KAFKA_LOG)"
+  [[ -n $cluster_id ]] || die "empty cluster id from kafka.tools.StorageTool random-uuid"
+  if ! out=$(kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF/server.properties" 2>&1); then
+    printf '%s\n' "$out" >>"$KAFKA_LOG"
+    die "kafka storage format failed: $out"
+  fi
+  printf '%s\n' "$cluster_id" >"$KAFKA_HOME/cluster.id"
+  say "kafka storage formatted in ${KAFKA_DATA#"$REPO_DIR"/} (cluster id $cluster_id, $(elapsed "$t0") s)"
+}
+
+kafka_start() {
+  check_port_free "$KAFKA_PORT" kafka
+  check_port_free "$KAFKA_CONTROLLER_PORT" "kafka controller"
+  rotate_log "$KAFKA_LOG"
+  printf '\n===== %s stack.sh: starting kafka %s on %s:%s =====\n' "$(date -Is)" "$KAFKA_VERSION" "$HOST" "$KAFKA_PORT" >>"$KAFKA_LOG"
+  rm -f "$KAFKA_PIDFILE"
+  # setsid+nohup: own session, survives this script; the inner bash records its pid, then
+  # execs the JVM (so the pid file holds the JVM's pid).
+  # shellcheck disable=SC2086
+  (cd "$KAFKA_HOME" && exec setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PIDFILE" \
+    "$JAVA" $KAFKA_HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -XX:ErrorFile="$LOG_DIR/kafka_hs_err_%p.log" \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="file:$KAFKA_CONF/log4j2.properties" \
+    -Dkafka.logs.dir="$LOG_DIR" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF/server.properties" \
+    >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &)
+}
+
+kafka_fail() {
+  log_tail "$KAFKA_LOG" 30
+  die "kafka: $* (log: $KAFKA_LOG)"
+}
+
+# Ready = process alive, port accepts connections, and the broker answers Metadata + ApiVersions
+# (org.apache.kafka.tools.BrokerApiVersionsCommand lists brokers via a metadata request, then asks
+# each one for its API versions; an unfenced broker 1 must show up).
+kafka_wait_ready() {
+  local t0=$1 deadline=$(( $1 + STACK_TIMEOUT * 1000000 )) out
+  while :; do
+    [[ -n $(kafka_pid) ]] || kafka_fail "process exited during startup"
+    if port_open "$KAFKA_PORT"; then break; fi
+    (( $(now_us) < deadline )) || kafka_fail "port $KAFKA_PORT not open after ${STACK_TIMEOUT}s"
+    sleep 0.2
+  done
+  while :; do
+    if out=$(timeout 30 "$JAVA" "${TOOL_JVM_OPTS[@]}" \
+          -Dlog4j2.configurationFile="file:$KAFKA_CONF/tools-log4j2.properties" -cp "$KAFKA_LIBS/*" \
+          org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$HOST:$KAFKA_PORT" \
+          --command-config "$KAFKA_CONF/tools-client.properties" 2>&1) \
+       && grep -q "(id: $KAFKA_NODE_ID " <<<"$out" && ! grep -q 'isFenced: true' <<<"$out" \
+       && grep -q 'Metadata(3)' <<<"$out"; then
+      return 0
+    fi
+    [[ -n $(kafka_pid) ]] || kafka_fail "process exited during startup"
+    (( $(now_us) < deadline )) || { printf '%s\n' "$out" | tail -n 5 >&2; kafka_fail "broker not answering API requests after ${STACK_TIMEOUT}s"; }
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# redis
+
+write_redis_config() {
+  mkdir -p "$REDIS_DATA" "$LOG_DIR"
+  cat >"$REDIS_CONF" <<EOF
+# Generated by stack/stack.sh on every 'up' (edit the script, not this file).
+bind $HOST
+protected-mode yes
+port $REDIS_PORT
+daemonize yes
+supervised no
+pidfile "$REDIS_PIDFILE"
+logfile "$REDIS_LOG"
+loglevel notice
+dir "$REDIS_DATA"
+# persistence: AOF (fsync every second) + default RDB snapshots
+appendonly yes
+appendfsync everysec
+dbfilename dump.rdb
+EOF
+}
+
+redis_start() {
+  command -v redis-server >/dev/null 2>&1 || die "redis-server not on PATH (run: stack/stack.sh install)"
+  check_port_free "$REDIS_PORT" redis
+  write_redis_config
+  rotate_log "$REDIS_LOG"
+  printf '===== %s stack.sh: starting redis on %s:%s =====\n' "$(date -Is)" "$HOST" "$REDIS_PORT" >>"$REDIS_LOG"
+  rm -f "$REDIS_PIDFILE"
+  # daemonize yes: redis forks, calls setsid and writes its pid file itself
+  (cd "$REDIS_HOME" && setsid nohup redis-server "$REDIS_CONF" >>"$REDIS_LOG" 2>&1 </dev/null 9>&-) \
+    || { log_tail "$REDIS_LOG"; die "redis-server failed to start (log: $REDIS_LOG)"; }
+}
+
+redis_wait_ready() {
+  local t0=$1 deadline=$(( $1 + STACK_TIMEOUT * 1000000 ))
+  until redis_ping; do
+    if (( $(now_us) > t0 + 2000000 )) && [[ -z $(redis_pid) ]]; then
+      log_tail "$REDIS_LOG"; die "redis: process not running (log: $REDIS_LOG)"
+    fi
+    (( $(now_us) < deadline )) || { log_tail "$REDIS_LOG"; die "redis: no PONG on $HOST:$REDIS_PORT after ${STACK_TIMEOUT}s (log: $REDIS_LOG)"; }
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+check_port_free() {
+  if port_open "$1"; then
+    die "$2: port $HOST:$1 is already in use by another process (not started by this stack); stop it or set another port (see stack/README.md)"
+  fi
+}
+
+cmd_up() {
+  check_ports_config
+  local t_all; t_all=$(now_us)
+  cmd_install
+  mkdir -p "$LOG_DIR"
+
+  local kpid rpid t_k="" t_r=""
+  if kpid=$(kafka_pid); then
+    port_open "$KAFKA_PORT" || die "kafka: pid $kpid is running but port $KAFKA_PORT is closed (still starting or wrong KAFKA_PORT?); see $KAFKA_LOG"
+    say "kafka already running on $HOST:$KAFKA_PORT (pid $kpid)"
+  else
+    write_kafka_config
+    kafka_format_if_needed
+    t_k=$(now_us)
+    kafka_start
+  fi
+
+  if rpid=$(redis_pid); then
+    redis_ping || die "redis: pid $rpid is running but no PONG on $HOST:$REDIS_PORT; see $REDIS_LOG"
+    say "redis already running on $HOST:$REDIS_PORT (pid $rpid)"
+  else
+    t_r=$(now_us)
+    redis_start
+  fi
+
+  if [[ -n $t_r ]]; then
+    redis_wait_ready "$t_r"
+    say "redis up on $HOST:$REDIS_PORT (pid $(redis_pid), $(elapsed "$t_r") s)"
+  fi
+  if [[ -n $t_k ]]; then
+    kafka_wait_ready "$t_k"
+    say "kafka up on $HOST:$KAFKA_PORT (pid $(kafka_pid), $(elapsed "$t_k") s)"
+  fi
+  say "ready in $(elapsed "$t_all") s (kafka $HOST:$KAFKA_PORT, redis $HOST:$REDIS_PORT, state ${STACK_DIR})"
+}
+
+# stop_pid NAME PID LOG
+stop_pid() {
+  local name=$1 pid=$2 log=$3 t0 deadline
+  t0=$(now_us); deadline=$(( t0 + STACK_TIMEOUT * 1000000 ))
+  kill -TERM "$pid" 2>/dev/null || true
+  while alive "$pid"; do
+    if (( $(now_us) >= deadline )); then
+      warn "$name (pid $pid) still running ${STACK_TIMEOUT}s after SIGTERM; sending SIGKILL (log: $log)"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.1
+  done
+  say "$name stopped (pid $pid, $(elapsed "$t0") s)"
+}
+
+cmd_down() {
+  local pid
+  if pid=$(kafka_pid); then stop_pid kafka "$pid" "$KAFKA_LOG"; else say "kafka not running"; fi
+  rm -f "$KAFKA_PIDFILE"
+  if pid=$(redis_pid); then stop_pid redis "$pid" "$REDIS_LOG"; else say "redis not running"; fi
+  rm -f "$REDIS_PIDFILE"
+}
+
+cmd_reset() {
+  cmd_down
+  rm -rf "$KAFKA_DATA" "$REDIS_DATA" "$KAFKA_HOME/cluster.id"
+  say "deleted data folders ${KAFKA_DATA#"$REPO_DIR"/} and ${REDIS_DATA#"$REPO_DIR"/} (jars and logs kept)"
+}
+
+cmd_status() {
+  local pid state rc=0 cid=""
+  [[ -f $KAFKA_HOME/cluster.id ]] && cid=" cluster-id $(<"$KAFKA_HOME/cluster.id")"
+  echo "stack dir: $STACK_DIR"
+  if pid=$(kafka_pid); then
+    if port_open "$KAFKA_PORT"; then state=up; else state="starting (port closed)"; rc=3; fi
+    echo "kafka: $state  bootstrap $HOST:$KAFKA_PORT  controller $HOST:$KAFKA_CONTROLLER_PORT  pid $pid"
+  else
+    echo "kafka: down  bootstrap $HOST:$KAFKA_PORT  controller $HOST:$KAFKA_CONTROLLER_PORT"; rc=3
+  fi
+  echo "       data $KAFKA_DATA$([[ -f $KAFKA_DATA/meta.properties ]] && echo " (formatted$cid)" || echo " (not formatted)")"
+  echo "       log  $KAFKA_LOG"
+  echo "       libs $KAFKA_LIBS ($(find "$KAFKA_LIBS" -maxdepth 1 -name '*.jar' 2>/dev/null | wc -l) jars)"
+  if pid=$(redis_pid); then
+    if redis_ping; then state=up; else state="not answering PING"; rc=3; fi
+    echo "redis: $state  $HOST:$REDIS_PORT  pid $pid"
+  else
+    echo "redis: down  $HOST:$REDIS_PORT"; rc=3
+  fi
+  echo "       data $REDIS_DATA"
+  echo "       log  $REDIS_LOG"
+  echo "jars:  $CONNECTOR_JAR $([[ -f $CONNECTOR_JAR ]] && echo "(present)" || echo "(missing: run stack/stack.sh install)")"
+  return $rc
+}
+
+cmd_kafka_class() {
+  [[ $# -ge 1 ]] || die "usage: stack.sh kafka-class <main.Class> [args...]"
+  [[ -f $KAFKA_MAIN_JAR ]] || die "kafka jars missing (run: stack/stack.sh install)"
+  [[ -f $KAFKA_CONF/tools-log4j2.properties ]] || write_kafka_config
+  exec "$JAVA" "${TOOL_JVM_OPTS[@]}" -Dlog4j2.configurationFile="file:$KAFKA_CONF/tools-log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+usage() {
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+    install)     take_lock; cmd_install ;;
+    up|start)    take_lock; cmd_up ;;
+    down|stop)   take_lock; cmd_down ;;
+    reset)       take_lock; cmd_reset ;;
+    status)      cmd_status ;;
+    kafka-class) cmd_kafka_class "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
