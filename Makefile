@@ -1,0 +1,47 @@
+# Two commands matter: `make demo` (set up everything, run the job on real data) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test stack-up stack-down stack-status stack-reset lock run clean
+
+setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
+	bash stack/stack.sh install
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip==25.3
+	$(VENV)/bin/pip install -q -r requirements-dev.txt -c requirements.lock
+	touch $@
+
+demo: setup stack-up ## replay real data through the job on the local MiniCluster
+	$(PY) -m personalization.pipelines.demo $(DEMO_ARGS)
+
+test: setup ## unit + integration tests; the tests start Kafka and Redis themselves
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+run: setup stack-up ## run the job unbounded against the local stack (Ctrl-C to stop)
+	$(PY) -m personalization.pipelines.main $(RUN_ARGS)
+
+stack-up:
+	bash stack/stack.sh up
+
+stack-down:
+	bash stack/stack.sh down
+
+stack-status:
+	bash stack/stack.sh status || true
+
+stack-reset:
+	bash stack/stack.sh reset
+
+lock: ## re-resolve requirements.lock in a scratch venv
+	rm -rf /tmp/pz-lock && $(PYTHON) -m venv /tmp/pz-lock
+	/tmp/pz-lock/bin/pip install -q -r requirements-dev.txt
+	{ echo '# Full transitive pins of requirements-dev.txt, from `pip freeze` in a fresh venv (make lock).'; \
+	  /tmp/pz-lock/bin/pip freeze; } > requirements.lock
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""Read a running job's metrics from Flink's REST API (the MiniCluster's or a cluster's)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+METRIC_GROUP = "personalization"
+
+
+@dataclass
+class JobStatus:
+    state: str = "UNKNOWN"
+    counters: dict[str, int] = field(default_factory=dict)
+    records_read: int = 0
+
+
+class FlinkRest:
+    def __init__(self, base_url: str) -> None:
+        self._base = base_url.rstrip("/")
+
+    def _get(self, path: str):
+        with urllib.request.urlopen(f"{self._base}{path}", timeout=5) as response:
+            return json.load(response)
+
+    def status(self, job_id: str) -> JobStatus:
+        """Job state and the job's custom counters summed over operators and subtasks."""
+        job = self._get(f"/jobs/{job_id}")
+        status = JobStatus(state=job["state"])
+        for vertex in job["vertices"]:
+            if vertex["name"].startswith("Source"):
+                status.records_read += vertex["metrics"].get("write-records", 0)
+            base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            ids = [m["id"] for m in self._get(base) if f".{METRIC_GROUP}." in m["id"]]
+            if not ids:
+                continue
+            for metric in self._get(f"{base}?agg=sum&get={','.join(ids)}"):
+                name = metric["id"].rsplit(".", 1)[-1]
+                status.counters[name] = status.counters.get(name, 0) + int(metric.get("sum", 0))
+        return status
+
+    def try_status(self, job_id: str) -> JobStatus | None:
+        try:
+            return self.status(job_id)
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            return None

@@ -1,0 +1,87 @@
+"""Create and reset the job's Kafka topics (used by the demo, the tests and operators)."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from personalization.config.settings import Settings
+
+
+def topic_names(settings: Settings) -> list[str]:
+    topics = settings.kafka.topics
+    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes]
+
+
+def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float = 30.0) -> None:
+    """Create missing topics; with ``recreate`` delete them first so a run starts empty."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers,
+                             **_client_properties(settings))
+    try:
+        names = topic_names(settings)
+        if recreate:
+            existing = [name for name in names if name in set(admin.list_topics())]
+            if existing:
+                try:
+                    admin.delete_topics(existing)
+                except UnknownTopicOrPartitionError:
+                    pass
+                _wait(lambda: not set(existing) & set(admin.list_topics()), timeout_s,
+                      f"deletion of topics {existing}")
+        missing = [name for name in names if name not in set(admin.list_topics())]
+        partitions = settings.kafka.topics.partitions
+        for name in missing:
+            # Deletion is asynchronous on the broker: creating too early is refused; retry.
+            _wait(lambda: _create(admin, name, partitions), timeout_s, f"creation of topic {name}")
+    finally:
+        admin.close()
+
+
+def _create(admin: KafkaAdminClient, name: str, partitions: int) -> bool:
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    except TopicAlreadyExistsError:
+        return name in set(admin.list_topics())
+    return True
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _client_properties(settings: Settings) -> dict:
+    """Map pass-through Kafka properties (security.protocol, sasl.*) onto kafka-python names."""
+    return {key.replace(".", "_"): value for key, value in settings.kafka.properties.items()}
+
+
+def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> list[dict]:
+    """Every JSON record of a topic, committed transactions only (exactly-once outputs)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=idle_timeout_ms, isolation_level="read_committed",
+                             **_client_properties(settings))
+    try:
+        return [orjson.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Records in a topic (end minus beginning offsets over all partitions)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                             **_client_properties(settings))
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        return sum(ends[p] - starts[p] for p in partitions)
+    finally:
+        consumer.close()
