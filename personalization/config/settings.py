@@ -140,6 +140,7 @@ class FlinkConfig(_Section):
     state_cache_size: int = Field(100_000, ge=1)
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
+    savepoint_path: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")
     checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()

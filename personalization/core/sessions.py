@@ -140,12 +140,13 @@ def summarize(user_id: str, session: list[SessionEvent], status: str, revision: 
     )
 
 
-def current_session(user_id: str, state: SessionState, rules: SessionRules) -> SessionSummary | None:
-    """The user's latest session as it stands now (open or closed), for profile features."""
+def open_session(user_id: str, state: SessionState, rules: SessionRules) -> SessionSummary | None:
+    """The user's latest session if it has not closed yet (features of "this visit")."""
     if not state.events:
         return None
-    sessions = split(state.events, rules)
-    return summarize(user_id, sessions[-1], "open", 0)
+    latest = split(state.events, rules)[-1]
+    summary = summarize(user_id, latest, "open", 0)
+    return None if summary.session_id in state.emitted else summary
 
 
 def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: int,

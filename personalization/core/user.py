@@ -37,6 +37,7 @@ class UserState:
     windows: list[RollingCounts] = field(default_factory=list)
     seen_event_ids: dict[str, int] = field(default_factory=dict)
     session_state: SessionState = field(default_factory=SessionState)
+    last_session: SessionSummary | None = None
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class UserLogic:
     def profile(self, state: UserState) -> dict:
         """The serving view of the state: what downstream apps read from Redis."""
         anchor = state.last_seen or 0
-        current = sessions.current_session(state.user_id, state.session_state, self.session_rules)
+        current = sessions.open_session(state.user_id, state.session_state, self.session_rules)
         top = sorted(state.categories.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top_categories]
         return {
             "user_id": state.user_id,
@@ -99,14 +100,8 @@ class UserLogic:
             "top_categories": [{"category_id": c, "events": n} for c, n in top],
             "sessions_closed": state.session_state.closed_count,
             "sessions_converted": state.session_state.converted_count,
-            "current_session": None if current is None else {
-                "session_id": current.session_id,
-                "start": current.start,
-                "end": current.end,
-                "event_count": current.event_count,
-                "max_scroll_depth": current.max_scroll_depth,
-                "dwell_ms": current.dwell_ms,
-            },
+            "current_session": _session_brief(current),
+            "last_session": _session_brief(state.last_session),
             "windows_as_of": anchor,
             "windows": {window_name(w.size_ms): w.counts(anchor) for w in state.windows},
         }
@@ -136,9 +131,32 @@ class UserLogic:
         emitted = sessions.advance(state.user_id, state.session_state, self.session_rules,
                                    watermark, end_of_input)
         if emitted:
-            if not result.profile_changed:
-                state.version += 1
+            # One version step per applied event and per session emission, never per call:
+            # the same input then gives the same versions however timers happen to batch.
+            state.version += len(emitted)
+            state.last_session = _newest_closed(emitted, state) or state.last_session
             result.profile_changed = True
             result.sessions.extend(emitted)
         if not end_of_input:
             result.next_timer = sessions.next_deadline(state.session_state, self.session_rules, watermark)
+
+
+def _newest_closed(emitted: list[SessionSummary], state: UserState) -> SessionSummary | None:
+    """Sessions are forgotten oldest first, so the newest one just emitted or still held is the
+    newest closed session overall; when neither exists the previous answer still stands."""
+    candidates = [s for s in emitted if s.status != "retracted"] + list(state.session_state.emitted.values())
+    return max(candidates, key=lambda s: s.start, default=None)
+
+
+def _session_brief(summary: SessionSummary | None) -> dict | None:
+    if summary is None:
+        return None
+    return {
+        "session_id": summary.session_id,
+        "start": summary.start,
+        "end": summary.end,
+        "event_count": summary.event_count,
+        "max_scroll_depth": summary.max_scroll_depth,
+        "dwell_ms": summary.dwell_ms,
+        "converted": summary.converted,
+    }

@@ -48,6 +48,8 @@ def flink_configuration(settings: Settings, rest_port: int | None = None) -> Con
         "restart-strategy.fixed-delay.attempts": flink.restart_attempts,
         "restart-strategy.fixed-delay.delay": f"{flink.restart_delay} ms",
     }
+    if flink.savepoint_path:
+        entries["execution.savepoint.path"] = flink.savepoint_path
     if rest_port is not None:
         entries["rest.port"] = rest_port
     for key, value in entries.items():

@@ -1,0 +1,71 @@
+"""Helpers for integration tests: isolated settings, job control, polling, end-state snapshots."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import redis
+
+from personalization.config.settings import Settings, load_settings, redis_password
+from personalization.pipelines.main import run_job
+from personalization.pipelines.topics import ensure_topics, read_topic
+
+T = TypeVar("T")
+TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes")
+
+
+def isolated_settings(tmp_path: Path, events_topic: str | None = None, **sections) -> Settings:
+    """Settings with topics, consumer group and Redis prefix of their own, bounded mode.
+
+    ``events_topic`` shares an input topic between runs that must see the same events.
+    """
+    run = uuid.uuid4().hex[:10]
+    topics = {key: f"t-{run}-{key}" for key in TOPIC_KEYS}
+    if events_topic:
+        topics["events"] = events_topic
+    settings = load_settings().with_overrides(
+        kafka={"topics": topics, "group_id": f"g-{run}", "bounded": True},
+        redis={"key_prefix": f"pzt:{run}"},
+        flink={"checkpoint_dir": (tmp_path / f"checkpoints-{run}").as_uri()},
+    )
+    settings = settings.with_overrides(**sections) if sections else settings
+    ensure_topics(settings)
+    return settings
+
+
+def wait_until(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def start_job(settings: Settings):
+    """Submit the job without waiting; returns the JobClient."""
+    return run_job(settings, wait=False)
+
+
+def redis_state(settings: Settings) -> dict[str, dict[bytes, bytes]]:
+    """Every key under the run's prefix with every field, minus the documented wall-clock field."""
+    cfg = settings.redis
+    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, password=redis_password())
+    state = {}
+    for key in client.scan_iter(match=f"{cfg.key_prefix}:*", count=1000):
+        fields = client.hgetall(key)
+        fields.pop(b"updated_at", None)
+        state[key.decode().removeprefix(cfg.key_prefix)] = fields
+    return state
+
+
+def sessions_of(settings: Settings) -> list[dict]:
+    """The sessions topic as a sorted list, for comparing runs regardless of output order."""
+    records = read_topic(settings, settings.kafka.topics.sessions)
+    return sorted(records, key=lambda r: (r["user_id"], r["start"], r["revision"], r["status"]))
