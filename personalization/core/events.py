@@ -31,15 +31,16 @@ class Event:
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
-        return cls(
+        dwell = payload.get("dwell_ms")
+        return cls(  # JSON Schema calls 1000.0 an integer: make it one, or ids and sums drift
             event_id=payload["event_id"],
             event_type=payload["event_type"],
-            ts=payload["ts"],
+            ts=int(payload["ts"]),
             user_id=payload.get("user_id") or payload["anonymous_id"],
             item_id=payload.get("item_id"),
             category_id=payload.get("category_id"),
             scroll_depth=payload.get("scroll_depth"),
-            dwell_ms=payload.get("dwell_ms"),
+            dwell_ms=None if dwell is None else int(dwell),
             user_agent=payload.get("user_agent"),
             session_id=payload.get("session_id"),
         )

@@ -74,6 +74,9 @@ class SessionSummary:
 class SessionState:
     events: list[SessionEvent] = field(default_factory=list)
     emitted: dict[str, SessionSummary] = field(default_factory=dict)
+    # Retracted ids with (last revision, end): a later split can bring an id back, and its
+    # revisions must keep increasing; forgotten with the sessions around them.
+    retired: dict[str, tuple[int, int]] = field(default_factory=dict)
     closed_count: int = 0  # net of retractions, including sessions already forgotten
     converted_count: int = 0
 
@@ -166,7 +169,9 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
         sid = session_id(user_id, session[0].ts)
         live_ids.add(sid)
         previous = state.emitted.get(sid)
-        if previous is None:
+        if previous is None and sid in state.retired:
+            summary = summarize(user_id, session, "updated", state.retired.pop(sid)[0] + 1)
+        elif previous is None:
             summary = summarize(user_id, session, "closed", 1)
         else:
             summary = summarize(user_id, session, "updated", previous.revision + 1)
@@ -182,12 +187,16 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
     for sid in [sid for sid in state.emitted if sid not in live_ids]:
         retraction = _retraction(state.emitted.pop(sid))
         _count(state, retraction, None)
+        state.retired[sid] = (retraction.revision, retraction.end)
         out.append(retraction)
     if keep_from:
         dropped = sessions[:keep_from]
         del state.events[: sum(len(s) for s in dropped)]
         for session in dropped:
             state.emitted.pop(session_id(user_id, session[0].ts), None)
+    horizon = rules.gap_ms + rules.allowed_lateness_ms
+    for sid in [sid for sid, (_, end) in state.retired.items() if end_of_input or watermark >= end + horizon]:
+        del state.retired[sid]
     return out
 
 

@@ -71,7 +71,7 @@ class UserLogic:
         lateness = watermark - event.ts
         if lateness > self.session_rules.allowed_lateness_ms:
             return Result(Outcome.LATE, lateness_ms=lateness)
-        self._remember(state, event)
+        self._remember(state, event, watermark)
         self._count(state, event)
         sessions.add_event(state.session_state, event)
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
@@ -106,9 +106,10 @@ class UserLogic:
             "windows": {window_name(w.size_ms): w.counts(anchor) for w in state.windows},
         }
 
-    def _remember(self, state: UserState, event: Event) -> None:
+    def _remember(self, state: UserState, event: Event, watermark: int) -> None:
+        """Ids are forgotten once the watermark is a dedup horizon past their event time."""
         state.seen_event_ids[event.event_id] = event.ts
-        horizon = max(state.last_seen or event.ts, event.ts) - self.dedup_horizon_ms
+        horizon = watermark - self.dedup_horizon_ms
         if len(state.seen_event_ids) > 64 and min(state.seen_event_ids.values()) < horizon:
             state.seen_event_ids = {e: ts for e, ts in state.seen_event_ids.items() if ts >= horizon}
 

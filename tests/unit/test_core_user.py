@@ -336,9 +336,10 @@ def test_late_but_admissible_event_that_merges_sessions_reports_update_and_retra
     result = LOGIC.on_timer(state, 2_399)               # closes_at 999 and 2_399
     assert [(s.status, s.start) for s in result.sessions] == [("closed", 0), ("closed", 1_400)]
     assert LOGIC.profile(state)["sessions_closed"] == 2
-    # 700 is 1_699 behind the watermark: beyond lateness (500)
+    # at watermark 2_399 an event at 700 is 1_699 late: beyond the allowed 500
     assert LOGIC.on_event(state, ev(700, "c"), watermark=2_399).outcome is Outcome.LATE
-    # advance only to 1_200 would be the right scenario: use a fresh state for an admissible one
+
+    # the same events, but the event at 700 arrives while the watermark is only at 1_000
     state = fresh()
     LOGIC.on_event(state, ev(0, "a"), watermark=0)
     LOGIC.on_event(state, ev(1_400, "b", "purchase"), watermark=0)

@@ -1,0 +1,770 @@
+"""Static checks of docker/: the image, the compose stack, Prometheus and Grafana files.
+
+No Docker engine is needed: the files are parsed and checked against the Compose Specification
+schema (vendored, see tests/static/COMPOSE_SPEC_SOURCE.md), against each other, and against the
+versions the rest of the project pins (requirements.txt, stack/pom.xml, config/default.yaml).
+Nothing here imports Flink.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+STATIC = Path(__file__).resolve().parent
+
+DOCKERFILE = DOCKER / "Dockerfile"
+DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
+COMPOSE = DOCKER / "compose.yaml"
+PROMETHEUS = DOCKER / "prometheus.yml"
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "personalization.json"
+GRAFANA_DATASOURCES = DOCKER / "grafana" / "provisioning" / "datasources"
+GRAFANA_DASHBOARD_PROVIDERS = DOCKER / "grafana" / "provisioning" / "dashboards"
+COMPOSE_SCHEMA = STATIC / "compose-spec.json"
+COMPOSE_SCHEMA_SOURCE = STATIC / "COMPOSE_SPEC_SOURCE.md"
+
+PROM_PORT = 9249
+PROM_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+# The job's counters, registered in the operator metric group "personalization". Each entry lists
+# substrings that must all occur in personalization/ sources, so a renamed counter fails here
+# (the rejection counters and the outcome counters are built with f-strings from enum values).
+REJECTION_REASONS = ("too_large", "not_utf8", "not_json", "missing_identity", "unknown_event_type",
+                     "schema_violation", "ts_in_future", "timestamp_mismatch")
+JOB_COUNTERS: dict[str, tuple[str, ...]] = {
+    "events_valid": ('.counter("events_valid")',),
+    **{f"events_rejected_{reason}": ('.counter(f"events_rejected_{', f'"{reason}"')
+       for reason in REJECTION_REASONS},
+    "events_processed": ('.counter(f"events_{', '"processed"'),
+    "events_duplicate": ('.counter(f"events_{', '"duplicate"'),
+    "events_late": ('.counter(f"events_{', '"late"'),
+    "sessions_emitted": ('.counter("sessions_emitted")',),
+    "profile_writes": ('.counter("profile_writes")',),
+}
+JOB_METRIC_GROUP = "personalization"
+
+# Standard Flink metrics the dashboard may use, by Flink scope. The Prometheus reporter names a
+# metric flink_<logical scope joined by "_">_<name>, every character outside [a-zA-Z0-9:_]
+# replaced by "_"; key/value groups (topic, partition) keep their key in the name and become
+# labels. Sources: Flink's metrics documentation (system metrics, FLIP-33 source metrics) and
+# flink-connector-kafka's KafkaSourceReaderMetrics (KafkaSourceReader.*, Kafka consumer metrics
+# under KafkaSourceReader.KafkaConsumer).
+STANDARD_FLINK_METRICS: dict[str, tuple[str, ...]] = {
+    "jobmanager": (
+        "numRegisteredTaskManagers", "numRunningJobs", "taskSlotsAvailable", "taskSlotsTotal",
+        "Status.JVM.CPU.Load", "Status.JVM.Memory.Heap.Used", "Status.JVM.Memory.Heap.Max",
+    ),
+    "jobmanager.job": (
+        "numRestarts", "lastCheckpointDuration", "lastCheckpointSize", "lastCheckpointFullSize",
+        "lastCheckpointRestoreTimestamp", "numberOfCompletedCheckpoints", "numberOfFailedCheckpoints",
+        "numberOfInProgressCheckpoints", "totalNumberOfCheckpoints",
+    ),
+    "taskmanager": (
+        "Status.JVM.CPU.Load", "Status.JVM.Memory.Heap.Used", "Status.JVM.Memory.Heap.Max",
+        "Status.JVM.Memory.NonHeap.Used", "Status.JVM.GarbageCollector.All.Count",
+        "Status.JVM.GarbageCollector.All.Time", "Status.Flink.Memory.Managed.Used",
+        "Status.Flink.Memory.Managed.Total",
+    ),
+    "taskmanager.job.task": (
+        "busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond",
+        "numRecordsIn", "numRecordsOut", "numRecordsInPerSecond", "numRecordsOutPerSecond",
+        "numBytesInPerSecond", "numBytesOutPerSecond", "isBackPressured",
+    ),
+    "taskmanager.job.task.operator": (
+        "currentInputWatermark", "currentOutputWatermark",
+        "numRecordsIn", "numRecordsOut", "numRecordsInPerSecond", "numRecordsOutPerSecond",
+        # FLIP-33 source metrics
+        "pendingRecords", "pendingBytes", "watermarkLag", "currentEmitEventTimeLag",
+        "currentFetchEventTimeLag", "sourceIdleTime", "numRecordsInErrors",
+        # flink-connector-kafka source
+        "KafkaSourceReader.commitsSucceeded", "KafkaSourceReader.commitsFailed",
+        "KafkaSourceReader.topic.partition.currentOffset",
+        "KafkaSourceReader.topic.partition.committedOffset",
+        "KafkaSourceReader.KafkaConsumer.records-lag-max",
+        "KafkaSourceReader.KafkaConsumer.records-lag-avg",
+        "KafkaSourceReader.KafkaConsumer.records-consumed-rate",
+        "KafkaSourceReader.KafkaConsumer.records-consumed-total",
+        "KafkaSourceReader.KafkaConsumer.bytes-consumed-rate",
+        "KafkaSourceReader.KafkaConsumer.fetch-rate",
+        "KafkaSourceReader.KafkaConsumer.fetch-latency-avg",
+    ),
+}
+
+
+def prometheus_name(scope: str, name: str) -> str:
+    return "flink_" + re.sub(r"[^a-zA-Z0-9:_]", "_", f"{scope}.{name}".replace(".", "_"))
+
+
+def job_counter_metric(counter: str) -> str:
+    return prometheus_name(f"taskmanager.job.task.operator.{JOB_METRIC_GROUP}", counter)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and parsing
+
+
+@lru_cache(maxsize=None)
+def compose_raw() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+_INTERPOLATION = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}"
+                            r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(value, env: dict[str, str]):
+    """Compose-style interpolation (${VAR}, ${VAR:-default}, ${VAR-default}, $$) with ``env``."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        op, arg = match.group("op"), match.group("arg") or ""
+        current = env.get(name)
+        if op in (":-", "-"):
+            return arg if (current is None or (op == ":-" and current == "")) else current
+        if op in (":?", "?"):
+            assert current, f"${{{name}}} is required by {COMPOSE.name}"
+            return current
+        if op in (":+", "+"):
+            return arg if current else ""
+        return current or ""
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+@lru_cache(maxsize=None)
+def compose() -> dict:
+    """The compose file as Docker Compose sees it with no variables set (defaults applied)."""
+    return interpolate(compose_raw(), {})
+
+
+def services() -> dict[str, dict]:
+    return compose()["services"]
+
+
+def command_text(service: dict) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else command
+
+
+def flink_properties(service: dict) -> dict[str, str]:
+    text = service["environment"]["FLINK_PROPERTIES"]
+    properties = {}
+    for line in text.splitlines():
+        if line.strip():
+            key, sep, value = line.partition(":")
+            assert sep, f"FLINK_PROPERTIES line without 'key: value': {line!r}"
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def flink_services() -> dict[str, dict]:
+    """Services running the job image with FLINK_PROPERTIES (JobManager, TaskManagers, submitter, tools)."""
+    return {name: svc for name, svc in services().items() if "FLINK_PROPERTIES" in svc.get("environment", {})}
+
+
+def taskmanagers() -> dict[str, dict]:
+    return {name: svc for name, svc in services().items() if command_text(svc) == "taskmanager"}
+
+
+def jobmanager() -> tuple[str, dict]:
+    (item,) = [(name, svc) for name, svc in services().items() if command_text(svc) == "jobmanager"]
+    return item
+
+
+def submitter() -> tuple[str, dict]:
+    (item,) = [(name, svc) for name, svc in services().items() if "flink run" in command_text(svc)]
+    return item
+
+
+def submitter_script() -> str:
+    return command_text(submitter()[1])
+
+
+def flink_run_tokens() -> list[str]:
+    """The words of the submitter's `flink run ...` command line (shell continuations joined)."""
+    script = submitter_script()
+    return shlex.split(script[script.index("flink run"):].replace("\\\n", " "))
+
+
+def option_value(tokens: list[str], option: str) -> str:
+    return tokens[tokens.index(option) + 1]
+
+
+def set_overrides() -> dict[str, str]:
+    tokens = flink_run_tokens()
+    overrides = {}
+    for i, token in enumerate(tokens[:-1]):
+        if token == "--set":
+            key, sep, value = tokens[i + 1].partition("=")
+            assert sep, f"--set {tokens[i + 1]!r} is not key=value"
+            overrides[key] = value
+    return overrides
+
+
+@lru_cache(maxsize=None)
+def dockerfile_instructions() -> tuple[tuple[str, str], ...]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comment lines dropped."""
+    instructions: list[tuple[str, str]] = []
+    current = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not current and not stripped):
+            continue
+        if raw.rstrip().endswith("\\"):
+            current += raw.rstrip()[:-1] + " "
+            continue
+        current += raw
+        keyword, _, rest = current.strip().partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+        current = ""
+    assert not current, "Dockerfile ends inside a continuation line"
+    return tuple(instructions)
+
+
+def _arg_defaults(args: list[str]) -> dict[str, str]:
+    defaults = {}
+    for arg in args:
+        name, _, value = arg.partition("=")
+        defaults[name.strip()] = value.strip().strip('"')
+    return defaults
+
+
+def resolve(text: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+@lru_cache(maxsize=None)
+def dockerfile_stages() -> tuple[dict, ...]:
+    """Stages: base image (global ARGs resolved), name, and the instructions of the stage."""
+    global_args: list[str] = []
+    stages: list[dict] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            base = resolve(parts[0], _arg_defaults(global_args))
+            name = parts[2] if len(parts) >= 3 and parts[1].lower() == "as" else None
+            stages.append({"base": base, "name": name, "instructions": []})
+        elif not stages:
+            assert keyword == "ARG", f"only ARG may precede the first FROM, found {keyword}"
+            global_args.append(rest)
+        else:
+            stages[-1]["instructions"].append((keyword, rest))
+    return tuple(stages)
+
+
+def stage_args(stage: dict) -> dict[str, str]:
+    return _arg_defaults([rest for keyword, rest in stage["instructions"] if keyword == "ARG"])
+
+
+def final_stage() -> dict:
+    return dockerfile_stages()[-1]
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (None if untagged); digests are ignored."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def image_repository(image: str) -> str:
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return (head + "/" if head else "") + last.split(":", 1)[0]
+
+
+EXACT_VERSION_TAG = re.compile(r"^v?\d+\.\d+\.\d+([-_.+][A-Za-z0-9_.+-]*)?$")
+
+
+@lru_cache(maxsize=None)
+def pom() -> tuple[dict[str, str], list[dict[str, str]], set[str]]:
+    """(properties, dependencies with properties resolved, execution ids) of stack/pom.xml."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ET.parse(REPO / "stack" / "pom.xml").getroot()
+    properties = {child.tag.split("}", 1)[1]: (child.text or "").strip()
+                  for child in root.find("m:properties", ns)}
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: properties.get(m.group(1), m.group(0)), text)
+
+    dependencies = []
+    for dep in root.findall("m:dependencies/m:dependency", ns):
+        dependencies.append({field: expand(dep.findtext(f"m:{field}", default="", namespaces=ns))
+                             for field in ("groupId", "artifactId", "version")})
+    executions = {e.findtext("m:id", namespaces=ns) for e in root.iter("{http://maven.apache.org/POM/4.0.0}execution")}
+    return properties, dependencies, executions
+
+
+def pom_version(group: str, artifact: str) -> str:
+    (version,) = [d["version"] for d in pom()[1] if (d["groupId"], d["artifactId"]) == (group, artifact)]
+    assert "${" not in version, f"unresolved property in the version of {artifact}: {version}"
+    return version
+
+
+def connector_version() -> str:
+    return pom_version("org.apache.flink", "flink-sql-connector-kafka")
+
+
+def kafka_version() -> str:
+    return pom_version("org.apache.kafka", "kafka_" + pom()[0]["kafka.scala.binary"])
+
+
+def requirement_pin(name: str) -> str:
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        match = re.match(rf"^\s*{re.escape(name)}\s*==\s*([^\s#;]+)", line, re.IGNORECASE)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"{name} is not pinned with == in requirements.txt")
+
+
+@lru_cache(maxsize=None)
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_panels() -> list[dict]:
+    panels = []
+    for panel in dashboard()["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))  # panels of collapsed rows
+    return panels
+
+
+def dashboard_queries() -> list[str]:
+    queries = [target["expr"] for panel in dashboard_panels() for target in panel.get("targets", [])]
+    for variable in dashboard().get("templating", {}).get("list", []):
+        query = variable.get("query")
+        queries.append(query.get("query", "") if isinstance(query, dict) else str(query or ""))
+    return queries
+
+
+def metric_names(promql: str) -> set[str]:
+    return set(re.findall(r"\b(flink_[A-Za-z0-9_:]+)", promql))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose file
+
+
+@lru_cache(maxsize=None)
+def compose_schema() -> dict:
+    return json.loads(COMPOSE_SCHEMA.read_text())
+
+
+def test_vendored_compose_schema_is_the_recorded_file():
+    digest = hashlib.sha256(COMPOSE_SCHEMA.read_bytes()).hexdigest()
+    assert digest in COMPOSE_SCHEMA_SOURCE.read_text(), (
+        f"{COMPOSE_SCHEMA.name} (sha256 {digest}) is not the file described in {COMPOSE_SCHEMA_SOURCE.name}")
+    assert compose_schema()["title"] == "Compose Specification"
+
+
+def test_compose_validates_against_the_compose_spec_schema():
+    import fastjsonschema
+
+    # fastjsonschema implements draft-07: it checks everything but the draft 2020-12 keyword
+    # unevaluatedProperties (unknown service keys), which the next test covers.
+    fastjsonschema.compile(compose_schema())(compose())
+    try:
+        import jsonschema  # installed with apache-beam (a dependency of apache-flink)
+    except ImportError:
+        return
+    jsonschema.Draft202012Validator(compose_schema()).validate(compose())
+
+
+def test_compose_services_use_only_keys_of_the_spec():
+    """The spec forbids unknown service keys via unevaluatedProperties (draft 2020-12)."""
+    defs = compose_schema()["$defs"]
+    known = set(defs["service"]["properties"])
+    for part in defs["service"]["allOf"]:
+        known |= set(defs[part["$ref"].rsplit("/", 1)[-1]]["properties"])
+    for name, service in services().items():
+        unknown = {key for key in service if key not in known and not key.startswith("x-")}
+        assert not unknown, f"service {name}: keys not in the Compose spec: {sorted(unknown)}"
+
+
+def test_every_compose_image_is_pinned_to_an_exact_version():
+    for name, service in compose_raw()["services"].items():
+        image = service.get("image")
+        assert image, f"service {name} has no image"
+        assert "$" not in image, f"service {name}: image {image!r} depends on a variable"
+        tag = image_tag(image)
+        assert tag and tag != "latest", f"service {name}: image {image!r} has no version tag"
+        if "build" in service:
+            continue  # built from docker/Dockerfile: the tag only names the local build
+        assert EXACT_VERSION_TAG.match(tag) or "@sha256:" in image, (
+            f"service {name}: image {image!r} is not pinned to an exact version (x.y.z)")
+
+
+def test_kafka_image_matches_the_broker_version_of_the_pom():
+    kafka_images = {name: svc["image"] for name, svc in services().items()
+                    if image_repository(svc["image"]) == "apache/kafka"}
+    assert kafka_images, "no apache/kafka service"
+    for name, image in kafka_images.items():
+        assert image_tag(image) == kafka_version(), (
+            f"service {name}: {image} but stack/pom.xml pins Kafka {kafka_version()}")
+
+
+def test_flink_services_share_the_image_built_from_the_dockerfile():
+    flink = flink_services()
+    assert {name for name, svc in flink.items() if command_text(svc) in ("jobmanager", "taskmanager")}
+    images = {svc["image"] for svc in flink.values()}
+    assert len(images) == 1, f"Flink services use different images: {images}"
+    for name, service in flink.items():
+        build = service.get("build")
+        assert build, f"service {name} does not build the image"
+        context = (COMPOSE.parent / build["context"]).resolve()
+        assert context == REPO, f"service {name}: build context {context} is not the repository root"
+        assert (context / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_one_jobmanager_and_two_taskmanagers():
+    jm_name, _ = jobmanager()
+    assert jm_name
+    assert len(taskmanagers()) == 2
+    for name, service in taskmanagers().items():
+        assert service["depends_on"][jm_name]["condition"] == "service_healthy", name
+
+
+def test_flink_configuration_of_the_cluster():
+    jm_name, _ = jobmanager()
+    named_volumes = set(compose().get("volumes") or {})
+    for name, service in flink_services().items():
+        props = flink_properties(service)
+        assert props["metrics.reporter.prom.factory.class"] == PROM_REPORTER_FACTORY, name
+        assert props["metrics.reporter.prom.port"] == str(PROM_PORT), name
+        assert props["state.backend.type"] == "rocksdb", name
+        assert props["jobmanager.rpc.address"] == jm_name, name
+        checkpoint_dir = props["execution.checkpointing.dir"]
+        assert checkpoint_dir.startswith("file:///"), name
+        if command_text(service) not in ("jobmanager", "taskmanager"):
+            continue
+        # checkpoints must be on a named volume shared by the JobManager and every TaskManager
+        mounts = [v for v in service.get("volumes", []) if isinstance(v, str)]
+        on_volume = [m for m in mounts if m.split(":")[0] in named_volumes
+                     and checkpoint_dir[len("file://"):].startswith(m.split(":")[1].rstrip("/") + "/")]
+        assert on_volume, f"service {name}: checkpoint dir {checkpoint_dir} is not on a named volume"
+
+
+def test_redis_appendonly_and_pinned():
+    redis = [svc for svc in services().values() if image_repository(svc["image"]) == "redis"]
+    assert len(redis) == 1
+    command = redis[0]["command"]
+    command = command if isinstance(command, list) else shlex.split(command)
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(str(v).endswith(":/data") for v in redis[0]["volumes"]), "Redis data is not on a volume"
+
+
+def test_kafka_is_a_single_kraft_node():
+    (kafka,) = [svc for name, svc in services().items()
+                if image_repository(svc["image"]) == "apache/kafka" and "command" not in svc]
+    env = kafka["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "ZOOKEEPER" not in " ".join(env)
+    assert str(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "1"
+
+
+def test_topics_created_match_the_job_config():
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    topics = config["kafka"]["topics"]
+    expected = {topics[key] for key in ("events", "dlq", "late", "sessions", "segment_changes")}
+    (script,) = [command_text(svc) for svc in services().values() if "kafka-topics.sh" in command_text(svc)]
+    match = re.search(r"for topic in ([^;]+);", script)
+    assert match, "topic creation loop not found"
+    assert set(match.group(1).split()) == expected
+    assert re.search(rf"--partitions {topics['partitions']}\b", script)
+
+
+def test_submitter_runs_the_python_entry_point():
+    name, service = submitter()
+    script = submitter_script()
+    assert service.get("restart") == "no", "the submitter is one-shot"
+    assert service["depends_on"][jobmanager()[0]]["condition"] == "service_healthy"
+    tokens = flink_run_tokens()
+    assert "--detached" in tokens or "-d" in tokens
+    assert option_value(tokens, "--python") == "/opt/personalization/personalization/pipelines/main.py"
+    assert (REPO / "personalization" / "pipelines" / "main.py").is_file()
+    assert option_value(tokens, "--config") == "/opt/personalization/config/default.yaml"
+    assert "personalization" in script.split("flink run")[0], "no check for an already running job"
+    overrides = set_overrides()
+    kafka_service = next(n for n, s in services().items()
+                         if image_repository(s["image"]) == "apache/kafka" and "command" not in s)
+    assert overrides["kafka.bootstrap_servers"] == f"{kafka_service}:9092"
+    redis_service = next(n for n, s in services().items() if image_repository(s["image"]) == "redis")
+    assert overrides["redis.host"] == redis_service
+    assert overrides["flink.state_backend"] == "rocksdb"
+
+
+def test_submitter_overrides_are_valid_job_config():
+    """The --set overrides name real config keys with valid values (the job's own validation)."""
+    from personalization.config.settings import load_settings
+
+    overrides = {key: value.replace("$PZ_PARALLELISM", "4") for key, value in set_overrides().items()}
+    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    assert settings.kafka.bootstrap_servers == overrides["kafka.bootstrap_servers"]
+    assert settings.flink.parallelism == 4
+
+
+def test_connector_jar_matches_the_pom():
+    version = connector_version()
+    jar = f"/opt/flink/lib/flink-sql-connector-kafka-{version}.jar"
+    assert set_overrides()["flink.connector_jar"] == jar, "compose points the job at another connector jar"
+    args = stage_args(final_stage())
+    assert args["FLINK_KAFKA_CONNECTOR_VERSION"] == version, "Dockerfile checks another connector version"
+    # the jar is fetched with the pom's own execution, which only copies this artifact
+    assert "flink-kafka-connector" in pom()[2]
+    connector_stage = next(s for s in dockerfile_stages() if s["name"] == "connector")
+    runs = " ".join(rest for keyword, rest in connector_stage["instructions"] if keyword == "RUN")
+    copies = " ".join(rest for keyword, rest in connector_stage["instructions"] if keyword == "COPY")
+    assert "stack/pom.xml" in copies
+    assert "dependency:copy-dependencies@flink-kafka-connector" in runs
+    assert "--strict-checksums" in runs or re.search(r"\s-C\s", runs)
+    lib_copies = [rest for keyword, rest in final_stage()["instructions"]
+                  if keyword == "COPY" and "--from=connector" in rest]
+    assert lib_copies and all(resolve(c, {"FLINK_HOME": "/opt/flink"}).split()[-1].rstrip("/") == "/opt/flink/lib"
+                              for c in lib_copies)
+
+
+def test_compose_relative_paths_exist():
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).exists(), f"service {name}: {source} does not exist"
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile
+
+
+def test_dockerfile_base_images_are_pinned():
+    stage_names = set()
+    for stage in dockerfile_stages():
+        base = stage["base"]
+        if base in stage_names:
+            continue
+        assert "$" not in base, f"FROM {base}: unresolved build argument"
+        tag = image_tag(base)
+        assert tag and tag != "latest", f"FROM {base} is not pinned"
+        assert EXACT_VERSION_TAG.match(tag) or "@sha256:" in base, f"FROM {base}: not an exact version"
+        if stage["name"]:
+            stage_names.add(stage["name"])
+
+
+def test_flink_base_image_matches_apache_flink_pin():
+    flink_version = requirement_pin("apache-flink")
+    flink_stages = [s for s in dockerfile_stages() if image_repository(s["base"]) in ("flink", "library/flink")]
+    assert final_stage() in flink_stages, "the runtime image is not based on the official flink image"
+    for stage in flink_stages:
+        tag = image_tag(stage["base"])
+        assert tag.split("-")[0] == flink_version, (
+            f"{stage['base']} but requirements.txt pins apache-flink {flink_version}")
+        assert "java17" in tag.split("-"), f"{stage['base']} is not the Java 17 image"
+
+
+def test_dockerfile_installs_python_311():
+    python_stage = next(s for s in dockerfile_stages() if "PYTHON_VERSION" in stage_args(s))
+    args = stage_args(python_stage)
+    assert args["PYTHON_VERSION"].startswith("3.11.")
+    assert re.fullmatch(r"[0-9a-f]{64}", args["PYTHON_SHA256"]), "the Python source is not checksum-pinned"
+    runs = " ".join(rest for keyword, rest in python_stage["instructions"] if keyword == "RUN")
+    assert "sha256sum -c" in runs and "--enable-shared" in runs
+
+
+def _pip_install_commands() -> list[list[str]]:
+    """The arguments of every `pip install` / `python -m pip install` in RUN instructions."""
+    commands = []
+    for stage in dockerfile_stages():
+        for keyword, rest in stage["instructions"]:
+            if keyword != "RUN":
+                continue
+            for part in re.split(r";|&&|\|\||\bthen\b|\belse\b", rest):
+                try:
+                    tokens = shlex.split(part)
+                except ValueError:
+                    continue
+                for i, token in enumerate(tokens[1:], start=1):
+                    previous = tokens[i - 1].rsplit("/", 1)[-1]
+                    if token == "install" and re.fullmatch(r"pip(3(\.\d+)?)?", previous):
+                        commands.append(tokens[i + 1:])
+                        break
+    return commands
+
+
+def test_dockerfile_installs_exactly_requirements_txt():
+    options_with_value = {"-r", "--requirement", "-c", "--constraint", "-i", "--index-url",
+                          "--extra-index-url", "-f", "--find-links", "--root-user-action"}
+    requirement_files, constraint_files, packages = [], [], []
+    for args in _pip_install_commands():
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg in options_with_value:
+                (requirement_files if arg in ("-r", "--requirement") else
+                 constraint_files if arg in ("-c", "--constraint") else []).append(args[i + 1])
+                i += 2
+                continue
+            if not arg.startswith("-"):
+                packages.append(arg)
+            i += 1
+    assert any(f.endswith("/requirements.txt") for f in requirement_files), "requirements.txt is not installed"
+    assert any(f.endswith("/requirements.lock") for f in constraint_files), "requirements.lock is not used"
+    assert all(f.endswith("/requirements.txt") for f in requirement_files), requirement_files
+    extra = [p for p in packages if not p.startswith("pip==")]
+    assert not extra, f"packages installed outside requirements.txt: {extra}"
+    copies = [rest for stage in dockerfile_stages() for keyword, rest in stage["instructions"] if keyword == "COPY"]
+    assert any("requirements.txt" in c.split() and "requirements.loc[k]" in c.split() for c in copies), (
+        "requirements.txt (and the optional lock) are not copied into the build")
+
+
+def test_dockerfile_configures_the_python_executable():
+    args = stage_args(final_stage())
+    runs = " ".join(rest for keyword, rest in final_stage()["instructions"] if keyword == "RUN")
+    python = f"{args['PYTHON_PREFIX']}/bin/python3.11"
+    for key in ("python.executable", "python.client.executable"):
+        match = re.search(rf'-D{re.escape(key)}=([^"\s]+)', runs)
+        assert match, f"{key} is not set in the image's Flink config"
+        assert resolve(match.group(1), args) == python
+    assert set_overrides()["flink.python_executable"] == python
+
+
+def test_dockerfile_copies_the_project():
+    copies = [rest.split() for keyword, rest in final_stage()["instructions"]
+              if keyword == "COPY" and "--from" not in rest]
+    sources = {c[0].rstrip("/") for c in copies}
+    assert {"personalization", "schemas", "config"} <= sources
+    home = {"PZ_HOME": "/opt/personalization"}
+    targets = {c[0].rstrip("/"): resolve(c[-1], home).rstrip("/") for c in copies}
+    assert targets["personalization"] == "/opt/personalization/personalization"
+    assert targets["config"] == "/opt/personalization/config"
+
+
+def test_dockerignore_lets_every_copied_file_in():
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    allowed = [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
+    for stage in dockerfile_stages():
+        for keyword, rest in stage["instructions"]:
+            if keyword not in ("COPY", "ADD") or "--from" in rest:
+                continue
+            for source in [s for s in rest.split()[:-1] if not s.startswith("--")]:
+                source = source.rstrip("/")
+                assert any(a == source or fnmatch.fnmatch(a, source) for a in allowed), (
+                    f"{source} is copied by the Dockerfile but excluded by {DOCKERIGNORE.name}")
+                if not any(char in source for char in "*?["):  # a glob may match nothing (optional file)
+                    assert (REPO / source).exists(), f"{source} does not exist in the repository"
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus and Grafana
+
+
+def test_prometheus_scrapes_every_flink_process_on_9249():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = {target for job in config["scrape_configs"] for static in job.get("static_configs", [])
+               for target in static["targets"]}
+    expected = {f"{jobmanager()[0]}:{PROM_PORT}"} | {f"{name}:{PROM_PORT}" for name in taskmanagers()}
+    assert expected <= targets, f"not scraped: {sorted(expected - targets)}"
+    prometheus = next(svc for svc in services().values() if image_repository(svc["image"]) == "prom/prometheus")
+    assert "observability" in prometheus["profiles"]
+    assert any(v.startswith("./prometheus.yml:") for v in prometheus["volumes"])
+
+
+def test_grafana_provisioning():
+    grafana = next(svc for svc in services().values() if image_repository(svc["image"]) == "grafana/grafana")
+    assert "observability" in grafana["profiles"]
+    (datasource_file,) = sorted(GRAFANA_DATASOURCES.glob("*.y*ml"))
+    (datasource,) = yaml.safe_load(datasource_file.read_text())["datasources"]
+    assert datasource["type"] == "prometheus"
+    prometheus_name_ = next(n for n, s in services().items() if image_repository(s["image"]) == "prom/prometheus")
+    assert datasource["url"] == f"http://{prometheus_name_}:9090"
+    (provider_file,) = sorted(GRAFANA_DASHBOARD_PROVIDERS.glob("*.y*ml"))
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    host_dir = next(h for h, c in mounts.items() if c == provider["options"]["path"])
+    assert (COMPOSE.parent / host_dir / DASHBOARD.name).resolve() == DASHBOARD
+    for panel in dashboard_panels():
+        if panel.get("type") != "row":
+            assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == datasource["uid"], panel["title"]
+
+
+def test_dashboard_is_valid_grafana_json():
+    board = dashboard()
+    assert board["uid"] and board["title"] and isinstance(board["schemaVersion"], int)
+    ids = [panel["id"] for panel in dashboard_panels()]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    for panel in dashboard_panels():
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]), panel.get("title")
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                expr = target["expr"]
+                assert expr.strip(), panel["title"]
+                depth = {"(": 0, "{": 0, "[": 0}
+                for char in expr:
+                    if char in "({[":
+                        depth[char] += 1
+                    elif char in ")}]":
+                        depth[{")": "(", "}": "{", "]": "["}[char]] -= 1
+                        assert min(depth.values()) >= 0, f"{panel['title']}: unbalanced {expr}"
+                assert not any(depth.values()), f"{panel['title']}: unbalanced {expr}"
+            refs = [target["refId"] for target in panel["targets"]]
+            assert len(refs) == len(set(refs)), panel["title"]
+
+
+def test_dashboard_queries_only_known_metrics():
+    standard = {prometheus_name(scope, name) for scope, names in STANDARD_FLINK_METRICS.items() for name in names}
+    job = {job_counter_metric(counter) for counter in JOB_COUNTERS}
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
+    assert used, "the dashboard queries no Flink metric"
+    unknown = used - standard - job
+    assert not unknown, f"neither standard Flink metrics nor job counters: {sorted(unknown)}"
+    missing = job - used
+    assert not missing, f"job counters without a panel: {sorted(missing)}"
+    assert job_counter_metric("events_processed") == \
+        "flink_taskmanager_job_task_operator_personalization_events_processed"
+
+
+def test_dashboard_shows_kafka_lag_and_watermarks():
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
+    assert "flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_lag_max" in used
+    assert "flink_taskmanager_job_task_operator_currentInputWatermark" in used
+
+
+def test_job_counters_are_registered_by_the_job():
+    sources = "\n".join(path.read_text() for path in sorted((REPO / "personalization").rglob("*.py")))
+    assert f'add_group("{JOB_METRIC_GROUP}")' in sources, "metric group not found in personalization/"
+    for counter, evidence in JOB_COUNTERS.items():
+        missing = [snippet for snippet in evidence if snippet not in sources]
+        assert not missing, f"counter {counter}: {missing} not found in personalization/ sources"
+
+
+# ---------------------------------------------------------------------------------------------
+# README
+
+
+def test_readme_gives_the_commands():
+    readme = (DOCKER / "README.md").read_text()
+    for command in ("docker build -f docker/Dockerfile", "docker compose -f docker/compose.yaml",
+                    "--profile observability", " down"):
+        assert command in readme, f"docker/README.md does not show {command!r}"
