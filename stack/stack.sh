@@ -4,7 +4,7 @@
 #
 #   stack/stack.sh install   fetch Kafka + Flink connector jars (maven), install redis-server (apt)
 #   stack/stack.sh up        install if needed, start both, block until both answer requests
-#   stack/stack.sh down      stop both gracefully (SIGTERM, wait), idempotent
+#   stack/stack.sh down [kafka|redis]  stop both (or one) gracefully (SIGTERM, wait), idempotent
 #   stack/stack.sh status    show state, ports, pids, folders (exit 0 = both up, 3 = not)
 #   stack/stack.sh reset     down, then delete the data folders (keeps jars and logs)
 #   stack/stack.sh kafka-class <main.Class> [args...]   run a Kafka tool with the broker classpath
@@ -489,12 +489,18 @@ stop_pid() {
   say "$name stopped (pid $pid, $(elapsed "$t0") s)"
 }
 
+# cmd_down [kafka|redis]: both by default
 cmd_down() {
-  local pid
-  if pid=$(kafka_pid); then stop_pid kafka "$pid" "$KAFKA_LOG"; else say "kafka not running"; fi
-  rm -f "$KAFKA_PIDFILE"
-  if pid=$(redis_pid); then stop_pid redis "$pid" "$REDIS_LOG"; else say "redis not running"; fi
-  rm -f "$REDIS_PIDFILE"
+  local pid only=${1:-}
+  [[ -z $only || $only == kafka || $only == redis ]] || die "usage: stack.sh down [kafka|redis]"
+  if [[ $only != redis ]]; then
+    if pid=$(kafka_pid); then stop_pid kafka "$pid" "$KAFKA_LOG"; else say "kafka not running"; fi
+    rm -f "$KAFKA_PIDFILE"
+  fi
+  if [[ $only != kafka ]]; then
+    if pid=$(redis_pid); then stop_pid redis "$pid" "$REDIS_LOG"; else say "redis not running"; fi
+    rm -f "$REDIS_PIDFILE"
+  fi
 }
 
 cmd_reset() {
@@ -546,7 +552,7 @@ main() {
   case $cmd in
     install)     take_lock; cmd_install ;;
     up|start)    take_lock; cmd_up ;;
-    down|stop)   take_lock; cmd_down ;;
+    down|stop)   take_lock; cmd_down "$@" ;;
     reset)       take_lock; cmd_reset ;;
     status)      cmd_status ;;
     kafka-class) cmd_kafka_class "$@" ;;

@@ -7,11 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import redis
+import yaml
 
-from personalization.config.settings import Settings, load_settings, redis_password
+from personalization.config.settings import Settings, load_settings
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics, read_topic
+from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
 TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes")
@@ -36,6 +37,19 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
     return settings
 
 
+def write_config(settings: Settings, path: Path) -> Path:
+    """The settings as a YAML file, for running the job as a separate process (`--config`)."""
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    return path
+
+
+def latest_checkpoint(checkpoint_uri: str) -> str | None:
+    """The newest completed checkpoint (a ``chk-N`` folder with its ``_metadata``) under a dir."""
+    root = Path(checkpoint_uri.removeprefix("file://"))
+    done = sorted(root.glob("*/chk-*/_metadata"), key=lambda p: int(p.parent.name.removeprefix("chk-")))
+    return done[-1].parent.as_uri() if done else None
+
+
 def wait_until(condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout_s
@@ -56,7 +70,7 @@ def start_job(settings: Settings):
 def redis_state(settings: Settings) -> dict[str, dict[bytes, bytes]]:
     """Every key under the run's prefix with every field, minus the documented wall-clock field."""
     cfg = settings.redis
-    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, password=redis_password())
+    client = connect(cfg)
     state = {}
     for key in client.scan_iter(match=f"{cfg.key_prefix}:*", count=1000):
         fields = client.hgetall(key)
@@ -69,3 +83,42 @@ def sessions_of(settings: Settings) -> list[dict]:
     """The sessions topic as a sorted list, for comparing runs regardless of output order."""
     records = read_topic(settings, settings.kafka.topics.sessions)
     return sorted(records, key=lambda r: (r["user_id"], r["start"], r["revision"], r["status"]))
+
+
+class RedisServer:
+    """A private, real redis-server on a free loopback port (auth, outage and restart tests)."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        import shutil
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._cmd = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+                     "--port", str(self.port), "--dir", str(data_dir), "--appendonly", "yes",
+                     "--save", "", *args]
+        self._process = None
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "RedisServer":
+        import socket
+        import subprocess
+
+        self._process = subprocess.Popen(self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepting() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(accepting, 15, f"redis-server on port {self.port}", 0.05)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=15)
+            self._process = None

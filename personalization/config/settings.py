@@ -86,8 +86,12 @@ class RedisConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
+    username: str = ""
+    tls: bool = False
+    tls_ca_file: str = ""
     key_prefix: str = "pz:v1"
     profile_ttl: DurationMs = parse_duration_ms("30d")
+    retry_backoff_max: DurationMs = parse_duration_ms("5s")
 
 
 class WindowsConfig(_Section):
@@ -220,5 +224,9 @@ def _validate(data: dict, source: str) -> Settings:
 
 
 def redis_password() -> str | None:
-    """Secrets come from the environment, never from the YAML file or the job graph."""
+    """Secrets come from the environment (or a file it names), never from the YAML file or the
+    job graph: the operator reads them when it opens, on the TaskManager."""
+    path = os.environ.get("PZ_REDIS_PASSWORD_FILE")
+    if path:
+        return Path(path).read_text().strip() or None
     return os.environ.get("PZ_REDIS_PASSWORD") or None

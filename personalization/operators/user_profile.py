@@ -6,11 +6,11 @@ import orjson
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 
-from personalization.config.settings import Settings, redis_password
+from personalization.config.settings import Settings
 from personalization.core.events import Event
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
-from personalization.serving.redis_store import ProfileWriter, connect
+from personalization.serving.redis_store import ProfileWriter, check_connection, connect
 from personalization.state.descriptors import USER_STATE
 
 SESSIONS = OutputTag("sessions", Types.STRING())
@@ -37,8 +37,9 @@ class UserProfiles(KeyedProcessFunction):
         self._logic = user_logic(self._settings)
         self._state = runtime_context.get_state(USER_STATE)
         cfg = self._settings.redis
-        self._writer = ProfileWriter(connect(cfg.host, cfg.port, cfg.db, redis_password()),
-                                     cfg.key_prefix, cfg.profile_ttl)
+        client = connect(cfg)
+        check_connection(client, cfg)
+        self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max)
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
         self._sessions_emitted = metrics.counter("sessions_emitted")

@@ -53,6 +53,9 @@ def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Tab
     table.add_row("events read", f"{status.records_read if status else 0:,} / {total:,}")
     table.add_row("profiles written", f"{counters.get('profile_writes', 0):,}")
     table.add_row("rejected (DLQ)", f"{rejected:,}")
+    watermark = status.watermark if status else None
+    table.add_row("event-time clock (watermark)",
+                  _utc(watermark) if watermark is not None and 0 < watermark < 2**62 else "-")
     table.add_row("elapsed", f"{elapsed:.1f} s")
     return table
 

@@ -43,6 +43,8 @@ def flink_configuration(settings: Settings, rest_port: int | None = None) -> Con
         "pipeline.auto-watermark-interval": f"{settings.time.watermark_interval} ms",
         "state.backend.type": flink.state_backend,
         "execution.checkpointing.dir": flink.checkpoint_dir,
+        # Keep the last checkpoint when the job is cancelled or dies: it is the restore point.
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "table.exec.source.idle-timeout": f"{settings.time.idle_timeout} ms",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": flink.restart_attempts,

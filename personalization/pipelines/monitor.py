@@ -8,6 +8,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 METRIC_GROUP = "personalization"
+CLOCK_OPERATOR = "user profiles"  # its input watermark is the job's event-time clock
 
 
 @dataclass
@@ -15,6 +16,7 @@ class JobStatus:
     state: str = "UNKNOWN"
     counters: dict[str, int] = field(default_factory=dict)
     records_read: int = 0
+    watermark: int | None = None
 
 
 class FlinkRest:
@@ -32,6 +34,8 @@ class FlinkRest:
         for vertex in job["vertices"]:
             if vertex["name"].startswith("Source"):
                 status.records_read += vertex["metrics"].get("write-records", 0)
+            if vertex["name"].startswith(CLOCK_OPERATOR):
+                status.watermark = self._watermark(job_id, vertex["id"])
             base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
             ids = [m["id"] for m in self._get(base) if f".{METRIC_GROUP}." in m["id"]]
             if not ids:
@@ -40,6 +44,10 @@ class FlinkRest:
                 name = metric["id"].rsplit(".", 1)[-1]
                 status.counters[name] = status.counters.get(name, 0) + int(metric.get("sum", 0))
         return status
+
+    def _watermark(self, job_id: str, vertex_id: str) -> int | None:
+        values = [int(w["value"]) for w in self._get(f"/jobs/{job_id}/vertices/{vertex_id}/watermarks")]
+        return min(values) if values else None
 
     def try_status(self, job_id: str) -> JobStatus | None:
         try:

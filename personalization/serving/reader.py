@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import redis
 
-from personalization.config.settings import Settings, redis_password
+from personalization.config.settings import Settings
 from personalization.serving.redis_store import connect, decode_profile, profile_key
 
 
@@ -18,8 +18,7 @@ class ProfileReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ProfileReader":
-        cfg = settings.redis
-        return cls(connect(cfg.host, cfg.port, cfg.db, redis_password()), cfg.key_prefix)
+        return cls(connect(settings.redis), settings.redis.key_prefix)
 
     def get(self, user_id: str) -> dict[str, Any] | None:
         raw = self._client.hgetall(profile_key(self._prefix, user_id))

@@ -10,11 +10,16 @@ all keys of one user live in one slot and one script can touch them atomically):
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 import redis
+
+from personalization.config.settings import RedisConfig, redis_password
+
+log = logging.getLogger(__name__)
 
 # Compare-and-set in one server-side step: a write whose version is not newer than the stored
 # one is refused, so a replay after recovery can never move a profile backwards.
@@ -46,22 +51,61 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 class ProfileWriter:
-    """Writes profiles with the compare-and-set script; one instance per parallel task."""
+    """Writes profiles with the compare-and-set script; one instance per parallel task.
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int) -> None:
+    While Redis is unreachable the write is retried with exponential backoff, forever: the
+    operator blocks, Flink back-pressures the sources, and nothing is dropped. The job catches
+    up when Redis returns (the script is re-loaded automatically after a restart).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = ttl_ms
+        self._backoff_max_s = backoff_max_ms / 1000
         self._script = client.register_script(_APPLY_PROFILE)
 
     def write(self, profile: dict[str, Any]) -> bool:
         """True if applied, False if Redis already holds this or a newer version."""
-        args = [profile["version"], self._ttl_ms, b"updated_at", int(time.time() * 1000)]
-        applied = self._script(keys=[profile_key(self._prefix, profile["user_id"])],
-                               args=args + encode_profile(profile))
-        return bool(applied)
+        key = profile_key(self._prefix, profile["user_id"])
+        fields = encode_profile(profile)
+        attempt = 0
+        while True:
+            try:
+                args = [profile["version"], self._ttl_ms, b"updated_at", int(time.time() * 1000)]
+                return bool(self._script(keys=[key], args=args + fields))
+            except redis.AuthenticationError:
+                raise
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                delay = min(self._backoff_max_s, 0.05 * 2**attempt)
+                attempt += 1
+                log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
+                            err, attempt, delay)
+                time.sleep(delay)
 
 
-def connect(host: str, port: int, db: int, password: str | None) -> redis.Redis:
-    return redis.Redis(host=host, port=port, db=db, password=password,
-                       socket_connect_timeout=5, socket_timeout=10)
+def connect(config: RedisConfig) -> redis.Redis:
+    """A client for the configured server; fails fast with a clear message on bad credentials."""
+    client = redis.Redis(
+        host=config.host, port=config.port, db=config.db,
+        username=config.username or None, password=redis_password(),
+        ssl=config.tls, ssl_ca_certs=config.tls_ca_file or None,
+        socket_connect_timeout=5, socket_timeout=10,
+    )
+    return client
+
+
+def check_connection(client: redis.Redis, config: RedisConfig) -> None:
+    """Raise a readable error for refused credentials, naming where the secret comes from
+    (never the secret itself)."""
+    where = f"redis {config.host}:{config.port}"
+    try:
+        client.ping()
+    except (redis.AuthenticationError, redis.ResponseError) as err:
+        if isinstance(err, redis.ResponseError) and "NOAUTH" not in str(err):
+            raise
+        if redis_password() is None:
+            raise PermissionError(f"{where}: a password is required: set PZ_REDIS_PASSWORD "
+                                  "or PZ_REDIS_PASSWORD_FILE") from None
+        raise PermissionError(f"{where}: authentication failed for user {config.username or 'default'!r} "
+                              "(password from PZ_REDIS_PASSWORD/PZ_REDIS_PASSWORD_FILE)") from None

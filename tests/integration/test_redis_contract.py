@@ -1,0 +1,88 @@
+"""The Redis serving contract against a real server: versioned compare-and-set, auth, secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from personalization.config.settings import REPO_ROOT, load_settings
+from personalization.replay.producer import produce
+from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import ProfileWriter, check_connection, connect
+from tests.support import RedisServer, isolated_settings, write_config
+
+SECRET = "s3cr3t-Zq81-not-in-logs"
+
+
+def _profile(version: int, events: int) -> dict:
+    return {"user_id": "carol", "version": version, "events_total": events, "counts": {"click": events}}
+
+
+def test_a_write_with_an_older_or_equal_version_is_refused(stack):
+    settings = load_settings().with_overrides(redis={"key_prefix": f"pzt:stale-{os.getpid()}"})
+    client = connect(settings.redis)
+    writer = ProfileWriter(client, settings.redis.key_prefix, ttl_ms=60_000)
+    reader = ProfileReader(client, settings.redis.key_prefix)
+    try:
+        assert writer.write(_profile(5, 5))
+        assert not writer.write(_profile(3, 3))
+        assert not writer.write(_profile(5, 99))
+        assert reader.get("carol")["events_total"] == 5
+        assert writer.write(_profile(6, 6))
+        assert (reader.get("carol")["version"], reader.get("carol")["events_total"]) == (6, 6)
+        assert 0 < client.pttl(f"{settings.redis.key_prefix}:{{carol}}:profile") <= 60_000
+    finally:
+        reader.delete_all()
+
+
+@pytest.fixture
+def secured_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis", "--requirepass", SECRET).start()
+    yield server
+    server.stop()
+
+
+def test_reader_needs_the_configured_secret_and_never_shows_it(secured_redis, monkeypatch):
+    config = load_settings().with_overrides(redis={"port": secured_redis.port}).redis
+    monkeypatch.delenv("PZ_REDIS_PASSWORD", raising=False)
+    with pytest.raises(PermissionError, match="a password is required") as refused:
+        check_connection(connect(config), config)
+    monkeypatch.setenv("PZ_REDIS_PASSWORD", "wrong-password")
+    with pytest.raises(PermissionError, match="authentication failed for user 'default'") as wrong:
+        check_connection(connect(config), config)
+    assert "wrong-password" not in str(wrong.value) and SECRET not in str(refused.value)
+    monkeypatch.setenv("PZ_REDIS_PASSWORD", SECRET)
+    check_connection(connect(config), config)
+
+
+def test_job_authenticates_with_the_secret_from_the_environment_only(stack, secured_redis, tmp_path):
+    settings = isolated_settings(tmp_path)
+    produce([{"schema_version": 1, "event_id": "e1", "event_type": "click", "ts": 1_511_658_000_000,
+              "user_id": "dave"}], settings.kafka.bootstrap_servers, settings.kafka.topics.events,
+            progress=False)
+    config_file = write_config(settings.with_overrides(redis={"port": secured_redis.port},
+                                                       flink={"restart_attempts": 0}), tmp_path / "job.yaml")
+    command = [sys.executable, "-m", "personalization.pipelines.main", "--config", str(config_file)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PZ_REDIS_PASSWORD")}
+
+    refused = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "a password is required: set PZ_REDIS_PASSWORD" in refused.stdout + refused.stderr
+
+    accepted = subprocess.run(command, cwd=REPO_ROOT, env={**env, "PZ_REDIS_PASSWORD": SECRET},
+                              capture_output=True, text=True, timeout=300)
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    config = settings.with_overrides(redis={"port": secured_redis.port}).redis
+    os.environ["PZ_REDIS_PASSWORD"] = SECRET
+    try:
+        profile = ProfileReader(connect(config), config.key_prefix).get("dave")
+    finally:
+        del os.environ["PZ_REDIS_PASSWORD"]
+    assert profile["counts"] == {"click": 1}
+    logs = refused.stdout + refused.stderr + accepted.stdout + accepted.stderr
+    for log_file in (REPO_ROOT / ".venv").glob("lib/python3.11/site-packages/pyflink/log/*"):
+        logs += log_file.read_text(errors="replace")
+    assert SECRET not in logs
