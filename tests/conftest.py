@@ -7,14 +7,30 @@ import subprocess
 
 import pytest
 
-from personalization.config.settings import REPO_ROOT
+from kafka import KafkaAdminClient
+
+from personalization.config.settings import REPO_ROOT, load_settings
+from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import connect
+from tests.support import TEST_PREFIX, TEST_TOPIC_PREFIX
 from personalization.replay.datasets import locate_datasets
 
 
 @pytest.fixture(scope="session")
-def stack() -> None:
-    """Start (or reuse) the local Kafka broker and Redis server; idempotent."""
+def stack():
+    """Start (or reuse) the local Kafka broker and Redis server; afterwards remove what the tests
+    created there (their ``t-*`` topics and ``pzt:*`` keys), so repeated runs do not pile up."""
     subprocess.run(["bash", str(REPO_ROOT / "stack" / "stack.sh"), "up"], check=True)
+    yield
+    settings = load_settings()
+    ProfileReader(connect(settings.redis), TEST_PREFIX).delete_all()
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        test_topics = [t for t in admin.list_topics() if t.startswith(TEST_TOPIC_PREFIX)]
+        if test_topics:
+            admin.delete_topics(test_topics)
+    finally:
+        admin.close()
 
 
 @pytest.fixture(scope="session")

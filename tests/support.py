@@ -16,6 +16,8 @@ from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
 TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes")
+TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
+TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
 
 
 def isolated_settings(tmp_path: Path, events_topic: str | None = None, **sections) -> Settings:
@@ -24,12 +26,12 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
     ``events_topic`` shares an input topic between runs that must see the same events.
     """
     run = uuid.uuid4().hex[:10]
-    topics = {key: f"t-{run}-{key}" for key in TOPIC_KEYS}
+    topics = {key: f"{TEST_TOPIC_PREFIX}{run}-{key}" for key in TOPIC_KEYS}
     if events_topic:
         topics["events"] = events_topic
     settings = load_settings().with_overrides(
         kafka={"topics": topics, "group_id": f"g-{run}", "bounded": True},
-        redis={"key_prefix": f"pzt:{run}"},
+        redis={"key_prefix": f"{TEST_PREFIX}:{run}"},
         flink={"checkpoint_dir": (tmp_path / f"checkpoints-{run}").as_uri()},
     )
     settings = settings.with_overrides(**sections) if sections else settings

@@ -12,7 +12,7 @@ from personalization.config.settings import REPO_ROOT, load_settings
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import ProfileWriter, check_connection, connect
-from tests.support import RedisServer, isolated_settings, write_config
+from tests.support import TEST_PREFIX, RedisServer, isolated_settings, write_config
 
 SECRET = "s3cr3t-Zq81-not-in-logs"
 
@@ -22,7 +22,7 @@ def _profile(version: int, events: int) -> dict:
 
 
 def test_a_write_with_an_older_or_equal_version_is_refused(stack):
-    settings = load_settings().with_overrides(redis={"key_prefix": f"pzt:stale-{os.getpid()}"})
+    settings = load_settings().with_overrides(redis={"key_prefix": f"{TEST_PREFIX}:stale-{os.getpid()}"})
     client = connect(settings.redis)
     writer = ProfileWriter(client, settings.redis.key_prefix, ttl_ms=60_000)
     reader = ProfileReader(client, settings.redis.key_prefix)

@@ -212,10 +212,11 @@ def _compile(node: _Node, names: Mapping[str, Type], used: set[str]) -> tuple[Ty
     compiled = [_compile(arg, names, used) for arg in node.args]
     types = [t for t, _ in compiled]
     got = " and ".join(t.value for t in types)
+    symbol = "-" if node.op == "neg" else node.op
 
     def require(expected: Type, what: str) -> None:
         if any(t != expected for t in types):
-            raise ExpressionError(f"type error at column {node.column}: '{node.op}' needs {what}, got {got}")
+            raise ExpressionError(f"type error at column {node.column}: '{symbol}' needs {what}, got {got}")
 
     if node.op == "neg":
         require(Type.NUMBER, "a number")

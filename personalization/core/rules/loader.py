@@ -15,7 +15,7 @@ from personalization.core.rules.features import (
 )
 from personalization.core.rules.model import Rules, Segment, Trigger
 from personalization.core.rules.scores import Score
-from personalization.core.rules.source import Node, Reader, parse_yaml, suggest
+from personalization.core.rules.source import Node, Reader, describe, parse_yaml, suggest
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"([1-9][0-9]*)(ms|s|m|h|d)")
@@ -30,11 +30,8 @@ def parse_rules(text: str, source: str) -> Rules:
     version = reader.text(top["version"], "", "version")
     features = tuple(_feature(reader, name, node)
                      for name, node in reader.section(top.get("features"), "features").items())
-    scores = tuple(_score(reader, name, node) for name, node in reader.section(top.get("scores"), "scores").items())
-    taken = {f.name for f in features}
-    for name, node in reader.section(top.get("scores"), "scores").items():
-        if name in taken:
-            reader.fail(node, f"score '{name}'", "name already used by a feature")
+    scores = tuple(_score(reader, name, node, {f.name for f in features})
+                   for name, node in reader.section(top.get("scores"), "scores").items())
     names = {f.name: f.type for f in features} | {s.name: Type.NUMBER for s in scores}
     segment_nodes = reader.section(top.get("segments"), "segments")
     segments = [_segment(reader, name, node, names) for name, node in segment_nodes.items()]
@@ -55,10 +52,10 @@ def _name(reader: Reader, node: Node, kind: str, name: str) -> str:
     return name
 
 
-def _duration(reader: Reader, node: Node, where: str, key: str) -> int:
-    match = _DURATION.fullmatch(str(node.text))
-    if isinstance(node.value, (dict, list)) or match is None:
-        reader.fail(node, where, f"{key} must be a duration like 30m, 24h or 7d, got {node.text and repr(node.text) or 'nothing'}")
+def _duration(reader: Reader, node: Node, where: str, key: str, also: str = "") -> int:
+    match = _DURATION.fullmatch(node.text or "")
+    if match is None:
+        reader.fail(node, where, f"{key} must be {also}a duration like 10m, 24h or 7d, got {describe(node)}")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
@@ -67,18 +64,17 @@ def _feature(reader: Reader, name: str, node: Node) -> Feature:
     spec = reader.fields(node, where, ("agg", "event_type", "field", "over"), ("agg", "over"))
     agg = reader.choice(spec["agg"], where, "agg", AGGREGATIONS)
     over_node = spec["over"]
-    over: str | int = over_node.text if over_node.text in (SESSION, LIFETIME) else None
-    if over is None:
-        if not _DURATION.fullmatch(str(over_node.text)):
-            reader.fail(over_node, where, f"over must be session, lifetime or a window like 10m, 24h or 7d, "
-                                          f"got {over_node.text and repr(over_node.text) or 'nothing'}")
-        over = _duration(reader, over_node, where, "over")
-    for key in ("event_type", "field"):
-        wanted = (agg == "count") if key == "event_type" else agg not in ("count", "sessions")
-        if key in spec and not wanted:
+    over: str | int
+    if over_node.text in (SESSION, LIFETIME):
+        over = over_node.text
+    else:
+        over = _duration(reader, over_node, where, "over", also="session, lifetime or ")
+    takes_field = agg not in ("count", "sessions")
+    for key, applies in (("event_type", agg == "count"), ("field", takes_field)):
+        if key in spec and not applies:
             reader.fail(spec[key], where, f"'{key}' does not apply to agg '{agg}'")
-        if key == "field" and wanted and key not in spec:
-            reader.fail(node, where, f"agg '{agg}' needs 'field'")
+    if takes_field and "field" not in spec:
+        reader.fail(node, where, f"agg '{agg}' needs 'field'")
     if agg == "sessions" and over == SESSION:
         reader.fail(over_node, where, "agg 'sessions' needs over: lifetime or a window")
     event_types = reader.choices(spec["event_type"], where, "event type", EVENT_TYPES) if "event_type" in spec else ()
@@ -89,13 +85,16 @@ def _feature(reader: Reader, name: str, node: Node) -> Feature:
     return Feature(name, agg, over, event_types, field)
 
 
-def _score(reader: Reader, name: str, node: Node) -> Score:
+def _score(reader: Reader, name: str, node: Node, features: set[str]) -> Score:
     where = f"score '{_name(reader, node, 'score', name)}'"
+    if name in features:
+        reader.fail(node, where, "name already used by a feature")
     spec = reader.fields(node, where, ("weights", "half_life"), ("weights",))
-    weights_node = spec["weights"]
-    weights = reader.fields(weights_node, where, EVENT_TYPES)
+    weights = reader.section(spec["weights"], where)
     if not weights:
-        reader.fail(weights_node, where, "weights must not be empty")
+        reader.fail(spec["weights"], where, "weights must not be empty")
+    for event_type, weight in weights.items():
+        reader.choice(Node(event_type, weight.line, event_type), where, "event type", EVENT_TYPES)
     half_life = _duration(reader, spec["half_life"], where, "half_life") if "half_life" in spec else None
     return Score(name, {t: reader.number(w, where, f"weight of '{t}'") for t, w in weights.items()}, half_life)
 
@@ -104,8 +103,8 @@ def _segment(reader: Reader, name: str, node: Node, names: dict[str, Type]) -> S
     where = f"segment '{_name(reader, node, 'segment', name)}'"
     spec = reader.fields(node, where, ("parent", "entry", "exit", "priority"))
     parent = reader.text(spec["parent"], where, "parent") if "parent" in spec else None
-    entry, exit_ = (_condition(reader, spec[key], f"{name}.{key}", where, names) if key in spec else None
-                    for key in ("entry", "exit"))
+    entry = _condition(reader, spec["entry"], name, "entry", names) if "entry" in spec else None
+    exit_ = _condition(reader, spec["exit"], name, "exit", names) if "exit" in spec else None
     if exit_ is None and entry is not None:
         test = entry.test
         exit_ = Condition(f"{name}.exit", f"not ({entry.text})", lambda env: not test(env), entry.names)
@@ -113,12 +112,13 @@ def _segment(reader: Reader, name: str, node: Node, names: dict[str, Type]) -> S
     return Segment(name, parent, entry, exit_, priority)
 
 
-def _condition(reader: Reader, node: Node, rule: str, where: str, names: dict[str, Type]) -> Condition:
-    text = reader.text(node, where, rule.rsplit(".", 1)[1])
+def _condition(reader: Reader, node: Node, segment: str, key: str, names: dict[str, Type]) -> Condition:
+    where = f"segment '{segment}'"
+    text = reader.text(node, where, key)
     try:
-        return compile_condition(rule, text, names)
+        return compile_condition(f"{segment}.{key}", text, names)
     except ExpressionError as err:
-        reader.fail(node, f"{where} {rule.rsplit('.', 1)[1]}", str(err))
+        reader.fail(node, f"{where} {key}", str(err))
 
 
 def _trigger(reader: Reader, name: str, node: Node, segments: dict[str, Node]) -> Trigger:
@@ -135,7 +135,8 @@ def _trigger(reader: Reader, name: str, node: Node, segments: dict[str, Node]) -
         for key in ("on", "unless", "within"):
             if key in spec:
                 reader.fail(spec[key], where, f"'{key}' cannot be combined with 'inactive_for'")
-        return Trigger(name, action, segment, inactive_ms=_duration(reader, spec["inactive_for"], where, "inactive_for"))
+        inactive_ms = _duration(reader, spec["inactive_for"], where, "inactive_for")
+        return Trigger(name, action, segment, inactive_ms=inactive_ms)
     if "on" not in spec:
         reader.fail(node, where, "needs 'on' (event types) or 'inactive_for'")
     if "unless" in spec and "within" not in spec:

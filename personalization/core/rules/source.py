@@ -37,7 +37,8 @@ def parse_yaml(text: str, source: str) -> Node:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise RulesError(f"{source}{line}: invalid YAML: {err.problem or err.context}") from None
+        problem = ", ".join(part for part in (err.context, err.problem) if part)
+        raise RulesError(f"{source}{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as err:
         raise RulesError(f"{source}: invalid YAML: {err}") from None
     if root is None:
@@ -102,7 +103,7 @@ class Reader:
         return node.value
 
     def section(self, node: Node | None, where: str) -> dict[str, Node]:
-        """A top-level mapping of named entries; absent or empty means none."""
+        """A mapping of named entries; absent or null means none."""
         if node is None or node.value is None:
             return {}
         if not isinstance(node.value, dict):
