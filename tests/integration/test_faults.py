@@ -3,6 +3,10 @@
 All runs read the same real input topic, in exactly-once mode for the Kafka outputs; each has
 its own Redis prefix (or server) and output topics. Compared: every Redis key and field except
 the documented wall-clock ``updated_at``, and the ``sessions`` topic read with read_committed.
+
+Fault runs are unbounded, as in production (a Kafka source restored from a checkpoint does not
+end at the bounded stopping offsets): once every event is processed they are stopped with
+``--drain``, which ends event time exactly as the end of the bounded baseline does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 import pytest
 
 from personalization.config.settings import REPO_ROOT
+from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
@@ -37,7 +42,12 @@ def baseline(stack, datasets, tmp_path_factory):
 
 def _same_input(baseline_settings, tmp_path, **sections):
     return isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                             kafka=EXACTLY_ONCE, **sections)
+                             kafka={**EXACTLY_ONCE, "bounded": False}, **sections)
+
+
+def _drain_when_done(client, settings, total: int, tmp_path) -> None:
+    wait_until(lambda: _processed(settings) == total, 300, f"all {total} events to be processed")
+    stop_with_savepoint(client, (tmp_path / "drained").as_uri(), drain=True)
 
 
 def _processed(settings) -> int:
@@ -69,7 +79,8 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
     assert 0 < _processed(settings) < total  # really killed mid-stream
 
     checkpoint = latest_checkpoint(settings.flink.checkpoint_dir)
-    run_job(settings.with_overrides(flink={"savepoint_path": checkpoint}))
+    client = start_job(settings.with_overrides(flink={"savepoint_path": checkpoint}))
+    _drain_when_done(client, settings, total, tmp_path)
     _assert_same_end_state(settings, baseline_settings)
 
 
@@ -87,7 +98,7 @@ def test_redis_outage_mid_stream_back_pressures_and_loses_nothing(baseline, tmp_
             assert not client.get_job_execution_result().done(), "the job ended while Redis was down"
             time.sleep(0.25)
         server.start()  # same data folder: AOF persistence brings the written profiles back
-        client.get_job_execution_result().result()
+        _drain_when_done(client, settings, total, tmp_path)
         _assert_same_end_state(settings, baseline_settings)
     finally:
         server.stop()
@@ -102,5 +113,5 @@ def test_kafka_broker_restart_mid_stream(baseline, tmp_path):
     subprocess.run(stack + ["down", "kafka"], check=True)
     assert _processed(settings) < total  # the broker went away mid-stream
     subprocess.run(stack + ["up"], check=True)
-    client.get_job_execution_result().result()
+    _drain_when_done(client, settings, total, tmp_path)
     _assert_same_end_state(settings, baseline_settings)
