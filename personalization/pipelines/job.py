@@ -46,6 +46,8 @@ def flink_configuration(settings: Settings, rest_port: int | None = None) -> Con
         # Keep the last checkpoint when the job is cancelled or dies: it is the restore point.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "table.exec.source.idle-timeout": f"{settings.time.idle_timeout} ms",
+        # Give the SQL source a stable uid of its own, so savepoints survive graph changes.
+        "table.exec.uid.generation": "ALWAYS",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": flink.restart_attempts,
         "restart-strategy.fixed-delay.delay": f"{flink.restart_delay} ms",
