@@ -1,0 +1,75 @@
+"""Behavioural clusters: River's online k-means over standardised profile features.
+
+One assignment per user at session close (the operator calls ``Clusters.assign`` for each
+session emitted with status ``closed``): the nearest centre moves towards the user and its
+id is the user's cluster. Centres live in standardised units; ``summary`` maps them back to
+the original units with the scaler's current mean and deviation, so people can read them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from river import cluster, preprocessing
+
+from personalization.core.events import EVENT_TYPES
+
+CLUSTER_FEATURES: tuple[str, ...] = (
+    "events_per_session",
+    "purchase_rate",
+    "dwell_s_per_event",
+    "max_scroll_depth",
+    *(f"share_{t}" for t in EVENT_TYPES),
+)
+
+
+def profile_features(*, counts: Mapping[str, int], sessions_closed: int, sessions_converted: int,
+                     dwell_ms: int, max_scroll_depth: float) -> dict[str, float]:
+    """Lifetime behaviour in readable units; ``purchase_rate`` is converted sessions per session."""
+    events = sum(counts.values())
+    sessions = max(sessions_closed, 1)
+    x = {
+        "events_per_session": events / sessions,
+        "purchase_rate": sessions_converted / sessions,
+        "dwell_s_per_event": dwell_ms / 1000 / events if events else 0.0,
+        "max_scroll_depth": float(max_scroll_depth),
+    }
+    for t in EVENT_TYPES:
+        x[f"share_{t}"] = counts.get(t, 0) / events if events else 0.0
+    return x
+
+
+class Clusters:
+    def __init__(self, n_clusters: int = 5, halflife: float = 0.5, seed: int = 42) -> None:
+        self.scaler = preprocessing.StandardScaler()
+        self.kmeans = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=seed)
+        # River draws a centre's coordinate on first access, in the iteration order of a set
+        # of feature names, which depends on the process's string hashing: draw them all now,
+        # in a fixed order, so the same seed gives the same centres in every process.
+        for centre in self.kmeans.centers.values():
+            for name in CLUSTER_FEATURES:
+                centre[name]
+        self.assignments: dict[int, int] = {}
+
+    def assign(self, x: dict[str, float]) -> int:
+        """Learn one user's profile and return the id of the centre it joined."""
+        self.scaler.learn_one(x)
+        cluster_id = self.kmeans.learn_predict_one(self.scaler.transform_one(x))
+        self.assignments[cluster_id] = self.assignments.get(cluster_id, 0) + 1
+        return cluster_id
+
+    def summary(self) -> list[dict]:
+        """Centres that have been assigned, in original units, rounded for reading."""
+        out = []
+        for cluster_id, count in sorted(self.assignments.items()):
+            centre = self.kmeans.centers[cluster_id]
+            out.append({
+                "cluster": cluster_id,
+                "assignments": count,
+                "centroid": {name: self._original_units(name, centre[name]) for name in CLUSTER_FEATURES},
+            })
+        return out
+
+    def _original_units(self, name: str, scaled: float) -> float:
+        value = self.scaler.means[name] + scaled * self.scaler.vars[name] ** 0.5
+        return round(value, 4) + 0.0   # + 0.0 turns -0.0 into 0.0
