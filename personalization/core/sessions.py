@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from personalization.core.evolvable import evolvable
 from personalization.core.events import Event
 
 
@@ -29,6 +30,7 @@ class SessionEvent(NamedTuple):
     dwell_ms: int | None
 
 
+@evolvable
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
     """What the ``sessions`` topic carries; ``status`` is closed, updated (revision > 1) or retracted."""
@@ -70,6 +72,7 @@ class SessionSummary:
         }
 
 
+@evolvable
 @dataclass(slots=True)
 class SessionState:
     events: list[SessionEvent] = field(default_factory=list)

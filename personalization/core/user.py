@@ -3,6 +3,20 @@
 ``UserLogic`` is the single place where the per-user semantics live. The Flink operator hands
 it the state, the event and the current watermark, and carries out what it returns; the
 benchmark and the tests call it directly.
+
+Segments (``rules``): counters, windows and sessions take each event as it arrives, but the
+rules see the user's events in **event-time order**: an event is given to the rules when the
+watermark passes it (ordered by time, then event id), interleaved with the rules' deadlines
+(a deadline at t is decided before an event at t or later). So segment changes are those of
+the sorted stream, whatever the arrival order, at the price of the watermark's delay
+(``time.out_of_orderness`` + one ``time.watermark_interval``). An event that arrives behind the
+watermark (within the allowed lateness) is given at once, after what the rules have seen.
+
+At the end of a bounded input (watermark ``END_OF_INPUT``) every held event is given to the
+rules, but the end of a replay is not the passage of time: rule deadlines fire only up to
+``final_watermark`` (the operator passes the latest event time the job read, minus the
+out-of-orderness: the watermark a live job reaches once it has read everything), so a
+bounded run and an unbounded run drained at the same point end in the same state.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from personalization.core.evolvable import evolvable
 from personalization.core import sessions
 from personalization.core.events import Event
 from personalization.core.sessions import SessionRules, SessionState, SessionSummary
@@ -24,6 +39,7 @@ class Outcome(str, enum.Enum):
     LATE = "late"
 
 
+@evolvable
 @dataclass(slots=True)
 class UserState:
     user_id: str
@@ -38,16 +54,33 @@ class UserState:
     seen_event_ids: dict[str, int] = field(default_factory=dict)
     session_state: SessionState = field(default_factory=SessionState)
     last_session: SessionSummary | None = None
+    # Segments: the rules' aggregates and decisions, and how far in event time they have seen.
+    features: FeatureState = field(default_factory=FeatureState)
+    segments: SegmentState | None = None
+    released_to: int | None = None  # events at or before this time have been given to the rules
+    rules_version: str | None = None  # the rules that made the current decisions
+
+
+class VersionedChange(NamedTuple):
+    """A segment change and the user's version after it (the Redis writes deduplicate on it)."""
+
+    version: int
+    change: SegmentChange
+
+    def as_record(self) -> dict:
+        return {**self.change.as_record(), "version": self.version}
 
 
 @dataclass(slots=True)
 class Result:
-    """What the operator must do after one call: write the profile, emit sessions, arm a timer."""
+    """What the operator must do after one call: write the profile, emit sessions and segment
+    changes, arm a timer."""
 
     outcome: Outcome | None = None
     lateness_ms: int = 0
     profile_changed: bool = False
     sessions: list[SessionSummary] = field(default_factory=list)
+    changes: list[VersionedChange] = field(default_factory=list)
     next_timer: int | None = None
 
 
@@ -58,11 +91,18 @@ class UserLogic:
     window_buckets: int
     dedup_horizon_ms: int
     top_categories: int
+    rules: RuleSet | None = None  # None: no segments
+
+    def with_rules(self, rules: RuleSet) -> "UserLogic":
+        """The same logic under new rules (a hot update); check them with ``aggregates.check_provided``."""
+        return replace(self, rules=rules)
 
     def new_state(self, user_id: str) -> UserState:
         return UserState(
             user_id=user_id,
             windows=[RollingCounts.create(size, self.window_buckets) for size in self.window_sizes],
+            features=aggregates.new_state(self.window_sizes, self.window_buckets),
+            segments=SegmentState(user_id),
         )
 
     def on_event(self, state: UserState, event: Event, watermark: int) -> Result:
@@ -75,12 +115,16 @@ class UserLogic:
         self._count(state, event)
         sessions.add_event(state.session_state, event)
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
+        if self.rules is not None and state.released_to is not None and event.ts <= state.released_to:
+            self._adopt_rules(state, result)
+            self._give(state, _compact(event), result)  # behind what the rules have seen: at once
         self._advance(state, watermark, result)
         return result
 
-    def on_timer(self, state: UserState, watermark: int) -> Result:
+    def on_timer(self, state: UserState, watermark: int, final_watermark: int | None = None) -> Result:
+        """``final_watermark``: at the end of input, how far rule deadlines may fire (see above)."""
         result = Result()
-        self._advance(state, watermark, result)
+        self._advance(state, watermark, result, final_watermark)
         return result
 
     def profile(self, state: UserState) -> dict:
@@ -104,6 +148,19 @@ class UserLogic:
             "last_session": _session_brief(state.last_session),
             "windows_as_of": anchor,
             "windows": {window_name(w.size_ms): w.counts(anchor) for w in state.windows},
+            **self._segments_view(state),
+        }
+
+    def _segments_view(self, state: UserState) -> dict:
+        """Current memberships (segment -> event time entered), primary segment, scores."""
+        seg, rules, clock = state.segments, self.rules, state.features.clock
+        if rules is None or seg is None:
+            return {"segments": {}, "primary_segment": None, "scores": {}, "rules_version": None}
+        return {
+            "segments": dict(sorted(seg.members.items())),
+            "primary_segment": rules.primary(seg),
+            "scores": rules.read_scores(seg, clock) if clock is not None else {},
+            "rules_version": state.rules_version,
         }
 
     def _remember(self, state: UserState, event: Event, watermark: int) -> None:
@@ -127,8 +184,11 @@ class UserLogic:
         for window in state.windows:
             window.add(event.ts, event.event_type, state.last_seen)
 
-    def _advance(self, state: UserState, watermark: int, result: Result) -> None:
+    def _advance(self, state: UserState, watermark: int, result: Result,
+                 final_watermark: int | None = None) -> None:
         end_of_input = watermark >= END_OF_INPUT
+        if self.rules is not None:  # before sessions.advance forgets the events of final sessions
+            self._release(state, watermark, final_watermark if end_of_input else watermark, result)
         emitted = sessions.advance(state.user_id, state.session_state, self.session_rules,
                                    watermark, end_of_input)
         if emitted:
@@ -140,6 +200,85 @@ class UserLogic:
             result.sessions.extend(emitted)
         if not end_of_input:
             result.next_timer = sessions.next_deadline(state.session_state, self.session_rules, watermark)
+            if self.rules is not None:
+                result.next_timer = min(
+                    (t for t in (result.next_timer, self._next_release(state),
+                                 self.rules.next_deadline(state.segments)) if t is not None), default=None)
+
+    # --- segments -------------------------------------------------------------------------
+
+    def _release(self, state: UserState, watermark: int, deadline_bound: int | None, result: Result) -> None:
+        """Give the rules every held event up to ``watermark`` in time order, each after the
+        deadlines it passes; then fire the deadlines up to ``deadline_bound``."""
+        self._adopt_rules(state, result)
+        if state.released_to is not None and watermark <= state.released_to:
+            return
+        held = state.session_state.events
+        start = 0 if state.released_to is None else bisect.bisect_right(held, state.released_to, key=_ts)
+        stop = bisect.bisect_right(held, watermark, key=_ts)
+        for event in held[start:stop]:
+            self._deadlines(state, event.ts, result)
+            self._give(state, event, result)
+        if deadline_bound is not None:
+            self._deadlines(state, deadline_bound, result)
+        state.released_to = watermark
+
+    def _adopt_rules(self, state: UserState, result: Result) -> None:
+        """After a rules update, re-decide every segment under the new rules at the rules' clock
+        (removed segments are left with cause ``<segment>.removed``)."""
+        if state.segments is None:  # state from before segments existed
+            state.segments = SegmentState(state.user_id)
+        if state.rules_version != self.rules.version:
+            if state.features.clock is not None:
+                changes = self.rules.evaluate(state.segments, self._inputs(state), state.features.clock)
+                self._step(state, changes, result)
+            state.rules_version = self.rules.version
+
+    def _give(self, state: UserState, event: SessionEvent, result: Result) -> None:
+        """One rules step: the event's scores and triggers, its aggregates, then every segment."""
+        rules, seg = self.rules, state.segments
+        before = self._decisions(state)
+        changes = rules.on_event(seg, event.event_type, event.ts)
+        aggregates.add(state.features, event, self.session_rules)
+        changes += rules.evaluate(seg, self._inputs(state), state.features.clock)
+        if changes or self._decisions(state) != before:
+            self._step(state, changes, result, always=True)
+
+    def _deadlines(self, state: UserState, until: int, result: Result) -> None:
+        """Each change a deadline makes is one version step (never one per call: how timers
+        happen to batch must not show in the versions)."""
+        for change in self.rules.on_deadline(state.segments, until):
+            self._step(state, [change], result)
+
+    def _step(self, state: UserState, changes: list[SegmentChange], result: Result, always: bool = False) -> None:
+        if changes or always:
+            state.version += 1
+            result.profile_changed = True
+            result.changes.extend(VersionedChange(state.version, change) for change in changes)
+
+    def _decisions(self, state: UserState) -> tuple:
+        clock = state.features.clock
+        scores = self.rules.read_scores(state.segments, clock) if clock is not None else {}
+        return dict(state.segments.members), scores
+
+    def _inputs(self, state: UserState):
+        return aggregates.inputs(state.features, self.rules.requirements)
+
+    def _next_release(self, state: UserState) -> int | None:
+        held = state.session_state.events
+        if state.released_to is None:
+            return held[0].ts if held else None
+        at = bisect.bisect_right(held, state.released_to, key=_ts)
+        return held[at].ts if at < len(held) else None
+
+
+def _ts(event: SessionEvent) -> int:
+    return event.ts
+
+
+def _compact(event: Event) -> SessionEvent:
+    return SessionEvent(event.ts, event.event_id, event.event_type, event.item_id, event.category_id,
+                        event.scroll_depth, event.dwell_ms)
 
 
 def _newest_closed(emitted: list[SessionSummary], state: UserState) -> SessionSummary | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from personalization.core.evolvable import evolvable
+
 
 def window_name(size_ms: int) -> str:
     """``10m``, ``24h``, ``7d``: days only from two days up, as people say "24 hours"."""
@@ -19,6 +21,7 @@ def window_name(size_ms: int) -> str:
     return f"{size_ms}ms"
 
 
+@evolvable
 @dataclass(slots=True)
 class RollingCounts:
     size_ms: int

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from personalization.core.evolvable import evolvable
 from personalization.core.rules.expressions import Value
 from personalization.core.rules.features import FeatureInputs, Requirements, requirements
 from personalization.core.rules.loader import parse_rules
@@ -34,6 +35,7 @@ ENTER = "enter"
 EXIT = "exit"
 
 
+@evolvable
 @dataclass(slots=True)
 class SegmentState:
     """One user's rule state: small, picklable, and the same for the same inputs."""

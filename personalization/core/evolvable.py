@@ -1,0 +1,39 @@
+"""Pickling by field name, so keyed state written by an older version of a class still restores.
+
+``dataclass(slots=True)`` pickles its fields as a positional list: a field added to the class
+would silently shift every value after it. Savepoints outlive code, so state classes pickle a
+``{name: value}`` mapping instead, and restoring fills fields the old state lacks from their
+defaults (removed fields are ignored). This is the evolution rule for per-user state: add
+fields with defaults, never change a field's meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+from typing import TypeVar
+
+T = TypeVar("T", bound=type)
+
+
+def evolvable(cls: T) -> T:
+    """Class decorator for dataclasses held in Flink state (apply above ``@dataclass``)."""
+    names = [f.name for f in fields(cls)]
+
+    def __getstate__(self) -> dict:
+        return {name: getattr(self, name) for name in names}
+
+    def __setstate__(self, state: dict) -> None:
+        for f in fields(cls):
+            if f.name in state:
+                value = state[f.name]
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                raise TypeError(f"restored {cls.__name__} lacks required field {f.name!r}")
+            object.__setattr__(self, f.name, value)
+
+    cls.__getstate__ = __getstate__
+    cls.__setstate__ = __setstate__
+    return cls

@@ -1,0 +1,58 @@
+"""State classes restore from pickles written before a field was added."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import pytest
+
+from personalization.core import evolvable as module
+from personalization.core.evolvable import evolvable
+
+
+@evolvable
+@dataclass(slots=True)
+class Old:
+    a: int
+    b: str = "b"
+
+
+def _reload_as_new(blob: bytes):
+    """Unpickle ``blob`` (written by ``Old``) into a class of the same name with more fields."""
+
+    @evolvable
+    @dataclass(slots=True)
+    class Old:  # noqa: F811 - same qualified name, new shape
+        a: int
+        added_number: int = 7
+        b: str = "b"
+        added_list: list = field(default_factory=lambda: [1])
+
+    module.Old = Old
+    Old.__module__ = module.__name__
+    try:
+        return pickle.loads(blob)
+    finally:
+        del module.Old
+
+
+def test_an_added_field_takes_its_default_and_existing_fields_keep_their_values():
+    Old.__module__ = module.__name__
+    module.Old = Old
+    blob = pickle.dumps(Old(a=3, b="kept"))
+    del module.Old
+    restored = _reload_as_new(blob)
+    assert (restored.a, restored.b, restored.added_number, restored.added_list) == (3, "kept", 7, [1])
+
+
+def test_a_missing_required_field_is_an_error_not_a_silent_shift():
+    @evolvable
+    @dataclass(slots=True)
+    class Strict:
+        a: int
+        b: int
+
+    restored = Strict.__new__(Strict)
+    with pytest.raises(TypeError, match="lacks required field 'b'"):
+        restored.__setstate__({"a": 1})
