@@ -19,6 +19,7 @@ import pyflink
 import yaml
 
 from personalization.config.settings import REPO_ROOT, Settings
+from personalization.pipelines.monitor import FlinkRest
 from tests.support import wait_until, write_config
 
 FLINK_HOME = Path(pyflink.__file__).parent
@@ -79,11 +80,8 @@ class FlinkCluster:
         subprocess.run(["bash", str(FLINK_HOME / "bin" / name), *args], env=self.env, check=True,
                        cwd=self.workdir, stdout=subprocess.DEVNULL)
 
-    def rest(self, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
+    def rest(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}{path}", timeout=10) as response:
             return json.load(response)
 
     def _rest_or_none(self, path: str):
@@ -129,17 +127,9 @@ class FlinkCluster:
                           90, "the submitted job to run")
         return jobs[0]["id"]
 
-    def job_state(self, job_id: str) -> str:
-        return self.rest(f"/jobs/{job_id}")["state"]
-
     def stop(self, job_id: str, directory: str, drain: bool) -> str:
         """Stop with a savepoint (``flink stop [--drain]``) and return its path."""
-        trigger = self.rest(f"/jobs/{job_id}/stop", {"drain": drain, "targetDirectory": directory})
-        status = wait_until(
-            lambda: (s := self.rest(f"/jobs/{job_id}/savepoints/{trigger['request-id']}"))["status"]["id"] == "COMPLETED"
-            and s, 120, "the savepoint")
-        assert "failure-cause" not in status["operation"], status["operation"]
-        return status["operation"]["location"]
+        return FlinkRest(f"http://127.0.0.1:{self.rest_port}").stop(job_id, directory, drain)
 
     def scrape(self) -> str:
         """Every Prometheus endpoint of the cluster's processes, concatenated."""

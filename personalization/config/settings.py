@@ -145,6 +145,8 @@ class FlinkConfig(_Section):
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
     savepoint_path: str = ""
+    rest_port: int | None = Field(None, ge=0, le=65535)
+    prometheus_port: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")
     checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()

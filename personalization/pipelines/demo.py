@@ -62,8 +62,9 @@ def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Tab
 
 def run_with_progress(settings: Settings, total: int) -> float:
     rest_port = _free_port()
+    settings = settings.with_overrides(flink={"rest_port": rest_port})
     started = time.monotonic()
-    client = run_job(settings, wait=False, rest_port=rest_port)
+    client = run_job(settings, wait=False)
     job_id = str(client.get_job_id())
     rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
     status = None

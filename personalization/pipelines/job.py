@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import site
 import sys
+from pathlib import Path
+
+import pyflink
 
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import SimpleStringSchema
@@ -27,7 +30,7 @@ from personalization.operators.user_profile import LATE, SESSIONS, UserProfiles
 _STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
 
 
-def flink_configuration(settings: Settings, rest_port: int | None = None) -> Configuration:
+def flink_configuration(settings: Settings) -> Configuration:
     """Everything Flink reads from its configuration rather than from the job graph."""
     flink = settings.flink
     conf = Configuration()
@@ -54,8 +57,12 @@ def flink_configuration(settings: Settings, rest_port: int | None = None) -> Con
     }
     if flink.savepoint_path:
         entries["execution.savepoint.path"] = flink.savepoint_path
-    if rest_port is not None:
-        entries["rest.port"] = rest_port
+    if flink.rest_port is not None:
+        entries["rest.port"] = flink.rest_port
+    if flink.prometheus_port:
+        entries["metrics.reporter.prom.factory.class"] = (
+            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+        entries["metrics.reporter.prom.port"] = flink.prometheus_port
     for key, value in entries.items():
         conf.set_string(key, str(value))
     return conf
@@ -68,15 +75,17 @@ def _expose_interpreter_paths() -> None:
     paths = [p for p in (*site.getsitepackages(), str(REPO_ROOT)) if p]
     existing = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([existing] if existing else [])])
+    # Metric reporters are plugins; the pyflink distribution ships them in its plugins folder.
+    os.environ.setdefault("FLINK_PLUGINS_DIR", str(Path(pyflink.__file__).parent / "plugins"))
 
 
-def create_environment(settings: Settings, rest_port: int | None = None) -> StreamExecutionEnvironment:
+def create_environment(settings: Settings) -> StreamExecutionEnvironment:
     _expose_interpreter_paths()
     if not settings.flink.connector_jar.is_file():
         raise FileNotFoundError(
             f"flink.connector_jar: {settings.flink.connector_jar} does not exist "
             "(run `make setup` to fetch it from Maven Central)")
-    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings, rest_port))
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings))
     env.enable_checkpointing(settings.flink.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
     return env
 

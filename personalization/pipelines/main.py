@@ -13,12 +13,11 @@ import click
 from personalization.config.settings import ConfigError, Settings, load_settings
 
 
-def run_job(settings: Settings, wait: bool = True, rest_port: int | None = None,
-            job_name: str = "personalization"):
+def run_job(settings: Settings, wait: bool = True, job_name: str = "personalization"):
     """Build and submit the job; returns the JobClient when ``wait`` is False."""
     from personalization.pipelines.job import build, create_environment
 
-    env = create_environment(settings, rest_port)
+    env = create_environment(settings)
     build(env, settings)
     if wait:
         env.execute(job_name)

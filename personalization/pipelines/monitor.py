@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -48,6 +49,28 @@ class FlinkRest:
     def _watermark(self, job_id: str, vertex_id: str) -> int | None:
         values = [int(w["value"]) for w in self._get(f"/jobs/{job_id}/vertices/{vertex_id}/watermarks")]
         return min(values) if values else None
+
+    def stop(self, job_id: str, directory: str, drain: bool, timeout_s: float = 120) -> str:
+        """``flink stop [--drain]`` over REST: stop with a savepoint and return its location."""
+        request = urllib.request.Request(
+            f"{self._base}/jobs/{job_id}/stop", method="POST",
+            data=json.dumps({"drain": drain, "targetDirectory": directory}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            trigger = json.load(response)["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self._get(f"/jobs/{job_id}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status["operation"]
+                if "failure-cause" in operation:
+                    raise RuntimeError(f"stop with savepoint failed: {operation['failure-cause']}")
+                return operation["location"]
+            time.sleep(0.25)
+        raise TimeoutError(f"no savepoint for job {job_id} after {timeout_s:.0f} s")
+
+    def running_jobs(self) -> list[str]:
+        return [job["id"] for job in self._get("/jobs")["jobs"] if job["status"] == "RUNNING"]
 
     def try_status(self, job_id: str) -> JobStatus | None:
         try:
