@@ -1,0 +1,84 @@
+"""State evolution: the next release adds a profile field, and restores this release's savepoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+from personalization.config.settings import REPO_ROOT
+from personalization.pipelines.control import stop_with_savepoint
+from personalization.pipelines.monitor import FlinkRest
+from personalization.replay.producer import produce
+from personalization.serving.reader import ProfileReader
+from tests.support import isolated_settings, start_job, wait_until, write_config
+
+T = 1_511_658_000_000
+
+
+def _click(event_id: str, user: str, ts: int) -> dict:
+    return {"schema_version": 1, "event_id": event_id, "event_type": "click", "ts": ts, "user_id": user}
+
+
+def _next_release(tmp_path):
+    """A copy of the project whose UserState gained a field in the middle, shown in the profile."""
+    release = tmp_path / "release"
+    for folder in ("personalization", "config", "schemas", "rules"):
+        if (REPO_ROOT / folder).exists():
+            shutil.copytree(REPO_ROOT / folder, release / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    user_py = release / "personalization" / "core" / "user.py"
+    source = user_py.read_text()
+    patched = source.replace("    user_id: str\n", '    user_id: str\n    loyalty_tier: str = "new"\n', 1)
+    patched = patched.replace('"user_id": state.user_id,', '"user_id": state.user_id,\n'
+                              '            "loyalty_tier": state.loyalty_tier,', 1)
+    assert patched.count("loyalty_tier") == 3, "the release patch no longer applies to core/user.py"
+    user_py.write_text(patched)
+    return release
+
+
+def test_a_release_with_an_added_profile_field_restores_an_old_savepoint(stack, tmp_path):
+    settings = isolated_settings(tmp_path, kafka={"bounded": False})
+    reader = ProfileReader.from_settings(settings)
+    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
+
+    produce([_click("a1", "ann", T), _click("b1", "ben", T + 1_000), _click("a2", "ann", T + 2_000)],
+            bootstrap, topic, progress=False)
+    client = start_job(settings)
+    wait_until(lambda: processed() == 3, 120, "the first three events")
+    savepoint = stop_with_savepoint(client, (tmp_path / "savepoints").as_uri())
+    assert "loyalty_tier" not in reader.get("ann")
+
+    release = _next_release(tmp_path)
+    produce([_click("a3", "ann", T + 3_000), _click("b2", "ben", T + 4_000)], bootstrap, topic, progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        rest_port = sock.getsockname()[1]
+    config = write_config(settings.with_overrides(flink={"savepoint_path": savepoint, "rest_port": rest_port}),
+                          tmp_path / "release.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+                           cwd=release, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
+        job_id = wait_until(lambda: _running(rest), 120, "the new release's job")[0]
+        wait_until(lambda: processed() == 5, 120, "all five events")
+        rest.stop(job_id, (tmp_path / "drained").as_uri(), drain=True)
+        assert job.wait(timeout=120) == 0, job.stderr.read()[-3000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+    ann, ben = reader.get("ann"), reader.get("ben")
+    assert (ann["loyalty_tier"], ann["events_total"], ann["first_seen"]) == ("new", 3, T)
+    assert (ben["loyalty_tier"], ben["events_total"], ben["counts"]) == ("new", 2, {"click": 2})
+    assert ann["sessions_closed"] == 1  # the restored open session was closed by the drain
+
+
+def _running(rest: FlinkRest) -> list[str] | None:
+    try:
+        return rest.running_jobs() or None
+    except OSError:
+        return None
