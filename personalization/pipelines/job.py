@@ -75,12 +75,20 @@ def _expose_interpreter_paths() -> None:
     paths = [p for p in (*site.getsitepackages(), str(REPO_ROOT)) if p]
     existing = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([existing] if existing else [])])
-    # Metric reporters are plugins; the pyflink distribution ships them in its plugins folder.
-    os.environ.setdefault("FLINK_PLUGINS_DIR", str(Path(pyflink.__file__).parent / "plugins"))
+
+
+
+def _add_prometheus_reporter_to_classpath() -> None:
+    """The local MiniCluster loads metric reporters from the JVM classpath, not from plugins/.
+    PyFlink's gateway launcher appends HADOOP_CLASSPATH to that classpath: its only hook."""
+    jars = [str(jar) for jar in (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar")]
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join([*jars, os.environ.get("HADOOP_CLASSPATH", "")])
 
 
 def create_environment(settings: Settings) -> StreamExecutionEnvironment:
     _expose_interpreter_paths()
+    if settings.flink.prometheus_port:
+        _add_prometheus_reporter_to_classpath()
     if not settings.flink.connector_jar.is_file():
         raise FileNotFoundError(
             f"flink.connector_jar: {settings.flink.connector_jar} does not exist "
