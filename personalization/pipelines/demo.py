@@ -63,6 +63,10 @@ def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Tab
 def run_with_progress(settings: Settings, total: int) -> float:
     rest_port = _free_port()
     settings = settings.with_overrides(flink={"rest_port": rest_port})
+    if settings.flink.prometheus_port:
+        console.print(f"Prometheus metrics while the job runs: http://127.0.0.1:"
+                      f"{settings.flink.prometheus_port.split('-')[0]}/metrics (first free port of "
+                      f"{settings.flink.prometheus_port})")
     started = time.monotonic()
     client = run_job(settings, wait=False)
     job_id = str(client.get_job_id())
@@ -131,7 +135,8 @@ def _utc(ms: int | None) -> str:
 @click.option("--datasets-dir", type=click.Path(file_okay=False), default=None)
 def main(config_path, overrides, dataset, limit, seed, datasets_dir) -> None:
     try:
-        settings = load_settings(config_path, ["kafka.bounded=true", *overrides])
+        settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
+                                               *overrides])
     except ConfigError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
