@@ -21,13 +21,17 @@ bounded run and an unbounded run drained at the same point end in the same state
 
 from __future__ import annotations
 
+import bisect
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
-from personalization.core.evolvable import evolvable
-from personalization.core import sessions
+from personalization.core import aggregates, sessions
+from personalization.core.aggregates import FeatureState
 from personalization.core.events import Event
-from personalization.core.sessions import SessionRules, SessionState, SessionSummary
+from personalization.core.evolvable import evolvable
+from personalization.core.rules import RuleSet, SegmentChange, SegmentState
+from personalization.core.sessions import SessionEvent, SessionRules, SessionState, SessionSummary
 from personalization.core.windows import RollingCounts, window_name
 
 END_OF_INPUT = 2**63 - 1  # Flink's final watermark of a bounded stream
@@ -94,7 +98,9 @@ class UserLogic:
     rules: RuleSet | None = None  # None: no segments
 
     def with_rules(self, rules: RuleSet) -> "UserLogic":
-        """The same logic under new rules (a hot update); check them with ``aggregates.check_provided``."""
+        """The same logic under ``rules``; raises ``RulesError`` naming the feature if the rules
+        read something the job does not keep (e.g. a window not in ``time.windows.sizes``)."""
+        aggregates.check_provided(rules, self.window_sizes)
         return replace(self, rules=rules)
 
     def new_state(self, user_id: str) -> UserState:
@@ -247,6 +253,8 @@ class UserLogic:
     def _deadlines(self, state: UserState, until: int, result: Result) -> None:
         """Each change a deadline makes is one version step (never one per call: how timers
         happen to batch must not show in the versions)."""
+        if not any(deadlines[0] <= until for deadlines in state.segments.armed.values() if deadlines):
+            return  # nothing due (the common case: skip the engine's bookkeeping)
         for change in self.rules.on_deadline(state.segments, until):
             self._step(state, [change], result)
 

@@ -264,6 +264,8 @@ def test_hand_made_stream_profile_sessions_and_timers() -> None:
             "10s": {"add_to_cart": 1, "click": 1, "page_view": 1, "product_view": 1, "purchase": 1},
             "1m": {"add_to_cart": 1, "click": 1, "page_view": 1, "product_view": 1, "purchase": 1},
         },
+        # no rules in this logic: no segments (tests/unit/test_core_user_segments.py has them)
+        "segments": {}, "primary_segment": None, "scores": {}, "rules_version": None,
     }
 
     # 12_500: the 10 s window now holds buckets 3..12 (the events at 3_000, 3_100, 12_500)
