@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test bench stack-up stack-down stack-status stack-reset lock run clean
 
 setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
@@ -45,3 +45,6 @@ lock: ## re-resolve requirements.lock in a scratch venv
 
 clean:
 	rm -rf $(VENV)
+
+bench: setup stack-up ## throughput + latency benchmark on the local stack (report in bench/results/)
+	$(PY) -m bench.run $(BENCH_ARGS)

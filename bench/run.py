@@ -1,0 +1,244 @@
+"""``make bench``: throughput and latency of the job on the local stack, side by side in one run.
+
+Measured, in this order and on the same events (real Taobao + JD replay, looped with fresh
+event ids and user suffixes when more events are asked for than the data holds):
+
+a. the plain-Python core (validate + UserLogic + profile) in a loop: the limit;
+b. the tuned job (config/default.yaml) on the local MiniCluster;
+c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 1,000-key
+   state cache): the naive baseline.
+
+Job throughput is events divided by the span between the first and the last Redis write
+(the profiles' ``updated_at``), so job start-up is not counted. Latency: at fixed input rates,
+every 50th event is a probe for a user of its own; its latency is its profile's ``updated_at``
+minus the wall-clock time the producer sent it (same machine, same clock). Probes are 2 % of
+the load, so measuring does not distort it.
+
+Writes ``bench/results/report.md``, ``report.json`` and ``latency.png``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import platform
+import pstats
+import time
+import uuid
+from itertools import islice
+from pathlib import Path
+
+import click
+import orjson
+from kafka import KafkaProducer
+
+from personalization.config.settings import REPO_ROOT, Settings, load_settings
+from personalization.operators.user_profile import user_logic
+from personalization.pipelines.control import stop_with_savepoint
+from personalization.pipelines.main import run_job
+from personalization.pipelines.topics import ensure_topics
+from personalization.replay.producer import produce, replay_events
+from personalization.serving.reader import ProfileReader
+from personalization.udfs.validation import EventValidator, Rejection
+
+RESULTS = REPO_ROOT / "bench" / "results"
+PYFLINK_DEFAULTS = {"python_execution_mode": "process", "bundle_size": 100_000, "bundle_time": 1_000,
+                    "state_cache_size": 1_000}
+PROBE_EVERY = 50
+
+
+def workload(size: int) -> list[dict]:
+    """``size`` events of the real replay, looped with fresh ids when the data runs out."""
+    base = list(replay_events("all", augmented=True, seed=1))
+    out: list[dict] = []
+    loop = 0
+    while len(out) < size:
+        for event in islice(base, size - len(out)):
+            if loop:
+                event = {**event, "event_id": f"{event['event_id']}~{loop}", "user_id": f"{event['user_id']}~{loop}"}
+            out.append(event)
+        loop += 1
+    return out
+
+
+def core_rate(settings: Settings, events: list[dict]) -> tuple[float, str]:
+    """Events per second of the core alone, and a profile of where its time goes."""
+    validator = EventValidator(settings.validation.schema_path, settings.validation.max_event_bytes,
+                               settings.validation.max_future_skew)
+    logic = user_logic(settings)
+    raws = [(orjson.dumps(e), e["ts"]) for e in events]
+    profiler = cProfile.Profile()
+
+    def loop() -> None:
+        states = {}
+        watermark = -(2**63)
+        for raw, ts in raws:
+            event = validator.validate(raw, ts, 2**62)
+            if isinstance(event, Rejection):
+                continue
+            state = states.get(event.user_id) or states.setdefault(event.user_id, logic.new_state(event.user_id))
+            watermark = max(watermark, event.ts - settings.time.out_of_orderness)
+            if logic.on_event(state, event, watermark).profile_changed:
+                orjson.dumps(logic.profile(state))
+
+    started = time.perf_counter()
+    loop()
+    rate = len(events) / (time.perf_counter() - started)
+    profiler.runcall(loop)
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    return rate, text.getvalue()
+
+
+def _run_settings(base: Settings, flink: dict, **sections) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    names = ("events", "dlq", "late", "sessions", "segment_changes")
+    settings = base.with_overrides(
+        kafka={"topics": {k: f"bench-{run}-{k}" for k in names}, "group_id": f"bench-{run}", "bounded": True},
+        redis={"key_prefix": f"pzb:{run}"}, flink=flink, **sections)
+    ensure_topics(settings)
+    return settings
+
+
+def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
+    settings = _run_settings(base, flink)
+    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    run_job(settings)
+    reader = ProfileReader.from_settings(settings)
+    writes = [p["updated_at"] for p in reader.all_profiles()]
+    processed = sum(p["events_total"] for p in reader.all_profiles())
+    reader.delete_all()
+    return processed / ((max(writes) - min(writes)) / 1000)
+
+
+def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, tmp: Path) -> list[float]:
+    """Produce at ``rate`` for ``seconds``; return the probe latencies in ms."""
+    settings = _run_settings(base, {}, kafka={"bounded": False, "starting_offsets": "latest"})
+    client = run_job(settings, wait=False)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0)
+    reader = ProfileReader.from_settings(settings)
+    try:
+        _wait_for_job_to_consume(producer, settings, reader)
+        sent: dict[str, float] = {}
+        count = int(rate * seconds)
+        started = time.perf_counter()
+        for i, event in enumerate(islice(events, count)):
+            if i % PROBE_EVERY == 0:
+                event = {**event, "user_id": f"probe-{i}", "event_id": f"probe-{i}"}
+            due = started + i / rate
+            if (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            producer.send(settings.kafka.topics.events, key=event["user_id"].encode(),
+                          value=orjson.dumps(event), timestamp_ms=event["ts"])
+            if i % PROBE_EVERY == 0:
+                sent[event["user_id"]] = time.time() * 1000
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(reader.get(u) is None for u in list(sent)[-3:]):
+            time.sleep(0.2)
+        return [reader.get(user)["updated_at"] - at for user, at in sent.items() if reader.get(user)]
+    finally:
+        stop_with_savepoint(client, (tmp / uuid.uuid4().hex).as_uri())
+        reader.delete_all()
+        producer.close()
+
+
+def _wait_for_job_to_consume(producer: KafkaProducer, settings: Settings, reader: ProfileReader) -> None:
+    """The job reads from 'latest': send warm-up probes until one is visible in Redis."""
+    deadline = time.monotonic() + 120
+    n = 0
+    while time.monotonic() < deadline:
+        event = {"schema_version": 1, "event_id": f"warm-{n}", "event_type": "page_view",
+                 "ts": 1_511_658_000_000, "user_id": f"warm-{n}"}
+        producer.send(settings.kafka.topics.events, key=b"warm", value=orjson.dumps(event),
+                      timestamp_ms=event["ts"]).get(10)
+        if any(reader.get(f"warm-{i}") for i in range(n + 1)):
+            return
+        n += 1
+        time.sleep(1)
+    raise TimeoutError("the latency job never consumed its warm-up events")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered)}
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    t = report["throughput"]
+    lines = [
+        "# Benchmark report", "",
+        f"Machine: {report['machine']}. Command: `{report['command']}`. Events: {report['events']:,}.", "",
+        "| run | events/s |", "|---|---|",
+        f"| a. plain-Python core (the limit) | {t['core']:,.0f} |",
+        f"| b. tuned job (config/default.yaml) | {t['tuned']:,.0f} |",
+        f"| c. PyFlink defaults | {t['defaults']:,.0f} |", "",
+        f"Ratios: b/a = {t['tuned'] / t['core']:.3f}, b/c = {t['tuned'] / t['defaults']:.2f}.", "",
+        "| input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|",
+    ]
+    for row in report["latency"]:
+        p = row["ms"]
+        lines.append(f"| {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} | {p['max']:.0f} | {p['n']} |")
+    lines += ["", "Where the core's time goes (cProfile, top functions by own time):", "", "```",
+              report["core_profile"], "```"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _plot(report, out / "latency.png")
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    t = report["throughput"]
+    left.bar(["core (limit)", "tuned job", "PyFlink defaults"], [t["core"], t["tuned"], t["defaults"]])
+    left.set_ylabel("events/s")
+    left.set_title("throughput")
+    rates = [row["rate"] for row in report["latency"]]
+    for q in ("p50", "p95", "p99"):
+        right.plot(rates, [row["ms"][q] for row in report["latency"]], marker="o", label=q)
+    right.set_xlabel("input rate (events/s)")
+    right.set_ylabel("produce -> Redis (ms)")
+    right.set_title("latency")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+@click.command()
+@click.option("--events", "size", type=int, default=60_000, help="Events per throughput run.")
+@click.option("--latency-seconds", type=float, default=20.0, help="Duration of each latency run.")
+@click.option("--rates", default="0.1,0.25,0.5,0.75", help="Latency input rates, as fractions of the tuned max.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+def main(size: int, latency_seconds: float, rates: str, out: Path) -> None:
+    settings = load_settings()
+    events = workload(size)
+    core, core_profile = core_rate(settings, events)
+    click.echo(f"core: {core:,.0f} events/s")
+    tuned = job_rate(settings, events, {})
+    click.echo(f"tuned job: {tuned:,.0f} events/s")
+    defaults = job_rate(settings, events, PYFLINK_DEFAULTS)
+    click.echo(f"PyFlink defaults: {defaults:,.0f} events/s")
+    latency = []
+    tmp = out / "savepoints"
+    for fraction in (float(f) for f in rates.split(",")):
+        rate = tuned * fraction
+        ms = percentiles(latency_at(settings, events, rate, latency_seconds, tmp))
+        click.echo(f"latency at {rate:,.0f} events/s: {ms}")
+        latency.append({"fraction": fraction, "rate": rate, "ms": ms})
+    write_report({
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "command": "make bench", "events": size,
+        "throughput": {"core": core, "tuned": tuned, "defaults": defaults},
+        "latency": latency, "core_profile": core_profile,
+    }, out)
+    click.echo(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Keeps `make bench` from rotting: a tiny run must produce a well-formed report (not a fast one)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from personalization.config.settings import REPO_ROOT
+
+
+def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--events", "3000", "--latency-seconds", "3",
+                             "--rates", "0.5", "--out", str(out)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["throughput"]) == {"core", "tuned", "defaults"}
+    assert all(value > 0 for value in report["throughput"].values())
+    [latency] = report["latency"]
+    assert latency["ms"]["n"] > 0 and latency["ms"]["p50"] <= latency["ms"]["p99"] <= latency["ms"]["max"]
+    assert "b/a =" in (out / "report.md").read_text()
+    assert (out / "latency.png").read_bytes().startswith(b"\x89PNG")
