@@ -91,12 +91,13 @@ def core_rate(settings: Settings, events: list[dict]) -> tuple[float, str]:
     return rate, text.getvalue()
 
 
-def _run_settings(base: Settings, flink: dict, **sections) -> Settings:
+def _run_settings(base: Settings, flink: dict, kafka: dict | None = None) -> Settings:
+    """Topics, consumer group and Redis prefix of the run's own."""
     run = uuid.uuid4().hex[:8]
-    names = ("events", "dlq", "late", "sessions", "segment_changes")
+    topics = {name: f"bench-{run}-{name}" for name in type(base.kafka.topics).model_fields if name != "partitions"}
     settings = base.with_overrides(
-        kafka={"topics": {k: f"bench-{run}-{k}" for k in names}, "group_id": f"bench-{run}", "bounded": True},
-        redis={"key_prefix": f"pzb:{run}"}, flink=flink, **sections)
+        kafka={"topics": topics, "group_id": f"bench-{run}", "bounded": True, **(kafka or {})},
+        redis={"key_prefix": f"pzb:{run}"}, flink=flink)
     ensure_topics(settings)
     return settings
 
@@ -114,7 +115,7 @@ def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
 
 def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, tmp: Path) -> list[float]:
     """Produce at ``rate`` for ``seconds``; return the probe latencies in ms."""
-    settings = _run_settings(base, {}, kafka={"bounded": False, "starting_offsets": "latest"})
+    settings = _run_settings(base, {}, {"bounded": False, "starting_offsets": "latest"})
     client = run_job(settings, wait=False)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0)
     reader = ProfileReader.from_settings(settings)
