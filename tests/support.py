@@ -15,9 +15,10 @@ from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
-TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes")
+TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules")
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
+CREATED: list[Settings] = []  # what this test session made, for the clean-up at its end
 
 
 def isolated_settings(tmp_path: Path, events_topic: str | None = None, **sections) -> Settings:
@@ -36,6 +37,7 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
     )
     settings = settings.with_overrides(**sections) if sections else settings
     ensure_topics(settings)
+    CREATED.append(settings)
     return settings
 
 
@@ -69,15 +71,27 @@ def start_job(settings: Settings):
     return run_job(settings, wait=False)
 
 
-def redis_state(settings: Settings) -> dict[str, dict[bytes, bytes]]:
-    """Every key under the run's prefix with every field, minus the documented wall-clock field."""
+def redis_state(settings: Settings) -> dict[str, object]:
+    """Every key under the run's prefix with its content, minus what the wall clock decides:
+    a hash's ``updated_at`` field and the ids of stream entries (a stream is compared as the
+    sorted list of its entries: how users interleave in it depends on scheduling)."""
     cfg = settings.redis
     client = connect(cfg)
-    state = {}
+    state: dict[str, object] = {}
     for key in client.scan_iter(match=f"{cfg.key_prefix}:*", count=1000):
-        fields = client.hgetall(key)
-        fields.pop(b"updated_at", None)
-        state[key.decode().removeprefix(cfg.key_prefix)] = fields
+        kind = client.type(key).decode()
+        if kind == "hash":
+            value = client.hgetall(key)
+            value.pop(b"updated_at", None)
+        elif kind == "set":
+            value = sorted(client.smembers(key))
+        elif kind == "stream":
+            value = sorted(sorted(fields.items()) for _, fields in client.xrange(key))
+        elif kind == "string":
+            value = client.get(key)
+        else:
+            raise AssertionError(f"unexpected {kind} key {key!r}")
+        state[key.decode().removeprefix(cfg.key_prefix)] = value
     return state
 
 

@@ -68,6 +68,7 @@ class Topics(_Section):
     late: str = "events.late"
     sessions: str = "sessions"
     segment_changes: str = "segment-changes"
+    rules: str = "rules"
     partitions: int = Field(4, ge=1)
 
 
@@ -95,7 +96,7 @@ class RedisConfig(_Section):
 
 
 class WindowsConfig(_Section):
-    sizes: list[DurationMs] = [parse_duration_ms(w) for w in ("10m", "1h", "24h", "7d")]
+    sizes: list[DurationMs] = [parse_duration_ms(w) for w in ("10m", "1h", "24h", "7d", "30d")]
     buckets: int = Field(60, ge=1, le=10_000)
 
     @model_validator(mode="after")
@@ -154,12 +155,18 @@ class FlinkConfig(_Section):
     python_executable: str = ""
 
 
+class RulesConfig(_Section):
+    path: RepoPath = REPO_ROOT / "rules" / "default.yaml"
+    stream_maxlen: int = Field(100_000, ge=1)
+
+
 class Settings(_Section):
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
     time: TimeConfig = TimeConfig()
     validation: ValidationConfig = ValidationConfig()
     profile: ProfileConfig = ProfileConfig()
+    rules: RulesConfig = RulesConfig()
     flink: FlinkConfig = FlinkConfig()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":

@@ -11,6 +11,10 @@ from personalization.config.settings import ValidationConfig
 from personalization.udfs.validation import EventValidator, Rejection, dlq_record
 
 DLQ = OutputTag("dlq", Types.STRING())
+# ("clock", ms): the latest record time read, rounded up to the end of its second; sent when it
+# passes into a new second, broadcast to the user operator (see operators.user_profile).
+CLOCK = OutputTag("clock", Types.TUPLE([Types.STRING(), Types.STRING()]))
+CLOCK_RESOLUTION_MS = 1_000
 
 
 class ParseEvents(ProcessFunction):
@@ -26,8 +30,14 @@ class ParseEvents(ProcessFunction):
                                          self._config.max_future_skew)
         self._metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._valid = self._metrics.counter("events_valid")
+        self._clock = None
 
     def process_element(self, row: Row, ctx: ProcessFunction.Context):
+        record_ts = ctx.timestamp()
+        clock = None if record_ts is None else (record_ts // CLOCK_RESOLUTION_MS + 1) * CLOCK_RESOLUTION_MS - 1
+        if clock is not None and (self._clock is None or clock > self._clock):
+            self._clock = clock
+            yield CLOCK, ("clock", str(clock))
         raw = row[0]
         now = int(time.time() * 1000)
         result = self._validator.validate(raw, ctx.timestamp(), now)

@@ -1,25 +1,45 @@
-"""The keyed user operator: a thin adapter from Flink state, timers and outputs onto core.user."""
+"""The keyed user operator: a thin adapter from Flink state, timers and outputs onto core.user.
+
+Two inputs: the events keyed by user, and a broadcast control stream of ``(kind, payload)``:
+``("rules", <rules file text>)`` (hot rules updates, kept in broadcast state) and
+``("clock", <ms>)`` (the latest record time the parse tasks have read, rounded up to the
+second: at the end of a bounded input it tells every task how far event time got, whatever
+its parallelism, see ``core.user``).
+
+One output of ``(kind, json)`` pairs, routed to the Kafka topics by ``RouteOutputs``: PyFlink
+2.2 (thread mode) does not route side outputs yielded by ``on_timer`` of a keyed broadcast
+function, and sessions and segment changes are emitted from timers.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import orjson
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
+from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
 from personalization.serving.redis_store import ProfileWriter, check_connection, connect
-from personalization.state.descriptors import USER_STATE
+from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
-SESSIONS = OutputTag("sessions", Types.STRING())
-LATE = OutputTag("late", Types.STRING())
+log = logging.getLogger(__name__)
+
+KIND_AND_JSON = Types.TUPLE([Types.STRING(), Types.STRING()])
+SESSIONS, LATE, SEGMENT_CHANGES, DLQ = "sessions", "late", "segment-changes", "dlq"
+ROUTES = {kind: OutputTag(kind, Types.STRING()) for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ)}
+RULES, CLOCK = "rules", "clock"
+RULES_TOPIC_SOURCE = "rules topic"
 
 
-def user_logic(settings: Settings) -> UserLogic:
+def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
     time_cfg = settings.time
-    return UserLogic(
+    logic = UserLogic(
         session_rules=SessionRules(time_cfg.session_gap, time_cfg.max_session_length,
                                    time_cfg.allowed_lateness),
         window_sizes=tuple(time_cfg.windows.sizes),
@@ -27,25 +47,34 @@ def user_logic(settings: Settings) -> UserLogic:
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
     )
+    return logic if rules is None else logic.with_rules(rules)
 
 
-class UserProfiles(KeyedProcessFunction):
-    def __init__(self, settings: Settings) -> None:
+class UserProfiles(KeyedBroadcastProcessFunction):
+    def __init__(self, settings: Settings, rules: RuleSet) -> None:
         self._settings = settings
+        self._start_rules = rules  # pickles as its text
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._logic = user_logic(self._settings)
+        self._logic = user_logic(self._settings, self._start_rules)
+        self._restored = False
+        self._clock: int | None = None
         self._state = runtime_context.get_state(USER_STATE)
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
-        self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max)
+        self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
+                                     self._settings.rules.stream_maxlen)
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
         self._sessions_emitted = metrics.counter("sessions_emitted")
         self._profile_writes = metrics.counter("profile_writes")
+        self._segment_changes = metrics.counter("segment_changes")
+        self._rules_applied = metrics.counter("rules_applied")
+        self._rules_rejected = metrics.counter("rules_rejected")
 
-    def process_element(self, event: Event, ctx: KeyedProcessFunction.Context):
+    def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+        self._restore(ctx)
         state = self._state.value() or self._logic.new_state(ctx.get_current_key())
         watermark = ctx.timer_service().current_watermark()
         result = self._logic.on_event(state, event, watermark)
@@ -59,23 +88,73 @@ class UserProfiles(KeyedProcessFunction):
             }).decode()
         yield from self._carry_out(state, result, ctx)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
+        self._restore(ctx)
         state = self._state.value()
         if state is None:
             return
-        result = self._logic.on_timer(state, ctx.timer_service().current_watermark())
+        final = None if self._clock is None else self._clock - self._settings.time.out_of_orderness
+        result = self._logic.on_timer(state, ctx.timer_service().current_watermark(), final)
         yield from self._carry_out(state, result, ctx)
 
+    def process_broadcast_element(self, value, ctx: KeyedBroadcastProcessFunction.Context):
+        self._restore(ctx)
+        kind, payload = value
+        control = ctx.get_broadcast_state(CONTROL_STATE)
+        if kind == CLOCK:
+            if self._clock is None or int(payload) > self._clock:
+                self._clock = int(payload)
+                control.put(CLOCK, payload)
+            return
+        try:
+            self._logic = self._logic.with_rules(RuleSet(payload, RULES_TOPIC_SOURCE))
+        except RulesError as err:
+            self._rules_rejected.inc()
+            log.warning("rules update rejected, the running rules (version %r) stay: %s",
+                        self._logic.rules.version, err)
+            yield DLQ, orjson.dumps({
+                "reason": "invalid_rules", "detail": str(err), "path": None,
+                "source": {"topic": self._settings.kafka.topics.rules},
+                "rejected_at": int(time.time() * 1000), "running_rules_version": self._logic.rules.version,
+                "payload_encoding": "utf-8", "payload": payload,
+            }).decode()
+            return
+        control.put(RULES, payload)
+        self._rules_applied.inc()
+        log.info("rules version %r applied", self._logic.rules.version)
+
+    def _restore(self, ctx) -> None:
+        """After a (re)start, adopt the rules and clock kept in broadcast state (once)."""
+        if self._restored:
+            return
+        self._restored = True
+        control = ctx.get_broadcast_state(CONTROL_STATE)
+        if control.contains(RULES):
+            self._logic = self._logic.with_rules(RuleSet(control.get(RULES), RULES_TOPIC_SOURCE))
+        if control.contains(CLOCK):
+            self._clock = int(control.get(CLOCK))
+
     def _carry_out(self, state, result: Result, ctx):
+        records = [change.as_record() for change in result.changes]
         if result.profile_changed:
             self._state.update(state)
-            self._writer.write(self._logic.profile(state))
+            self._writer.write(self._logic.profile(state), records)
             self._profile_writes.inc()
         for summary in result.sessions:
             self._sessions_emitted.inc()
             yield SESSIONS, orjson.dumps(summary.as_record()).decode()
+        for record in records:
+            self._segment_changes.inc()
+            yield SEGMENT_CHANGES, orjson.dumps(record).decode()
         if result.next_timer is not None:
             ctx.timer_service().register_event_time_timer(result.next_timer)
+
+
+class RouteOutputs(ProcessFunction):
+    """``(kind, json)`` -> the side output of that kind (one per Kafka topic)."""
+
+    def process_element(self, value, ctx: ProcessFunction.Context):
+        yield ROUTES[value[0]], value[1]
 
 
 def _event_record(event: Event) -> dict:

@@ -16,16 +16,24 @@ from pathlib import Path
 
 import pyflink
 
-from pyflink.common import Configuration, Types
+from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
-from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetsInitializer, KafkaRecordSerializationSchema, KafkaSink, KafkaSource,
+)
 from pyflink.table import StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
-from personalization.operators.parse import DLQ, ParseEvents
-from personalization.operators.user_profile import LATE, SESSIONS, UserProfiles
+from personalization.core.rules import RuleSet
+from personalization.operators.parse import CLOCK, DLQ, ParseEvents
+from personalization.operators.user_profile import DLQ as USER_DLQ
+from personalization.operators.user_profile import (
+    KIND_AND_JSON, LATE, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs, UserProfiles,
+)
+from personalization.pipelines.rules import load_rules
+from personalization.state.descriptors import CONTROL_STATE
 
 _STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
 
@@ -147,20 +155,58 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
     return builder.build()
 
 
-def build(env: StreamExecutionEnvironment, settings: Settings) -> None:
-    """Add the whole job to ``env``; operator uids keep savepoints restorable across changes."""
+def rules_source(settings: Settings) -> KafkaSource:
+    """The rules topic: texts of rules files, read like the events (same start and bound)."""
+    kafka = settings.kafka
+    starting = {"earliest": KafkaOffsetsInitializer.earliest(), "latest": KafkaOffsetsInitializer.latest(),
+                "committed": KafkaOffsetsInitializer.committed_offsets()}[kafka.starting_offsets]
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(kafka.bootstrap_servers)
+        .set_topics(kafka.topics.rules)
+        .set_group_id(f"{kafka.group_id}-rules")
+        .set_starting_offsets(starting)
+        .set_value_only_deserializer(SimpleStringSchema())
+    )
+    if kafka.bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    for key, value in kafka.properties.items():
+        builder = builder.set_property(key, value)
+    return builder.build()
+
+
+def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | None = None) -> None:
+    """Add the whole job to ``env``; operator uids keep savepoints restorable across changes.
+
+    ``rules``: the start-up rules, already checked (default: load ``rules.path``).
+    """
+    rules = rules or load_rules(settings)
     t_env = StreamTableEnvironment.create(env)
     t_env.execute_sql(source_ddl(settings))
     raw: DataStream = t_env.to_data_stream(t_env.from_path("raw_events"))
 
     events = raw.process(ParseEvents(settings.validation)).uid("parse").name("parse + validate")
+    # Rule updates are rare and carry no event time: the source goes idle after a second, so it
+    # never holds back the watermark of the user operator (the min of its two inputs).
+    rule_updates = (
+        env.from_source(rules_source(settings),
+                        WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
+                        "rules updates")
+        .uid("rules-source")
+        .map(lambda text: (RULES, text), output_type=KIND_AND_JSON).uid("rules-tag").name("rules updates")
+    )
+    control = rule_updates.union(events.get_side_output(CLOCK)).broadcast(CONTROL_STATE)
     users = (
         events.key_by(lambda event: event.user_id, key_type=Types.STRING())
-        .process(UserProfiles(settings))
+        .connect(control)
+        .process(UserProfiles(settings, rules), output_type=KIND_AND_JSON)
         .uid("user-profiles").name("user profiles")
     )
+    outputs = users.process(RouteOutputs()).uid("route-outputs").name("route outputs")
     topics = settings.kafka.topics
-    for stream, topic in ((events.get_side_output(DLQ), topics.dlq),
-                          (users.get_side_output(SESSIONS), topics.sessions),
-                          (users.get_side_output(LATE), topics.late)):
+    dlq = events.get_side_output(DLQ).union(outputs.get_side_output(ROUTES[USER_DLQ]))
+    for stream, topic in ((dlq, topics.dlq),
+                          (outputs.get_side_output(ROUTES[SESSIONS]), topics.sessions),
+                          (outputs.get_side_output(ROUTES[LATE]), topics.late),
+                          (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]), topics.segment_changes)):
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")

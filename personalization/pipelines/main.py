@@ -1,7 +1,8 @@
 """Entry point: ``python -m personalization.pipelines.main [--config FILE] [--set key=value ...]``.
 
-Also the ``flink run --python`` entry point on a cluster. The config is validated before the
-job graph is built, so a bad key stops the job before it reads a single record.
+Also the ``flink run --python`` entry point on a cluster. The config and the rules file are
+validated before the job graph is built, so a bad key or rule stops the job (exit code 2) before
+it reads a single record.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import sys
 import click
 
 from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.core.rules import RuleSet, RulesError
+from personalization.pipelines.rules import load_rules
 
 
-def run_job(settings: Settings, wait: bool = True, job_name: str = "personalization"):
-    """Build and submit the job; returns the JobClient when ``wait`` is False."""
+def run_job(settings: Settings, wait: bool = True, job_name: str = "personalization",
+            rules: RuleSet | None = None):
+    """Build and submit the job; returns the JobClient when ``wait`` is False.
+
+    ``rules``: the start-up rules, already checked (default: load ``rules.path``)."""
     from personalization.pipelines.job import build, create_environment
 
     env = create_environment(settings)
-    build(env, settings)
+    build(env, settings, rules)
     if wait:
         env.execute(job_name)
         return None
@@ -34,13 +40,17 @@ def run_job(settings: Settings, wait: bool = True, job_name: str = "personalizat
 def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> None:
     try:
         settings = load_settings(config_path, list(overrides))
+        rules = load_rules(settings)
     except ConfigError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except RulesError as err:
+        click.echo(f"error: invalid rules: {err}", err=True)
+        sys.exit(2)
     if check:
-        click.echo("config ok")
+        click.echo(f"config ok, rules ok (version {rules.version!r})")
         return
-    run_job(settings)
+    run_job(settings, rules=rules)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ from personalization.config.settings import Settings
 
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
-    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes]
+    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes, topics.rules]
+
+
+def partitions_of(settings: Settings, name: str) -> int:
+    """The rules topic has one partition: rule updates must be applied in the order published."""
+    return 1 if name == settings.kafka.topics.rules else settings.kafka.topics.partitions
 
 
 def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float = 30.0) -> None:
@@ -33,10 +38,10 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
                 _wait(lambda: not set(existing) & set(admin.list_topics()), timeout_s,
                       f"deletion of topics {existing}")
         missing = [name for name in names if name not in set(admin.list_topics())]
-        partitions = settings.kafka.topics.partitions
         for name in missing:
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
-            _wait(lambda: _create(admin, name, partitions), timeout_s, f"creation of topic {name}")
+            _wait(lambda: _create(admin, name, partitions_of(settings, name)), timeout_s,
+                  f"creation of topic {name}")
     finally:
         admin.close()
 

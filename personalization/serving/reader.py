@@ -1,14 +1,20 @@
-"""Reader library for downstream apps: get profiles without knowing the key layout."""
+"""Reader library for downstream apps: profiles, segments, audiences and the change stream,
+without knowing the key layout."""
 
 from __future__ import annotations
 
 from itertools import islice
 from typing import Any, Iterator
 
+import orjson
 import redis
 
 from personalization.config.settings import Settings
-from personalization.serving.redis_store import connect, decode_profile, profile_key
+from personalization.serving.redis_store import (
+    changes_key, connect, decode_change, decode_profile, members_key, profile_key,
+)
+
+SEGMENT_FIELDS = ("segments", "primary_segment", "scores", "rules_version")
 
 
 class ProfileReader:
@@ -23,6 +29,44 @@ class ProfileReader:
     def get(self, user_id: str) -> dict[str, Any] | None:
         raw = self._client.hgetall(profile_key(self._prefix, user_id))
         return decode_profile(raw) if raw else None
+
+    def segments(self, user_id: str) -> dict[str, Any] | None:
+        """The user's segments (segment -> event time entered), primary segment, scores and the
+        rules version that decided them; None if there is no profile."""
+        values = self._client.hmget(profile_key(self._prefix, user_id), *SEGMENT_FIELDS)
+        if all(value is None for value in values):
+            return None
+        return {name: None if value is None else orjson.loads(value) for name, value in zip(SEGMENT_FIELDS, values)}
+
+    def members(self, segment: str) -> set[str]:
+        """Every user currently in ``segment`` (SSCAN, so large audiences do not block the server)."""
+        return {member.decode() for member in self._client.sscan_iter(members_key(self._prefix, segment), count=1000)}
+
+    def segment_sizes(self) -> dict[str, int]:
+        """Members per segment, for every segment that has (or had) members."""
+        pattern = members_key(self._prefix, "*")
+        head, tail = pattern.split("*")
+        keys = sorted(self._client.scan_iter(match=pattern, count=1000))
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.scard(key)
+        names = [key.decode()[len(head):-len(tail)].strip("{}") for key in keys]
+        return {name: size for name, size in zip(names, pipe.execute()) if size}
+
+    def changes(self, start: str = "-", count: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Changes in the stream from ``start`` (an entry id, ``-`` = the oldest kept), oldest first."""
+        entries = self._client.xrange(changes_key(self._prefix), min=start, count=count)
+        return [(entry_id.decode(), decode_change(fields)) for entry_id, fields in entries]
+
+    def follow(self, last_id: str = "$", block_ms: int = 5_000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield changes as they are appended (XREAD); ``last_id`` ``$`` = only new ones, ``0`` = from
+        the oldest kept. Resume after a restart by passing the last id you processed."""
+        key = changes_key(self._prefix)
+        while True:
+            for _, entries in self._client.xread({key: last_id}, count=500, block=block_ms) or ():
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    yield last_id, decode_change(fields)
 
     def all_profiles(self, batch: int = 500) -> list[dict[str, Any]]:
         """Every profile under the prefix (SCAN, so it does not block the server)."""

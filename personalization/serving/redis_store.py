@@ -1,11 +1,25 @@
-"""The Redis key schema (contract v1) and the versioned, idempotent profile write.
+"""The Redis key schema (contract v1) and the versioned, idempotent writes.
 
-Key schema (``<prefix>`` defaults to ``pz:v1``; ``{<user>}`` is a Redis Cluster hash tag, so
-all keys of one user live in one slot and one script can touch them atomically):
+Key schema (``<prefix>`` defaults to ``pz:v1``; ``{...}`` is a Redis Cluster hash tag: keys with
+the same tag live in one slot, so one script can touch them atomically):
 
 - ``<prefix>:{<user>}:profile``  hash, one field per profile attribute (JSON-encoded values)
   plus ``version`` (per-user, increases with every applied update) and ``updated_at``
   (wall-clock ms of the write: the only field that differs between two runs of the same input).
+- ``<prefix>:{segment-changes}``  stream of segment changes (enter/exit), one entry per change,
+  trimmed to about ``rules.stream_maxlen`` entries (``MAXLEN ~``).
+- ``<prefix>:{segment-changes}:user:<user>``  string: the newest user version already in the
+  stream (deduplication under replay; expires with the profile).
+- ``<prefix>:segment:{<segment>}:members``  set of the user ids currently in a segment.
+
+Three steps per update, sent in one round trip (a pipeline): (1) the profile compare-and-set
+in the user's slot; (2) the changes appended to the stream by a script that skips every
+change whose user version is not newer than the one it recorded for the user, in the
+stream's slot; (3) ``SADD``/``SREM`` on the audience sets, each its own slot. On Redis Cluster
+the three are necessarily separate (a script cannot span slots), so each is idempotent by
+itself: after a crash and restore, the replayed updates carry the same versions and changes
+in the same order, (1) and (2) refuse what they already hold, and (3) converges to the same
+sets because it replays the same per-user sequence of adds and removes.
 """
 
 from __future__ import annotations
@@ -33,8 +47,60 @@ return 1
 """
 
 
+# Append a user's changes to the stream, skipping those already there: ``KEYS[2]`` remembers the
+# newest user version appended (same hash tag as the stream, so this works on a cluster too).
+# ARGV: maxlen, ttl ms, then per change: version and the entry's field/value pairs.
+_APPEND_CHANGES = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local maxlen, ttl, width = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local added = 0
+for i = 4, #ARGV, width + 1 do
+  local version = tonumber(ARGV[i])
+  if version > last then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + width))
+    last = version
+    added = added + 1
+  end
+end
+if added > 0 then
+  if ttl > 0 then redis.call('SET', KEYS[2], last, 'PX', ttl) else redis.call('SET', KEYS[2], last) end
+end
+return added
+"""
+CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "version", "cause")
+
+
 def profile_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:{{{user_id}}}:profile"
+
+
+def changes_key(prefix: str) -> str:
+    return f"{prefix}:{{segment-changes}}"
+
+
+def streamed_version_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:{{segment-changes}}:user:{user_id}"
+
+
+def members_key(prefix: str, segment: str) -> str:
+    return f"{prefix}:segment:{{{segment}}}:members"
+
+
+def encode_change(record: dict[str, Any]) -> list[bytes]:
+    """A change record as stream field/value pairs: plain values, ``cause`` as JSON."""
+    out: list[bytes] = []
+    for name in CHANGE_FIELDS:
+        value = record[name]
+        out += [name.encode(), orjson.dumps(value) if name == "cause" else str(value).encode()]
+    return out
+
+
+def decode_change(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    record = {name.decode(): value.decode() for name, value in fields.items()}
+    record["cause"] = orjson.loads(record["cause"])
+    for name in ("event_time", "version"):
+        record[name] = int(record[name])
+    return record
 
 
 def encode_profile(profile: dict[str, Any]) -> list[bytes]:
@@ -51,29 +117,41 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 class ProfileWriter:
-    """Writes profiles with the compare-and-set script; one instance per parallel task.
+    """Writes profiles (compare-and-set) and segment changes; one instance per parallel task.
 
     While Redis is unreachable the write is retried with exponential backoff, forever: the
     operator blocks, Flink back-pressures the sources, and nothing is dropped. The job catches
-    up when Redis returns (the script is re-loaded automatically after a restart).
+    up when Redis returns (the scripts are re-loaded automatically after a restart). Retrying a
+    write is safe: every step of it is idempotent (see the module docstring).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000,
+                 stream_maxlen: int = 100_000) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = ttl_ms
         self._backoff_max_s = backoff_max_ms / 1000
+        self._stream_maxlen = stream_maxlen
         self._script = client.register_script(_APPLY_PROFILE)
+        self._append = client.register_script(_APPEND_CHANGES)
 
-    def write(self, profile: dict[str, Any]) -> bool:
-        """True if applied, False if Redis already holds this or a newer version."""
+    def write(self, profile: dict[str, Any], changes: list[dict[str, Any]] = ()) -> bool:
+        """Write the profile and the segment changes (records with ``version``) that led to it.
+
+        True if the profile was applied, False if Redis already holds this or a newer version.
+        """
         key = profile_key(self._prefix, profile["user_id"])
         fields = encode_profile(profile)
         attempt = 0
         while True:
             try:
                 args = [profile["version"], self._ttl_ms, b"updated_at", int(time.time() * 1000)]
-                return bool(self._script(keys=[key], args=args + fields))
+                if not changes:
+                    return bool(self._script(keys=[key], args=args + fields))
+                pipe = self._client.pipeline(transaction=False)
+                self._script(keys=[key], args=args + fields, client=pipe)
+                self._changes(pipe, profile["user_id"], changes)
+                return bool(pipe.execute()[0])
             except redis.AuthenticationError:
                 raise
             except (redis.ConnectionError, redis.TimeoutError) as err:
@@ -82,6 +160,19 @@ class ProfileWriter:
                 log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
                             err, attempt, delay)
                 time.sleep(delay)
+
+    def _changes(self, pipe, user_id: str, changes: list[dict[str, Any]]) -> None:
+        args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
+        for record in changes:
+            args += [record["version"], *encode_change(record)]
+        self._append(keys=[changes_key(self._prefix), streamed_version_key(self._prefix, user_id)],
+                     args=args, client=pipe)
+        for record in changes:
+            key = members_key(self._prefix, record["segment"])
+            if record["action"] == "enter":
+                pipe.sadd(key, user_id)
+            else:
+                pipe.srem(key, user_id)
 
 
 def connect(config: RedisConfig) -> redis.Redis:

@@ -83,12 +83,18 @@ def test_profiles_hold_exact_counters(run):
     assert (alice["sessions_closed"], alice["sessions_converted"]) == (2, 1)
     assert alice["windows"]["10m"] == {"product_view": 1}
     assert alice["windows"]["1h"] == alice["counts"]
-    assert alice["version"] == 8  # 6 applied events + 2 session emissions
+    # 6 applied events + 2 session emissions + 4 rules steps that changed segments or scores
+    # (page_view: enters casual_browser; add_to_cart, purchase: engagement; the last event: decay)
+    assert alice["version"] == 12
+    assert alice["segments"] == {"casual_browser": T}
+    assert alice["primary_segment"] == "casual_browser"
+    week = 7 * 24 * 60 * MIN  # engagement: add_to_cart (3) at +2 min, purchase (10) at +3 min, read at +40 min
+    assert alice["scores"] == {"engagement": round(3 * 0.5 ** (38 * MIN / week) + 10 * 0.5 ** (37 * MIN / week), 6)}
 
     bob = run["profiles"]["bob"]
     assert bob["counts"] == {"product_view": 2}
     assert (bob["sessions_closed"], bob["sessions_converted"]) == (1, 0)
-    assert bob["version"] == 3  # 2 applied events + 1 session emission
+    assert bob["version"] == 4  # 2 applied events + 1 session emission + entering casual_browser
     assert set(run["profiles"]) == {"alice", "bob"}  # nothing of the hostile records reached Redis
 
 
