@@ -6,29 +6,33 @@ import os
 import subprocess
 
 import pytest
-
 from kafka import KafkaAdminClient
 
 from personalization.config.settings import REPO_ROOT, load_settings
+from personalization.pipelines.topics import topic_names
+from personalization.replay.datasets import locate_datasets
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
-from tests.support import TEST_PREFIX, TEST_TOPIC_PREFIX
-from personalization.replay.datasets import locate_datasets
+from tests.support import CREATED, TEST_TOPIC_PREFIX
 
 
 @pytest.fixture(scope="session")
 def stack():
-    """Start (or reuse) the local Kafka broker and Redis server; afterwards remove what the tests
-    created there (their ``t-*`` topics and ``pzt:*`` keys), so repeated runs do not pile up."""
+    """Start (or reuse) the local Kafka broker and Redis server; afterwards remove the topics and
+    keys this session's tests created, so repeated runs do not pile up."""
     subprocess.run(["bash", str(REPO_ROOT / "stack" / "stack.sh"), "up"], check=True)
     yield
-    settings = load_settings()
-    ProfileReader(connect(settings.redis), TEST_PREFIX).delete_all()
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    shared = load_settings()
+    topics = set()
+    for settings in CREATED:
+        if settings.redis.port == shared.redis.port:  # private test servers are gone by now
+            ProfileReader(connect(settings.redis), settings.redis.key_prefix).delete_all()
+        topics |= {t for t in topic_names(settings) if t.startswith(TEST_TOPIC_PREFIX)}
+    admin = KafkaAdminClient(bootstrap_servers=shared.kafka.bootstrap_servers)
     try:
-        test_topics = [t for t in admin.list_topics() if t.startswith(TEST_TOPIC_PREFIX)]
-        if test_topics:
-            admin.delete_topics(test_topics)
+        existing = set(admin.list_topics())
+        if topics & existing:
+            admin.delete_topics(sorted(topics & existing))
     finally:
         admin.close()
 

@@ -1,0 +1,45 @@
+"""The job's custom metrics reach Prometheus from the local MiniCluster, as in `make demo`."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from personalization.replay.producer import RawRecord, produce, produce_raw
+from tests.support import isolated_settings, start_job, wait_until
+
+T = 1_511_658_000_000
+PORTS = range(9260, 9270)
+
+
+def _scrape() -> str:
+    text = ""
+    for port in PORTS:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text += response.read().decode()
+        except OSError:
+            continue
+    return text
+
+
+def _value(metrics: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(f"flink_taskmanager_job_task_operator_personalization_{name}{{"))
+
+
+def test_custom_metrics_are_exported_to_prometheus(stack, tmp_path):
+    settings = isolated_settings(tmp_path, kafka={"bounded": False},
+                                 flink={"prometheus_port": f"{PORTS.start}-{PORTS.stop - 1}"})
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
+    produce([{"schema_version": 1, "event_id": f"e{i}", "event_type": "page_view", "ts": T + i,
+              "user_id": f"u{i % 2}"} for i in range(5)], bootstrap, topic, progress=False)
+    produce_raw([RawRecord(b"{broken", None, T)], bootstrap, topic, progress=False)
+    client = start_job(settings)
+    try:
+        metrics = wait_until(lambda: (m := _scrape()) and _value(m, "events_processed") == 5 and m,
+                             120, "events_processed = 5 on the Prometheus endpoint")
+    finally:
+        client.cancel().result()
+    assert _value(metrics, "events_valid") == 5
+    assert _value(metrics, "events_rejected_not_json") == 1
+    assert _value(metrics, "profile_writes") == 5
