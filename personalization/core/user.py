@@ -63,16 +63,18 @@ class UserState:
     segments: SegmentState | None = None
     released_to: int | None = None  # events at or before this time have been given to the rules
     rules_version: str | None = None  # the rules that made the current decisions
+    changes_made: int = 0  # segment changes so far: numbers them
 
 
-class VersionedChange(NamedTuple):
-    """A segment change and the user's version after it (the Redis writes deduplicate on it)."""
+class NumberedChange(NamedTuple):
+    """A segment change and its number among the user's changes (1, 2, ...): the same on every
+    run over the same events, so consumers and the Redis stream deduplicate on (user, seq)."""
 
-    version: int
+    seq: int
     change: SegmentChange
 
     def as_record(self) -> dict:
-        return {**self.change.as_record(), "version": self.version}
+        return {**self.change.as_record(), "seq": self.seq}
 
 
 @dataclass(slots=True)
@@ -84,7 +86,7 @@ class Result:
     lateness_ms: int = 0
     profile_changed: bool = False
     sessions: list[SessionSummary] = field(default_factory=list)
-    changes: list[VersionedChange] = field(default_factory=list)
+    changes: list[NumberedChange] = field(default_factory=list)
     next_timer: int | None = None
 
 
@@ -262,7 +264,9 @@ class UserLogic:
         if changes or always:
             state.version += 1
             result.profile_changed = True
-            result.changes.extend(VersionedChange(state.version, change) for change in changes)
+            for change in changes:
+                state.changes_made += 1
+                result.changes.append(NumberedChange(state.changes_made, change))
 
     def _decisions(self, state: UserState) -> tuple:
         clock = state.features.clock

@@ -8,17 +8,17 @@ the same tag live in one slot, so one script can touch them atomically):
   (wall-clock ms of the write: the only field that differs between two runs of the same input).
 - ``<prefix>:{segment-changes}``  stream of segment changes (enter/exit), one entry per change,
   trimmed to about ``rules.stream_maxlen`` entries (``MAXLEN ~``).
-- ``<prefix>:{segment-changes}:user:<user>``  string: the newest user version already in the
-  stream (deduplication under replay; expires with the profile).
+- ``<prefix>:{segment-changes}:user:<user>``  string: the ``seq`` of the user's newest change
+  already in the stream (deduplication under replay; expires with the profile).
 - ``<prefix>:segment:{<segment>}:members``  set of the user ids currently in a segment.
 
 Three steps per update, sent in one round trip (a pipeline): (1) the profile compare-and-set
 in the user's slot; (2) the changes appended to the stream by a script that skips every
-change whose user version is not newer than the one it recorded for the user, in the
-stream's slot; (3) ``SADD``/``SREM`` on the audience sets, each its own slot. On Redis Cluster
+change whose ``seq`` (the user's change number) is not above the one it recorded for the user,
+in the stream's slot; (3) ``SADD``/``SREM`` on the audience sets, each its own slot. On Redis Cluster
 the three are necessarily separate (a script cannot span slots), so each is idempotent by
-itself: after a crash and restore, the replayed updates carry the same versions and changes
-in the same order, (1) and (2) refuse what they already hold, and (3) converges to the same
+itself: after a crash and restore, the replayed updates carry the same versions and the same
+numbered changes in the same order, (1) and (2) refuse what they already hold, and (3) converges to the same
 sets because it replays the same per-user sequence of adds and removes.
 """
 
@@ -48,17 +48,17 @@ return 1
 
 
 # Append a user's changes to the stream, skipping those already there: ``KEYS[2]`` remembers the
-# newest user version appended (same hash tag as the stream, so this works on a cluster too).
-# ARGV: maxlen, ttl ms, then per change: version and the entry's field/value pairs.
+# seq of the user's newest change appended (same hash tag as the stream: works on a cluster too).
+# ARGV: maxlen, ttl ms, pairs per entry, then per change: seq and the entry's field/value pairs.
 _APPEND_CHANGES = """
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local maxlen, ttl, width = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local added = 0
 for i = 4, #ARGV, width + 1 do
-  local version = tonumber(ARGV[i])
-  if version > last then
+  local seq = tonumber(ARGV[i])
+  if seq > last then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + width))
-    last = version
+    last = seq
     added = added + 1
   end
 end
@@ -67,7 +67,7 @@ if added > 0 then
 end
 return added
 """
-CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "version", "cause")
+CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "seq", "cause")
 
 
 def profile_key(prefix: str, user_id: str) -> str:
@@ -98,7 +98,7 @@ def encode_change(record: dict[str, Any]) -> list[bytes]:
 def decode_change(fields: dict[bytes, bytes]) -> dict[str, Any]:
     record = {name.decode(): value.decode() for name, value in fields.items()}
     record["cause"] = orjson.loads(record["cause"])
-    for name in ("event_time", "version"):
+    for name in ("event_time", "seq"):
         record[name] = int(record[name])
     return record
 
@@ -136,7 +136,7 @@ class ProfileWriter:
         self._append = client.register_script(_APPEND_CHANGES)
 
     def write(self, profile: dict[str, Any], changes: list[dict[str, Any]] = ()) -> bool:
-        """Write the profile and the segment changes (records with ``version``) that led to it.
+        """Write the profile and the segment changes (records with ``seq``) that led to it.
 
         True if the profile was applied, False if Redis already holds this or a newer version.
         """
@@ -164,7 +164,7 @@ class ProfileWriter:
     def _changes(self, pipe, user_id: str, changes: list[dict[str, Any]]) -> None:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
         for record in changes:
-            args += [record["version"], *encode_change(record)]
+            args += [record["seq"], *encode_change(record)]
         self._append(keys=[changes_key(self._prefix), streamed_version_key(self._prefix, user_id)],
                      args=args, client=pipe)
         for record in changes:
