@@ -1,0 +1,331 @@
+"""Inspect the dead-letter topic, and re-publish selected records after a fix.
+
+    python -m personalization.pipelines.dlq inspect --reason schema_violation --since 2026-05-01T00:00
+    python -m personalization.pipelines.dlq inspect --json | jq .detail
+    python -m personalization.pipelines.dlq replay --reason timestamp_mismatch --dry-run
+    python -m personalization.pipelines.dlq replay --reason timestamp_mismatch
+
+The topic is ``kafka.topics.dlq`` of the config (``--config``, ``--set``). Reading is bounded:
+the end offsets are taken when the command starts, so a job still writing to the DLQ cannot
+keep it running, and a stalled read raises instead of returning a partial answer. Partitions
+are read one after the other in offset order, so ``--limit`` picks the same records every time.
+
+``replay`` sends the original bytes (base64-decoded when the envelope says so) with the
+original Kafka record timestamp (the job checks ``ts`` against it), keyed by the user id when
+the payload is a JSON object carrying one. Any failed send raises. A replay that failed half-way
+can be re-run: the records it already sent are sent again, and the job drops the repeats by
+``event_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import islice
+from typing import Any
+
+import click
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.replay.producer import ProduceError, RawRecord, produce_raw
+
+ENCODINGS = ("utf-8", "base64")
+POLL_TIMEOUT_MS = 500
+STALL_TIMEOUT_S = 30.0  # no progress towards the end offsets for this long: raise, never return a partial read
+PREVIEW_CHARS = 60
+
+
+class DlqError(RuntimeError):
+    """The DLQ could not be read completely, or holds a record that is not a DLQ envelope."""
+
+
+@dataclass(frozen=True)
+class DlqRecord:
+    """One envelope and where it sits in the DLQ topic (partition/offset there, not at the source)."""
+
+    partition: int
+    offset: int
+    envelope: dict[str, Any]
+
+    @classmethod
+    def parse(cls, partition: int, offset: int, value: bytes) -> DlqRecord:
+        """Check the fields replay relies on, so a bad record fails here, naming its position."""
+        where = f"DLQ record at partition {partition} offset {offset}"
+        try:
+            envelope = orjson.loads(value)
+        except orjson.JSONDecodeError as err:
+            raise DlqError(f"{where} is not JSON: {err}") from None
+        if not isinstance(envelope, dict):
+            raise DlqError(f"{where} is not a JSON object")
+        problems = [key for key, kind in (("reason", str), ("rejected_at", int), ("payload", str), ("source", dict))
+                    if not isinstance(envelope.get(key), kind)]
+        if envelope.get("payload_encoding") not in ENCODINGS:
+            problems.append("payload_encoding")
+        if isinstance(envelope.get("source"), dict) and not isinstance(envelope["source"].get("timestamp", 0), int):
+            problems.append("source.timestamp")
+        if problems:
+            raise DlqError(f"{where} is not a DLQ envelope: missing or invalid {', '.join(problems)}")
+        return cls(partition, offset, envelope)
+
+    @property
+    def reason(self) -> str:
+        return self.envelope["reason"]
+
+    @property
+    def rejected_at(self) -> int:
+        return self.envelope["rejected_at"]
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.envelope["source"]
+
+    def original(self) -> bytes:
+        """The rejected record's bytes exactly as they were read from the source topic."""
+        payload: str = self.envelope["payload"]
+        if self.envelope["payload_encoding"] == "utf-8":
+            return payload.encode("utf-8")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except binascii.Error as err:
+            raise DlqError(f"DLQ record at partition {self.partition} offset {self.offset}: "
+                           f"payload is not valid base64 ({err})") from None
+
+    def to_raw(self) -> RawRecord:
+        """The record to re-publish: original bytes and timestamp; key = user id when there is one.
+
+        Only rejections of the rules topic carry no source timestamp; they get the send time.
+        """
+        value = self.original()
+        return RawRecord(value=value, key=_user_key(value), timestamp_ms=self.source.get("timestamp"))
+
+    def to_json(self, topic: str) -> dict[str, Any]:
+        """The envelope as stored, plus where it is in the DLQ (for ``jq`` and scripts)."""
+        return {**self.envelope, "dlq": {"topic": topic, "partition": self.partition, "offset": self.offset}}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which DLQ records a command works on; an empty ``reasons`` means every reason."""
+
+    reasons: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    limit: int | None = None
+
+    def matches(self, record: DlqRecord) -> bool:
+        return ((not self.reasons or record.reason in self.reasons)
+                and (self.since_ms is None or record.rejected_at >= self.since_ms))
+
+    def apply(self, records: Iterable[DlqRecord]) -> Iterator[DlqRecord]:
+        """Stops reading as soon as the limit is reached."""
+        return islice(filter(self.matches, records), self.limit)
+
+
+def parse_since(value: str) -> int:
+    """Epoch milliseconds (as ``rejected_at``), or an ISO 8601 time; without an offset it is UTC."""
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"expected epoch milliseconds or an ISO time like 2026-05-01T12:00Z (got {value!r})") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def read_dlq(settings: Settings, stall_timeout_s: float = STALL_TIMEOUT_S) -> Iterator[DlqRecord]:
+    """Every record of the DLQ topic up to the end offsets of the moment the read starts.
+
+    ``read_committed``: with exactly-once outputs, records of open or aborted transactions are
+    not rejections (yet). Raises :class:`DlqError` if the topic is missing or a partition makes
+    no progress for ``stall_timeout_s``.
+    """
+    topic = settings.kafka.topics.dlq
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+                             isolation_level="read_committed", **_client_properties(settings))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise DlqError(f"DLQ topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = consumer.end_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        for tp in tps:
+            if starts[tp] >= ends[tp]:
+                continue
+            consumer.assign([tp])
+            consumer.seek(tp, starts[tp])
+            last_progress, position = time.monotonic(), starts[tp]
+            while position < ends[tp]:
+                for message in consumer.poll(timeout_ms=POLL_TIMEOUT_MS).get(tp, []):
+                    if message.offset >= ends[tp]:
+                        break
+                    yield DlqRecord.parse(message.partition, message.offset, message.value)
+                if consumer.position(tp) > position:
+                    last_progress, position = time.monotonic(), consumer.position(tp)
+                elif time.monotonic() - last_progress > stall_timeout_s:
+                    raise DlqError(f"reading {topic!r} partition {tp.partition} stalled at offset {position} "
+                                   f"(end {ends[tp]}) for {stall_timeout_s:.0f} s")
+    finally:
+        consumer.close()
+
+
+def replay(settings: Settings, records: Iterable[DlqRecord], topic: str) -> int:
+    """Re-publish the records' original bytes to ``topic``; returns the count, all acknowledged.
+
+    Raises :class:`ProduceError` if any send failed (nothing is dropped silently).
+    """
+    summary = produce_raw((record.to_raw() for record in records), settings.kafka.bootstrap_servers, topic,
+                          progress=False, config=_client_properties(settings))
+    return summary.sent
+
+
+def _user_key(value: bytes) -> bytes | None:
+    """The user id (else anonymous id) as the Kafka key, like the producer CLI, when the payload has one."""
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    identity = payload.get("user_id") or payload.get("anonymous_id")
+    return identity.encode() if isinstance(identity, str) else None
+
+
+def _client_properties(settings: Settings) -> dict[str, Any]:
+    """Pass-through Kafka properties (security.protocol, sasl.*) under kafka-python's names."""
+    return {key.replace(".", "_"): value for key, value in settings.kafka.properties.items()}
+
+
+def _utc(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _preview(record: DlqRecord) -> Text:
+    """Text payloads as text; other bytes as a Python bytes literal (readable escapes, not base64)."""
+    if record.envelope["payload_encoding"] == "utf-8":
+        text, style = record.envelope["payload"], ""
+    else:
+        text, style = repr(record.original()), "yellow"
+    text = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 1] + "…"
+    return Text(text, style=style)
+
+
+def _source(record: DlqRecord) -> Text:
+    source = record.source
+    where = "/".join(str(source[key]) for key in ("partition", "offset") if source.get(key) is not None)
+    return Text(f"{source.get('topic', '?')} {where}".strip())
+
+
+def _table(records: Iterable[DlqRecord], topic: str) -> Table:
+    """Every cell is a ``Text``: payloads and paths contain ``[...]`` that rich would read as markup."""
+    table = Table(title=f"DLQ {topic}", caption_justify="left")
+    table.add_column("rejected at (UTC)", min_width=10)  # date and time on two lines when narrow
+    table.add_column("reason", no_wrap=True)
+    table.add_column("source p/offset", min_width=6)
+    table.add_column("detail", ratio=3, overflow="fold")
+    table.add_column("path", ratio=1, overflow="fold")
+    table.add_column("payload", ratio=3, overflow="fold")
+    shown = 0
+    for record in records:
+        table.add_row(Text(_utc(record.rejected_at)), Text(record.reason, style="bold red"), _source(record),
+                      Text(str(record.envelope.get("detail", ""))), Text(record.envelope.get("path") or "-"),
+                      _preview(record))
+        shown += 1
+    table.caption = f"{shown} record(s)"
+    return table
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The filters shared by ``inspect`` and ``replay``."""
+    command = click.option("--limit", type=click.IntRange(min=0), default=None, help="at most N records")(command)
+    command = click.option("--since", callback=_since,
+                           help="rejected at or after: epoch ms or ISO time (UTC if no offset)")(command)
+    return click.option("--reason", "reasons", multiple=True, help="only this reason (repeatable)")(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Inspect and replay the dead-letter topic (kafka.topics.dlq)."""
+    try:
+        ctx.obj = load_settings(config_path, list(overrides))
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+@cli.command("inspect")
+@_selection_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line: the envelope plus its DLQ position")
+@click.pass_obj
+def inspect_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
+                    as_json: bool) -> None:
+    """Show rejected records: reason, detail, JSON path, source position, payload preview."""
+    topic = settings.kafka.topics.dlq
+    try:
+        with closing(read_dlq(settings)) as dlq:
+            records = Selection(frozenset(reasons), since, limit).apply(dlq)
+            if as_json:
+                for record in records:
+                    click.echo(orjson.dumps(record.to_json(topic)).decode())
+            else:
+                Console().print(_table(records, topic))
+    except DlqError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.command("replay")
+@_selection_options
+@click.option("--to", "target", default=None, help="topic to publish to [default: kafka.topics.events]")
+@click.option("--dry-run", is_flag=True, help="count what would be re-published, publish nothing")
+@click.pass_obj
+def replay_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
+                   target: str | None, dry_run: bool) -> None:
+    """Re-publish the original bytes of the selected records (original timestamps)."""
+    target = target or settings.kafka.topics.events
+    selection = Selection(frozenset(reasons), since, limit)
+    if dry_run:
+        try:
+            with closing(read_dlq(settings)) as dlq:
+                count = 0
+                for record in selection.apply(dlq):
+                    record.to_raw()  # decode anyway: a clean dry run means the real one can send them all
+                    count += 1
+        except DlqError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"dry run: would re-publish {count} record(s) to topic {target!r}")
+        return
+    try:
+        with closing(read_dlq(settings)) as dlq:
+            count = replay(settings, selection.apply(dlq), target)
+    except (DlqError, ProduceError) as err:
+        raise click.ClickException(f"{err}\nrecords sent before the failure stay sent: a re-run sends them again "
+                                   f"and the job drops the repeats by event_id") from None
+    click.echo(f"re-published {count} record(s) to topic {target!r}")
+
+
+if __name__ == "__main__":
+    cli()
