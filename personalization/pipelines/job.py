@@ -59,6 +59,9 @@ def flink_configuration(settings: Settings) -> Configuration:
         "table.exec.source.idle-timeout": f"{settings.time.idle_timeout} ms",
         # Give the SQL source a stable uid of its own, so savepoints survive graph changes.
         "table.exec.uid.generation": "ALWAYS",
+        # ...without the planner's node counter (<id>, JVM-global): two builds in one process
+        # (tests, a resume) must give the source the same uid. One SQL source: <type> is unique.
+        "table.exec.uid.format": "<type>_<transformation>",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": flink.restart_attempts,
         "restart-strategy.fixed-delay.delay": f"{flink.restart_delay} ms",
@@ -195,18 +198,29 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         .uid("rules-source")
         .map(lambda text: (RULES, text), output_type=KIND_AND_JSON).uid("rules-tag").name("rules updates")
     )
-    control = rule_updates.union(events.get_side_output(CLOCK)).broadcast(CONTROL_STATE)
+    clock = events.get_side_output(CLOCK).uid("parse-clock")
+    control = rule_updates.union(clock).broadcast(CONTROL_STATE)
+    by_user = events.key_by(lambda event: event.user_id, key_type=Types.STRING())
+    _set_key_by_uid(by_user, "key-by-user")
     users = (
-        events.key_by(lambda event: event.user_id, key_type=Types.STRING())
-        .connect(control)
+        by_user.connect(control)
         .process(UserProfiles(settings, rules), output_type=KIND_AND_JSON)
         .uid("user-profiles").name("user profiles")
     )
     outputs = users.process(RouteOutputs()).uid("route-outputs").name("route outputs")
     topics = settings.kafka.topics
-    dlq = events.get_side_output(DLQ).union(outputs.get_side_output(ROUTES[USER_DLQ]))
+    dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
+        outputs.get_side_output(ROUTES[USER_DLQ]).uid("route-dlq"))
     for stream, topic in ((dlq, topics.dlq),
-                          (outputs.get_side_output(ROUTES[SESSIONS]), topics.sessions),
-                          (outputs.get_side_output(ROUTES[LATE]), topics.late),
-                          (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]), topics.segment_changes)):
+                          (outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),
+                          (outputs.get_side_output(ROUTES[LATE]).uid("route-late"), topics.late),
+                          (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]).uid("route-segment-changes"),
+                           topics.segment_changes)):
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
+
+
+def _set_key_by_uid(keyed, uid: str) -> None:
+    """PyFlink's key_by adds an operator (``_stream_key_by_map_operator``) that computes the key
+    and has no uid; without one its id follows the graph's shape, and a savepoint of a graph
+    built in another order cannot be mapped back. Every operator here has a uid."""
+    keyed._j_data_stream.getTransformation().getInputs().get(0).setUid(uid)
