@@ -18,8 +18,10 @@ from rich.live import Live
 from rich.table import Table
 
 from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
 from personalization.pipelines.monitor import FlinkRest, JobStatus
+from personalization.pipelines.rules import load_rules
 from personalization.pipelines.topics import ensure_topics, read_topic, topic_size
 from personalization.replay.datasets import locate_datasets
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events
@@ -102,8 +104,27 @@ def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
     table.add_row("rejected to DLQ", f"{len(dlq):,}  " + ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())))
     table.add_row("late (beyond allowed lateness)", f"{late:,}")
     console.print(table)
+    console.print(segments_table(settings, len(users)))
     if users:
         console.print(profile_table(max(users, key=lambda p: (p["sessions_converted"], p["events_total"]))))
+
+
+def segments_table(settings: Settings, users: int) -> Table:
+    """Members per segment, from the audience sets in Redis, in the rules file's order."""
+    reader = ProfileReader.from_settings(settings)
+    sizes = reader.segment_sizes()
+    rules = load_rules(settings)
+    changes = topic_size(settings, settings.kafka.topics.segment_changes)
+    table = Table(title=f"segments (rules {rules.version!r}; {changes:,} enter/exit changes)")
+    for column in ("segment", "members", "share of users", "parent", "priority"):
+        table.add_column(column, justify="right" if column in ("members", "share of users", "priority") else "left")
+    for segment in sorted(rules.segments, key=lambda s: -s.priority):
+        members = sizes.pop(segment.name, 0)
+        table.add_row(segment.name, f"{members:,}", f"{members / users:.1%}" if users else "-",
+                      segment.parent or "", str(segment.priority))
+    for name, members in sorted(sizes.items()):  # segments of earlier rules that still have members
+        table.add_row(f"{name} (not in the rules)", f"{members:,}", f"{members / users:.1%}" if users else "-", "", "")
+    return table
 
 
 def profile_table(profile: dict) -> Table:
@@ -117,6 +138,9 @@ def profile_table(profile: dict) -> Table:
     table.add_row("top categories", ", ".join(f"{c['category_id']} ({c['events']})" for c in profile["top_categories"]))
     for name, counts in profile["windows"].items():
         table.add_row(f"last {name} before last event", ", ".join(f"{k}: {v}" for k, v in counts.items()) or "-")
+    table.add_row("segments (primary first)", ", ".join(
+        sorted(profile.get("segments", {}), key=lambda name: name != profile.get("primary_segment"))) or "-")
+    table.add_row("scores", ", ".join(f"{k}: {v:,.2f}" for k, v in profile.get("scores", {}).items()) or "-")
     table.add_row("version", str(profile["version"]))
     return table
 
@@ -137,7 +161,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir) -> None:
     try:
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
                                                *overrides])
-    except ConfigError as err:
+        load_rules(settings)
+    except (ConfigError, RulesError) as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(2)
     location = locate_datasets(datasets_dir)
