@@ -422,3 +422,54 @@ def read_topic_raw(settings, topic: str) -> list[str]:
         return [message.value.decode() for message in consumer]
     finally:
         consumer.close()
+
+
+# --- the Redis writes, replayed; the reader CLI ------------------------------------------------
+
+def test_replayed_writes_add_each_change_to_the_stream_once_and_sets_converge(stack, tmp_path):
+    from personalization.serving.redis_store import ProfileWriter, connect, streamed_version_key
+
+    settings = isolated_settings(tmp_path)
+    prefix = settings.redis.key_prefix
+    client = connect(settings.redis)
+    writer = ProfileWriter(client, prefix, ttl_ms=60_000, stream_maxlen=1_000)
+    reader = ProfileReader(client, prefix)
+
+    def change(seq: int, segment: str, action: str) -> dict:
+        return {"user_id": "u", "segment": segment, "action": action, "seq": seq, "event_time": T + seq,
+                "rules_version": "v", "cause": {"rule": f"{segment}.{'entry' if action == 'enter' else 'exit'}",
+                                                 "features": {"x": seq}}}
+
+    first = [change(1, "a", "enter"), change(2, "b", "enter")]
+    second = [change(3, "a", "exit")]
+    assert writer.write({"user_id": "u", "version": 2}, first)
+    assert writer.write({"user_id": "u", "version": 3}, second)
+    # a restore replays both writes (same versions, same numbered changes, same order)
+    assert not writer.write({"user_id": "u", "version": 2}, first)
+    assert not writer.write({"user_id": "u", "version": 3}, second)
+    assert [record for _, record in reader.changes()] == first + second
+    assert (reader.members("a"), reader.members("b")) == (set(), {"u"})
+    assert client.get(streamed_version_key(prefix, "u")) == b"3"
+    assert 0 < client.pttl(streamed_version_key(prefix, "u")) <= 60_000
+
+
+def test_the_reader_cli_shows_segments_members_sizes_and_follows_changes(live):
+    settings = live["settings"]
+    command = [sys.executable, "-m", "personalization.serving.cli", "--set",
+               f"redis.key_prefix={settings.redis.key_prefix}"]
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(command + list(args), capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    import orjson
+
+    assert orjson.loads(cli("segments", "hu")) == {
+        "segments": {"high_intent": T + AFTER + MIN}, "primary_segment": "high_intent",
+        "scores": {"engagement": 0.0}, "rules_version": "default-2"}
+    assert cli("members", "loyal_customer").split() == ["lp"]
+    assert "loyal_customer\t1" in cli("sizes").splitlines()
+    followed = [orjson.loads(line) for line in cli("follow", "--from", "0", "--limit", "3").splitlines()]
+    assert len(followed) == 3 and all(set(r) == {"id", "user_id", "segment", "action", "cause", "event_time",
+                                                 "rules_version", "seq"} for r in followed)
