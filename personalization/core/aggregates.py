@@ -173,6 +173,13 @@ def new_state(window_sizes: Iterable[int], buckets: int) -> FeatureState:
     return FeatureState(windows=[Window(size, size // buckets) for size in window_sizes])
 
 
+def resize(state: FeatureState, window_sizes: Iterable[int], buckets: int) -> None:
+    """Keep the windows of ``window_sizes`` (state restored after ``time.windows`` changed): a
+    kept window keeps its history, a new one starts empty, a dropped one is forgotten."""
+    kept = {(w.size_ms, w.width_ms): w for w in state.windows}
+    state.windows = [kept.get((size, size // buckets)) or Window(size, size // buckets) for size in window_sizes]
+
+
 def add(state: FeatureState, event: SessionEvent, rules: SessionRules) -> None:
     """Fold one event in; in event-time order this is exactly the sorted stream's state."""
     in_order = state.clock is None or event.ts >= state.clock

@@ -236,6 +236,8 @@ class UserLogic:
         (removed segments are left with cause ``<segment>.removed``)."""
         if state.segments is None:  # state from before segments existed
             state.segments = SegmentState(state.user_id)
+        if [w.size_ms for w in state.features.windows] != list(self.window_sizes):  # config changed
+            aggregates.resize(state.features, self.window_sizes, self.window_buckets)
         if state.rules_version != self.rules.version:
             if state.features.clock is not None:
                 changes = self.rules.evaluate(state.segments, self._inputs(state), state.features.clock)

@@ -222,3 +222,19 @@ def test_without_rules_there_are_no_segments_and_no_extra_timers() -> None:
     assert plain.timer == T + 30 * MIN - 1  # the session's close, not the event's release
     plain.end(final_watermark=T)
     assert plain.changes == [] and plain.profile["segments"] == {}
+
+
+def test_state_restored_after_the_windows_changed_keeps_the_kept_windows() -> None:
+    user = Driver(UserLogic(LOGIC.session_rules, (10 * MIN, 7 * DAY, 30 * DAY), 60, DAY, 3).with_rules(RULES))
+    user.event(T, "purchase")
+    user.advance(T)
+    user.logic = LOGIC  # restarted with more windows (1 h and 24 h among them)
+    user.event(T + MIN, "purchase")
+    user.advance(T + MIN)
+
+    def purchases(size: int) -> int:
+        window = next(w for w in user.state.features.windows if w.size_ms == size)
+        return sum(acc.counts.get("purchase", 0) for acc in window.buckets.values())
+
+    assert [w.size_ms for w in user.state.features.windows] == list(LOGIC.window_sizes)
+    assert (purchases(30 * DAY), purchases(HOUR)) == (2, 1)  # a kept window keeps its history
