@@ -649,11 +649,12 @@ def test_dockerfile_copies_the_project():
     copies = [rest.split() for keyword, rest in final_stage()["instructions"]
               if keyword == "COPY" and "--from" not in rest]
     sources = {c[0].rstrip("/") for c in copies}
-    assert {"personalization", "schemas", "config"} <= sources
+    assert {"personalization", "schemas", "config", "rules"} <= sources
     home = {"PZ_HOME": "/opt/personalization"}
     targets = {c[0].rstrip("/"): resolve(c[-1], home).rstrip("/") for c in copies}
     assert targets["personalization"] == "/opt/personalization/personalization"
     assert targets["config"] == "/opt/personalization/config"
+    assert targets["rules"] == "/opt/personalization/rules"  # rules.path (rules/default.yaml) resolves there
 
 
 def test_dockerignore_lets_every_copied_file_in():
