@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -37,7 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.settings import Settings
 from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 
 ENCODINGS = ("utf-8", "base64")
@@ -265,16 +265,11 @@ def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Inspect and replay the dead-letter topic (kafka.topics.dlq)."""
-    try:
-        ctx.obj = load_settings(config_path, list(overrides))
-    except ConfigError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    ctx.obj = settings_or_exit(config_path, overrides)
 
 
 @cli.command("inspect")

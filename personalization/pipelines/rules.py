@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 from kafka import KafkaProducer
 
-from personalization.config.settings import REPO_ROOT, ConfigError, Settings, load_settings
+from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core import aggregates
 from personalization.core.rules import RuleSet, RulesError
 
@@ -64,15 +65,10 @@ def publish(settings: Settings, text: str) -> None:
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    try:
-        ctx.obj = load_settings(config_path, list(overrides))
-    except ConfigError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    ctx.obj = settings_or_exit(config_path, overrides)
 
 
 @cli.command()

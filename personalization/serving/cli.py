@@ -14,20 +14,15 @@ import sys
 import click
 import orjson
 
-from personalization.config.settings import ConfigError, load_settings
+from personalization.config.cli import config_options, settings_or_exit
 from personalization.serving.reader import ProfileReader
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    try:
-        ctx.obj = ProfileReader.from_settings(load_settings(config_path, list(overrides)))
-    except ConfigError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    ctx.obj = ProfileReader.from_settings(settings_or_exit(config_path, overrides))
 
 
 @cli.command()
