@@ -154,7 +154,8 @@ def _utc(ms: int | None) -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--dataset", type=click.Choice(["all", "taobao", "jd"]), default="all",
               help="Real dataset to replay (falls back to synthetic when the data is missing).")
-@click.option("--limit", type=int, default=None, help="Replay at most this many events.")
+@click.option("--limit", type=click.IntRange(min=0), default=100_000, show_default=True,
+              help="Replay at most this many events (0 = all ~368,000, about 10 minutes on 2 cores).")
 @click.option("--seed", type=int, default=7, help="Seed of the synthetic signals mixed into the replay.")
 @click.option("--datasets-dir", type=click.Path(file_okay=False), default=None)
 def main(config_path, overrides, dataset, limit, seed, datasets_dir) -> None:
@@ -180,7 +181,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir) -> None:
     ensure_topics(settings, recreate=True)
     console.print(f"  deleted {ProfileReader.from_settings(settings).delete_all():,} Redis keys")
 
-    events = replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented, limit=limit)
+    events = replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
+                           limit=limit or None)
     summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events)
     produce_raw([RawRecord(value, None, 1511658000000) for value in MALFORMED],
                 settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
