@@ -35,6 +35,7 @@ from kafka import KafkaProducer
 
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
 from personalization.operators.user_profile import user_logic
+from personalization.pipelines.rules import load_rules
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics
@@ -66,7 +67,7 @@ def core_rate(settings: Settings, events: list[dict]) -> tuple[float, str]:
     """Events per second of the core alone, and a profile of where its time goes."""
     validator = EventValidator(settings.validation.schema_path, settings.validation.max_event_bytes,
                                settings.validation.max_future_skew)
-    logic = user_logic(settings)
+    logic = user_logic(settings, load_rules(settings))  # with the segments, as the job runs it
     raws = [(orjson.dumps(e), e["ts"]) for e in events]
     profiler = cProfile.Profile()
 

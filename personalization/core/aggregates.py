@@ -167,6 +167,10 @@ class FeatureState:
     lifetime_sessions: int = 0
     session: SessionAcc | None = None
     windows: list[Window] = field(default_factory=list)
+    sizes: tuple[int, ...] = ()  # the windows' sizes, in order
+
+    def __post_init__(self) -> None:
+        self.sizes = tuple(w.size_ms for w in self.windows)
 
 
 def new_state(window_sizes: Iterable[int], buckets: int) -> FeatureState:
@@ -178,6 +182,7 @@ def resize(state: FeatureState, window_sizes: Iterable[int], buckets: int) -> No
     kept window keeps its history, a new one starts empty, a dropped one is forgotten."""
     kept = {(w.size_ms, w.width_ms): w for w in state.windows}
     state.windows = [kept.get((size, size // buckets)) or Window(size, size // buckets) for size in window_sizes]
+    state.sizes = tuple(w.size_ms for w in state.windows)
 
 
 def add(state: FeatureState, event: SessionEvent, rules: SessionRules) -> None:

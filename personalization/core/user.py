@@ -99,6 +99,9 @@ class UserLogic:
     top_categories: int
     rules: RuleSet | None = None  # None: no segments
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
+
     def with_rules(self, rules: RuleSet) -> "UserLogic":
         """The same logic under ``rules``; raises ``RulesError`` naming the feature if the rules
         read something the job does not keep (e.g. a window not in ``time.windows.sizes``)."""
@@ -234,9 +237,11 @@ class UserLogic:
     def _adopt_rules(self, state: UserState, result: Result) -> None:
         """After a rules update, re-decide every segment under the new rules at the rules' clock
         (removed segments are left with cause ``<segment>.removed``)."""
+        if state.rules_version == self.rules.version and state.features.sizes == self.window_sizes:
+            return  # the common case
         if state.segments is None:  # state from before segments existed
             state.segments = SegmentState(state.user_id)
-        if [w.size_ms for w in state.features.windows] != list(self.window_sizes):  # config changed
+        if state.features.sizes != self.window_sizes:  # restored after time.windows changed
             aggregates.resize(state.features, self.window_sizes, self.window_buckets)
         if state.rules_version != self.rules.version:
             if state.features.clock is not None:
