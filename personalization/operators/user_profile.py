@@ -130,7 +130,11 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._restored = True
         control = ctx.get_broadcast_state(CONTROL_STATE)
         if control.contains(RULES):
-            self._logic = self._logic.with_rules(RuleSet(control.get(RULES), RULES_TOPIC_SOURCE))
+            try:
+                self._logic = self._logic.with_rules(RuleSet(control.get(RULES), RULES_TOPIC_SOURCE))
+            except RulesError as err:  # e.g. the restored rules read a window the config dropped
+                log.error("the rules kept in the savepoint no longer fit the config (%s); running the "
+                          "start-up rules (version %r) instead", err, self._logic.rules.version)
         if control.contains(CLOCK):
             self._clock = int(control.get(CLOCK))
 
