@@ -93,13 +93,16 @@ def _add_prometheus_reporter_to_classpath() -> None:
     """The local MiniCluster loads metric reporters from the JVM classpath, not from plugins/.
     PyFlink's gateway launcher appends HADOOP_CLASSPATH to that classpath: its only hook."""
     jars = [str(jar) for jar in (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar")]
-    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join([*jars, os.environ.get("HADOOP_CLASSPATH", "")])
+    existing = os.environ.get("HADOOP_CLASSPATH", "")
+    missing = [jar for jar in jars if jar not in existing.split(os.pathsep)]
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join([*missing, *([existing] if existing else [])])
 
 
 def create_environment(settings: Settings) -> StreamExecutionEnvironment:
     _expose_interpreter_paths()
-    if settings.flink.prometheus_port:
-        _add_prometheus_reporter_to_classpath()
+    # Always, not only when this job wants it: the gateway JVM starts once per process, with the
+    # classpath it had then (a later job that enables the reporter would not find it).
+    _add_prometheus_reporter_to_classpath()
     if not settings.flink.connector_jar.is_file():
         raise FileNotFoundError(
             f"flink.connector_jar: {settings.flink.connector_jar} does not exist "
