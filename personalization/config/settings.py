@@ -129,12 +129,33 @@ class TimeConfig(_Section):
 class ValidationConfig(_Section):
     max_event_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew: DurationMs = parse_duration_ms("5m")
+    max_event_age: DurationMs = 0  # 0 = no limit
     schema_path: RepoPath = REPO_ROOT / "schemas" / "event-v1.schema.json"
 
 
 class ProfileConfig(_Section):
     top_categories: int = Field(5, ge=1, le=100)
     dedup_horizon: DurationMs = parse_duration_ms("24h")
+
+
+class EnrichmentConfig(_Section):
+    user_agent: bool = True
+    item_catalog: str = ""  # CSV item_id,category_id; "" = no catalog
+
+    @model_validator(mode="after")
+    def _catalog_exists(self) -> "EnrichmentConfig":
+        if self.item_catalog and not self.catalog_path.is_file():
+            raise ValueError(f"item_catalog {self.item_catalog!r}: no such file")
+        return self
+
+    @property
+    def catalog_path(self) -> Path | None:
+        return _repo_path(self.item_catalog) if self.item_catalog else None
+
+
+class PrivacyConfig(_Section):
+    pseudonymize: bool = False
+    pseudonym_key_env: str = Field("PZ_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class FlinkConfig(_Section):
@@ -166,6 +187,8 @@ class Settings(_Section):
     time: TimeConfig = TimeConfig()
     validation: ValidationConfig = ValidationConfig()
     profile: ProfileConfig = ProfileConfig()
+    enrichment: EnrichmentConfig = EnrichmentConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     rules: RulesConfig = RulesConfig()
     flink: FlinkConfig = FlinkConfig()
 

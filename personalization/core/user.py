@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import enum
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 from personalization.core import aggregates, sessions
 from personalization.core.aggregates import FeatureState
@@ -35,6 +35,14 @@ from personalization.core.sessions import SessionEvent, SessionRules, SessionSta
 from personalization.core.windows import RollingCounts, window_name
 
 END_OF_INPUT = 2**63 - 1  # Flink's final watermark of a bounded stream
+
+
+class Device(Protocol):
+    """What a user-agent resolver returns (``udfs.enrichment.Device``; the core imports no parser)."""
+
+    device_class: str
+    browser: str
+    os: str
 
 
 class Outcome(str, enum.Enum):
@@ -64,6 +72,12 @@ class UserState:
     released_to: int | None = None  # events at or before this time have been given to the rules
     rules_version: str | None = None  # the rules that made the current decisions
     changes_made: int = 0  # segment changes so far: numbers them
+    # Enrichment: events per device class, browser and OS family (events with a user agent only),
+    # and the device of the latest such event as (ts, event_id, class, browser, os).
+    devices: dict[str, int] = field(default_factory=dict)
+    browsers: dict[str, int] = field(default_factory=dict)
+    oses: dict[str, int] = field(default_factory=dict)
+    last_device: tuple[int, str, str, str, str] | None = None
 
 
 class NumberedChange(NamedTuple):
@@ -98,6 +112,8 @@ class UserLogic:
     dedup_horizon_ms: int
     top_categories: int
     rules: RuleSet | None = None  # None: no segments
+    # user agent -> Device (a cached parser, see udfs.enrichment); None: no device enrichment
+    device_of: Callable[[str], Device] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
@@ -153,6 +169,10 @@ class UserLogic:
             "dwell_ms_total": state.dwell_ms,
             "max_scroll_depth": state.max_scroll_depth,
             "top_categories": [{"category_id": c, "events": n} for c, n in top],
+            "devices": dict(sorted(state.devices.items())),
+            "browsers": dict(sorted(state.browsers.items())),
+            "operating_systems": dict(sorted(state.oses.items())),
+            "last_device": _device_brief(state.last_device),
             "sessions_closed": state.session_state.closed_count,
             "sessions_converted": state.session_state.converted_count,
             "current_session": _session_brief(current),
@@ -194,6 +214,19 @@ class UserLogic:
             state.categories[event.category_id] = state.categories.get(event.category_id, 0) + 1
         for window in state.windows:
             window.add(event.ts, event.event_type, state.last_seen)
+        if event.user_agent and self.device_of is not None:
+            self._count_device(state, event)
+
+    def _count_device(self, state: UserState, event: Event) -> None:
+        """Counters are order-independent; the latest device is the one of the greatest
+        (ts, event_id), so it too does not depend on arrival order."""
+        device = self.device_of(event.user_agent)
+        cls = str(getattr(device.device_class, "value", device.device_class))  # a plain str in state, not the enum
+        _bump(state.devices, cls)
+        _bump(state.browsers, device.browser)
+        _bump(state.oses, device.os)
+        if state.last_device is None or (event.ts, event.event_id) > state.last_device[:2]:
+            state.last_device = (event.ts, event.event_id, cls, device.browser, device.os)
 
     def _advance(self, state: UserState, watermark: int, result: Result,
                  final_watermark: int | None = None) -> None:
@@ -305,6 +338,23 @@ def _newest_closed(emitted: list[SessionSummary], state: UserState) -> SessionSu
     newest closed session overall; when neither exists the previous answer still stands."""
     candidates = [s for s in emitted if s.status != "retracted"] + list(state.session_state.emitted.values())
     return max(candidates, key=lambda s: s.start, default=None)
+
+
+MAX_DEVICE_KEYS = 16  # distinct browsers (or OSes) kept per user; more are counted as "Other"
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    """Bounded state: ua-parser can name families from text of the user agent itself, so a
+    client cycling through made-up user agents would otherwise grow the dict without end."""
+    if key not in counts and len(counts) >= MAX_DEVICE_KEYS - 1:  # one slot kept for "Other"
+        key = "Other"
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _device_brief(last: tuple[int, str, str, str, str] | None) -> dict | None:
+    if last is None:
+        return None
+    return {"device_class": last[2], "browser": last[3], "os": last[4], "seen_at": last[0]}
 
 
 def _session_brief(summary: SessionSummary | None) -> dict | None:

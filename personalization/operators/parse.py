@@ -1,13 +1,24 @@
-"""Parse and validate raw Kafka records; invalid ones go to the DLQ side output, never fail the job."""
+"""Parse and validate raw Kafka records; invalid ones go to the DLQ side output, never fail the job.
+
+Valid events are completed here, before they are keyed by user: a missing ``category_id`` is
+looked up in the item catalog (``enrichment.item_catalog``), and with ``privacy.pseudonymize``
+the user id is replaced by its keyed pseudonym, so no raw id reaches keyed state, Redis or an
+output topic. (The DLQ keeps the original bytes, which may hold raw ids: see the README.)
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from personalization.config.settings import ValidationConfig
+from personalization.config.settings import EnrichmentConfig, PrivacyConfig, ValidationConfig
+from personalization.core.events import Event
+from personalization.udfs.catalog import load_catalog
+from personalization.udfs.pseudonymize import Pseudonymizer
 from personalization.udfs.validation import EventValidator, Rejection, dlq_record
 
 DLQ = OutputTag("dlq", Types.STRING())
@@ -20,17 +31,25 @@ CLOCK_RESOLUTION_MS = 1_000
 class ParseEvents(ProcessFunction):
     """Input rows are (payload, topic, partition, offset, record_ts) from the Kafka table source."""
 
-    def __init__(self, config: ValidationConfig) -> None:
+    def __init__(self, config: ValidationConfig, enrichment: EnrichmentConfig | None = None,
+                 privacy: PrivacyConfig | None = None) -> None:
         self._config = config
+        self._enrichment = enrichment or EnrichmentConfig()
+        self._privacy = privacy or PrivacyConfig()
         self._validator: EventValidator | None = None
         self._rejected: dict[str, object] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._validator = EventValidator(self._config.schema_path, self._config.max_event_bytes,
-                                         self._config.max_future_skew)
+                                         self._config.max_future_skew, self._config.max_event_age)
         self._metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._valid = self._metrics.counter("events_valid")
         self._clock = None
+        path = self._enrichment.catalog_path
+        self._catalog = load_catalog(path) if path else None
+        # The key is read here, on the TaskManager, from its environment: never in the job graph.
+        self._pseudonym = Pseudonymizer(self._privacy.pseudonym_key_env) if self._privacy.pseudonymize else None
+        self._categorised = self._metrics.counter("events_categorised")
 
     def process_element(self, row: Row, ctx: ProcessFunction.Context):
         record_ts = ctx.timestamp()
@@ -46,10 +65,30 @@ class ParseEvents(ProcessFunction):
             yield DLQ, dlq_record(raw, result, row[1], row[2], row[3], ctx.timestamp(), now).decode()
         else:
             self._valid.inc()
-            yield result
+            yield self._complete(result)
+
+    def _complete(self, event: Event) -> Event:
+        completed = complete_event(event, self._catalog, self._pseudonym)
+        if completed.category_id is not event.category_id:
+            self._categorised.inc()
+        return completed
 
     def _count_rejection(self, reason: str) -> None:
         counter = self._rejected.get(reason)
         if counter is None:
             counter = self._rejected[reason] = self._metrics.counter(f"events_rejected_{reason}")
         counter.inc()
+
+
+def complete_event(event: Event, catalog: dict[str, str] | None,
+                   pseudonym: Callable[[str], str] | None) -> Event:
+    """The category from the catalog when the event names an item but no category (the event's
+    own category wins), and the pseudonym in place of the user id."""
+    changes = {}
+    if catalog is not None and event.category_id is None and event.item_id is not None:
+        category = catalog.get(event.item_id)
+        if category is not None:
+            changes["category_id"] = category
+    if pseudonym is not None:
+        changes["user_id"] = pseudonym(event.user_id)
+    return dataclasses.replace(event, **changes) if changes else event

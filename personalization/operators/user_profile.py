@@ -25,6 +25,7 @@ from personalization.core.events import Event
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
+from personalization.udfs.enrichment import enrich
 from personalization.serving.redis_store import ProfileWriter, check_connection, connect
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
@@ -46,6 +47,7 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         window_buckets=time_cfg.windows.buckets,
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
+        device_of=enrich if settings.enrichment.user_agent else None,
     )
     return logic if rules is None else logic.with_rules(rules)
 

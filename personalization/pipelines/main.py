@@ -14,6 +14,7 @@ import click
 from personalization.config.settings import ConfigError, Settings, load_settings
 from personalization.core.rules import RuleSet, RulesError
 from personalization.pipelines.rules import load_rules
+from personalization.udfs.pseudonymize import Pseudonymizer, PseudonymKeyError
 
 
 def run_job(settings: Settings, wait: bool = True, job_name: str = "personalization",
@@ -47,6 +48,12 @@ def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> No
     except RulesError as err:
         click.echo(f"error: invalid rules: {err}", err=True)
         sys.exit(2)
+    if settings.privacy.pseudonymize:
+        try:  # fail before the job starts; the message names the variable, never the key
+            Pseudonymizer(settings.privacy.pseudonym_key_env)
+        except PseudonymKeyError as err:
+            click.echo(f"error: privacy.pseudonymize: {err}", err=True)
+            sys.exit(2)
     if check:
         click.echo(f"config ok, rules ok (version {rules.version!r})")
         return

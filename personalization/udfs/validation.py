@@ -26,6 +26,7 @@ class Reason(str, enum.Enum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     SCHEMA_VIOLATION = "schema_violation"
     TS_IN_FUTURE = "ts_in_future"
+    TS_TOO_OLD = "ts_too_old"
     TIMESTAMP_MISMATCH = "timestamp_mismatch"
 
 
@@ -39,11 +40,14 @@ class Rejection:
 class EventValidator:
     """Holds the compiled contract; one instance per parallel parse task."""
 
-    def __init__(self, schema_path: Path, max_event_bytes: int, max_future_skew_ms: int) -> None:
+    def __init__(self, schema_path: Path, max_event_bytes: int, max_future_skew_ms: int,
+                 max_event_age_ms: int = 0) -> None:
+        """``max_event_age_ms``: events older than this before the wall clock are rejected (0 = off)."""
         schema = orjson.loads(Path(schema_path).read_bytes())
         self._validate = fastjsonschema.compile(schema)
         self._max_bytes = max_event_bytes
         self._max_skew = max_future_skew_ms
+        self._max_age = max_event_age_ms
 
     def validate(self, raw: bytes, record_ts: int, now_ms: int) -> Event | Rejection:
         """``record_ts`` is the Kafka record timestamp the watermarks were built from."""
@@ -71,6 +75,9 @@ class EventValidator:
         ts = payload["ts"]
         if ts > now_ms + self._max_skew:
             return Rejection(Reason.TS_IN_FUTURE, f"ts {ts} is {ts - now_ms} ms ahead of now", "$.ts")
+        if self._max_age and ts < now_ms - self._max_age:
+            return Rejection(Reason.TS_TOO_OLD, f"ts {ts} is {now_ms - ts} ms before now "
+                             f"(limit {self._max_age} ms)", "$.ts")
         if ts != record_ts:
             return Rejection(
                 Reason.TIMESTAMP_MISMATCH,

@@ -253,6 +253,8 @@ def test_hand_made_stream_profile_sessions_and_timers() -> None:
         "max_scroll_depth": 0.8,
         "top_categories": [{"category_id": "hats", "events": 2},
                            {"category_id": "shoes", "events": 2}],
+        # no device resolver in this logic (and no user agents): test_devices_* below
+        "devices": {}, "browsers": {}, "operating_systems": {}, "last_device": None,
         "sessions_closed": 2,
         "sessions_converted": 1,
         "current_session": None,                 # the latest session has closed
@@ -399,3 +401,73 @@ def test_profile_does_not_depend_on_arrival_order_without_late_events() -> None:
     for seed in range(100):
         rng = random.Random(seed)
         assert run(rng.sample(events, len(events)), rng) == reference, seed
+
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/126.0.0.0 Safari/537.36")
+
+
+def test_devices_counted_per_class_browser_and_os_with_the_latest_device() -> None:
+    from personalization.udfs.enrichment import enrich
+
+    logic = UserLogic(LOGIC.session_rules, LOGIC.window_sizes, 10, 100_000, 2, device_of=enrich)
+    events = [ev(1_000, "e1", user_agent=IPHONE), ev(1_200, "e2", user_agent=WINDOWS),
+              ev(1_100, "e3", user_agent=IPHONE), ev(1_300, "e4"),  # no user agent: not counted
+              ev(1_150, "e5", user_agent="")]
+    profiles = []
+    for order in (events, events[::-1], random.Random(7).sample(events, len(events))):
+        state = logic.new_state(USER)
+        for event in order:
+            logic.on_event(state, event, 0)
+        profiles.append(logic.profile(state))
+    profile = profiles[0]
+    assert profile["devices"] == {"desktop": 1, "mobile": 2}
+    assert profile["browsers"] == {"Chrome": 1, "Mobile Safari": 2}
+    assert profile["operating_systems"] == {"Windows": 1, "iOS": 2}
+    assert profile["last_device"] == {"device_class": "desktop", "browser": "Chrome", "os": "Windows",
+                                      "seen_at": 1_200}
+    assert profiles[1] == profiles[2] == profile  # whatever the arrival order
+    assert type(next(iter(state.devices))) is str  # plain strings in state, not the enum
+
+
+def test_devices_off_without_a_resolver_and_duplicates_not_counted() -> None:
+    state = fresh()
+    LOGIC.on_event(state, ev(1_000, "e1", user_agent=IPHONE), 0)
+    assert (state.devices, state.last_device) == ({}, None)
+    from personalization.udfs.enrichment import enrich
+
+    logic = UserLogic(LOGIC.session_rules, LOGIC.window_sizes, 10, 100_000, 2, device_of=enrich)
+    state = logic.new_state(USER)
+    logic.on_event(state, ev(1_000, "e1", user_agent=IPHONE), 0)
+    logic.on_event(state, ev(1_000, "e1", user_agent=IPHONE), 0)
+    assert state.devices == {"mobile": 1}
+
+
+def test_state_pickled_before_devices_existed_restores_with_empty_devices() -> None:
+    import pickle
+
+    state = fresh()
+    LOGIC.on_event(state, ev(1_000, "e1"), 0)
+    old = state.__getstate__()
+    for name in ("devices", "browsers", "oses", "last_device"):
+        del old[name]
+    restored = UserState.__new__(UserState)
+    restored.__setstate__(old)
+    assert (restored.devices, restored.browsers, restored.oses, restored.last_device) == ({}, {}, {}, None)
+    assert pickle.loads(pickle.dumps(restored)).counts == {"page_view": 1}
+
+
+def test_device_families_per_user_are_bounded() -> None:
+    from personalization.core.user import MAX_DEVICE_KEYS
+    from personalization.udfs.enrichment import Device
+
+    logic = UserLogic(LOGIC.session_rules, LOGIC.window_sizes, 10, 100_000, 2,
+                      device_of=lambda ua: Device("desktop", ua, "Linux"))
+    state = logic.new_state(USER)
+    for i in range(3 * MAX_DEVICE_KEYS):
+        logic.on_event(state, ev(1_000 + i, f"e{i}", user_agent=f"Made-up/{i}"), 0)
+    assert len(state.browsers) == MAX_DEVICE_KEYS
+    assert state.browsers["Other"] == 3 * MAX_DEVICE_KEYS - (MAX_DEVICE_KEYS - 1)
+    assert logic.profile(state)["browsers"]["Made-up/0"] == 1

@@ -224,6 +224,21 @@ def test_future_check_comes_before_the_record_timestamp_check() -> None:
     assert check(payload(ts=NOW + SKEW + 1), record_ts=TS).reason is Reason.TS_IN_FUTURE
 
 
+MAX_AGE = 86_400_000
+AGED = EventValidator(SCHEMA, max_event_bytes=MAX_BYTES, max_future_skew_ms=SKEW, max_event_age_ms=MAX_AGE)
+
+
+def test_ts_too_old_beyond_the_max_age() -> None:
+    ts = NOW - MAX_AGE - 1
+    result = AGED.validate(orjson.dumps(payload(ts=ts)), ts, NOW)
+    assert rejection(result) == (Reason.TS_TOO_OLD, "$.ts")
+    assert result.detail == f"ts {ts} is {MAX_AGE + 1} ms before now (limit {MAX_AGE} ms)"
+    assert AGED.validate(orjson.dumps(payload(ts=NOW - MAX_AGE)), NOW - MAX_AGE, NOW).ts == NOW - MAX_AGE
+    # the age check comes before the record timestamp check; without a max age, old is fine
+    assert AGED.validate(orjson.dumps(payload(ts=0)), TS, NOW).reason is Reason.TS_TOO_OLD
+    assert check(payload(ts=0), record_ts=0).ts == 0
+
+
 # --- DLQ envelope ---------------------------------------------------------------------------
 
 def test_dlq_record_for_utf8_payload() -> None:
@@ -321,6 +336,7 @@ def json_objects(draw) -> dict:
 def test_arbitrary_json_never_raises(obj, record_ts: int) -> None:
     raw = json.dumps(obj).encode()
     assert_event_or_rejection(VALIDATOR.validate(raw, record_ts, NOW))
+    assert_event_or_rejection(AGED.validate(raw, record_ts, NOW))
 
 
 def test_mutation_tables_reach_every_reason_after_parsing() -> None:
@@ -330,7 +346,8 @@ def test_mutation_tables_reach_every_reason_after_parsing() -> None:
     for key, values in FIELD_CHOICES.items():
         for value in values:
             for record_ts in (TS, 0):
-                result = VALIDATOR.validate(json.dumps(payload(**{key: value})).encode(), record_ts, NOW)
-                seen.add(result.reason if isinstance(result, Rejection) else "event")
+                for validator in (VALIDATOR, AGED):
+                    result = validator.validate(json.dumps(payload(**{key: value})).encode(), record_ts, NOW)
+                    seen.add(result.reason if isinstance(result, Rejection) else "event")
     assert seen == {"event", Reason.MISSING_IDENTITY, Reason.UNKNOWN_EVENT_TYPE,
-                    Reason.SCHEMA_VIOLATION, Reason.TS_IN_FUTURE, Reason.TIMESTAMP_MISMATCH}
+                    Reason.SCHEMA_VIOLATION, Reason.TS_IN_FUTURE, Reason.TS_TOO_OLD, Reason.TIMESTAMP_MISMATCH}
