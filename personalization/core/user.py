@@ -30,6 +30,7 @@ from personalization.core import aggregates, sessions
 from personalization.core.aggregates import FeatureState
 from personalization.core.events import Event
 from personalization.core.evolvable import evolvable
+from personalization.core.learning.feed import LearningFeed, LearningState
 from personalization.core.rules import RuleSet, SegmentChange, SegmentState
 from personalization.core.sessions import SessionEvent, SessionRules, SessionState, SessionSummary
 from personalization.core.windows import RollingCounts, window_name
@@ -72,6 +73,7 @@ class UserState:
     released_to: int | None = None  # events at or before this time have been given to the rules
     rules_version: str | None = None  # the rules that made the current decisions
     changes_made: int = 0  # segment changes so far: numbers them
+    learning: LearningState | None = None  # interests and closed-session totals (learning.enabled)
     # Enrichment: events per device class, browser and OS family (events with a user agent only),
     # and the device of the latest such event as (ts, event_id, class, browser, os).
     devices: dict[str, int] = field(default_factory=dict)
@@ -102,6 +104,7 @@ class Result:
     sessions: list[SessionSummary] = field(default_factory=list)
     changes: list[NumberedChange] = field(default_factory=list)
     next_timer: int | None = None
+    learning: list[str] = field(default_factory=list)  # records for the trainer (core.learning.feed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ class UserLogic:
     dedup_horizon_ms: int
     top_categories: int
     rules: RuleSet | None = None  # None: no segments
+    learning: LearningFeed | None = None  # None: no online learning records
     # user agent -> Device (a cached parser, see udfs.enrichment); None: no device enrichment
     device_of: Callable[[str], Device] | None = None
 
@@ -235,6 +239,8 @@ class UserLogic:
             self._release(state, watermark, final_watermark if end_of_input else watermark, result)
         emitted = sessions.advance(state.user_id, state.session_state, self.session_rules,
                                    watermark, end_of_input)
+        if self.learning is not None:
+            result.learning.extend(self.learning.on_session(_learning(state), s) for s in emitted)
         if emitted:
             # One version step per applied event and per session emission, never per call:
             # the same input then gives the same versions however timers happen to batch.
@@ -288,6 +294,8 @@ class UserLogic:
         before = self._decisions(state)
         changes = rules.on_event(seg, event.event_type, event.ts)
         aggregates.add(state.features, event, self.session_rules)
+        if self.learning is not None:
+            result.learning.append(self.learning.on_release(state.user_id, _learning(state), state.features, event))
         changes += rules.evaluate(seg, self._inputs(state), state.features.clock)
         if changes or self._decisions(state) != before:
             self._step(state, changes, result, always=True)
@@ -322,6 +330,12 @@ class UserLogic:
             return held[0].ts if held else None
         at = bisect.bisect_right(held, state.released_to, key=_ts)
         return held[at].ts if at < len(held) else None
+
+
+def _learning(state: UserState) -> LearningState:
+    if state.learning is None:
+        state.learning = LearningState()
+    return state.learning
 
 
 def _ts(event: SessionEvent) -> int:

@@ -148,6 +148,7 @@ class Pending:
     ts: int
     x: dict[str, float]
     prediction: float
+    question: int = 0   # the caller's number for this question (the trainer counts them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ class Learned(NamedTuple):
     label: bool
     x: dict[str, float]
     prediction: float
+    question: int = 0
 
 
 class Score(NamedTuple):
@@ -182,8 +184,12 @@ class Score(NamedTuple):
 
 
 def on_event(model: Propensity, state: LabelState, session: SessionSummary, x: dict[str, float],
-             ts: int, is_purchase: bool) -> Score:
-    """Score one processed event of ``session`` (the session holding it, after adding it)."""
+             ts: int, is_purchase: bool, question: int = 0) -> Score:
+    """Score one processed event of ``session`` (the session holding it, after adding it).
+
+    ``question``: a number the caller gives this question, kept with the pending example and
+    returned with it when it is learned (the trainer numbers questions for the parity check).
+    """
     prior = _label_of(state, session)
     if prior is not None:
         # The span grows with the session, so ``forget`` cannot drop it while events still arrive.
@@ -195,7 +201,7 @@ def on_event(model: Propensity, state: LabelState, session: SessionSummary, x: d
         return Score(1.0, True, _label(model, state, session, True))
     prediction = model.predict(x)
     state.pending.pop(session.session_id, None)   # re-insert: the dict order is the update order
-    state.pending[session.session_id] = Pending(ts, x, prediction)
+    state.pending[session.session_id] = Pending(ts, x, prediction, question)
     return Score(prediction, False, None)
 
 
@@ -251,4 +257,4 @@ def _label(model: Propensity, state: LabelState, session: SessionSummary, label:
     else:
         model.negatives += 1
     model.learn(example.x, label, example.prediction)
-    return Learned(session.session_id, label, example.x, example.prediction)
+    return Learned(session.session_id, label, example.x, example.prediction, example.question)

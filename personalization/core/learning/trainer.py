@@ -1,0 +1,230 @@
+"""The trainer: the shared models and the propensity labels, as a deterministic state machine.
+
+The Flink trainer operator (``operators.trainer``) is a thin adapter onto ``Trainer``. Its input
+is the records of ``core.learning.feed`` from every user task; its only other input is the
+watermark. Two operations change the state:
+
+- ``receive(record)``: a record whose time is ahead of the trainer's watermark is held; one
+  at or behind it (an event the user side gave the rules late) is processed at once;
+- ``advance(watermark)``: every held record up to the watermark is processed, in
+  ``feed.sort_key`` order (time, kind, user, id).
+
+So the trainer's state is a function of the sequence of operations, and the order in which
+records are processed is the order of a sorted stream, whatever the arrival order, the
+parallelism of the user tasks, or how watermarks batch. That is what lets the operator keep the
+models in memory and checkpoint them cheaply: a pickled snapshot now and then, plus the log of
+operations since (see ``operators.trainer``), replayed on restore.
+
+Processing a record:
+
+- event: the propensity model scores the event's session (``propensity.on_event``; predictions
+  are numbered as questions), the event's category counts towards trending, and the user's
+  predictions are updated: propensity (1.0 and ``known`` once the session has its purchase),
+  interests (the user's own top-k, or trending categories for a user with little history);
+- session: ``propensity.on_session`` (a negative label for a session closed without purchase),
+  and a closed session assigns the user's behavioural cluster.
+
+Each processed record gets the next number of ``processed``: the version of the user's
+predictions in Redis (a compare-and-set refuses older versions, so a replay cannot move them
+backwards).
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from personalization.core.learning import propensity
+from personalization.core.learning.feed import EVENT, SESSION, sort_key
+from personalization.core.learning.propensity import FEATURE_NAMES, LabelState, Learned
+from personalization.core.learning.shared import SharedModels
+
+END_OF_INPUT = 2**63 - 1  # Flink's final watermark of a bounded stream
+
+
+class Span(NamedTuple):
+    """The parts of a session summary the label bookkeeping reads."""
+
+    session_id: str
+    start: int
+    end: int
+    status: str = "open"
+    converted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerRules:
+    horizon_ms: int                  # session gap + allowed lateness: when a labelled span can be forgotten
+    top_k: int = 5                   # trending categories shown to cold-start users
+    export_every: int = 0            # ask for a snapshot file every this many learned examples (0 = never)
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What one operation asks the operator to do."""
+
+    writes: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # user -> (version, fields)
+    examples: list[dict[str, Any]] = field(default_factory=list)                 # learned, in learning order
+    export_at: int | None = None     # write a snapshot file (created_at = this event time)
+    processed: int = 0
+
+    def write(self, user: str, version: int, fields: dict[str, Any]) -> None:
+        """Several updates of one user in one operation collapse into one write of the newest values."""
+        merged = {**self.writes[user][1], **fields} if user in self.writes else fields
+        self.writes[user] = (version, merged)
+
+
+class Trainer:
+    def __init__(self, rules: TrainerRules, models: SharedModels | None = None, origin: str | None = None) -> None:
+        self.rules = rules
+        self.models = models or SharedModels()
+        self.origin = origin                          # sha256 of the snapshot file the models started from
+        self.labels: dict[str, LabelState] = {}
+        self.held: list[tuple[tuple, str]] = []       # heap of (sort key, record json)
+        self.watermark: int | None = None
+        self.clock: int | None = None                 # time of the newest record processed
+        self.processed = 0
+        self.questions = 0
+
+    # --- the two operations ------------------------------------------------------------------
+
+    def receive(self, text: str) -> Outputs:
+        record = orjson.loads(text)
+        out = Outputs()
+        if self.watermark is not None and record["t"] <= self.watermark:
+            self._process(record, out)
+        else:
+            heapq.heappush(self.held, (sort_key(record), text))
+        return out
+
+    def advance(self, watermark: int) -> Outputs:
+        out = Outputs()
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
+        while self.held and self.held[0][0][0] <= self.watermark:
+            _, text = heapq.heappop(self.held)
+            self._process(orjson.loads(text), out)
+        if watermark >= END_OF_INPUT:
+            self.sweep(watermark)   # the end of a bounded input: nothing can reach any span now
+        return out
+
+    def next_time(self) -> int | None:
+        """The time of the oldest held record: when the operator's next timer is due."""
+        return self.held[0][0][0] if self.held else None
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def restore(data: bytes, rules: TrainerRules) -> "Trainer":
+        trainer = pickle.loads(data)
+        if not isinstance(trainer, Trainer):
+            raise TypeError(f"expected a Trainer snapshot, got {type(trainer).__name__}")
+        trainer.rules = rules   # the running config's, not the one the snapshot was taken under
+        return trainer
+
+    def adopt(self, models: SharedModels, origin: str) -> None:
+        """Start from (or roll back to) snapshot models; the label bookkeeping stays."""
+        self.models = models
+        self.origin = origin
+
+    def sweep(self, watermark: int | None = None) -> None:
+        """Forget labelled spans no event can reach any more, and users with nothing left."""
+        until = max((t for t in (self.clock, watermark) if t is not None), default=None)
+        if until is None:
+            return
+        for user in list(self.labels):
+            state = self.labels[user]
+            propensity.forget(state, until, self.rules.horizon_ms)
+            if not state.pending and not state.labelled:
+                del self.labels[user]
+
+    def model_bytes(self) -> int:
+        return len(self.models.snapshot())
+
+    def view(self) -> dict[str, Any]:
+        """The model keys' content: progressive metrics, cluster centroids, trending categories."""
+        models = self.models
+        return {
+            "propensity": models.propensity.metrics(),
+            "clusters": models.clusters.summary(),
+            "trending": {"as_of": models.trending.anchor,
+                         "categories": [{"category_id": c, "events": n}
+                                        for c, n in models.trending.top(self.rules.top_k)]},
+            "records_processed": self.processed,
+            "users_with_labels": len(self.labels),
+        }
+
+    # --- processing ----------------------------------------------------------------------------
+
+    def _process(self, record: dict, out: Outputs) -> None:
+        self.processed += 1
+        out.processed += 1
+        self.clock = record["t"] if self.clock is None else max(self.clock, record["t"])
+        if record["k"] == EVENT:
+            self._event(record, out)
+        elif record["k"] == SESSION:
+            self._session(record, out)
+        else:
+            raise ValueError(f"unknown learning record kind {record['k']!r}")
+
+    def _event(self, record: dict, out: Outputs) -> None:
+        models, user, ts = self.models, record["u"], record["t"]
+        labels = self.labels.setdefault(user, LabelState())
+        span = Span(*record["s"])
+        x = dict(zip(FEATURE_NAMES, record["x"]))
+        question = self.questions + 1
+        score = propensity.on_event(models.propensity, labels, span, x, ts, record["p"], question)
+        pending = labels.pending.get(span.session_id)
+        if pending is not None and pending.question == question:
+            self.questions = question
+        if score.learned is not None:
+            self._learned(user, ts, score.learned, out)
+        if record["c"] is not None:
+            models.trending.add(record["c"], ts)
+        if record["i"]:
+            interests = {"source": "personal", "as_of": record["ia"],
+                         "categories": [{"category_id": c, "score": s} for c, s in record["i"]]}
+        else:
+            interests = {"source": "trending", "as_of": models.trending.anchor,
+                         "categories": [{"category_id": c, "score": float(n)}
+                                        for c, n in models.trending.top(self.rules.top_k)]}
+        out.write(user, self.processed, {
+            "user_id": user,
+            "propensity": score.probability,
+            "propensity_known": score.known,
+            "propensity_session": span.session_id,
+            "propensity_at": ts,
+            "interests": interests,
+        })
+
+    def _session(self, record: dict, out: Outputs) -> None:
+        models, user, t = self.models, record["u"], record["t"]
+        labels = self.labels.setdefault(user, LabelState())
+        span = Span(*record["s"], status=record["st"], converted=record["cv"])
+        learned = propensity.on_session(models.propensity, labels, span)
+        if learned is not None:
+            self._learned(user, t, learned, out)
+        if "f" in record:
+            out.write(user, self.processed, {"user_id": user, "cluster": models.clusters.assign(record["f"]),
+                                             "cluster_at": t})
+        propensity.forget(labels, t, self.rules.horizon_ms)
+        if not labels.pending and not labels.labelled:
+            del self.labels[user]
+
+    def _learned(self, user: str, t: int, learned: Learned, out: Outputs) -> None:
+        model = self.models.propensity
+        out.examples.append({
+            "seq": model.learned, "user_id": user, "session_id": learned.session_id, "event_time": t,
+            "label": learned.label, "prediction": learned.prediction, "question": learned.question,
+            "questions_asked": self.questions, "x": list(learned.x.values()),
+        })
+        every = self.rules.export_every
+        if every and model.learned % every == 0:
+            out.export_at = t
