@@ -10,9 +10,12 @@ c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 
 
 Job throughput is events divided by the span between the first and the last Redis write
 (the profiles' ``updated_at``), so job start-up is not counted. Latency: at fixed input rates,
-every 50th event is a probe for a user of its own; its latency is its profile's ``updated_at``
-minus the wall-clock time the producer sent it (same machine, same clock). Probes are 2 % of
-the load, so measuring does not distort it.
+every 50th event is a probe for a user of its own; its latency is the wall-clock time its
+profile is first written (a Redis keyspace notification, received by a subscriber thread)
+minus the time the producer sent it (same machine, same clock). The first write is the
+event's effect: later writes of the same profile (the session closing when the watermark
+passes, segment deadlines) are not. Probes are 2 % of the load and the subscriber only
+listens, so measuring does not distort it.
 
 Writes ``bench/results/report.md``, ``report.json`` and ``latency.png``.
 """
@@ -41,6 +44,7 @@ from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import connect, profile_key
 from personalization.udfs.validation import EventValidator, Rejection
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -120,6 +124,7 @@ def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, 
     client = run_job(settings, wait=False)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0)
     reader = ProfileReader.from_settings(settings)
+    first_written = FirstWrites(settings)
     try:
         _wait_for_job_to_consume(producer, settings, reader)
         sent: dict[str, float] = {}
@@ -136,14 +141,41 @@ def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, 
             if i % PROBE_EVERY == 0:
                 sent[event["user_id"]] = time.time() * 1000
         producer.flush()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(reader.get(u) is None for u in list(sent)[-3:]):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not first_written.has_all(sent):
             time.sleep(0.2)
-        return [reader.get(user)["updated_at"] - at for user, at in sent.items() if reader.get(user)]
+        return [first_written.at[user] - at for user, at in sent.items() if user in first_written.at]
     finally:
+        first_written.close()
         stop_with_savepoint(client, (tmp / uuid.uuid4().hex).as_uri())
         reader.delete_all()
         producer.close()
+
+
+class FirstWrites:
+    """Wall-clock ms of each probe profile's first write, from Redis keyspace notifications."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.at: dict[str, float] = {}
+        self._client = connect(settings.redis)
+        self._client.config_set("notify-keyspace-events", "Kh")  # keyspace events, hash commands
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.psubscribe(**{f"__keyspace@{settings.redis.db}__:"
+                                   f"{profile_key(settings.redis.key_prefix, 'probe-*')}": self._on_write})
+        self._thread = self._pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+
+    def _on_write(self, message: dict) -> None:
+        now = time.time() * 1000
+        user = message["channel"].decode().split("{", 1)[1].split("}", 1)[0]
+        self.at.setdefault(user, now)
+
+    def has_all(self, users) -> bool:
+        return all(user in self.at for user in users)
+
+    def close(self) -> None:
+        self._thread.stop()
+        self._thread.join()
+        self._pubsub.close()
 
 
 def _wait_for_job_to_consume(producer: KafkaProducer, settings: Settings, reader: ProfileReader) -> None:
