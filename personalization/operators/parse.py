@@ -57,12 +57,12 @@ class ParseEvents(ProcessFunction):
         if clock is not None and (self._clock is None or clock > self._clock):
             self._clock = clock
             yield CLOCK, ("clock", str(clock))
-        raw = row[0]
+        raw = row[0] if row[0] is not None else b""  # a tombstone (null value) is an empty record
         now = int(time.time() * 1000)
-        result = self._validator.validate(raw, ctx.timestamp(), now)
+        result = self._validator.validate(raw, record_ts, now)
         if isinstance(result, Rejection):
             self._count_rejection(result.reason.value)
-            yield DLQ, dlq_record(raw, result, row[1], row[2], row[3], ctx.timestamp(), now).decode()
+            yield DLQ, dlq_record(raw, result, row[1], row[2], row[3], record_ts, now).decode()
         else:
             self._valid.inc()
             yield self._complete(result)
