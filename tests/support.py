@@ -15,7 +15,7 @@ from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
-TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules")
+TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules", "examples")
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
 CREATED: list[Settings] = []  # what this test session made, for the clean-up at its end
@@ -34,6 +34,7 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
         kafka={"topics": topics, "group_id": f"g-{run}", "bounded": True},
         redis={"key_prefix": f"{TEST_PREFIX}:{run}"},
         flink={"checkpoint_dir": (tmp_path / f"checkpoints-{run}").as_uri()},
+        learning={"snapshot_dir": str(tmp_path / f"models-{run}")},
     )
     settings = settings.with_overrides(**sections) if sections else settings
     ensure_topics(settings)

@@ -69,6 +69,7 @@ class Topics(_Section):
     sessions: str = "sessions"
     segment_changes: str = "segment-changes"
     rules: str = "rules"
+    examples: str = "model-examples"
     partitions: int = Field(4, ge=1)
 
 
@@ -160,6 +161,33 @@ class PrivacyConfig(_Section):
 
 class FlinkConfig(_Section):
     parallelism: int = Field(1, ge=1)
+class LearningConfig(_Section):
+    enabled: bool = True
+    checkpoint_every: int = Field(2_000, ge=1)
+    recent_window: int = Field(1_000, ge=10)
+    clusters: int = Field(5, ge=1, le=100)
+    interests_half_life: DurationMs = parse_duration_ms("3d")
+    interests_top_k: int = Field(5, ge=1, le=100)
+    interests_max_categories: int = Field(20, ge=1, le=1_000)
+    cold_start_min_events: int = Field(5, ge=0)
+    trending_window: DurationMs = parse_duration_ms("1h")
+    snapshot_dir: RepoPath = REPO_ROOT / ".stack" / "models"
+    export_every: int = Field(10_000, ge=0)
+    start_from: str = ""
+
+    @model_validator(mode="after")
+    def _checks(self) -> "LearningConfig":
+        if self.trending_window <= 0 or self.trending_window % 60_000:
+            raise ValueError("trending_window must be a positive whole number of minutes")
+        if self.start_from and not self.start_from_path.is_file():
+            raise ValueError(f"start_from {self.start_from!r}: no such snapshot file")
+        return self
+
+    @property
+    def start_from_path(self) -> Path | None:
+        return _repo_path(self.start_from) if self.start_from else None
+
+
     python_execution_mode: Literal["thread", "process"] = "thread"
     bundle_size: int = Field(100, ge=1)
     bundle_time: DurationMs = parse_duration_ms("10ms")
@@ -192,6 +220,7 @@ class Settings(_Section):
     rules: RulesConfig = RulesConfig()
     flink: FlinkConfig = FlinkConfig()
 
+    learning: LearningConfig = LearningConfig()
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")

@@ -22,6 +22,8 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, Process
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
+from personalization.core.learning.feed import LearningFeed, check_windows
+from personalization.core.learning.interests import InterestRules
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
@@ -33,7 +35,8 @@ log = logging.getLogger(__name__)
 
 KIND_AND_JSON = Types.TUPLE([Types.STRING(), Types.STRING()])
 SESSIONS, LATE, SEGMENT_CHANGES, DLQ = "sessions", "late", "segment-changes", "dlq"
-ROUTES = {kind: OutputTag(kind, Types.STRING()) for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ)}
+LEARN = "learning"  # records for the model trainer (core.learning.feed)
+ROUTES = {kind: OutputTag(kind, Types.STRING()) for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, LEARN)}
 RULES, CLOCK = "rules", "clock"
 RULES_TOPIC_SOURCE = "rules topic"
 
@@ -48,8 +51,20 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
         device_of=enrich if settings.enrichment.user_agent else None,
+        learning=learning_feed(settings),
     )
     return logic if rules is None else logic.with_rules(rules)
+
+
+def learning_feed(settings: Settings) -> LearningFeed | None:
+    cfg, time_cfg = settings.learning, settings.time
+    if not cfg.enabled:
+        return None
+    check_windows(time_cfg.windows.sizes)
+    return LearningFeed(
+        SessionRules(time_cfg.session_gap, time_cfg.max_session_length, time_cfg.allowed_lateness),
+        InterestRules(half_life_ms=cfg.interests_half_life, max_categories=cfg.interests_max_categories,
+                      top_k=cfg.interests_top_k, min_events=cfg.cold_start_min_events))
 
 
 class UserProfiles(KeyedBroadcastProcessFunction):
@@ -146,6 +161,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._state.update(state)
             self._writer.write(self._logic.profile(state), records)
             self._profile_writes.inc()
+        elif result.learning:  # records were built from this state: keep it, or they would be built again
+            self._state.update(state)
+        for record in result.learning:
+            yield LEARN, record
         for summary in result.sessions:
             self._sessions_emitted.inc()
             yield SESSIONS, orjson.dumps(summary.as_record()).decode()

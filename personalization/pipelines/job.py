@@ -29,8 +29,9 @@ from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.rules import RuleSet
 from personalization.operators.parse import CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
+from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
-    KIND_AND_JSON, LATE, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs, UserProfiles,
+    KIND_AND_JSON, LATE, LEARN, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs, UserProfiles,
 )
 from personalization.pipelines.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
@@ -221,6 +222,18 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
                           (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]).uid("route-segment-changes"),
                            topics.segment_changes)):
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
+    if settings.learning.enabled:
+        _add_trainer(settings, outputs.get_side_output(ROUTES[LEARN]).uid("route-learning"))
+
+
+def _add_trainer(settings: Settings, records: DataStream) -> None:
+    """The shared models: one trainer task fed by every user task (see operators.trainer)."""
+    by_model = records.key_by(lambda _: MODEL_KEY, key_type=Types.STRING())
+    _set_key_by_uid(by_model, "key-by-model")
+    examples = (by_model.process(ModelTrainer(settings), output_type=Types.STRING())
+                .uid("model-trainer").name("model trainer").set_parallelism(1).set_max_parallelism(1))
+    topic = settings.kafka.topics.examples
+    examples.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}").set_parallelism(1)
 
 
 def _set_key_by_uid(keyed, uid: str) -> None:

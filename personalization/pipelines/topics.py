@@ -14,7 +14,8 @@ from personalization.config.settings import Settings
 
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
-    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes, topics.rules]
+    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes, topics.rules,
+            topics.examples]
 
 
 def partitions_of(settings: Settings, name: str) -> int:

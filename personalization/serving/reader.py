@@ -10,6 +10,7 @@ import orjson
 import redis
 
 from personalization.config.settings import Settings
+from personalization.serving.model_store import read_model, read_predictions
 from personalization.serving.redis_store import (
     changes_key, connect, decode_change, decode_profile, members_key, profile_key,
 )
@@ -29,6 +30,16 @@ class ProfileReader:
     def get(self, user_id: str) -> dict[str, Any] | None:
         raw = self._client.hgetall(profile_key(self._prefix, user_id))
         return decode_profile(raw) if raw else None
+
+    def predictions(self, user_id: str) -> dict[str, Any] | None:
+        """The online models' view of the user: purchase propensity (``propensity_known`` once the
+        session has its purchase), behavioural ``cluster``, ``interests`` (``source`` personal or
+        trending for a cold start); None if the trainer has not seen the user."""
+        return read_predictions(self._client, self._prefix, user_id)
+
+    def model(self) -> dict[str, Any] | None:
+        """The models' progressive metrics, cluster centroids, trending categories and size."""
+        return read_model(self._client, self._prefix)
 
     def segments(self, user_id: str) -> dict[str, Any] | None:
         """The user's segments (segment -> event time entered), primary segment, scores and the

@@ -4,7 +4,7 @@ Renaming a descriptor or changing its type breaks restoring from existing savepo
 """
 
 from pyflink.common import Types
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 # The whole per-user state (core.user.UserState) as one pickled value: the Python state cache
 # keeps the live object between events, so it is pickled when written back, not read per event.
@@ -13,3 +13,8 @@ USER_STATE = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
 # Broadcast state of the user operator: the rules applied by the last valid update ("rules" ->
 # the rules file text) and the latest record time the job has read ("clock" -> ms).
 CONTROL_STATE = MapStateDescriptor("control-v1", Types.STRING(), Types.STRING())
+
+# The model trainer (one key, parallelism 1): the trainer's state pickled now and then, and
+# the log of operations since (records received, watermarks advanced to), replayed on restore.
+MODEL_STATE = ValueStateDescriptor("trainer-state-v1", Types.PICKLED_BYTE_ARRAY())
+MODEL_LOG = ListStateDescriptor("trainer-log-v1", Types.STRING())

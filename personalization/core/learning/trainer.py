@@ -89,6 +89,8 @@ class Trainer:
         self.clock: int | None = None                 # time of the newest record processed
         self.processed = 0
         self.questions = 0
+        self.last_export: dict | None = None          # the newest snapshot file asked for
+        self.late = 0                                 # records that came behind the watermark
 
     # --- the two operations ------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Trainer:
         record = orjson.loads(text)
         out = Outputs()
         if self.watermark is not None and record["t"] <= self.watermark:
+            self.late += 1   # processed in arrival order: an event the user side gave the rules late
             self._process(record, out)
         else:
             heapq.heappush(self.held, (sort_key(record), text))
@@ -146,7 +149,10 @@ class Trainer:
                 del self.labels[user]
 
     def model_bytes(self) -> int:
-        return len(self.models.snapshot())
+        """Size of the pickled shared models. Pickled once more after a round trip: pickle's
+        output depends on which objects happen to be shared in memory, the round trip makes it
+        depend on the content only (the same after a restore as in an uninterrupted run)."""
+        return len(pickle.dumps(pickle.loads(self.models.snapshot()), protocol=pickle.HIGHEST_PROTOCOL))
 
     def view(self) -> dict[str, Any]:
         """The model keys' content: progressive metrics, cluster centroids, trending categories."""
@@ -159,6 +165,8 @@ class Trainer:
                                         for c, n in models.trending.top(self.rules.top_k)]},
             "records_processed": self.processed,
             "users_with_labels": len(self.labels),
+            "records_late": self.late,
+            "last_snapshot": self.last_export,
         }
 
     # --- processing ----------------------------------------------------------------------------
@@ -228,3 +236,4 @@ class Trainer:
         every = self.rules.export_every
         if every and model.learned % every == 0:
             out.export_at = t
+            self.last_export = {"created_at": t, "examples_learned": model.learned}

@@ -1,0 +1,80 @@
+"""Redis keys of the online models: per-user predictions and the model's own state.
+
+- ``<prefix>:{<user>}:predictions``  hash in the user's hash slot (beside the profile), one JSON
+  value per field: ``propensity``, ``propensity_known``, ``propensity_session``,
+  ``propensity_at``, ``interests``, ``cluster``, ``cluster_at``, plus ``version`` (the trainer's
+  record number: a compare-and-set refuses older ones) and ``updated_at`` (wall clock). Expires
+  like the profile (``redis.profile_ttl``).
+- ``<prefix>:model``  hash: ``propensity`` (progressive metrics, whole run and recent window),
+  ``clusters`` (centroids in readable units), ``trending``, ``records_processed``,
+  ``users_with_labels``, ``model_bytes``, ``last_snapshot``, ``updated_at``.
+
+The trainer writes a batch (every user it updated in one operation, and the model hash) in one
+pipelined round trip, retried with backoff while Redis is down (the operator back-pressures).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis
+
+from personalization.serving.redis_store import _APPLY_PROFILE, encode_profile
+
+log = logging.getLogger(__name__)
+
+
+def predictions_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:{{{user_id}}}:predictions"
+
+
+def model_key(prefix: str) -> str:
+    return f"{prefix}:model"
+
+
+class ModelWriter:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = ttl_ms
+        self._backoff_max_s = backoff_max_ms / 1000
+        self._script = client.register_script(_APPLY_PROFILE)
+
+    def write(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None = None) -> None:
+        if not writes and not model:
+            return
+        attempt = 0
+        while True:
+            try:
+                now = int(time.time() * 1000)
+                pipe = self._client.pipeline(transaction=False)
+                for user, (version, fields) in writes.items():
+                    self._script(keys=[predictions_key(self._prefix, user)],
+                                 args=[version, self._ttl_ms, b"updated_at", now, *encode_profile(fields)],
+                                 client=pipe)
+                if model:
+                    pipe.hset(model_key(self._prefix),
+                              mapping={**{k: orjson.dumps(v) for k, v in model.items()}, "updated_at": now})
+                pipe.execute()
+                return
+            except redis.AuthenticationError:
+                raise
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                delay = min(self._backoff_max_s, 0.05 * 2**attempt)
+                attempt += 1
+                log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
+                            err, attempt, delay)
+                time.sleep(delay)
+
+
+def read_predictions(client: redis.Redis, prefix: str, user_id: str) -> dict[str, Any] | None:
+    raw = client.hgetall(predictions_key(prefix, user_id))
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
+
+
+def read_model(client: redis.Redis, prefix: str) -> dict[str, Any] | None:
+    raw = client.hgetall(model_key(prefix))
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
