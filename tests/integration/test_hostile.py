@@ -99,7 +99,7 @@ def _mixed_records(events: list[dict], now: int, oldest: int):
             duplicates += 1
         for _ in range(HOSTILE_PER_VALID):
             reason, value, record_ts = _hostile(rng, event, now, oldest)
-            records.append(RawRecord(value, None, record_ts))
+            records.append(RawRecord(value, b"tombstone" if value is None else None, record_ts))
             expected[(reason, value or b"")] += 1
     for _, event in pending:
         records.append(to_record(event))
