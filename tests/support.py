@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +47,13 @@ def write_config(settings: Settings, path: Path) -> Path:
     """The settings as a YAML file, for running the job as a separate process (`--config`)."""
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     return path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a job's REST endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def latest_checkpoint(checkpoint_uri: str) -> str | None:

@@ -94,6 +94,8 @@ class RedisConfig(_Section):
     key_prefix: str = "pz:v1"
     profile_ttl: DurationMs = parse_duration_ms("30d")
     retry_backoff_max: DurationMs = parse_duration_ms("5s")
+    batch_size: int = Field(256, ge=1)
+    batch_delay: DurationMs = parse_duration_ms("20ms")
 
 
 class WindowsConfig(_Section):
@@ -111,7 +113,7 @@ class WindowsConfig(_Section):
 
 
 class TimeConfig(_Section):
-    out_of_orderness: DurationMs = parse_duration_ms("5s")
+    out_of_orderness: DurationMs = Field(parse_duration_ms("5s"), lt=parse_duration_ms("100d"))  # SQL interval
     idle_timeout: DurationMs = parse_duration_ms("30s")
     watermark_interval: DurationMs = parse_duration_ms("200ms")
     allowed_lateness: DurationMs = parse_duration_ms("1h")
@@ -159,8 +161,6 @@ class PrivacyConfig(_Section):
     pseudonym_key_env: str = Field("PZ_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class FlinkConfig(_Section):
-    parallelism: int = Field(1, ge=1)
 class LearningConfig(_Section):
     enabled: bool = True
     checkpoint_every: int = Field(2_000, ge=1)
@@ -188,6 +188,8 @@ class LearningConfig(_Section):
         return _repo_path(self.start_from) if self.start_from else None
 
 
+class FlinkConfig(_Section):
+    parallelism: int = Field(1, ge=1)
     python_execution_mode: Literal["thread", "process"] = "thread"
     bundle_size: int = Field(100, ge=1)
     bundle_time: DurationMs = parse_duration_ms("10ms")
@@ -218,9 +220,9 @@ class Settings(_Section):
     enrichment: EnrichmentConfig = EnrichmentConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     rules: RulesConfig = RulesConfig()
+    learning: LearningConfig = LearningConfig()
     flink: FlinkConfig = FlinkConfig()
 
-    learning: LearningConfig = LearningConfig()
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")

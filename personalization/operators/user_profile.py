@@ -18,7 +18,8 @@ import time
 
 import orjson
 from pyflink.common import Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext,
+                                TimeDomain)
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
@@ -28,7 +29,7 @@ from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
 from personalization.udfs.enrichment import enrich
-from personalization.serving.redis_store import ProfileWriter, check_connection, connect
+from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
-        self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
-                                     self._settings.rules.stream_maxlen)
+        writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
+                               self._settings.rules.stream_maxlen)
+        self._writes = WriteBehind(writer, cfg.batch_size if cfg.batch_delay else 1)
+        self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
         self._sessions_emitted = metrics.counter("sessions_emitted")
@@ -107,6 +110,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         self._restore(ctx)
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self._flush_due(timestamp, ctx)
+            return
         state = self._state.value()
         if state is None:
             return
@@ -159,8 +165,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         records = [change.as_record() for change in result.changes]
         if result.profile_changed:
             self._state.update(state)
-            self._writer.write(self._logic.profile(state), records)
+            self._writes.put(self._logic.profile(state), records)
             self._profile_writes.inc()
+            self._flush_within_delay(ctx)
         elif result.learning:  # records were built from this state: keep it, or they would be built again
             self._state.update(state)
         for record in result.learning:
@@ -173,6 +180,43 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             yield SEGMENT_CHANGES, orjson.dumps(record).decode()
         if result.next_timer is not None:
             ctx.timer_service().register_event_time_timer(result.next_timer)
+
+    def _flush_within_delay(self, ctx) -> None:
+        """A processing-time timer per user with a held-back write, due within ``batch_delay``.
+
+        Why a timer and not a clock check: timers are checkpointed. A checkpoint taken while
+        writes are held back (thread mode gives no hook before the barrier to flush them) still
+        holds each of those users' timers; after a restore they fire and the write is re-derived
+        from the restored state (``_flush_due``). So a write covered by a completed checkpoint
+        is either in Redis already or re-done after the restore, by the compare-and-set.
+        """
+        user = ctx.get_current_key()
+        if not self._writes.is_pending(user):
+            return
+        delay = self._settings.redis.batch_delay
+        now = ctx.timer_service().current_processing_time()
+        timer = (user, now - now % delay + delay)  # rounded: one timer per user per slot
+        if timer not in self._flush_timers:
+            self._flush_timers.add(timer)
+            ctx.timer_service().register_processing_time_timer(timer[1])
+
+    def _flush_due(self, timestamp: int, ctx) -> None:
+        user = ctx.get_current_key()
+        if (user, timestamp) in self._flush_timers:
+            self._flush_timers.discard((user, timestamp))
+            if self._writes.is_pending(user):
+                self._writes.flush()
+            return
+        # Set before a restore: the write it guarded may have been lost with the old buffer.
+        state = self._state.value()
+        if state is not None:
+            self._writes.put(self._logic.profile(state), [])
+            self._flush_within_delay(ctx)
+
+    def close(self) -> None:
+        # At the end of a bounded input processing-time timers no longer fire: send the rest.
+        if hasattr(self, "_writes"):
+            self._writes.flush()
 
 
 class RouteOutputs(ProcessFunction):

@@ -126,7 +126,6 @@ def source_ddl(settings: Settings) -> str:
         **{f"properties.{k}": v for k, v in kafka.properties.items()},
     }
     with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
-    delay = settings.time.out_of_orderness
     return f"""
 CREATE TEMPORARY TABLE raw_events (
   payload BYTES,
@@ -134,10 +133,19 @@ CREATE TEMPORARY TABLE raw_events (
   `partition` INT METADATA VIRTUAL,
   `offset` BIGINT METADATA VIRTUAL,
   record_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-  WATERMARK FOR record_ts AS record_ts - INTERVAL '{delay // 1000}.{delay % 1000:03d}' SECOND(3)
+  WATERMARK FOR record_ts AS record_ts - {_day_to_second(settings.time.out_of_orderness)}
 ) WITH (
   {with_clause}
 )"""
+
+
+def _day_to_second(ms: int) -> str:
+    """A SQL interval literal for any duration (``SECOND(3)`` alone stops at 999 s)."""
+    seconds, millis = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
 def kafka_sink(settings: Settings, topic: str) -> KafkaSink:

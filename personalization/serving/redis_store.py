@@ -20,13 +20,16 @@ the three are necessarily separate (a script cannot span slots), so each is idem
 itself: after a crash and restore, the replayed updates carry the same versions and the same
 numbered changes in the same order, (1) and (2) refuse what they already hold, and (3) converges to the same
 sets because it replays the same per-user sequence of adds and removes.
+
+Updates of many users go out together, one pipeline per batch (``WriteBehind``): a round trip
+per batch instead of per event.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 import redis
@@ -67,6 +70,7 @@ if added > 0 then
 end
 return added
 """
+Write = tuple[dict[str, Any], list[dict[str, Any]]]  # (profile, its segment changes)
 CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "seq", "cause")
 
 
@@ -140,18 +144,26 @@ class ProfileWriter:
 
         True if the profile was applied, False if Redis already holds this or a newer version.
         """
-        key = profile_key(self._prefix, profile["user_id"])
-        fields = encode_profile(profile)
+        return self.write_many([(profile, list(changes))]) == 1
+
+    def write_many(self, writes: Sequence[Write]) -> int:
+        """Write ``(profile, changes)`` pairs of different users in one pipeline (one round trip);
+        the number of profiles applied."""
         attempt = 0
         while True:
             try:
-                args = [profile["version"], self._ttl_ms, b"updated_at", int(time.time() * 1000)]
-                if not changes:
-                    return bool(self._script(keys=[key], args=args + fields))
                 pipe = self._client.pipeline(transaction=False)
-                self._script(keys=[key], args=args + fields, client=pipe)
-                self._changes(pipe, profile["user_id"], changes)
-                return bool(pipe.execute()[0])
+                now = int(time.time() * 1000)
+                profile_calls = []
+                for profile, changes in writes:
+                    profile_calls.append(len(pipe))
+                    self._script(keys=[profile_key(self._prefix, profile["user_id"])],
+                                 args=[profile["version"], self._ttl_ms, b"updated_at", now,
+                                       *encode_profile(profile)], client=pipe)
+                    if changes:
+                        self._changes(pipe, profile["user_id"], changes)
+                results = pipe.execute()
+                return sum(1 for i in profile_calls if results[i])
             except redis.AuthenticationError:
                 raise
             except (redis.ConnectionError, redis.TimeoutError) as err:
@@ -173,6 +185,44 @@ class ProfileWriter:
                 pipe.sadd(key, user_id)
             else:
                 pipe.srem(key, user_id)
+
+
+class WriteBehind:
+    """Holds profile writes back for a batch: one pending write per user (the newest profile
+    replaces an older one), all sent in one pipeline when ``max_batch`` users are pending or
+    when the owner calls ``flush`` (the user operator does within ``redis.batch_delay``).
+
+    A write that carries segment changes is sent at once, with that user's pending write: the
+    changes are not kept in Flink state, so they could not be re-derived after a restore.
+    Everything held back is a pure function of the user's checkpointed state, so the owner can
+    re-derive it after a restore (see ``operators.user_profile``).
+    """
+
+    def __init__(self, writer: ProfileWriter, max_batch: int) -> None:
+        self._writer = writer
+        self._max_batch = max_batch
+        self._pending: dict[str, Write] = {}
+
+    def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+        user = profile["user_id"]
+        if changes:
+            self._pending.pop(user, None)  # an older version of this profile: superseded
+            self._writer.write(profile, changes)
+            return
+        self._pending[user] = (profile, [])
+        if len(self._pending) >= self._max_batch:
+            self.flush()
+
+    def is_pending(self, user_id: str) -> bool:
+        return user_id in self._pending
+
+    def flush(self) -> int:
+        """Send every pending write; the number of users written."""
+        writes = list(self._pending.values())
+        if writes:
+            self._writer.write_many(writes)
+            self._pending.clear()
+        return len(writes)
 
 
 def connect(config: RedisConfig) -> redis.Redis:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.monitor import FlinkRest
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
-from tests.support import isolated_settings, start_job, wait_until, write_config
+from tests.support import free_port, isolated_settings, start_job, wait_until, write_config
 
 T = 1_511_658_000_000
 
@@ -53,9 +52,7 @@ def test_a_release_with_an_added_profile_field_restores_an_old_savepoint(stack, 
 
     release = _next_release(tmp_path)
     produce([_click("a3", "ann", T + 3_000), _click("b2", "ben", T + 4_000)], bootstrap, topic, progress=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        rest_port = sock.getsockname()[1]
+    rest_port = free_port()
     config = write_config(settings.with_overrides(flink={"savepoint_path": savepoint, "rest_port": rest_port}),
                           tmp_path / "release.yaml")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
