@@ -89,7 +89,7 @@ def test_no_raw_user_id_in_redis_or_in_output_topics(real_replay, run):
 
 def test_profiles_equal_the_pseudonymized_ids_profiles(real_replay, run):
     p = run["pseudonym"]
-    assert run["redis"] == _pseudonymized_state(real_replay["redis"], p)
+    assert _user_keys(run["redis"]) == _pseudonymized_state(_user_keys(real_replay["redis"]), p)
     expected = [{**s, "user_id": p(s["user_id"]), "session_id": session_id(p(s["user_id"]), s["start"])}
                 for s in real_replay["sessions"]]
     key = lambda s: (s["user_id"], s["start"], s["revision"], s["status"])  # noqa: E731
@@ -105,16 +105,19 @@ def _pseudonymized_state(state: dict, p) -> dict:
     """The clean run's Redis state as it must look with every user id replaced by its pseudonym."""
     out = {}
     for key, value in state.items():
-        if key.endswith(":profile"):
-            user = key[2:-len("}:profile")]
-            profile = dict(value)
-            profile[b"user_id"] = orjson.dumps(p(user))
-            for field in (b"current_session", b"last_session"):
-                brief = orjson.loads(profile[field])
-                if brief is not None:
-                    brief["session_id"] = session_id(p(user), brief["start"])
-                profile[field] = orjson.dumps(brief)
-            out[f":{{{p(user)}}}:profile"] = profile
+        if key.startswith(":{") and not key.startswith(":{segment-changes}"):  # a user's own key
+            user, suffix = key[2:].split("}", 1)
+            if isinstance(value, dict):  # a hash: the profile (or another per-user hash)
+                value = dict(value)
+                if b"user_id" in value:
+                    value[b"user_id"] = orjson.dumps(p(user))
+                for field in (b"current_session", b"last_session"):
+                    if field in value:
+                        brief = orjson.loads(value[field])
+                        if brief is not None:
+                            brief["session_id"] = session_id(p(user), brief["start"])
+                        value[field] = orjson.dumps(brief)
+            out[f":{{{p(user)}}}{suffix}"] = value
         elif key.startswith(":{segment-changes}:user:"):
             out[":{segment-changes}:user:" + p(key.rsplit(":", 1)[1])] = value
         elif key == ":{segment-changes}":
@@ -123,6 +126,12 @@ def _pseudonymized_state(state: dict, p) -> dict:
             out[key] = sorted(entries)
         elif key.endswith(":members"):
             out[key] = sorted(p(member.decode()).encode() for member in value)
-        else:
-            raise AssertionError(f"unexpected key {key}")
     return out
+
+
+def _user_keys(state: dict) -> dict:
+    """Profiles, segment changes and audiences. Not the model outputs (the shared models and the
+    per-user predictions): the models learn from users in key order, so under other ids their
+    numbers differ; the test above shows they hold no raw id."""
+    return {k: v for k, v in state.items()
+            if k.endswith(":profile") or k.endswith(":members") or k.startswith(":{segment-changes}")}
