@@ -110,6 +110,7 @@ def create_environment(settings: Settings) -> StreamExecutionEnvironment:
             "(run `make setup` to fetch it from Maven Central)")
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(settings))
     env.enable_checkpointing(settings.flink.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
+    env.set_buffer_timeout(settings.flink.buffer_timeout)
     return env
 
 
@@ -133,7 +134,12 @@ CREATE TEMPORARY TABLE raw_events (
   `partition` INT METADATA VIRTUAL,
   `offset` BIGINT METADATA VIRTUAL,
   record_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-  WATERMARK FOR record_ts AS record_ts - {_day_to_second(settings.time.out_of_orderness)}
+  -- A record stamped further ahead of the wall clock than the future skew (ts_in_future) must not
+  -- move the watermark (one would make every later event late): its rowtime is the epoch, which
+  -- cannot advance a watermark; the parse task reads record_ts and rejects it to the DLQ.
+  event_time AS CASE WHEN record_ts > NOW() + {_day_to_second(settings.validation.max_future_skew)}
+                     THEN TO_TIMESTAMP_LTZ(0, 3) ELSE record_ts END,
+  WATERMARK FOR event_time AS event_time - {_day_to_second(settings.time.out_of_orderness)}
 ) WITH (
   {with_clause}
 )"""
