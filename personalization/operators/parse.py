@@ -26,10 +26,14 @@ DLQ = OutputTag("dlq", Types.STRING())
 # passes into a new second, broadcast to the user operator (see operators.user_profile).
 CLOCK = OutputTag("clock", Types.TUPLE([Types.STRING(), Types.STRING()]))
 CLOCK_RESOLUTION_MS = 1_000
+# The source gives a record stamped too far in the future this rowtime, so that it cannot move
+# the watermark (pipelines.job.source_ddl); its real Kafka timestamp is in the row.
+SUSPENDED_ROWTIME = 0
 
 
 class ParseEvents(ProcessFunction):
-    """Input rows are (payload, topic, partition, offset, record_ts) from the Kafka table source."""
+    """Input rows are (payload, topic, partition, offset, record_ts, event_time) from the Kafka
+    table source; the record's rowtime is event_time (= record_ts unless too far in the future)."""
 
     def __init__(self, config: ValidationConfig, enrichment: EnrichmentConfig | None = None,
                  privacy: PrivacyConfig | None = None) -> None:
@@ -59,6 +63,8 @@ class ParseEvents(ProcessFunction):
             yield CLOCK, ("clock", str(clock))
         raw = row[0] if row[0] is not None else b""  # a tombstone (null value) is an empty record
         now = int(time.time() * 1000)
+        if record_ts == SUSPENDED_ROWTIME and row[4] is not None:
+            record_ts = _epoch_ms(row[4])  # the real Kafka timestamp (for the checks and the DLQ)
         result = self._validator.validate(raw, record_ts, now)
         if isinstance(result, Rejection):
             self._count_rejection(result.reason.value)
@@ -92,3 +98,13 @@ def complete_event(event: Event, catalog: dict[str, str] | None,
     if pseudonym is not None:
         changes["user_id"] = pseudonym(event.user_id)
     return dataclasses.replace(event, **changes) if changes else event
+
+
+def _epoch_ms(instant) -> int:
+    """A TIMESTAMP_LTZ field as epoch ms: thread mode hands the ``java.time.Instant`` itself,
+    process mode PyFlink's ``Instant`` (or a ``datetime``)."""
+    if hasattr(instant, "toEpochMilli"):
+        return int(instant.toEpochMilli())
+    if hasattr(instant, "to_epoch_milli"):
+        return int(instant.to_epoch_milli())
+    return int(instant.timestamp() * 1000)
