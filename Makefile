@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test bench bench-state stack-up stack-down stack-status stack-reset lock run clean
 
 setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
@@ -48,3 +48,6 @@ clean:
 
 bench: setup stack-up ## throughput + latency benchmark on the local stack (report in bench/results/)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-state: setup stack-up ## memory and checkpoint size/time with 1M users in state (bench/results/state-scale.md)
+	$(PY) -m bench.state_scale $(BENCH_ARGS)

@@ -69,6 +69,10 @@ class FlinkRest:
             time.sleep(0.25)
         raise TimeoutError(f"no savepoint for job {job_id} after {timeout_s:.0f} s")
 
+    def checkpoints(self, job_id: str) -> dict:
+        """Flink's checkpoint statistics (``latest.completed``: id, state_size, end_to_end_duration...)."""
+        return self._get(f"/jobs/{job_id}/checkpoints")
+
     def running_jobs(self) -> list[str]:
         return [job["id"] for job in self._get("/jobs")["jobs"] if job["status"] == "RUNNING"]
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from personalization.config.settings import REPO_ROOT
+from tests.support import free_port
 
 
 def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
@@ -22,3 +23,16 @@ def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
     assert latency["ms"]["n"] > 0 and latency["ms"]["p50"] <= latency["ms"]["p99"] <= latency["ms"]["max"]
     assert "b/a =" in (out / "report.md").read_text()
     assert (out / "latency.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_small_state_scale_run_writes_its_report(stack, datasets, tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "-m", "bench.state_scale", "--users", "500", "--backend", "hashmap",
+                             "--rest-port", str(free_port()), "--out", str(out)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = json.loads((out / "state-scale.json").read_text())
+    assert (row["users"], row["backend"]) == (500, "hashmap")
+    assert row["checkpoint_bytes"] > 0 and row["bytes_per_user"] == row["checkpoint_bytes"] / 500
+    assert row["jvm_peak_rss_bytes"] > 0
+    assert "| 500 | hashmap |" in (out / "state-scale.md").read_text()

@@ -1,0 +1,134 @@
+"""``make bench-state``: memory and checkpoint size/time with many distinct users in state.
+
+Input: the real replay (``bench.run.workload``), each event re-keyed to a user of its own, so
+``--users`` events leave that many users in state, each with one real event (its session,
+windows, devices, segments and dedup entry). The job runs unbounded on the local MiniCluster
+with the chosen state backend; once every event is processed, the next periodic checkpoint
+covers every user, and its size and duration come from Flink's REST API. Memory is the peak
+resident set (VmHWM) of the JVM that runs the MiniCluster and the embedded Python workers.
+
+Writes ``bench/results/state-scale.md`` and ``state-scale.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from bench.run import RESULTS, _run_settings, workload
+from personalization.config.settings import load_settings
+from personalization.pipelines.control import stop_with_savepoint
+from personalization.pipelines.main import run_job
+from personalization.pipelines.monitor import FlinkRest
+from personalization.replay.producer import produce
+from personalization.serving.reader import ProfileReader
+
+
+def distinct_users(count: int) -> list[dict]:
+    return [{**event, "user_id": f"{event['user_id']}~u{i}", "event_id": f"{event['event_id']}~u{i}"}
+            for i, event in enumerate(workload(count))]
+
+
+def measure(users: int, backend: str, rest_port: int, tmp: Path) -> dict:
+    settings = _run_settings(load_settings(), {"state_backend": backend, "rest_port": rest_port},
+                             {"bounded": False})
+    started = time.monotonic()
+    produce(distinct_users(users), settings.kafka.bootstrap_servers, settings.kafka.topics.events)
+    produced_s = time.monotonic() - started
+    client = run_job(settings, wait=False)
+    rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
+    job_id = str(client.get_job_id())
+    try:
+        _wait(lambda: _processed(rest, job_id) > 0, 300)
+        started = time.monotonic()
+        _wait(lambda: _processed(rest, job_id) >= users, 6 * 3600)
+        processing_s = time.monotonic() - started
+        after = _latest_checkpoint_id(rest, job_id)
+        checkpoint = _wait(lambda: _completed_after(rest, job_id, after), 600)
+        return {
+            "users": users, "backend": backend, "produce_s": produced_s, "processing_s": processing_s,
+            "events_per_s": users / processing_s,
+            "checkpoint_bytes": checkpoint["state_size"],
+            "checkpoint_persisted_bytes": checkpoint.get("checkpointed_size", checkpoint["state_size"]),
+            "checkpoint_ms": checkpoint["end_to_end_duration"],
+            "bytes_per_user": checkpoint["state_size"] / users,
+            "jvm_peak_rss_bytes": _jvm_peak_rss(),
+        }
+    finally:
+        stop_with_savepoint(client, (tmp / uuid.uuid4().hex).as_uri())
+        ProfileReader.from_settings(settings).delete_all()
+
+
+def _processed(rest: FlinkRest, job_id: str) -> int:
+    """Events the user operator has dealt with (applied, duplicate or late)."""
+    status = rest.try_status(job_id)
+    return sum(status.counters.get(f"events_{o}", 0) for o in ("processed", "duplicate", "late")) if status else 0
+
+
+def _latest_checkpoint_id(rest: FlinkRest, job_id: str) -> int:
+    latest = rest.checkpoints(job_id)["latest"]["completed"]
+    return latest["id"] if latest else 0
+
+
+def _completed_after(rest: FlinkRest, job_id: str, after: int) -> dict | None:
+    latest = rest.checkpoints(job_id)["latest"]["completed"]
+    return latest if latest and latest["id"] > after else None
+
+
+def _wait(condition, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(1)
+    raise TimeoutError(f"state-scale run: condition not met within {timeout_s:.0f} s")
+
+
+def _jvm_peak_rss() -> int:
+    """Peak RSS of this process's Java child: the gateway JVM that hosts the MiniCluster."""
+    for pid in Path("/proc").iterdir():
+        try:
+            status = (pid / "status").read_text()
+            cmdline = (pid / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields.get("PPid", "0")) == os.getpid() and b"java" in cmdline.split(b"\0", 1)[0]:
+            return int(fields["VmHWM"].split()[0]) * 1024
+    raise RuntimeError("the MiniCluster's JVM was not found among this process's children")
+
+
+def write_report(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "state-scale.json").write_text(json.dumps(rows, indent=2))
+    lines = ["# State scale", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores. Command: `make bench-state`.", "",
+             "| users | backend | events/s | checkpoint size | persisted (incremental) | checkpoint time | "
+             "bytes/user | JVM peak RSS |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['users']:,} | {r['backend']} | {r['events_per_s']:,.0f} | "
+                     f"{r['checkpoint_bytes'] / 2**20:,.0f} MiB | {r['checkpoint_persisted_bytes'] / 2**20:,.0f} MiB | "
+                     f"{r['checkpoint_ms'] / 1000:.1f} s | {r['bytes_per_user']:,.0f} | "
+                     f"{r['jvm_peak_rss_bytes'] / 2**30:.2f} GiB |")
+    (out / "state-scale.md").write_text("\n".join(lines) + "\n")
+
+
+@click.command()
+@click.option("--users", type=int, default=1_000_000, help="Distinct users to put in state.")
+@click.option("--backend", type=click.Choice(["rocksdb", "hashmap"]), default="rocksdb")
+@click.option("--rest-port", type=int, default=8091, help="REST port of the run's MiniCluster.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+def main(users: int, backend: str, rest_port: int, out: Path) -> None:
+    row = measure(users, backend, rest_port, out / "savepoints")
+    click.echo(json.dumps(row, indent=2))
+    write_report([row], out)
+
+
+if __name__ == "__main__":
+    main()
