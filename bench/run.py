@@ -118,6 +118,32 @@ def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
     return processed / ((max(writes) - min(writes)) / 1000)
 
 
+def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float]:
+    """Events/s of the tuned job with the online models and without, on the same events.
+
+    The span runs from the first profile write to the last write of anything the run makes
+    (profiles, and with learning the predictions and the model hash: the trainer finishes after
+    the user operator), so the trainer's own lag is part of the price."""
+    rates = {}
+    for enabled in (False, True):
+        settings = _run_settings(base, {}).with_overrides(learning={"enabled": enabled})
+        produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+        run_job(settings)
+        client = connect(settings.redis)
+        first, last = None, None
+        for key in client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000):
+            if client.type(key) != b"hash" or (at := client.hget(key, "updated_at")) is None:
+                continue
+            at = int(at)
+            last = at if last is None else max(last, at)
+            if key.endswith(b":profile"):
+                first = at if first is None else min(first, at)
+        processed = sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
+        ProfileReader.from_settings(settings).delete_all()
+        rates["with learning" if enabled else "without learning"] = processed / ((last - first) / 1000)
+    return rates
+
+
 def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, tmp: Path) -> list[float]:
     """Produce at ``rate`` for ``seconds``; return the probe latencies in ms."""
     settings = _run_settings(base, {}, {"bounded": False, "starting_offsets": "latest"})
@@ -249,9 +275,14 @@ def _plot(report: dict, path: Path) -> None:
 @click.option("--latency-seconds", type=float, default=20.0, help="Duration of each latency run.")
 @click.option("--rates", default="0.1,0.25,0.5,0.75", help="Latency input rates, as fractions of the tuned max.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
-def main(size: int, latency_seconds: float, rates: str, out: Path) -> None:
+@click.option("--learning-cost", is_flag=True,
+              help="Only measure the job with and without the online models (bench/results/learning-cost.md).")
+def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost: bool) -> None:
     settings = load_settings()
     events = workload(size)
+    if learning_cost:
+        _report_learning_cost(settings, events, out)
+        return
     core, core_profile = core_rate(settings, events)
     click.echo(f"core: {core:,.0f} events/s")
     tuned = job_rate(settings, events, {})
@@ -272,6 +303,22 @@ def main(size: int, latency_seconds: float, rates: str, out: Path) -> None:
         "latency": latency, "core_profile": core_profile,
     }, out)
     click.echo(f"report: {out / 'report.md'}")
+
+
+def _report_learning_cost(settings: Settings, events: list[dict], out: Path) -> None:
+    rates = measure_learning_cost(settings, events)
+    off, on = rates["without learning"], rates["with learning"]
+    lines = ["# Cost of the online models", "",
+             f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores. Command: "
+             f"`make bench BENCH_ARGS=\"--learning-cost --events {len(events)}\"`. Events: {len(events):,} "
+             "(the same events, one run after the other).", "",
+             "| run | events/s |", "|---|---|",
+             f"| tuned job, `learning.enabled: false` | {off:,.0f} |",
+             f"| tuned job, `learning.enabled: true` | {on:,.0f} |", "",
+             f"With learning the job runs at {on / off:.1%} of its rate without ({1 - on / off:.1%} slower)."]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning-cost.md").write_text("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
 
 
 if __name__ == "__main__":

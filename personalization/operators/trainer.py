@@ -107,13 +107,12 @@ class ModelTrainer(KeyedProcessFunction):
         if self._trainer is not None:
             return self._trainer
         data = self._state.value()
-        if data is None:
-            trainer = Trainer(self._rules, new_models(self._settings))
-        else:
-            trainer = Trainer.restore(data, self._rules)
-            for op in self._log.get():
-                trainer.receive(op[1:]) if op[0] == "r" else trainer.advance(int(op[1:]))
-                self._ops += 1
+        trainer = (Trainer(self._rules, new_models(self._settings)) if data is None
+                   else Trainer.restore(data, self._rules))
+        for op in self._log.get() or ():   # also when no snapshot was taken yet: the log alone
+            trainer.receive(op[1:]) if op[0] == "r" else trainer.advance(int(op[1:]))
+            self._ops += 1
+        if data is not None or self._ops:
             log.info("trainer restored: %d records processed, %d examples learned, %d operations replayed",
                      trainer.processed, trainer.models.propensity.learned, self._ops)
         self._trainer = trainer
@@ -137,6 +136,8 @@ class ModelTrainer(KeyedProcessFunction):
 
     def _carry_out(self, out: Outputs, ctx, end: bool = False):
         trainer = self._trainer
+        if end and self._settings.learning.export_every:   # end of input (bounded, or stop --drain): a file too
+            out.export_at = trainer.final_export() or out.export_at
         if out.export_at is not None:
             path = export_snapshot(trainer.models, self._settings.learning.snapshot_dir, out.export_at)
             log.info("model snapshot written: %s", path)

@@ -107,6 +107,31 @@ def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
     console.print(segments_table(settings, len(users)))
     if users:
         console.print(profile_table(max(users, key=lambda p: (p["sessions_converted"], p["events_total"]))))
+    model = ProfileReader.from_settings(settings).model()
+    if model:
+        console.print(model_table(model))
+
+
+def model_table(model: dict) -> Table:
+    """The online models' progressive validation (predict, then learn) at the end of the run."""
+    p = model["propensity"]
+    table = Table(title="online models (progressive validation: each example scored before it is learned)",
+                  show_header=False)
+    table.add_row("propensity: examples learned", f"{p['examples_learned']:,} of {p['labels']:,} labels "
+                  f"({p['positives']:,} converted, {p['negatives']:,} not; {p['unscored_sessions']:,} sessions "
+                  "opened by their purchase, not scored)")
+    table.add_row("propensity: ROC AUC / log loss, whole run", f"{p['roc_auc']:.4f} / {p['log_loss']:.4f}")
+    table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}",
+                  f"{p['recent_roc_auc']:.4f} / {p['recent_log_loss']:.4f}")
+    for c in model.get("clusters", []):
+        centroid = c["centroid"]
+        table.add_row(f"cluster {c['cluster']} ({c['assignments']:,} assignments)", ", ".join(
+            f"{k}: {v:,.2f}" for k, v in centroid.items() if k in ("events_per_session", "purchase_rate",
+                                                                   "dwell_s_per_event", "max_scroll_depth")))
+    trending = model.get("trending", {}).get("categories", [])
+    table.add_row("trending categories (last hour)", ", ".join(c["category_id"] for c in trending) or "-")
+    table.add_row("model size (pickled)", f"{model.get('model_bytes', 0):,} bytes")
+    return table
 
 
 def segments_table(settings: Settings, users: int) -> Table:

@@ -10,21 +10,19 @@
   ``users_with_labels``, ``model_bytes``, ``last_snapshot``, ``updated_at``.
 
 The trainer writes a batch (every user it updated in one operation, and the model hash) in one
-pipelined round trip, retried with backoff while Redis is down (the operator back-pressures).
+pipelined round trip, retried with backoff while Redis is down (``redis_store.retry_while_down``:
+the operator back-pressures).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import orjson
 import redis
 
-from personalization.serving.redis_store import _APPLY_PROFILE, encode_profile
-
-log = logging.getLogger(__name__)
+from personalization.serving.redis_store import _APPLY_PROFILE, encode_profile, retry_while_down
 
 
 def predictions_key(prefix: str, user_id: str) -> str:
@@ -40,34 +38,23 @@ class ModelWriter:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = ttl_ms
-        self._backoff_max_s = backoff_max_ms / 1000
+        self._backoff_max_ms = backoff_max_ms
         self._script = client.register_script(_APPLY_PROFILE)
 
     def write(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None = None) -> None:
-        if not writes and not model:
-            return
-        attempt = 0
-        while True:
-            try:
-                now = int(time.time() * 1000)
-                pipe = self._client.pipeline(transaction=False)
-                for user, (version, fields) in writes.items():
-                    self._script(keys=[predictions_key(self._prefix, user)],
-                                 args=[version, self._ttl_ms, b"updated_at", now, *encode_profile(fields)],
-                                 client=pipe)
-                if model:
-                    pipe.hset(model_key(self._prefix),
-                              mapping={**{k: orjson.dumps(v) for k, v in model.items()}, "updated_at": now})
-                pipe.execute()
-                return
-            except redis.AuthenticationError:
-                raise
-            except (redis.ConnectionError, redis.TimeoutError) as err:
-                delay = min(self._backoff_max_s, 0.05 * 2**attempt)
-                attempt += 1
-                log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
-                            err, attempt, delay)
-                time.sleep(delay)
+        if writes or model:
+            retry_while_down(lambda: self._send(writes, model), self._backoff_max_ms)
+
+    def _send(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None) -> None:
+        now = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for user, (version, fields) in writes.items():
+            self._script(keys=[predictions_key(self._prefix, user)],
+                         args=[version, self._ttl_ms, b"updated_at", now, *encode_profile(fields)], client=pipe)
+        if model:
+            pipe.hset(model_key(self._prefix), mapping={**{k: orjson.dumps(v) for k, v in model.items()},
+                                                        "updated_at": now})
+        pipe.execute()
 
 
 def read_predictions(client: redis.Redis, prefix: str, user_id: str) -> dict[str, Any] | None:

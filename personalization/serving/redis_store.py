@@ -120,6 +120,24 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {name.decode(): orjson.loads(value) for name, value in raw.items()}
 
 
+def retry_while_down(send, backoff_max_ms: int):
+    """``send()`` until Redis answers, with exponential backoff up to ``backoff_max_ms``: the
+    caller blocks, Flink back-pressures the sources, nothing is dropped. Only for idempotent
+    sends (a retry may repeat one that reached Redis). Refused credentials are not retried."""
+    attempt = 0
+    while True:
+        try:
+            return send()
+        except redis.AuthenticationError:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            delay = min(backoff_max_ms / 1000, 0.05 * 2**attempt)
+            attempt += 1
+            log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
+                        err, attempt, delay)
+            time.sleep(delay)
+
+
 class ProfileWriter:
     """Writes profiles (compare-and-set) and segment changes; one instance per parallel task.
 

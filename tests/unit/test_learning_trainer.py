@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import random
 import zlib
-from fractions import Fraction
 
 import pytest
-from river import evaluate, metrics
+from river import metrics
 
 from personalization.core.events import Event
 from personalization.core.learning.feed import LearningFeed
 from personalization.core.learning.interests import InterestRules
-from personalization.core.learning.propensity import FEATURE_NAMES, new_model
+from personalization.core.learning.evaluation import river_predictions
 from personalization.core.learning.trainer import Trainer, TrainerRules
 from personalization.core.rules import RuleSet
 from personalization.core.sessions import SessionRules
@@ -181,22 +180,18 @@ def test_restore_from_snapshot_and_log_is_exact(reference: Job) -> None:
     assert job.trainer.view() == reference.trainer.view()
 
 
+def test_the_final_models_are_exported_once_at_the_end() -> None:
+    trainer = run(generated(2, users=6, sessions=4)).trainer
+    assert trainer.models.propensity.learned > 0
+    assert trainer.final_export() == trainer.clock
+    assert trainer.last_export == {"created_at": trainer.clock, "examples_learned": trainer.models.propensity.learned}
+    assert trainer.final_export() is None   # already holds these models
+
+
 def test_predictions_equal_rivers_progressive_val_score(reference: Job) -> None:
-    examples = sorted(reference.examples, key=lambda e: e["question"])
-    questions = [e["question"] for e in examples]
-    n = len(examples)
-    delays = []
-    for i, e in enumerate(examples):
-        j = sum(q <= e["questions_asked"] for q in questions)   # questions asked before the answer
-        delays.append(Fraction(j - 1) + Fraction(e["seq"], n + 2) - i)
-    delay_iter = iter(delays)
-    steps = list(evaluate.iter_progressive_val_score(
-        dataset=[(dict(zip(FEATURE_NAMES, e["x"])), e["label"]) for e in examples], model=new_model(),
-        metric=metrics.ROCAUC(n_thresholds=100) + metrics.LogLoss(), delay=lambda _x, _y: next(delay_iter),
-        step=1, yield_predictions=True))
     ours = [e["prediction"] for e in reference.examples]
-    theirs = [s["Prediction"][True] for s in steps]
-    assert len(ours) == len(theirs) == n
+    theirs = river_predictions(reference.examples, metrics.ROCAUC(n_thresholds=100) + metrics.LogLoss())
+    assert len(ours) == len(theirs) == len(reference.examples)
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-9
 
 

@@ -115,6 +115,15 @@ class Trainer:
             self.sweep(watermark)   # the end of a bounded input: nothing can reach any span now
         return out
 
+    def final_export(self) -> int | None:
+        """At the end of input: ask for a snapshot file of the final models (its ``created_at``),
+        unless the newest one asked for already holds them."""
+        learned = self.models.propensity.learned
+        if not learned or (self.last_export or {}).get("examples_learned") == learned:
+            return None
+        self.last_export = {"created_at": self.clock, "examples_learned": learned}
+        return self.clock
+
     def next_time(self) -> int | None:
         """The time of the oldest held record: when the operator's next timer is due."""
         return self.held[0][0][0] if self.held else None

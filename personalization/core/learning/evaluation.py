@@ -1,0 +1,43 @@
+"""The trainer's progressive validation, replayed by River itself: an offline check of the examples.
+
+Input: the learned examples as the trainer emits them (the ``examples`` topic: ``seq``,
+``question``, ``questions_asked``, ``x``, ``label``, ``prediction``). Each example's question
+was asked (its prediction made) at the event numbered ``question``; its answer (the label) was
+revealed when ``questions_asked`` questions had been asked, and answers are revealed in ``seq``
+order. ``river.evaluate.iter_progressive_val_score`` over the examples in question order, with
+each label delayed to just that moment, predicts with a fresh model exactly what the trainer
+predicted (the parity tests hold it to 1e-9).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Iterable
+
+from river import evaluate, metrics
+
+from personalization.core.learning.propensity import FEATURE_NAMES, new_model
+
+
+def label_delays(by_question: list[dict]) -> list[Fraction]:
+    """Per example (in question order), how many steps after its question its label arrives:
+    after the ``j``-th question, where ``j`` questions had been asked when it was learned, and
+    between two questions in learning order (``seq``)."""
+    questions = [e["question"] for e in by_question]
+    n = len(by_question)
+    delays = []
+    for i, e in enumerate(by_question):
+        j = sum(q <= e["questions_asked"] for q in questions)   # questions asked before the answer
+        delays.append(Fraction(j - 1) + Fraction(e["seq"], n + 2) - i)
+    return delays
+
+
+def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | None = None) -> list[float]:
+    """River's progressive predictions P(purchase) for ``examples``, in learning (``seq``) order."""
+    by_question = sorted(examples, key=lambda e: e["question"])
+    delays = iter(label_delays(by_question))
+    steps = evaluate.iter_progressive_val_score(
+        dataset=[(dict(zip(FEATURE_NAMES, e["x"])), e["label"]) for e in by_question], model=new_model(),
+        metric=metric or metrics.ROCAUC(n_thresholds=100), delay=lambda _x, _y: next(delays), step=1,
+        yield_predictions=True)
+    return [s["Prediction"][True] for s in steps]
