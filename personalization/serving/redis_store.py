@@ -167,29 +167,21 @@ class ProfileWriter:
     def write_many(self, writes: Sequence[Write]) -> int:
         """Write ``(profile, changes)`` pairs of different users in one pipeline (one round trip);
         the number of profiles applied."""
-        attempt = 0
-        while True:
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                now = int(time.time() * 1000)
-                profile_calls = []
-                for profile, changes in writes:
-                    profile_calls.append(len(pipe))
-                    self._script(keys=[profile_key(self._prefix, profile["user_id"])],
-                                 args=[profile["version"], self._ttl_ms, b"updated_at", now,
-                                       *encode_profile(profile)], client=pipe)
-                    if changes:
-                        self._changes(pipe, profile["user_id"], changes)
-                results = pipe.execute()
-                return sum(1 for i in profile_calls if results[i])
-            except redis.AuthenticationError:
-                raise
-            except (redis.ConnectionError, redis.TimeoutError) as err:
-                delay = min(self._backoff_max_s, 0.05 * 2**attempt)
-                attempt += 1
-                log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
-                            err, attempt, delay)
-                time.sleep(delay)
+        return retry_while_down(lambda: self._send(writes), round(self._backoff_max_s * 1000))
+
+    def _send(self, writes: Sequence[Write]) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        now = int(time.time() * 1000)
+        profile_calls = []
+        for profile, changes in writes:
+            profile_calls.append(len(pipe))
+            self._script(keys=[profile_key(self._prefix, profile["user_id"])],
+                         args=[profile["version"], self._ttl_ms, b"updated_at", now,
+                               *encode_profile(profile)], client=pipe)
+            if changes:
+                self._changes(pipe, profile["user_id"], changes)
+        results = pipe.execute()
+        return sum(1 for i in profile_calls if results[i])
 
     def _changes(self, pipe, user_id: str, changes: list[dict[str, Any]]) -> None:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
