@@ -17,13 +17,14 @@ import os
 import signal
 import subprocess
 import sys
-from fractions import Fraction
 
 import pytest
-from river import evaluate, metrics
+from kafka import KafkaConsumer, TopicPartition
+from river import metrics
 
 from personalization.config.settings import REPO_ROOT
-from personalization.core.learning.propensity import FEATURE_NAMES, new_model
+from personalization.core.learning.evaluation import river_predictions
+from personalization.core.learning.propensity import FEATURE_NAMES
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
@@ -63,21 +64,9 @@ def test_every_label_is_learned_once_and_published(baseline) -> None:
 
 def test_predictions_equal_rivers_progressive_val_score(baseline) -> None:
     _, _, examples = baseline
-    by_question = sorted(examples, key=lambda e: e["question"])
-    questions = [e["question"] for e in by_question]
-    n = len(examples)
-    delays = []
-    for i, e in enumerate(by_question):
-        j = sum(q <= e["questions_asked"] for q in questions)   # questions asked before the answer
-        delays.append(Fraction(j - 1) + Fraction(e["seq"], n + 2) - i)
-    delay_iter = iter(delays)
-    steps = list(evaluate.iter_progressive_val_score(
-        dataset=[(dict(zip(FEATURE_NAMES, e["x"])), e["label"]) for e in by_question], model=new_model(),
-        metric=metrics.ROCAUC(n_thresholds=100), delay=lambda _x, _y: next(delay_iter), step=1,
-        yield_predictions=True))
     ours = [e["prediction"] for e in examples]
-    theirs = [s["Prediction"][True] for s in steps]
-    assert len(theirs) == n
+    theirs = river_predictions(examples)
+    assert len(theirs) == len(examples)
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-9
 
 
@@ -119,36 +108,69 @@ def test_profiles_carry_predictions_interests_and_clusters(baseline) -> None:
     assert _model(settings)["model_bytes"] > 0
 
 
-@pytest.mark.xfail(strict=False, reason="open: in the drained unbounded restore run the trainer does not see the "
-                   "end-of-input watermark, so sessions closed at the end are never learned (issue 7)")
 def test_sigkill_then_restore_learns_every_label_once_and_ends_equal(baseline, tmp_path) -> None:
+    """The restored run ends with the models of the uninterrupted one: every label learned once.
+
+    Two conditions make the proof real rather than lucky:
+
+    - the checkpoint restored from is one that *completed after* the trainer had learned, so
+      it holds trainer state (snapshot + operation log), not the empty trainer of a barrier that
+      overtook no record (under back-pressure the first checkpoints of a run often do);
+    - the drain must end event time. Flink 2.2 drops the final watermark of ``stop --drain``
+      when the source is idle (FLINK-40499): after a restore, partitions with nothing left to
+      read go idle after ``time.idle_timeout`` and the others once read out, and then neither
+      the user operator nor the trainer would see the end of input. The run here keeps the
+      source from going idle during the test; README "Stopping with --drain" has the details.
+    """
     baseline_settings, total, examples = baseline
     settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                                 kafka={**EXACTLY_ONCE, "bounded": False},
+                                 kafka={**EXACTLY_ONCE, "bounded": False}, time={"idle_timeout": "1h"},
                                  flink={"checkpoint_interval": 1_000}, learning={"checkpoint_every": 300})
     config = write_config(settings, tmp_path / "job.yaml")
     job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
                            cwd=REPO_ROOT, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir)
-                   and _model(settings).get("propensity", {}).get("examples_learned", 0) > 0,
-                   180, "a completed checkpoint and the first learned examples")
+        wait_until(lambda: _model(settings).get("propensity", {}).get("examples_learned", 0) > 0, 240,
+                   "the first learned examples")
+        after = _checkpoint_number(settings)
+        wait_until(lambda: _checkpoint_number(settings) > after, 120, f"a checkpoint completed after chk-{after}")
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
     assert 0 < _model(settings)["propensity"]["examples_learned"] < len(examples)   # killed mid-stream
 
     client = start_job(settings.with_overrides(flink={"savepoint_path": latest_checkpoint(settings.flink.checkpoint_dir)}))
-    wait_until(lambda: _processed(settings) == total, 300, f"all {total} events to be processed")
+    # Not "every profile counts every event": with event time held until the drain, the restored
+    # run numbers profile versions differently mid-run (events first, session and rule steps at
+    # the end), so Redis refuses its mid-run writes until the final ones. Every event read and
+    # covered by a completed checkpoint (the source commits its offsets then) is the condition.
+    wait_until(lambda: _all_read(settings), 300, "the restored job to read and checkpoint every event")
     stop_with_savepoint(client, (tmp_path / "drained").as_uri(), drain=True)
 
+    assert _processed(settings) == total
     model = _model(settings)["propensity"]
     assert model["examples_learned"] == model["labels"] == len(examples)
     learning_keys = lambda s: {k: v for k, v in redis_state(s).items() if k.endswith(":predictions") or k == ":model"}
     assert learning_keys(settings) == learning_keys(baseline_settings)
-    restored = {e["seq"]: e for e in read_topic(settings, settings.kafka.topics.examples)}
-    assert [restored[e["seq"]] for e in examples] == examples
+    restored = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
+    assert restored == examples   # read_committed: each example once, none lost, the same predictions
+
+
+def _all_read(settings) -> bool:
+    topic = settings.kafka.topics.events
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                             group_id=settings.kafka.group_id, enable_auto_commit=False)
+    try:
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+        return bool(ends) and all((consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close()
+
+
+def _checkpoint_number(settings) -> int:
+    latest = latest_checkpoint(settings.flink.checkpoint_dir)
+    return int(latest.rsplit("chk-", 1)[1]) if latest else 0
 
 
 def _processed(settings) -> int:
