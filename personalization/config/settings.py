@@ -194,7 +194,7 @@ class FlinkConfig(_Section):
     bundle_size: int = Field(100, ge=1)
     bundle_time: DurationMs = parse_duration_ms("10ms")
     buffer_timeout: DurationMs = parse_duration_ms("5ms")
-    state_cache_size: int = Field(100_000, ge=1)
+    state_cache_size: int = Field(20_000, ge=1)
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
     savepoint_path: str = ""

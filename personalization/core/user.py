@@ -101,6 +101,7 @@ class Result:
     outcome: Outcome | None = None
     lateness_ms: int = 0
     profile_changed: bool = False
+    state_changed: bool = False  # the state changed without the profile (it must still be kept)
     sessions: list[SessionSummary] = field(default_factory=list)
     changes: list[NumberedChange] = field(default_factory=list)
     next_timer: int | None = None
@@ -272,6 +273,7 @@ class UserLogic:
         if deadline_bound is not None:
             self._deadlines(state, deadline_bound, result)
         state.released_to = watermark
+        result.state_changed = True
 
     def _adopt_rules(self, state: UserState, result: Result) -> None:
         """After a rules update, re-decide every segment under the new rules at the rules' clock

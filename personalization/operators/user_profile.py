@@ -30,6 +30,7 @@ from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, UserLogic
 from personalization.udfs.enrichment import enrich
 from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
+from personalization.state.cached import CachedValueState
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._logic = user_logic(self._settings, self._start_rules)
         self._restored = False
         self._clock: int | None = None
-        self._state = runtime_context.get_state(USER_STATE)
+        self._state = CachedValueState(runtime_context.get_state(USER_STATE), self._settings.flink.state_cache_size)
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
@@ -95,7 +96,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
-        state = self._state.value() or self._logic.new_state(ctx.get_current_key())
+        user = ctx.get_current_key()
+        state = self._state.value(user) or self._logic.new_state(user)
         watermark = ctx.timer_service().current_watermark()
         result = self._logic.on_event(state, event, watermark)
         self._outcomes[result.outcome].inc()
@@ -113,7 +115,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self._flush_due(timestamp, ctx)
             return
-        state = self._state.value()
+        state = self._state.value(ctx.get_current_key())
         if state is None:
             return
         final = None if self._clock is None else self._clock - self._settings.time.out_of_orderness
@@ -163,13 +165,16 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def _carry_out(self, state, result: Result, ctx):
         records = [change.as_record() for change in result.changes]
+        user = ctx.get_current_key()
         if result.profile_changed:
-            self._state.update(state)
+            self._state.update(user, state)
             self._writes.put(self._logic.profile(state), records)
             self._profile_writes.inc()
             self._flush_within_delay(ctx)
-        elif result.learning:  # records were built from this state: keep it, or they would be built again
-            self._state.update(state)
+        elif result.state_changed or result.learning:  # learning records were built from this state:
+            self._state.update(user, state)             # keep it, or they would be built again
+        else:
+            self._state.forget(user)
         for record in result.learning:
             yield LEARN, record
         for summary in result.sessions:
@@ -208,7 +213,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                 self._writes.flush()
             return
         # Set before a restore: the write it guarded may have been lost with the old buffer.
-        state = self._state.value()
+        state = self._state.value(user)
         if state is not None:
             self._writes.put(self._logic.profile(state), [])
             self._flush_within_delay(ctx)

@@ -1,0 +1,43 @@
+"""A read-through cache of live Python objects in front of a pickled keyed ValueState.
+
+In thread mode every ``ValueState.value()`` is a call into the JVM plus an unpickle: PyFlink's
+``python.state.cache-size`` only applies to process mode. The operator is the only writer of
+its keyed state, so the object it last wrote for a key is exactly what the state holds, and
+reading it back from the JVM is wasted work. Writes still go to Flink state at once (they must
+be in the next checkpoint); only reads are saved. After a restart the cache starts empty.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class CachedValueState(Generic[V]):
+    def __init__(self, state, capacity: int) -> None:
+        self._state = state
+        self._capacity = capacity
+        self._live: dict[object, V] = {}  # insertion order = least recently used first
+
+    def value(self, key) -> V | None:
+        live = self._live.pop(key, None)
+        if live is None:
+            live = self._state.value()
+            if live is None:
+                return None
+        self._remember(key, live)
+        return live
+
+    def update(self, key, value: V) -> None:
+        self._state.update(value)
+        self._remember(key, value)
+
+    def forget(self, key) -> None:
+        """The caller changed the object without writing it: the next read must see the state."""
+        self._live.pop(key, None)
+
+    def _remember(self, key, value: V) -> None:
+        self._live[key] = value
+        if len(self._live) > self._capacity:
+            del self._live[next(iter(self._live))]
