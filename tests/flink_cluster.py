@@ -19,6 +19,7 @@ import pyflink
 import yaml
 
 from personalization.config.settings import REPO_ROOT, Settings
+from personalization.pipelines.job import EMBEDDED_STARTUP
 from personalization.pipelines.monitor import FlinkRest
 from tests.support import wait_until, write_config
 
@@ -73,7 +74,7 @@ class FlinkCluster:
             "FLINK_LIB_DIR": str(lib_dir),
             "FLINK_IDENT_STRING": "pz",
             # Thread mode embeds Python in the TaskManager JVM: give it the venv and the project.
-            "PYTHONPATH": os.pathsep.join([*__import__("site").getsitepackages(), str(REPO_ROOT)]),
+            "PYTHONPATH": os.pathsep.join([str(EMBEDDED_STARTUP), *__import__("site").getsitepackages(), str(REPO_ROOT)]),
         }
 
     def _script(self, name: str, *args: str) -> None:

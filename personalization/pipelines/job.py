@@ -36,6 +36,7 @@ from personalization.operators.user_profile import (
 from personalization.pipelines.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
 
+EMBEDDED_STARTUP = Path(__file__).parent / "embedded"  # sitecustomize of the JVM's interpreter
 _STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
 
 
@@ -83,11 +84,11 @@ def flink_configuration(settings: Settings) -> Configuration:
 def _expose_interpreter_paths() -> None:
     """Thread mode runs Python embedded in the JVM (pemja), which starts from the base
     interpreter's sys.path and misses the virtualenv (FLINK-38585). PYTHONPATH, inherited by
-    the JVM that PyFlink launches, puts the venv's site-packages and this project back."""
-    paths = [p for p in (*site.getsitepackages(), str(REPO_ROOT)) if p]
+    the JVM that PyFlink launches, puts the venv's site-packages and this project back, and a
+    ``sitecustomize`` that imports the operators first (see ``embedded/sitecustomize.py``)."""
+    paths = [p for p in (str(EMBEDDED_STARTUP), *site.getsitepackages(), str(REPO_ROOT)) if p]
     existing = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([existing] if existing else [])])
-
 
 
 def _add_prometheus_reporter_to_classpath() -> None:

@@ -1,0 +1,17 @@
+"""Imported by the Python interpreter embedded in a Flink JVM (thread mode) when it starts.
+
+Thread mode runs every Python operator of a TaskManager in one interpreter, each on its task's
+thread. A pybind11 extension (scipy's, under River) initialises itself with PyGILState_Ensure,
+which deadlocks on any task thread except the one that started the interpreter: the task
+thread already holds the GIL under another thread state, and waits for it forever. Which task
+opens first is a race, so jobs hung at start-up now and then (seen with the user operator
+stuck importing scipy.spatial while the parse task ran). Importing the operators' modules here,
+on the thread that starts the interpreter, initialises those extensions where it is safe.
+
+Only the JVM's interpreter sees this folder (``pipelines.job`` puts it on the PYTHONPATH it
+hands to the JVM); ordinary Python processes of the project never import it.
+"""
+
+import personalization.operators.parse  # noqa: F401
+import personalization.operators.trainer  # noqa: F401
+import personalization.operators.user_profile  # noqa: F401
