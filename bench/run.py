@@ -125,7 +125,7 @@ def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float
     (profiles, and with learning the predictions and the model hash: the trainer finishes after
     the user operator), so the trainer's own lag is part of the price."""
     rates = {}
-    for enabled in (False, True):
+    for enabled in (True, False):
         settings = _run_settings(base, {}).with_overrides(learning={"enabled": enabled})
         produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
         run_job(settings)
