@@ -13,6 +13,7 @@ import yaml
 from personalization.config.settings import Settings, load_settings
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics, read_topic
+from personalization.replay.producer import produce, replay_events
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
@@ -41,6 +42,16 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
     ensure_topics(settings)
     CREATED.append(settings)
     return settings
+
+
+def replayed_run(tmp_path: Path, seed: int, limit: int, **sections) -> tuple[Settings, list[dict]]:
+    """A bounded run of the job over the first ``limit`` real Taobao events (seeded synthetic
+    signals), in topics of its own: the baseline that fault, cluster and model tests compare to."""
+    events = list(replay_events("taobao", augmented=True, seed=seed, limit=limit))
+    settings = isolated_settings(tmp_path, **sections)
+    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    run_job(settings)
+    return settings, events
 
 
 def write_config(settings: Settings, path: Path) -> Path:

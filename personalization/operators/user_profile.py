@@ -168,9 +168,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         user = ctx.get_current_key()
         if result.profile_changed:
             self._state.update(user, state)
-            self._writes.put(self._logic.profile(state), records)
+            if self._writes.put(self._logic.profile(state), records):
+                self._flush_within_delay(user, ctx)
             self._profile_writes.inc()
-            self._flush_within_delay(ctx)
         elif result.state_changed or result.learning:  # learning records were built from this state:
             self._state.update(user, state)             # keep it, or they would be built again
         else:
@@ -186,8 +186,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if result.next_timer is not None:
             ctx.timer_service().register_event_time_timer(result.next_timer)
 
-    def _flush_within_delay(self, ctx) -> None:
-        """A processing-time timer per user with a held-back write, due within ``batch_delay``.
+    def _flush_within_delay(self, user: str, ctx) -> None:
+        """A processing-time timer for a user's newly held-back write, due ``batch_delay`` later.
 
         Why a timer and not a clock check: timers are checkpointed. A checkpoint taken while
         writes are held back (thread mode gives no hook before the barrier to flush them) still
@@ -195,15 +195,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         from the restored state (``_flush_due``). So a write covered by a completed checkpoint
         is either in Redis already or re-done after the restore, by the compare-and-set.
         """
-        user = ctx.get_current_key()
-        if not self._writes.is_pending(user):
-            return
-        delay = self._settings.redis.batch_delay
-        now = ctx.timer_service().current_processing_time()
-        timer = (user, now - now % delay + delay)  # rounded: one timer per user per slot
-        if timer not in self._flush_timers:
-            self._flush_timers.add(timer)
-            ctx.timer_service().register_processing_time_timer(timer[1])
+        due = int(time.time() * 1000) + self._settings.redis.batch_delay  # no JVM call per event
+        self._flush_timers.add((user, due))
+        ctx.timer_service().register_processing_time_timer(due)
 
     def _flush_due(self, timestamp: int, ctx) -> None:
         user = ctx.get_current_key()
@@ -214,9 +208,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             return
         # Set before a restore: the write it guarded may have been lost with the old buffer.
         state = self._state.value(user)
-        if state is not None:
-            self._writes.put(self._logic.profile(state), [])
-            self._flush_within_delay(ctx)
+        if state is not None and self._writes.put(self._logic.profile(state), []):
+            self._flush_within_delay(user, ctx)
 
     def close(self) -> None:
         # At the end of a bounded input processing-time timers no longer fire: send the rest.

@@ -213,15 +213,20 @@ class WriteBehind:
         self._max_batch = max_batch
         self._pending: dict[str, Write] = {}
 
-    def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+    def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> bool:
+        """True when this write starts a held-back write for its user: the one the owner must
+        see flushed within the delay (a newer profile for a user already held back is not)."""
         user = profile["user_id"]
         if changes:
             self._pending.pop(user, None)  # an older version of this profile: superseded
             self._writer.write(profile, changes)
-            return
+            return False
+        started = user not in self._pending
         self._pending[user] = (profile, [])
         if len(self._pending) >= self._max_batch:
             self.flush()
+            return False
+        return started
 
     def is_pending(self, user_id: str) -> bool:
         return user_id in self._pending

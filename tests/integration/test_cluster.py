@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from personalization.pipelines.main import run_job
-from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
 from tests.flink_cluster import FlinkCluster
-from tests.support import isolated_settings, latest_checkpoint, redis_state, wait_until
+from tests.support import isolated_settings, latest_checkpoint, redis_state, replayed_run, wait_until
 
 SLICE = 15_000
 CUSTOM_METRICS = ("personalization_events_processed", "personalization_profile_writes",
@@ -22,10 +20,7 @@ CUSTOM_METRICS = ("personalization_events_processed", "personalization_profile_w
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    events = list(replay_events("taobao", augmented=True, seed=9, limit=SLICE))
-    settings = isolated_settings(tmp_path_factory.mktemp("cluster-baseline"))
-    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    run_job(settings)
+    settings, events = replayed_run(tmp_path_factory.mktemp("cluster-baseline"), seed=9, limit=SLICE)
     return settings, len(events)
 
 

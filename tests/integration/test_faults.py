@@ -21,11 +21,9 @@ import pytest
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.main import run_job
-from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
-from tests.support import (RedisServer, isolated_settings, latest_checkpoint, redis_state, sessions_of,
-                           start_job, wait_until, write_config)
+from tests.support import (RedisServer, isolated_settings, latest_checkpoint, redis_state, replayed_run,
+                           sessions_of, start_job, wait_until, write_config)
 
 SLICE = 20_000
 EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
@@ -33,10 +31,7 @@ EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    events = list(replay_events("taobao", augmented=True, seed=5, limit=SLICE))
-    settings = isolated_settings(tmp_path_factory.mktemp("baseline"), kafka=EXACTLY_ONCE)
-    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    run_job(settings)
+    settings, events = replayed_run(tmp_path_factory.mktemp("baseline"), seed=5, limit=SLICE, kafka=EXACTLY_ONCE)
     return settings, len(events)
 
 

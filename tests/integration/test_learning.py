@@ -26,13 +26,12 @@ from personalization.config.settings import REPO_ROOT
 from personalization.core.learning.evaluation import river_predictions
 from personalization.core.learning.propensity import FEATURE_NAMES
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
-from personalization.replay.producer import produce, replay_events
 from personalization.serving.model_store import read_model
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
-from tests.support import isolated_settings, latest_checkpoint, redis_state, start_job, wait_until, write_config
+from tests.support import (isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
+                           write_config)
 
 SLICE = 12_000
 EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
@@ -40,10 +39,7 @@ EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    events = list(replay_events("taobao", augmented=True, seed=7, limit=SLICE))
-    settings = isolated_settings(tmp_path_factory.mktemp("learning"), kafka=EXACTLY_ONCE)
-    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    run_job(settings)
+    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=7, limit=SLICE, kafka=EXACTLY_ONCE)
     examples = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
     return settings, len(events), examples
 

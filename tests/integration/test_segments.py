@@ -23,12 +23,11 @@ import duckdb
 import pytest
 
 from personalization.config.settings import REPO_ROOT
-from personalization.pipelines.main import run_job
 from personalization.pipelines.rules import publish
 from personalization.pipelines.topics import read_topic
-from personalization.replay.producer import produce, replay_events
+from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
-from tests.support import isolated_settings, start_job, wait_until
+from tests.support import isolated_settings, replayed_run, start_job, wait_until
 
 T = 1_511_658_000_000  # 2017-11-26 01:00:00 UTC, a multiple of every bucket width below 12 h
 S = 1_000
@@ -356,11 +355,7 @@ def oracle_members(events: list[dict], gap_ms: int, final_watermark: int) -> dic
 
 @pytest.fixture(scope="module")
 def replay(stack, datasets, tmp_path_factory):
-    events = list(replay_events("taobao", augmented=True, seed=13, limit=SLICE))
-    settings = isolated_settings(tmp_path_factory.mktemp("segments-replay"))
-    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    run_job(settings)
-    return settings, events
+    return replayed_run(tmp_path_factory.mktemp("segments-replay"), seed=13, limit=SLICE)
 
 
 def test_segment_members_of_a_real_replay_equal_an_independent_duckdb_computation(replay):
