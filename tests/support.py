@@ -17,7 +17,8 @@ from personalization.replay.producer import produce, replay_events
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
-TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules", "examples")
+TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules", "examples", "no_consent", "erasure",
+              "audit")
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
 CREATED: list[Settings] = []  # what this test session made, for the clean-up at its end

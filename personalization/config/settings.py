@@ -70,6 +70,9 @@ class Topics(_Section):
     segment_changes: str = "segment-changes"
     rules: str = "rules"
     examples: str = "model-examples"
+    no_consent: str = "events.no-consent"
+    erasure: str = "erasure-requests"
+    audit: str = "erasure-audit"
     partitions: int = Field(4, ge=1)
 
 
@@ -159,6 +162,8 @@ class EnrichmentConfig(_Section):
 class PrivacyConfig(_Section):
     pseudonymize: bool = False
     pseudonym_key_env: str = Field("PZ_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    consent_default: Literal["granted", "denied"] = "granted"
+    without_consent: Literal["drop", "route"] = "drop"
 
 
 class LearningConfig(_Section):

@@ -27,6 +27,7 @@ class Event:
     dwell_ms: int | None = None
     user_agent: str | None = None
     session_id: str | None = None
+    consent: str | None = None  # consent.personalization as stated by the event (core.privacy)
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
@@ -43,4 +44,5 @@ class Event:
             dwell_ms=None if dwell is None else int(dwell),
             user_agent=payload.get("user_agent"),
             session_id=payload.get("session_id"),
+            consent=(payload.get("consent") or {}).get("personalization"),
         )

@@ -50,6 +50,7 @@ class Outcome(str, enum.Enum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
     LATE = "late"
+    NO_CONSENT = "no_consent"  # not profiled: consent not granted (core.privacy; set by the operator)
 
 
 @evolvable
@@ -80,6 +81,7 @@ class UserState:
     browsers: dict[str, int] = field(default_factory=dict)
     oses: dict[str, int] = field(default_factory=dict)
     last_device: tuple[int, str, str, str, str] | None = None
+    consent: str | None = None  # the user's latest stated consent, granted or denied (core.privacy)
 
 
 class NumberedChange(NamedTuple):

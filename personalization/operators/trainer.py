@@ -143,7 +143,7 @@ class ModelTrainer(KeyedProcessFunction):
             log.info("model snapshot written: %s", path)
         now = time.monotonic()
         publish = end or (out.processed and now - self._published >= PUBLISH_EVERY_S)
-        self._writer.write(out.writes, self._model_view() if publish else None)
+        self._writer.write(out.writes, self._model_view() if publish else None, out.erased)
         if publish:
             self._published = now
         nxt = trainer.next_time()

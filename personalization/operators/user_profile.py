@@ -6,6 +6,12 @@ Two inputs: the events keyed by user, and a broadcast control stream of ``(kind,
 second: at the end of a bounded input it tells every task how far event time got, whatever
 its parallelism, see ``core.user``).
 
+The keyed input carries the events and the erasure requests (``core.privacy.ErasureRequest``,
+keyed by the same user id). Consent decides, per event, whether it is profiled at all; an
+erasure replaces the user's keyed state by a ``Suppressed`` marker, drops the user's held-back
+Redis write, deletes the user's Redis keys, tells the trainer, and confirms on the audit topic.
+Timers of a user who is not profiled (erased, or consent revoked) do nothing when they fire.
+
 One output of ``(kind, json)`` pairs, routed to the Kafka topics by ``RouteOutputs``: PyFlink
 2.2 (thread mode) does not route side outputs yielded by ``on_timer`` of a keyed broadcast
 function, and sessions and segment changes are emitted from timers.
@@ -23,12 +29,15 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
-from personalization.core.learning.feed import LearningFeed, check_windows
+from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
 from personalization.core.learning.interests import InterestRules
+from personalization.core.privacy import Admission, ConsentRules, ErasureRequest, Suppressed, audit_record
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
-from personalization.core.user import Outcome, Result, UserLogic
+from personalization.core.user import Outcome, Result, UserLogic, UserState
 from personalization.udfs.enrichment import enrich
+from personalization.udfs.validation import control_dlq_record
+from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
 from personalization.state.cached import CachedValueState
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
@@ -38,7 +47,9 @@ log = logging.getLogger(__name__)
 KIND_AND_JSON = Types.TUPLE([Types.STRING(), Types.STRING()])
 SESSIONS, LATE, SEGMENT_CHANGES, DLQ = "sessions", "late", "segment-changes", "dlq"
 LEARN = "learning"  # records for the model trainer (core.learning.feed)
-ROUTES = {kind: OutputTag(kind, Types.STRING()) for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, LEARN)}
+NO_CONSENT, AUDIT = "no-consent", "audit"  # events not profiled (privacy.without_consent: route); erasures done
+ROUTES = {kind: OutputTag(kind, Types.STRING())
+          for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, LEARN, NO_CONSENT, AUDIT)}
 RULES, CLOCK = "rules", "clock"
 RULES_TOPIC_SOURCE = "rules topic"
 
@@ -80,8 +91,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._clock: int | None = None
         self._state = CachedValueState(runtime_context.get_state(USER_STATE), self._settings.flink.state_cache_size)
         cfg = self._settings.redis
-        client = connect(cfg)
+        self._client = client = connect(cfg)
         check_connection(client, cfg)
+        self._consent = ConsentRules(self._settings.privacy.consent_default)
+        self._route_refused = self._settings.privacy.without_consent == "route"
         writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
                                self._settings.rules.stream_maxlen)
         self._writes = WriteBehind(writer, cfg.batch_size if cfg.batch_delay else 1)
@@ -93,13 +106,25 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._segment_changes = metrics.counter("segment_changes")
         self._rules_applied = metrics.counter("rules_applied")
         self._rules_rejected = metrics.counter("rules_rejected")
+        self._revocations = metrics.counter("consent_revocations")
+        self._erasures = metrics.counter("erasures")
 
-    def process_element(self, event: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+    def process_element(self, value: Event | ErasureRequest, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
-        user = ctx.get_current_key()
-        state = self._state.value(user) or self._logic.new_state(user)
+        if isinstance(value, ErasureRequest):
+            yield from self._erase(value, ctx)
+            return
+        event, user = value, ctx.get_current_key()
+        admission = self._consent.admit(self._state.value(user), event, self._logic.new_state)
+        if admission.revoked:
+            self._revocations.inc()
+        if admission.state is None:
+            yield from self._refuse(user, event, admission)
+            return
+        state = admission.state
         watermark = ctx.timer_service().current_watermark()
         result = self._logic.on_event(state, event, watermark)
+        result.state_changed = result.state_changed or admission.changed
         self._outcomes[result.outcome].inc()
         if result.outcome is Outcome.LATE:
             yield LATE, orjson.dumps({
@@ -115,8 +140,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self._flush_due(timestamp, ctx)
             return
-        state = self._state.value(ctx.get_current_key())
-        if state is None:
+        state = self._consent.profiled(self._state.value(ctx.get_current_key()))
+        if state is None:  # no state, erased, or consent revoked: nothing more happens to the user
             return
         final = None if self._clock is None else self._clock - self._settings.time.out_of_orderness
         result = self._logic.on_timer(state, ctx.timer_service().current_watermark(), final)
@@ -137,12 +162,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._rules_rejected.inc()
             log.warning("rules update rejected, the running rules (version %r) stay: %s",
                         self._logic.rules.version, err)
-            yield DLQ, orjson.dumps({
-                "reason": "invalid_rules", "detail": str(err), "path": None,
-                "source": {"topic": self._settings.kafka.topics.rules},
-                "rejected_at": int(time.time() * 1000), "running_rules_version": self._logic.rules.version,
-                "payload_encoding": "utf-8", "payload": payload,
-            }).decode()
+            yield DLQ, control_dlq_record("invalid_rules", str(err), self._settings.kafka.topics.rules, payload,
+                                          int(time.time() * 1000),
+                                          running_rules_version=self._logic.rules.version).decode()
             return
         control.put(RULES, payload)
         self._rules_applied.inc()
@@ -162,6 +184,34 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                           "start-up rules (version %r) instead", err, self._logic.rules.version)
         if control.contains(CLOCK):
             self._clock = int(control.get(CLOCK))
+
+    def _refuse(self, user: str, event: Event, admission: Admission):
+        """An event not profiled for want of consent: counted, its consent statement recorded,
+        and routed when ``privacy.without_consent`` is ``route``."""
+        self._outcomes[Outcome.NO_CONSENT].inc()
+        if admission.changed:
+            self._state.update(user, admission.keep)
+        if self._route_refused:
+            yield NO_CONSENT, orjson.dumps({"reason": admission.reason, "event": _event_record(event)}).decode()
+
+    def _erase(self, request: ErasureRequest, ctx):
+        """Right to be forgotten: the keyed state becomes a marker (the user's only keyed state is
+        ``USER_STATE``; the cache holds the marker too), the held-back write is dropped, every Redis
+        key of the user is deleted, the trainer forgets the user, and the audit topic confirms.
+        The marker is in the next checkpoint, and the Redis deletes are idempotent: a restore from
+        an earlier checkpoint re-reads the request and erases again."""
+        user = ctx.get_current_key()
+        stored = self._state.value(user)
+        erased_at = int(time.time() * 1000)
+        self._writes.discard(user)
+        self._state.update(user, Suppressed(request.request_id, erased_at))
+        deleted = erase_user(self._client, self._settings.redis.key_prefix, user,
+                             self._settings.redis.retry_backoff_max)
+        self._erasures.inc()
+        log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
+        if self._logic.learning is not None:
+            yield LEARN, erase_record(user)
+        yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
     def _carry_out(self, state, result: Result, ctx):
         records = [change.as_record() for change in result.changes]
@@ -208,7 +258,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             return
         # Set before a restore: the write it guarded may have been lost with the old buffer.
         state = self._state.value(user)
-        if state is not None and self._writes.put(self._logic.profile(state), []):
+        if isinstance(state, UserState) and self._writes.put(self._logic.profile(state), []):
             self._flush_within_delay(user, ctx)
 
     def close(self) -> None:

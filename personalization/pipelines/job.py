@@ -27,11 +27,13 @@ from pyflink.table import StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.rules import RuleSet
+from personalization.operators.erasure import ParseErasures
 from personalization.operators.parse import CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
-    KIND_AND_JSON, LATE, LEARN, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs, UserProfiles,
+    AUDIT, KIND_AND_JSON, LATE, LEARN, NO_CONSENT, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
+    UserProfiles,
 )
 from personalization.pipelines.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
@@ -177,16 +179,16 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
     return builder.build()
 
 
-def rules_source(settings: Settings) -> KafkaSource:
-    """The rules topic: texts of rules files, read like the events (same start and bound)."""
+def control_source(settings: Settings, topic: str) -> KafkaSource:
+    """A control topic (rules texts, erasure requests), read like the events (same start and bound)."""
     kafka = settings.kafka
     starting = {"earliest": KafkaOffsetsInitializer.earliest(), "latest": KafkaOffsetsInitializer.latest(),
                 "committed": KafkaOffsetsInitializer.committed_offsets()}[kafka.starting_offsets]
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(kafka.bootstrap_servers)
-        .set_topics(kafka.topics.rules)
-        .set_group_id(f"{kafka.group_id}-rules")
+        .set_topics(topic)
+        .set_group_id(f"{kafka.group_id}-{topic}")
         .set_starting_offsets(starting)
         .set_value_only_deserializer(SimpleStringSchema())
     )
@@ -212,7 +214,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     # Rule updates are rare and carry no event time: the source goes idle after a second, so it
     # never holds back the watermark of the user operator (the min of its two inputs).
     rule_updates = (
-        env.from_source(rules_source(settings),
+        env.from_source(control_source(settings, settings.kafka.topics.rules),
                         WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
                         "rules updates")
         .uid("rules-source")
@@ -220,7 +222,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     )
     clock = events.get_side_output(CLOCK).uid("parse-clock")
     control = rule_updates.union(clock).broadcast(CONTROL_STATE)
-    by_user = events.key_by(lambda event: event.user_id, key_type=Types.STRING())
+    erasures = _erasure_requests(env, settings)
+    by_user = events.union(erasures).key_by(lambda value: value.user_id, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)
@@ -230,15 +233,31 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     outputs = users.process(RouteOutputs()).uid("route-outputs").name("route outputs")
     topics = settings.kafka.topics
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
+        erasures.get_side_output(DLQ).uid("erasure-dlq"),
         outputs.get_side_output(ROUTES[USER_DLQ]).uid("route-dlq"))
     for stream, topic in ((dlq, topics.dlq),
                           (outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),
                           (outputs.get_side_output(ROUTES[LATE]).uid("route-late"), topics.late),
                           (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]).uid("route-segment-changes"),
-                           topics.segment_changes)):
+                           topics.segment_changes),
+                          (outputs.get_side_output(ROUTES[AUDIT]).uid("route-audit"), topics.audit),
+                          *(((outputs.get_side_output(ROUTES[NO_CONSENT]).uid("route-no-consent"), topics.no_consent),)
+                            if settings.privacy.without_consent == "route" else ())):
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
     if settings.learning.enabled:
         _add_trainer(settings, outputs.get_side_output(ROUTES[LEARN]).uid("route-learning"))
+
+
+def _erasure_requests(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
+    """Erasure requests, parsed (and pseudonymized like the events) for the user operator. Rare and
+    not in event time: the source goes idle after a second, so it never holds back the watermark."""
+    return (
+        env.from_source(control_source(settings, settings.kafka.topics.erasure),
+                        WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
+                        "erasure requests")
+        .uid("erasure-source")
+        .process(ParseErasures(settings)).uid("erasure-parse").name("parse erasure requests")
+    )
 
 
 def _add_trainer(settings: Settings, records: DataStream) -> None:

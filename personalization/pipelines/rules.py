@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import click
-from kafka import KafkaProducer
 
 from personalization.config.cli import config_options, settings_or_exit
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core import aggregates
 from personalization.core.rules import RuleSet, RulesError
+from personalization.pipelines.topics import publish_record
 
 TOPIC_SOURCE = "rules topic"  # how errors name a rules text that came from the topic
 
@@ -56,12 +56,7 @@ def load_rules(settings: Settings) -> RuleSet:
 
 def publish(settings: Settings, text: str) -> None:
     """Send a rules file's text to the rules topic (its one partition keeps updates in order)."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             **{k.replace(".", "_"): v for k, v in settings.kafka.properties.items()})
-    try:
-        producer.send(settings.kafka.topics.rules, text.encode(), partition=0).get(timeout=30)
-    finally:
-        producer.close()
+    publish_record(settings, settings.kafka.topics.rules, text.encode(), partition=0)
 
 
 @click.group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
@@ -15,7 +15,7 @@ from personalization.config.settings import Settings
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
     return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes, topics.rules,
-            topics.examples]
+            topics.examples, topics.no_consent, topics.erasure, topics.audit]
 
 
 def partitions_of(settings: Settings, name: str) -> int:
@@ -66,6 +66,15 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 def _client_properties(settings: Settings) -> dict:
     """Map pass-through Kafka properties (security.protocol, sasl.*) onto kafka-python names."""
     return {key.replace(".", "_"): value for key, value in settings.kafka.properties.items()}
+
+
+def publish_record(settings: Settings, topic: str, value: bytes, partition: int | None = None) -> None:
+    """Send one record and wait for the broker's acknowledgement (control records: rules, erasures)."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, **_client_properties(settings))
+    try:
+        producer.send(topic, value, partition=partition).get(timeout=30)
+    finally:
+        producer.close()
 
 
 def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> list[dict]:

@@ -5,16 +5,21 @@
     python -m personalization.serving.cli members <segment>   # the segment's audience
     python -m personalization.serving.cli sizes               # members per segment
     python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
+    python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
 """
 
 from __future__ import annotations
 
 import sys
+import time
+import uuid
 
 import click
 import orjson
 
 from personalization.config.cli import config_options, settings_or_exit
+from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
+from personalization.pipelines.topics import publish_record
 from personalization.serving.reader import ProfileReader
 
 
@@ -22,7 +27,8 @@ from personalization.serving.reader import ProfileReader
 @config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    ctx.obj = ProfileReader.from_settings(settings_or_exit(config_path, overrides))
+    ctx.meta["settings"] = settings = settings_or_exit(config_path, overrides)
+    ctx.obj = ProfileReader.from_settings(settings)
 
 
 @cli.command()
@@ -79,6 +85,27 @@ def follow(reader: ProfileReader, start: str, limit: int | None) -> None:
         seen += 1
         if limit is not None and seen >= limit:
             return
+
+
+@cli.command()
+@click.argument("user_id")
+@click.option("--request-id", default=None, help="Id to find the confirmation by (default: a new UUID).")
+@click.pass_context
+def erase(ctx: click.Context, user_id: str, request_id: str | None) -> None:
+    """Request the erasure of a user (raw id: the job pseudonymizes it like the events).
+
+    Publishes {user_id, request_id, requested_at} to kafka.topics.erasure and prints it; the job
+    confirms on kafka.topics.audit with the same request_id."""
+    settings = ctx.meta["settings"]
+    request = ErasureRequest(user_id, request_id or str(uuid.uuid4()), int(time.time() * 1000))
+    record = orjson.dumps(request.as_record())
+    try:
+        parse_erasure(record.decode())  # refuse here what the job would send to the DLQ
+    except InvalidErasureRequest as err:
+        click.echo(f"error: {err} (not published)", err=True)
+        sys.exit(2)
+    publish_record(settings, settings.kafka.topics.erasure, record)
+    click.echo(record.decode())
 
 
 if __name__ == "__main__":

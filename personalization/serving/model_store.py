@@ -41,11 +41,14 @@ class ModelWriter:
         self._backoff_max_ms = backoff_max_ms
         self._script = client.register_script(_APPLY_PROFILE)
 
-    def write(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None = None) -> None:
-        if writes or model:
-            retry_while_down(lambda: self._send(writes, model), self._backoff_max_ms)
+    def write(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None = None,
+              erased: list[str] = ()) -> None:
+        """``erased``: users whose predictions are deleted (erasure), after the writes."""
+        if writes or model or erased:
+            retry_while_down(lambda: self._send(writes, model, erased), self._backoff_max_ms)
 
-    def _send(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None) -> None:
+    def _send(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None,
+              erased: list[str]) -> None:
         now = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
         for user, (version, fields) in writes.items():
@@ -54,6 +57,8 @@ class ModelWriter:
         if model:
             pipe.hset(model_key(self._prefix), mapping={**{k: orjson.dumps(v) for k, v in model.items()},
                                                         "updated_at": now})
+        for user in erased:
+            pipe.delete(predictions_key(self._prefix, user))
         pipe.execute()
 
 

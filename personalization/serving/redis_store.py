@@ -143,7 +143,7 @@ class ProfileWriter:
 
     While Redis is unreachable the write is retried with exponential backoff, forever: the
     operator blocks, Flink back-pressures the sources, and nothing is dropped. The job catches
-    up when Redis returns (the scripts are re-loaded automatically after a restart). Retrying a
+    up when Redis returns (the scripts are re-loaded after a restart, see ``_send``). Retrying a
     write is safe: every step of it is idempotent (see the module docstring).
     """
 
@@ -170,25 +170,35 @@ class ProfileWriter:
         return retry_while_down(lambda: self._send(writes), round(self._backoff_max_s * 1000))
 
     def _send(self, writes: Sequence[Write]) -> int:
+        """One round trip. The scripts are called by their SHA alone: a pipeline that carries
+        script objects asks ``SCRIPT EXISTS`` first, a second round trip per batch. A server
+        that lost its scripts (a restart, ``SCRIPT FLUSH``) answers NOSCRIPT: load them and
+        send the batch again, which is safe because every write in it is idempotent."""
         pipe = self._client.pipeline(transaction=False)
         now = int(time.time() * 1000)
         profile_calls = []
         for profile, changes in writes:
             profile_calls.append(len(pipe))
-            self._script(keys=[profile_key(self._prefix, profile["user_id"])],
-                         args=[profile["version"], self._ttl_ms, b"updated_at", now,
-                               *encode_profile(profile)], client=pipe)
+            pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, profile["user_id"]),
+                         profile["version"], self._ttl_ms, b"updated_at", now, *encode_profile(profile))
             if changes:
                 self._changes(pipe, profile["user_id"], changes)
-        results = pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
+            for script in (self._script, self._append):
+                self._client.script_load(script.script)
+            return self._send(writes)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         return sum(1 for i in profile_calls if results[i])
 
     def _changes(self, pipe, user_id: str, changes: list[dict[str, Any]]) -> None:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
         for record in changes:
             args += [record["seq"], *encode_change(record)]
-        self._append(keys=[changes_key(self._prefix), streamed_version_key(self._prefix, user_id)],
-                     args=args, client=pipe)
+        pipe.evalsha(self._append.sha, 2, changes_key(self._prefix), streamed_version_key(self._prefix, user_id),
+                     *args)
         for record in changes:
             key = members_key(self._prefix, record["segment"])
             if record["action"] == "enter":
@@ -230,6 +240,10 @@ class WriteBehind:
 
     def is_pending(self, user_id: str) -> bool:
         return user_id in self._pending
+
+    def discard(self, user_id: str) -> None:
+        """Drop the user's held-back write, unsent (the user was erased)."""
+        self._pending.pop(user_id, None)
 
     def flush(self) -> int:
         """Send every pending write; the number of users written."""

@@ -105,6 +105,15 @@ def dlq_record(raw: bytes, rejection: Rejection, topic: str, partition: int, off
     })
 
 
+def control_dlq_record(reason: str, detail: str, topic: str, text: str, rejected_at_ms: int, **extra) -> bytes:
+    """The DLQ envelope of a rejected control record (a rules text, an erasure request): read as
+    text by a DataStream source, so it has no partition or offset."""
+    return orjson.dumps({
+        "reason": reason, "detail": detail, "path": None, "source": {"topic": topic},
+        "rejected_at": rejected_at_ms, **extra, "payload_encoding": "utf-8", "payload": text,
+    })
+
+
 def _present(value: object) -> bool:
     return value is not None and value != ""
 

@@ -36,6 +36,7 @@ from personalization.core.learning.propensity import features
 from personalization.core.sessions import SessionEvent, SessionRules, SessionSummary, session_id
 
 EVENT, SESSION = "e", "s"
+ERASE = "x"  # the user was erased: the trainer forgets what it holds of them (never held or sorted)
 KIND_ORDER = {SESSION: 0, EVENT: 1}
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
@@ -113,6 +114,11 @@ class LearningFeed:
         """When the session closes in event time: the gap after its last event, or its maximum length."""
         rules = self.session_rules
         return min(summary.end + rules.gap_ms, summary.start + rules.max_length_ms)
+
+
+def erase_record(user_id: str) -> str:
+    """Sent after the user's last record: a user task sends a user's records in order."""
+    return orjson.dumps({"k": ERASE, "u": user_id}).decode()
 
 
 def sort_key(record: dict) -> tuple:

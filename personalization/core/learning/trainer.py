@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from personalization.core.learning import propensity
-from personalization.core.learning.feed import EVENT, SESSION, sort_key
+from personalization.core.learning.feed import ERASE, EVENT, SESSION, sort_key
 from personalization.core.learning.propensity import FEATURE_NAMES, LabelState, Learned
 from personalization.core.learning.shared import SharedModels
 
@@ -69,6 +69,7 @@ class Outputs:
 
     writes: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # user -> (version, fields)
     examples: list[dict[str, Any]] = field(default_factory=list)                 # learned, in learning order
+    erased: list[str] = field(default_factory=list)  # users whose predictions must be deleted
     export_at: int | None = None     # write a snapshot file (created_at = this event time)
     processed: int = 0
 
@@ -97,7 +98,9 @@ class Trainer:
     def receive(self, text: str) -> Outputs:
         record = orjson.loads(text)
         out = Outputs()
-        if self.watermark is not None and record["t"] <= self.watermark:
+        if record["k"] == ERASE:
+            self._erase(record["u"], out)
+        elif self.watermark is not None and record["t"] <= self.watermark:
             self.late += 1   # processed in arrival order: an event the user side gave the rules late
             self._process(record, out)
         else:
@@ -234,6 +237,17 @@ class Trainer:
         propensity.forget(labels, t, self.rules.horizon_ms)
         if not labels.pending and not labels.labelled:
             del self.labels[user]
+
+    def _erase(self, user: str, out: Outputs) -> None:
+        """Drop the user's held records and label bookkeeping, and ask for their predictions to be
+        deleted (again: the trainer may have written them after the user task deleted them).
+        What the shared models already learned from the user stays, as aggregates naming no one."""
+        held = [entry for entry in self.held if entry[0][2] != user]
+        if len(held) != len(self.held):
+            heapq.heapify(held)
+            self.held = held
+        self.labels.pop(user, None)
+        out.erased.append(user)
 
     def _learned(self, user: str, t: int, learned: Learned, out: Outputs) -> None:
         model = self.models.propensity

@@ -12,6 +12,7 @@ Only the JVM's interpreter sees this folder (``pipelines.job`` puts it on the PY
 hands to the JVM); ordinary Python processes of the project never import it.
 """
 
+import personalization.operators.erasure  # noqa: F401
 import personalization.operators.parse  # noqa: F401
 import personalization.operators.trainer  # noqa: F401
 import personalization.operators.user_profile  # noqa: F401

@@ -1,0 +1,44 @@
+"""Parse erasure requests from the erasure topic; invalid ones go to the DLQ, never fail the job.
+
+A valid request is keyed like the events (its ``user_id``, pseudonymized the same way when
+``privacy.pseudonymize`` is on) and joins them into the user operator, which carries it out
+(``operators.user_profile``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyflink.datastream import ProcessFunction, RuntimeContext
+
+from personalization.config.settings import Settings
+from personalization.core.privacy import InvalidErasureRequest, parse_erasure
+from personalization.operators.parse import DLQ
+from personalization.udfs.pseudonymize import Pseudonymizer
+from personalization.udfs.validation import control_dlq_record
+
+INVALID_ERASURE_REQUEST = "invalid_erasure_request"  # DLQ reason
+
+
+class ParseErasures(ProcessFunction):
+    def __init__(self, settings: Settings) -> None:
+        self._privacy = settings.privacy
+        self._topic = settings.kafka.topics.erasure
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # The key is read here, on the TaskManager, from its environment: never in the job graph.
+        self._pseudonym = Pseudonymizer(self._privacy.pseudonym_key_env) if self._privacy.pseudonymize else None
+        metrics = runtime_context.get_metrics_group().add_group("personalization")
+        self._rejected = metrics.counter(f"erasures_rejected_{INVALID_ERASURE_REQUEST}")
+
+    def process_element(self, text: str, ctx: ProcessFunction.Context):
+        try:
+            request = parse_erasure(text)
+        except InvalidErasureRequest as err:
+            self._rejected.inc()
+            yield DLQ, control_dlq_record(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
+                                          int(time.time() * 1000)).decode()
+            return
+        if self._pseudonym is not None:
+            request = request._replace(user_id=self._pseudonym(request.user_id))
+        yield request
