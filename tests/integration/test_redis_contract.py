@@ -38,6 +38,26 @@ def test_a_write_with_an_older_or_equal_version_is_refused(stack):
         reader.delete_all()
 
 
+def test_writes_load_the_scripts_again_when_the_server_lost_them(stack):
+    """After a restart without the scripts (or SCRIPT FLUSH) a batch is answered NOSCRIPT: the
+    writer loads them and sends the batch again, once, in full."""
+    settings = load_settings().with_overrides(redis={"key_prefix": f"{TEST_PREFIX}:noscript-{os.getpid()}"})
+    client = connect(settings.redis)
+    writer = ProfileWriter(client, settings.redis.key_prefix, ttl_ms=60_000)
+    reader = ProfileReader(client, settings.redis.key_prefix)
+    change = {"user_id": "carol", "segment": "buyers", "action": "enter", "event_time": 1, "rules_version": "r1",
+              "seq": 1, "cause": {"rule": "buyers"}}
+    try:
+        assert writer.write(_profile(1, 1))
+        client.script_flush()
+        assert writer.write(_profile(2, 2), [change])
+        assert reader.get("carol")["events_total"] == 2
+        assert client.xlen(f"{settings.redis.key_prefix}:{{segment-changes}}") == 1
+        assert client.smembers(f"{settings.redis.key_prefix}:segment:{{buyers}}:members") == {b"carol"}
+    finally:
+        reader.delete_all()
+
+
 @pytest.fixture
 def secured_redis(tmp_path):
     server = RedisServer(tmp_path / "redis", "--requirepass", SECRET).start()
