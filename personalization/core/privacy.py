@@ -76,7 +76,8 @@ class ConsentRules:
         if effective == GRANTED:  # a first event, or a grant after an erasure or a denial: a fresh profile
             state = new_state(event.user_id)
             state.consent = stated
-            return Admission(state, state, True, None, False)
+            # Kept even if the event changes nothing (late, say) when it replaces a marker or states a grant.
+            return Admission(state, state, stored is not None or stated is not None, None, False)
         if stored is None and stated == DENIED:
             return Admission(None, Suppressed(), True, DENIED, False)
         erased = isinstance(stored, Suppressed) and stored.request_id is not None
@@ -109,8 +110,11 @@ class InvalidErasureRequest(ValueError):
     """The text is not an erasure request; the message says what is wrong."""
 
 
-def parse_erasure(text: str) -> ErasureRequest:
-    """``{"user_id": str, "request_id": str, "requested_at": epoch ms}``; raises InvalidErasureRequest."""
+def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> ErasureRequest:
+    """``{"user_id": str, "request_id": str, "requested_at": epoch ms}``; raises InvalidErasureRequest.
+
+    ``pseudonym``: applied to the user id, as to the events' (``privacy.pseudonymize``), so the
+    request is keyed like the user's events."""
     try:
         payload = orjson.loads(text)
     except orjson.JSONDecodeError as err:
@@ -127,7 +131,8 @@ def parse_erasure(text: str) -> ErasureRequest:
     at = payload.get("requested_at")
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise InvalidErasureRequest("requested_at must be a non-negative integer (epoch ms)")
-    return ErasureRequest(payload["user_id"], payload["request_id"], at)
+    user = payload["user_id"]
+    return ErasureRequest(user if pseudonym is None else pseudonym(user), payload["request_id"], at)
 
 
 def audit_record(request: ErasureRequest, erased_at: int, state_cleared: bool, redis_keys_deleted: int) -> dict:

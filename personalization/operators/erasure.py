@@ -33,12 +33,10 @@ class ParseErasures(ProcessFunction):
 
     def process_element(self, text: str, ctx: ProcessFunction.Context):
         try:
-            request = parse_erasure(text)
+            request = parse_erasure(text, self._pseudonym)
         except InvalidErasureRequest as err:
             self._rejected.inc()
             yield DLQ, control_dlq_record(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
                                           int(time.time() * 1000)).decode()
             return
-        if self._pseudonym is not None:
-            request = request._replace(user_id=self._pseudonym(request.user_id))
         yield request

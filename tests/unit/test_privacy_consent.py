@@ -16,6 +16,7 @@ from personalization.core.privacy import (
 )
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, UserLogic, UserState
+from personalization.udfs.pseudonymize import Pseudonymizer
 from personalization.udfs.validation import EventValidator, Rejection
 
 LOGIC = UserLogic(session_rules=SessionRules(gap_ms=1_000, max_length_ms=10_000, allowed_lateness_ms=500),
@@ -113,6 +114,19 @@ def test_erasure_requests_parse_or_name_the_problem():
                           ('{"user_id": "u", "request_id": "r", "requested_at": 1, "x": 1}', "unknown fields")]:
         with pytest.raises(InvalidErasureRequest, match=problem):
             parse_erasure(text)
+
+
+def test_an_erasure_request_is_pseudonymized_like_the_events(monkeypatch):
+    monkeypatch.setenv("PZ_TEST_KEY", "k" * 32)
+    pseudonym = Pseudonymizer("PZ_TEST_KEY")
+    request = parse_erasure('{"user_id": "tb-1", "request_id": "r1", "requested_at": 5}', pseudonym)
+    assert request == ErasureRequest(pseudonym("tb-1"), "r1", 5) and request.user_id.startswith("p_")
+
+
+def test_a_first_event_under_the_default_stores_nothing_until_the_logic_changes_something():
+    admission = GRANTING.admit(None, ev(1), LOGIC.new_state)
+    assert admission.state is not None and admission.changed is False  # a late first event keeps no state
+    assert GRANTING.admit(None, ev(1, GRANTED), LOGIC.new_state).changed is True  # a stated grant is kept
 
 
 def test_audit_record_names_the_request():
