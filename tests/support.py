@@ -45,10 +45,12 @@ def isolated_settings(tmp_path: Path, events_topic: str | None = None, **section
     return settings
 
 
-def replayed_run(tmp_path: Path, seed: int, limit: int, **sections) -> tuple[Settings, list[dict]]:
-    """A bounded run of the job over the first ``limit`` real Taobao events (seeded synthetic
-    signals), in topics of its own: the baseline that fault, cluster and model tests compare to."""
-    events = list(replay_events("taobao", augmented=True, seed=seed, limit=limit))
+def replayed_run(tmp_path: Path, seed: int, limit: int | None, dataset: str = "taobao", augmented: bool = True,
+                 **sections) -> tuple[Settings, list[dict]]:
+    """A bounded run of the job over the first ``limit`` (None: all) real events (Taobao with seeded
+    synthetic signals unless told otherwise), in topics of its own: the baseline that fault,
+    cluster and model tests compare to."""
+    events = list(replay_events(dataset, augmented=augmented, seed=seed, limit=limit))
     settings = isolated_settings(tmp_path, **sections)
     produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
     run_job(settings)

@@ -36,7 +36,7 @@ from personalization.core.user import END_OF_INPUT, Outcome, UserLogic, UserStat
 # --- features ------------------------------------------------------------------------------
 
 def x_of(**overrides) -> dict[str, float]:
-    values = dict(session_counts={"page_view": 2, "add_to_cart": 1}, session_duration_ms=59_000,
+    values = dict(event_type="add_to_cart", session_counts={"page_view": 2, "add_to_cart": 1}, session_duration_ms=59_000,
                   session_max_scroll_depth=0.5, session_dwell_ms=9_000, session_items=3, session_categories=1,
                   lifetime_purchases=3, sessions_closed=7, events_1h=4, events_24h=19)
     return features(**{**values, **overrides})
@@ -45,6 +45,8 @@ def x_of(**overrides) -> dict[str, float]:
 def test_features_are_log_scaled_and_in_a_fixed_order() -> None:
     x = x_of()
     assert list(x) == list(FEATURE_NAMES)
+    assert [name for name, value in x.items() if name.startswith("event_") and value] == ["event_add_to_cart"]
+    assert x["event_add_to_cart"] == 1.0 and x["event_page_view"] == 0.0
     assert x["session_page_view"] == math.log1p(2)
     assert x["session_add_to_cart"] == math.log1p(1)
     assert x["session_click"] == 0.0
@@ -59,7 +61,7 @@ def test_features_are_log_scaled_and_in_a_fixed_order() -> None:
 def test_purchases_are_never_a_session_feature_and_this_sessions_purchase_is_not_before_it() -> None:
     x = x_of(session_counts={"page_view": 2, "add_to_cart": 1, "purchase": 1}, lifetime_purchases=4)
     assert x == x_of()
-    assert "session_purchase" not in x
+    assert "session_purchase" not in x and "event_purchase" not in x
 
 
 # --- label bookkeeping on hand-made spans ------------------------------------------------------
@@ -226,7 +228,7 @@ class Operator:
         session = session_containing(event.user_id, user.session_state, RULES, event.ts)
         anchor = user.last_seen
         x = features(
-            session_counts=session.counts, session_duration_ms=session.duration_ms,
+            event_type=event.event_type, session_counts=session.counts, session_duration_ms=session.duration_ms,
             session_max_scroll_depth=session.max_scroll_depth, session_dwell_ms=session.dwell_ms,
             session_items=len(session.items), session_categories=len(session.categories),
             lifetime_purchases=user.counts.get("purchase", 0), sessions_closed=user.session_state.closed_count,

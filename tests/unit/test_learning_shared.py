@@ -29,7 +29,8 @@ def stream(seed: int, n: int) -> list[tuple[dict, bool, dict, str, int]]:
     out = []
     for i in range(n):
         label = rng.random() < 0.3
-        x = features(session_counts={"page_view": rng.randrange(10), "add_to_cart": rng.randrange(3) + 2 * label},
+        x = features(event_type=rng.choice(("page_view", "add_to_cart")),
+                     session_counts={"page_view": rng.randrange(10), "add_to_cart": rng.randrange(3) + 2 * label},
                      session_duration_ms=rng.randrange(10**6), session_max_scroll_depth=rng.random(),
                      session_dwell_ms=rng.randrange(10**5), session_items=rng.randrange(5),
                      session_categories=rng.randrange(3), lifetime_purchases=rng.randrange(4),

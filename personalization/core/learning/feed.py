@@ -70,6 +70,7 @@ class LearningFeed:
         lifetime = state.lifetime.counts
         events_seen = sum(lifetime.values())
         x = features(
+            event_type=event.event_type,
             session_counts=counts,
             session_duration_ms=session.end - session.start,
             session_max_scroll_depth=float(acc.maxima.get("scroll_depth", 0.0)),

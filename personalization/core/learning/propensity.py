@@ -1,8 +1,9 @@
 """Purchase propensity: P(the user's current session ends in a purchase), scored on every event.
 
-Model: ``StandardScaler | LogisticRegression``. The features are a fixed set of
-log-scaled counts and durations, so a linear model over standardised inputs is enough, its
-state is one mean, variance and weight per feature (bounded, whatever the traffic), it
+Model: ``StandardScaler | LogisticRegression``. The features are a fixed set: the type of
+the event the prediction is made at (one-hot: "the user has just added to cart", which session
+counts cannot tell; on the JD data it raised the progressive ROC AUC from 0.61 to 0.65), and
+log-scaled counts and durations, so a linear model over standardised inputs is enough, its state is one mean, variance and weight per feature (bounded, whatever the traffic), it
 gives probabilities for log loss, and a prediction costs microseconds, which matters because
 every event is scored.
 
@@ -44,6 +45,7 @@ from personalization.core.sessions import SessionRules, SessionState, SessionSum
 
 SESSION_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "purchase")
 FEATURE_NAMES: tuple[str, ...] = (
+    *(f"event_{t}" for t in SESSION_EVENT_TYPES),
     *(f"session_{t}" for t in SESSION_EVENT_TYPES),
     "session_duration_s",
     "session_max_scroll_depth",
@@ -59,6 +61,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 def features(
     *,
+    event_type: str,
     session_counts: Mapping[str, int],
     session_duration_ms: int,
     session_max_scroll_depth: float,
@@ -72,11 +75,13 @@ def features(
 ) -> dict[str, float]:
     """The model input, always the keys of ``FEATURE_NAMES`` in that order.
 
-    Counts and durations are heavy-tailed, so they enter as ``log1p``. Purchases are the
+    ``event_type`` is the type of the event being scored (never ``purchase``: the answer is
+    known then, nothing is predicted). Counts and durations are heavy-tailed, so they enter as ``log1p``. Purchases are the
     label, never a feature of the session: session purchase counts are ignored, and lifetime
     purchases minus this session's are the purchases *before* it.
     """
-    x = {f"session_{t}": math.log1p(session_counts.get(t, 0)) for t in SESSION_EVENT_TYPES}
+    x = {f"event_{t}": float(event_type == t) for t in SESSION_EVENT_TYPES}
+    x.update({f"session_{t}": math.log1p(session_counts.get(t, 0)) for t in SESSION_EVENT_TYPES})
     x["session_duration_s"] = math.log1p(session_duration_ms / 1000)
     x["session_max_scroll_depth"] = float(session_max_scroll_depth)
     x["session_dwell_s"] = math.log1p(session_dwell_ms / 1000)
