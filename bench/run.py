@@ -6,7 +6,9 @@ event ids and user suffixes when more events are asked for than the data holds):
 a. the plain-Python core (validate + UserLogic + profile) in a loop: the limit;
 b. the tuned job (config/default.yaml) on the local MiniCluster;
 c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 1,000-key
-   state cache): the naive baseline.
+   state cache): the naive baseline;
+then the tuned job once more with py-spy sampling its embedded Python (``worker_profile``): where
+the job's time goes, which the core's cProfile cannot show (state, timers, Redis, the trainer).
 
 Job throughput is events divided by the span between the first and the last Redis write
 (the profiles' ``updated_at``), so job start-up is not counted. Latency: at fixed input rates,
@@ -36,6 +38,7 @@ import click
 import orjson
 from kafka import KafkaProducer
 
+from bench.worker_profile import WorkerProfile, top_costs
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
@@ -116,6 +119,27 @@ def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
     processed = sum(p["events_total"] for p in reader.all_profiles())
     reader.delete_all()
     return processed / ((max(writes) - min(writes)) / 1000)
+
+
+def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dict:
+    """The tuned job again, its embedded Python sampled by py-spy while it processes: a run of
+    its own, so the sampling cannot touch b's throughput. Sampling starts at the first profile
+    write and lasts about 80 % of the processing span b measured."""
+    settings = _run_settings(base, {})
+    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    client = run_job(settings, wait=False)
+    redis_client = connect(settings.redis)
+    deadline = time.monotonic() + 300
+    while not next(iter(redis_client.scan(match=f"{settings.redis.key_prefix}:*", count=1000)[1]), None):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the profiled run wrote nothing to Redis within 300 s")
+        time.sleep(0.1)
+    profile = WorkerProfile(max(1.0, 0.8 * len(events) / tuned_rate))
+    profile.start()
+    stacks = profile.stacks()
+    client.get_job_execution_result().result()
+    ProfileReader.from_settings(settings).delete_all()
+    return top_costs(stacks)
 
 
 def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float]:
@@ -243,6 +267,12 @@ def write_report(report: dict, out: Path) -> None:
     for row in report["latency"]:
         p = row["ms"]
         lines.append(f"| {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} | {p['max']:.0f} | {p['n']} |")
+    worker = report["worker_profile"]
+    lines += ["", f"Where the tuned job's Python time goes (py-spy on the embedded interpreter, "
+              f"{worker['samples']:,} samples while Python ran; shares of those):", "",
+              "| own time | share | | inclusive time | share |", "|---|---|---|---|---|"]
+    for (own, own_share), (incl, incl_share) in zip(worker["own"], worker["inclusive"]):
+        lines.append(f"| `{own}` | {own_share:.1%} | | `{incl}` | {incl_share:.1%} |")
     lines += ["", "Where the core's time goes (cProfile, top functions by own time):", "", "```",
               report["core_profile"], "```"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -289,6 +319,8 @@ def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost
     click.echo(f"tuned job: {tuned:,.0f} events/s")
     defaults = job_rate(settings, events, PYFLINK_DEFAULTS)
     click.echo(f"PyFlink defaults: {defaults:,.0f} events/s")
+    worker = profile_worker(settings, events, tuned)
+    click.echo(f"job's Python, top own time: {worker['own'][0][0]} {worker['own'][0][1]:.0%}")
     latency = []
     tmp = out / "savepoints"
     for fraction in (float(f) for f in rates.split(",")):
@@ -300,7 +332,7 @@ def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "command": "make bench", "events": size,
         "throughput": {"core": core, "tuned": tuned, "defaults": defaults},
-        "latency": latency, "core_profile": core_profile,
+        "latency": latency, "core_profile": core_profile, "worker_profile": worker,
     }, out)
     click.echo(f"report: {out / 'report.md'}")
 

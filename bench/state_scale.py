@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from bench.run import RESULTS, _run_settings, workload
+from bench.worker_profile import gateway_jvm_pid
 from personalization.config.settings import load_settings
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
@@ -91,17 +92,9 @@ def _wait(condition, timeout_s: float):
 
 
 def _jvm_peak_rss() -> int:
-    """Peak RSS of this process's Java child: the gateway JVM that hosts the MiniCluster."""
-    for pid in Path("/proc").iterdir():
-        try:
-            status = (pid / "status").read_text()
-            cmdline = (pid / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("PPid", "0")) == os.getpid() and b"java" in cmdline.split(b"\0", 1)[0]:
-            return int(fields["VmHWM"].split()[0]) * 1024
-    raise RuntimeError("the MiniCluster's JVM was not found among this process's children")
+    """Peak RSS of the gateway JVM that hosts the MiniCluster (and, in thread mode, the Python)."""
+    status = Path(f"/proc/{gateway_jvm_pid()}/status").read_text()
+    return int(status.split("VmHWM:", 1)[1].split()[0]) * 1024
 
 
 def write_report(rows: list[dict], out: Path) -> None:

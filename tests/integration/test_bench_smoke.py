@@ -21,7 +21,11 @@ def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
     assert all(value > 0 for value in report["throughput"].values())
     [latency] = report["latency"]
     assert latency["ms"]["n"] > 0 and latency["ms"]["p50"] <= latency["ms"]["p99"] <= latency["ms"]["max"]
-    assert "b/a =" in (out / "report.md").read_text()
+    worker = report["worker_profile"]
+    assert worker["samples"] > 0 and worker["own"] and worker["inclusive"]
+    assert 0 < sum(share for _, share in worker["own"]) <= 1 + 1e-9
+    assert all(0 < share <= 1 for _, share in worker["inclusive"])
+    assert "b/a =" in (out / "report.md").read_text() and "py-spy" in (out / "report.md").read_text()
     assert (out / "latency.png").read_bytes().startswith(b"\x89PNG")
 
 

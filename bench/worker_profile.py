@@ -1,0 +1,82 @@
+"""Where the job's Python time goes: py-spy sampling the interpreter embedded in the JVM.
+
+In thread mode the Python operators run inside the MiniCluster's JVM (pemja), so a profiler
+inside the job cannot see them all at once and cProfile would slow every call. py-spy reads the
+interpreter's stacks from outside, without pausing it (``--nonblocking``). Samples whose stack
+has no Python frame are threads waiting in the JVM; they are left out, so the shares below are
+shares of the time Python was running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+RATE_HZ = 100
+
+
+def gateway_jvm_pid() -> int:
+    """The JVM this process launched for PyFlink: it hosts the MiniCluster and embedded Python."""
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{os.getpid()}\n" in status and command.endswith(b"java"):
+            return int(entry.name)
+    raise RuntimeError("the MiniCluster's JVM was not found among this process's children")
+
+
+class WorkerProfile:
+    """``start()`` samples the JVM's Python for ``seconds`` in the background; ``stacks()`` waits."""
+
+    def __init__(self, seconds: float) -> None:
+        if shutil.which("py-spy") is None:
+            raise FileNotFoundError("py-spy is not installed (it is in requirements-dev.txt: run `make setup`)")
+        self._seconds = seconds
+        self._out = Path(tempfile.mkdtemp(prefix="worker-profile-")) / "stacks.txt"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(gateway_jvm_pid()), "--duration", str(round(self._seconds)),
+             "--rate", str(RATE_HZ), "--format", "raw", "--nonblocking", "--output", str(self._out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stacks(self) -> Counter:
+        """Sample counts per stack (frames outermost first), Python-running samples only."""
+        _, err = self._process.communicate(timeout=self._seconds + 60)
+        if self._process.returncode != 0 or not self._out.exists():
+            raise RuntimeError(f"py-spy failed: {err.strip()[-500:]}")
+        counts: Counter = Counter()
+        for line in self._out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if stack.strip():
+                counts[tuple(stack.split(";"))] += int(n)
+        return counts
+
+
+def top_costs(stacks: Counter, limit: int = 15) -> dict:
+    """Top functions by own time and by inclusive time, as shares of the Python-running samples."""
+    total = sum(stacks.values())
+    if not total:
+        raise RuntimeError("py-spy saw no Python running in the job: was the run over before sampling began?")
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    for frames, n in stacks.items():
+        own[_short(frames[-1])] += n
+        for frame in {_short(f) for f in frames}:
+            inclusive[frame] += n
+    share = lambda counter: [(name, n / total) for name, n in counter.most_common(limit)]  # noqa: E731
+    return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:line)`` -> ``func (module.py)``: lines vary, functions do not."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({Path(where.rsplit(':', 1)[0]).name})" if where else name
