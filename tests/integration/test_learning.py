@@ -4,8 +4,11 @@ thread mode) with its model trainer, Redis.
 - parity: the propensity predictions the job learned with (the ``examples`` topic, in learning
   order) equal River's ``iter_progressive_val_score`` over the same examples with the same
   label delays, within 1e-9;
-- quality: progressive ROC AUC against a constant predictor and a named simple baseline
-  ("the session has an add-to-cart"), printed, not held to a tuned threshold;
+- quality, on every JD Micro-Behaviors session (real sessions with their orders, so sessions
+  close and are labelled during the run): the job's progressive ROC AUC (Redis ``model`` key)
+  is that of the predictions in the examples topic, and beats a constant predictor over the
+  same examples; the named simple baseline ("the session has an add-to-cart") is reported
+  beside it (see the test);
 - restore: SIGKILL mid-stream after a completed checkpoint, restore from it, finish the stream:
   the examples learned equal the labels, and every prediction and model key in Redis equals the
   uninterrupted run's.
@@ -20,11 +23,9 @@ import sys
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from river import metrics
 
 from personalization.config.settings import REPO_ROOT
-from personalization.core.learning.evaluation import river_predictions
-from personalization.core.learning.propensity import FEATURE_NAMES
+from personalization.core.learning.evaluation import against_baselines, river_predictions
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.topics import read_topic
 from personalization.serving.model_store import read_model
@@ -66,26 +67,35 @@ def test_predictions_equal_rivers_progressive_val_score(baseline) -> None:
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-9
 
 
-def test_progressive_auc_beats_a_constant_and_the_add_to_cart_baseline(baseline) -> None:
-    settings, _, examples = baseline
-    cart = FEATURE_NAMES.index("session_add_to_cart")
+@pytest.fixture(scope="module")
+def jd_run(stack, datasets, tmp_path_factory):
+    """Every JD session (100,346 events, no synthetic signals: JD has its own dwell and scroll).
 
-    def auc(scores) -> float:
-        metric = metrics.ROCAUC(n_thresholds=100)
-        for e, score in zip(examples, scores):
-            metric.update(e["label"], score)
-        return metric.get()
+    Not the Taobao slice above: it spans 8 minutes of event time, less than the 30-minute
+    session gap, so its sessions are all labelled at the end of input, after every prediction,
+    and its few purchases mostly open their session (nothing to predict before them).
+    """
+    settings, _ = replayed_run(tmp_path_factory.mktemp("learning-jd"), seed=7, limit=None, dataset="jd",
+                               augmented=False)
+    examples = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
+    return settings, examples
 
-    model = auc(e["prediction"] for e in examples)
-    constant = auc(0.5 for _ in examples)
-    has_cart = auc(1.0 if e["x"][cart] > 0 else 0.0 for e in examples)
+
+def test_progressive_auc_on_real_sessions_beats_a_constant_and_is_reported_against_add_to_cart(jd_run) -> None:
+    settings, examples = jd_run
+    published = _model(settings)["propensity"]
     positives = sum(e["label"] for e in examples)
-    print(f"\nprogressive ROC AUC over {len(examples)} labelled sessions ({positives} converted): "
-          f"model {model:.4f}, constant {constant:.4f}, has add-to-cart {has_cart:.4f}")
-    # Reported, not asserted: on this slice (the first minutes of the Taobao replay) most purchases
-    # open their session (no prediction before the answer), so only a handful of positives are
-    # learned and the AUC is noise (0.36 at the time of writing).
-    assert constant == 0.5 and 0 <= model <= 1 and positives > 0
+    auc = against_baselines(examples)
+    print(f"\nJD, progressive ROC AUC over {len(examples)} labelled sessions ({positives} converted): "
+          f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, has add-to-cart {auc['has_add_to_cart']:.4f}; "
+          f"log loss {published['log_loss']:.4f}")
+    assert published["examples_learned"] == len(examples) and published["positives"] == positives > 100
+    assert abs(published["roc_auc"] - auc["model"]) <= 1e-9   # the job's figure is the one of these examples
+    assert auc["model"] > auc["constant"]
+    # Not asserted: model > has add-to-cart. It is not (0.650 against 0.680 at the time of
+    # writing): the predictions are made by a model that has learned a third of the examples
+    # on average (sessions overlap for hours), and the one rule is strong on this data.
+    # README "Online learning", quality, has the figures and what was tried.
 
 
 def test_profiles_carry_predictions_interests_and_clusters(baseline) -> None:

@@ -41,3 +41,24 @@ def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | No
         metric=metric or metrics.ROCAUC(n_thresholds=100), delay=lambda _x, _y: next(delays), step=1,
         yield_predictions=True)
     return [s["Prediction"][True] for s in steps]
+
+
+def progressive_auc(examples: list[dict], scores: Iterable[float]) -> float:
+    """ROC AUC as the trainer computes it (River, 100 thresholds) of ``scores``, one per example
+    in learning (``seq``) order: with the examples' own predictions, the job's whole-run figure."""
+    metric = metrics.ROCAUC(n_thresholds=100)
+    for example, score in zip(examples, scores, strict=True):
+        metric.update(example["label"], score)
+    return float(metric.get())
+
+
+def against_baselines(examples: list[dict]) -> dict[str, float]:
+    """The model's progressive ROC AUC beside two baselines over the same examples: a constant
+    predictor, and the one rule "the session has an add-to-cart" (1, else 0) at the same event."""
+    examples = sorted(examples, key=lambda e: e["seq"])
+    cart = FEATURE_NAMES.index("session_add_to_cart")
+    return {
+        "model": progressive_auc(examples, (e["prediction"] for e in examples)),
+        "constant": progressive_auc(examples, (0.5 for _ in examples)),
+        "has_add_to_cart": progressive_auc(examples, (float(e["x"][cart] > 0) for e in examples)),
+    }
