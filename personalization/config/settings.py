@@ -144,6 +144,11 @@ class ProfileConfig(_Section):
     dedup_horizon: DurationMs = parse_duration_ms("24h")
 
 
+class IdentityConfig(_Section):
+    max_anonymous_events: int = Field(1_000, ge=0)
+    max_anonymous_ids: int = Field(10, ge=1, le=1_000)
+
+
 class EnrichmentConfig(_Section):
     user_agent: bool = True
     item_catalog: str = ""  # CSV item_id,category_id; "" = no catalog
@@ -224,6 +229,7 @@ class Settings(_Section):
     validation: ValidationConfig = ValidationConfig()
     profile: ProfileConfig = ProfileConfig()
     enrichment: EnrichmentConfig = EnrichmentConfig()
+    identity: IdentityConfig = IdentityConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     rules: RulesConfig = RulesConfig()
     learning: LearningConfig = LearningConfig()

@@ -20,7 +20,7 @@ class Event:
     event_id: str
     event_type: str
     ts: int
-    user_id: str
+    user_id: str  # the profile key: the user id, else the anonymous id (core.identity may re-key it)
     item_id: str | None = None
     category_id: str | None = None
     scroll_depth: float | None = None
@@ -28,6 +28,7 @@ class Event:
     user_agent: str | None = None
     session_id: str | None = None
     consent: str | None = None  # consent.personalization as stated by the event (core.privacy)
+    anonymous_id: str | None = None  # as sent; with a different user_id the event links the two (core.identity)
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
@@ -45,4 +46,5 @@ class Event:
             user_agent=payload.get("user_agent"),
             session_id=payload.get("session_id"),
             consent=(payload.get("consent") or {}).get("personalization"),
+            anonymous_id=payload.get("anonymous_id") or None,
         )

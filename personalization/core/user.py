@@ -26,12 +26,12 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
-from personalization.core import aggregates, sessions
+from personalization.core import aggregates, identity, sessions
 from personalization.core.aggregates import FeatureState
 from personalization.core.events import Event
 from personalization.core.evolvable import evolvable
 from personalization.core.learning.feed import LearningFeed, LearningState
-from personalization.core.rules import RuleSet, SegmentChange, SegmentState
+from personalization.core.rules import Cause, RuleSet, SegmentChange, SegmentState
 from personalization.core.sessions import SessionEvent, SessionRules, SessionState, SessionSummary
 from personalization.core.windows import RollingCounts, window_name
 
@@ -82,6 +82,7 @@ class UserState:
     oses: dict[str, int] = field(default_factory=dict)
     last_device: tuple[int, str, str, str, str] | None = None
     consent: str | None = None  # the user's latest stated consent, granted or denied (core.privacy)
+    anonymous_ids: list[str] = field(default_factory=list)  # stitched into this profile, oldest first (core.identity)
 
 
 class NumberedChange(NamedTuple):
@@ -145,14 +146,34 @@ class UserLogic:
         lateness = watermark - event.ts
         if lateness > self.session_rules.allowed_lateness_ms:
             return Result(Outcome.LATE, lateness_ms=lateness)
-        self._remember(state, event, watermark)
-        self._count(state, event)
-        sessions.add_event(state.session_state, event)
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
-        if self.rules is not None and state.released_to is not None and event.ts <= state.released_to:
-            self._adopt_rules(state, result)
-            self._give(state, _compact(event), result)  # behind what the rules have seen: at once
+        self._apply(state, event, watermark, result)
         self._advance(state, watermark, result)
+        return result
+
+    def merge(self, state: UserState, anonymous_id: str, events: tuple[Event, ...], watermark: int,
+              max_anonymous_ids: int) -> tuple[Result, list[str]]:
+        """Stitch an anonymous id's events into this profile (``core.identity``): each is applied as
+        if it had carried this user's id, without a lateness check (it was on time when it arrived
+        under the anonymous id), duplicates skipped. Returns the result and the anonymous ids no
+        longer listed (beyond ``max_anonymous_ids``)."""
+        dropped = identity.add_anonymous_id(state.anonymous_ids, anonymous_id, max_anonymous_ids)
+        state.version += 1
+        result = Result(Outcome.PROCESSED, profile_changed=True)
+        for event in events:
+            if event.event_id not in state.seen_event_ids:
+                self._apply(state, event, watermark, result)
+        self._advance(state, watermark, result)
+        return result, dropped
+
+    def hand_over(self, state: UserState, user_id: str) -> Result:
+        """The anonymous profile's last step before it becomes an alias of ``user_id``: it leaves
+        every segment (cause ``identity.merged``), so audiences and change consumers drop it."""
+        result = Result()
+        if self.rules is not None and state.segments is not None and state.segments.members:
+            at = state.features.clock if state.features.clock is not None else (state.last_seen or 0)
+            self._step(state, self.rules.leave_all(state.segments, Cause("identity.merged", {"user_id": user_id}), at),
+                       result)
         return result
 
     def on_timer(self, state: UserState, watermark: int, final_watermark: int | None = None) -> Result:
@@ -180,6 +201,7 @@ class UserLogic:
             "browsers": dict(sorted(state.browsers.items())),
             "operating_systems": dict(sorted(state.oses.items())),
             "last_device": _device_brief(state.last_device),
+            "anonymous_ids": list(state.anonymous_ids),
             "sessions_closed": state.session_state.closed_count,
             "sessions_converted": state.session_state.converted_count,
             "current_session": _session_brief(current),
@@ -200,6 +222,14 @@ class UserLogic:
             "scores": rules.read_scores(seg, clock) if clock is not None else {},
             "rules_version": state.rules_version,
         }
+
+    def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> None:
+        self._remember(state, event, watermark)
+        self._count(state, event)
+        sessions.add_event(state.session_state, event)
+        if self.rules is not None and state.released_to is not None and event.ts <= state.released_to:
+            self._adopt_rules(state, result)
+            self._give(state, _compact(event), result)  # behind what the rules have seen: at once
 
     def _remember(self, state: UserState, event: Event, watermark: int) -> None:
         """Ids are forgotten once the watermark is a dedup horizon past their event time."""

@@ -2,7 +2,7 @@
 
 Valid events are completed here, before they are keyed by user: a missing ``category_id`` is
 looked up in the item catalog (``enrichment.item_catalog``), and with ``privacy.pseudonymize``
-the user id is replaced by its keyed pseudonym, so no raw id reaches keyed state, Redis or an
+the user and anonymous ids are replaced by their keyed pseudonyms, so no raw id reaches keyed state, Redis or an
 output topic. (The DLQ keeps the original bytes, which may hold raw ids: see the README.)
 """
 
@@ -89,14 +89,16 @@ class ParseEvents(ProcessFunction):
 def complete_event(event: Event, catalog: dict[str, str] | None,
                    pseudonym: Callable[[str], str] | None) -> Event:
     """The category from the catalog when the event names an item but no category (the event's
-    own category wins), and the pseudonym in place of the user id."""
+    own category wins), and the pseudonyms in place of the user and anonymous ids."""
     changes = {}
     if catalog is not None and event.category_id is None and event.item_id is not None:
         category = catalog.get(event.item_id)
         if category is not None:
             changes["category_id"] = category
-    if pseudonym is not None:
+    if pseudonym is not None:  # both ids: an anonymous id is as personal as a user id
         changes["user_id"] = pseudonym(event.user_id)
+        if event.anonymous_id is not None:
+            changes["anonymous_id"] = pseudonym(event.anonymous_id)
     return dataclasses.replace(event, **changes) if changes else event
 
 

@@ -1,6 +1,7 @@
 """The keyed user operator: a thin adapter from Flink state, timers and outputs onto core.user.
 
-Two inputs: the events keyed by user, and a broadcast control stream of ``(kind, payload)``:
+Two inputs: the events keyed by user (and the ``Stitch``/``HandOver`` records of identity
+stitching, see ``core.identity``), and a broadcast control stream of ``(kind, payload)``:
 ``("rules", <rules file text>)`` (hot rules updates, kept in broadcast state) and
 ``("clock", <ms>)`` (the latest record time the parse tasks have read, rounded up to the
 second: at the end of a bounded input it tells every task how far event time got, whatever
@@ -29,6 +30,7 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
+from personalization.core.identity import HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
 from personalization.core.learning.interests import InterestRules
 from personalization.core.privacy import Admission, ConsentRules, ErasureRequest, Suppressed, audit_record
@@ -95,9 +97,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         check_connection(client, cfg)
         self._consent = ConsentRules(self._settings.privacy.consent_default)
         self._route_refused = self._settings.privacy.without_consent == "route"
-        writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
-                               self._settings.rules.stream_maxlen)
-        self._writes = WriteBehind(writer, cfg.batch_size if cfg.batch_delay else 1)
+        self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
+                                     self._settings.rules.stream_maxlen)
+        self._writes = WriteBehind(self._writer, cfg.batch_size if cfg.batch_delay else 1)
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
@@ -108,11 +110,17 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._rules_rejected = metrics.counter("rules_rejected")
         self._revocations = metrics.counter("consent_revocations")
         self._erasures = metrics.counter("erasures")
+        self._stitched = metrics.counter("identity_stitches")
+        self._merged = metrics.counter("identity_events_merged")
 
-    def process_element(self, value: Event | ErasureRequest, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+    def process_element(self, value: Event | Stitch | HandOver | ErasureRequest,
+                        ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
         if isinstance(value, ErasureRequest):
             yield from self._erase(value, ctx)
+            return
+        if not isinstance(value, Event):
+            yield from self._stitch(value, ctx)
             return
         event, user = value, ctx.get_current_key()
         admission = self._consent.admit(self._state.value(user), event, self._logic.new_state)
@@ -134,6 +142,34 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                 "event": _event_record(event),
             }).decode()
         yield from self._carry_out(state, result, ctx)
+
+    def _stitch(self, record: Stitch | HandOver, ctx):
+        """Identity stitching (``core.identity``): merge an anonymous id's events into this user's
+        profile, or hand this anonymous profile over (its segments left, state dropped, Redis
+        profile replaced by an alias to the user)."""
+        key = ctx.get_current_key()
+        state = self._state.value(key)
+        if isinstance(record, Stitch):
+            # Only into a profile being profiled (consent as recorded, else the default); else
+            # nothing of the anonymous id joins it (its own profile is deleted all the same).
+            state = self._consent.profiled(state if state is not None else self._logic.new_state(key))
+            if state is None:
+                return
+            result, unlisted = self._logic.merge(state, record.anonymous_id, record.events,
+                                                 ctx.timer_service().current_watermark(),
+                                                 self._settings.identity.max_anonymous_ids)
+            self._stitched.inc()
+            self._merged.inc(len(record.events))
+            if unlisted:
+                self._writer.drop_aliases(unlisted)
+            yield from self._carry_out(state, result, ctx)
+            return
+        if isinstance(state, UserState):
+            yield from self._carry_out(state, self._logic.hand_over(state, record.user_id), ctx)
+        if state is not None:
+            self._state.clear(key)
+        self._writes.discard(key)
+        self._writer.hand_over(key, record.user_id)
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         self._restore(ctx)
@@ -205,8 +241,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         erased_at = int(time.time() * 1000)
         self._writes.discard(user)
         self._state.update(user, Suppressed(request.request_id, erased_at))
-        deleted = erase_user(self._client, self._settings.redis.key_prefix, user,
-                             self._settings.redis.retry_backoff_max)
+        deleted = sum(erase_user(self._client, self._settings.redis.key_prefix, who,
+                                 self._settings.redis.retry_backoff_max)
+                      for who in (user, *(stored.anonymous_ids if isinstance(stored, UserState) else ())))
         self._erasures.inc()
         log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
         if self._logic.learning is not None:

@@ -1,4 +1,5 @@
-"""Job assembly: Kafka source with per-partition watermarks -> parse -> key by user -> profiles.
+"""Job assembly: Kafka source with per-partition watermarks -> parse -> identity resolution ->
+key by user -> profiles.
 
 The source is declared with Flink SQL rather than the DataStream KafkaSource because the SQL
 connector exposes the record's partition, offset and timestamp as metadata columns next to the
@@ -26,8 +27,10 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
+from personalization.core.identity import profile_key, resolver_key
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import ParseErasures
+from personalization.operators.identity import ResolveIdentities
 from personalization.operators.parse import CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
@@ -222,8 +225,12 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     )
     clock = events.get_side_output(CLOCK).uid("parse-clock")
     control = rule_updates.union(clock).broadcast(CONTROL_STATE)
+    # Identity stitching (core.identity): re-keys anonymous events, adds the records of a link.
+    by_identity = events.key_by(resolver_key, key_type=Types.STRING())
+    _set_key_by_uid(by_identity, "key-by-identity")
+    routed = by_identity.process(ResolveIdentities(settings)).uid("identity").name("identity resolution")
     erasures = _erasure_requests(env, settings)
-    by_user = events.union(erasures).key_by(lambda value: value.user_id, key_type=Types.STRING())
+    by_user = routed.union(erasures).key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)

@@ -2,6 +2,8 @@
 
 - ``<prefix>:{<user>}:profile`` and ``<prefix>:{<user>}:predictions`` (deleted),
 - ``<prefix>:{segment-changes}:user:<user>`` (the stream's deduplication mark, deleted),
+- ``<prefix>:{<user>}:alias`` (an anonymous id's alias, deleted; the user operator erases each
+  anonymous id stitched into an erased user's profile too, see ``core.identity``),
 - the user's entries in the change stream ``<prefix>:{segment-changes}`` (``XDEL``),
 - the user's membership of every audience set ``<prefix>:segment:{<segment>}:members`` (``SREM``
   on every such set, found by ``SCAN``: a set of a segment a rules update removed still counts).
@@ -17,7 +19,7 @@ import redis
 
 from personalization.serving.model_store import predictions_key
 from personalization.serving.redis_store import (
-    changes_key, members_key, profile_key, retry_while_down, streamed_version_key,
+    alias_key, changes_key, members_key, profile_key, retry_while_down, streamed_version_key,
 )
 
 STREAM_PAGE = 1_000  # change-stream entries read per round trip while looking for the user's
@@ -25,7 +27,8 @@ STREAM_PAGE = 1_000  # change-stream entries read per round trip while looking f
 
 def user_keys(prefix: str, user_id: str) -> list[str]:
     """The keys that belong to the user alone."""
-    return [profile_key(prefix, user_id), predictions_key(prefix, user_id), streamed_version_key(prefix, user_id)]
+    return [profile_key(prefix, user_id), predictions_key(prefix, user_id), streamed_version_key(prefix, user_id),
+            alias_key(prefix, user_id)]
 
 
 def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000) -> int:

@@ -12,7 +12,7 @@ import redis
 from personalization.config.settings import Settings
 from personalization.serving.model_store import read_model, read_predictions
 from personalization.serving.redis_store import (
-    changes_key, connect, decode_change, decode_profile, members_key, profile_key,
+    alias_key, changes_key, connect, decode_change, decode_profile, members_key, profile_key,
 )
 
 SEGMENT_FIELDS = ("segments", "primary_segment", "scores", "rules_version")
@@ -28,14 +28,22 @@ class ProfileReader:
         return cls(connect(settings.redis), settings.redis.key_prefix)
 
     def get(self, user_id: str) -> dict[str, Any] | None:
-        raw = self._client.hgetall(profile_key(self._prefix, user_id))
+        """The profile of a user id or anonymous id; an anonymous id stitched into a user's profile
+        gives that profile (its ``user_id`` says whose)."""
+        raw = self._client.hgetall(profile_key(self._prefix, self.resolve(user_id)))
         return decode_profile(raw) if raw else None
+
+    def resolve(self, user_id: str) -> str:
+        """The id whose profile holds ``user_id``'s behaviour: the user an anonymous id was
+        stitched into, else the id itself."""
+        alias = self._client.get(alias_key(self._prefix, user_id))
+        return alias.decode() if alias is not None else user_id
 
     def predictions(self, user_id: str) -> dict[str, Any] | None:
         """The online models' view of the user: purchase propensity (``propensity_known`` once the
         session has its purchase), behavioural ``cluster``, ``interests`` (``source`` personal or
         trending for a cold start); None if the trainer has not seen the user."""
-        return read_predictions(self._client, self._prefix, user_id)
+        return read_predictions(self._client, self._prefix, self.resolve(user_id))
 
     def model(self) -> dict[str, Any] | None:
         """The models' progressive metrics, cluster centroids, trending categories and size."""
@@ -44,7 +52,7 @@ class ProfileReader:
     def segments(self, user_id: str) -> dict[str, Any] | None:
         """The user's segments (segment -> event time entered), primary segment, scores and the
         rules version that decided them; None if there is no profile."""
-        values = self._client.hmget(profile_key(self._prefix, user_id), *SEGMENT_FIELDS)
+        values = self._client.hmget(profile_key(self._prefix, self.resolve(user_id)), *SEGMENT_FIELDS)
         if all(value is None for value in values):
             return None
         return {name: None if value is None else orjson.loads(value) for name, value in zip(SEGMENT_FIELDS, values)}

@@ -11,6 +11,8 @@ the same tag live in one slot, so one script can touch them atomically):
 - ``<prefix>:{segment-changes}:user:<user>``  string: the ``seq`` of the user's newest change
   already in the stream (deduplication under replay; expires with the profile).
 - ``<prefix>:segment:{<segment>}:members``  set of the user ids currently in a segment.
+- ``<prefix>:{<anonymous id>}:alias``  string: the user id an anonymous id was stitched into
+  (``core.identity``); written when its profile hash is deleted, expires like a profile.
 
 Three steps per update, sent in one round trip (a pipeline): (1) the profile compare-and-set
 in the user's slot; (2) the changes appended to the stream by a script that skips every
@@ -84,6 +86,10 @@ def changes_key(prefix: str) -> str:
 
 def streamed_version_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:{{segment-changes}}:user:{user_id}"
+
+
+def alias_key(prefix: str, anonymous_id: str) -> str:
+    return f"{prefix}:{{{anonymous_id}}}:alias"
 
 
 def members_key(prefix: str, segment: str) -> str:
@@ -168,6 +174,25 @@ class ProfileWriter:
         """Write ``(profile, changes)`` pairs of different users in one pipeline (one round trip);
         the number of profiles applied."""
         return retry_while_down(lambda: self._send(writes), round(self._backoff_max_s * 1000))
+
+    def hand_over(self, anonymous_id: str, user_id: str) -> None:
+        """The anonymous id's profile hash is replaced by an alias to ``user_id`` (one slot: one
+        MULTI). Idempotent, like every write here."""
+        def send() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(profile_key(self._prefix, anonymous_id))
+            pipe.set(alias_key(self._prefix, anonymous_id), user_id, px=self._ttl_ms or None)
+            pipe.execute()
+        retry_while_down(send, round(self._backoff_max_s * 1000))
+
+    def drop_aliases(self, anonymous_ids: Sequence[str]) -> None:
+        """Delete alias keys (one command each: on a cluster they live in different slots)."""
+        def send() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for anonymous_id in anonymous_ids:
+                pipe.delete(alias_key(self._prefix, anonymous_id))
+            pipe.execute()
+        retry_while_down(send, round(self._backoff_max_s * 1000))
 
     def _send(self, writes: Sequence[Write]) -> int:
         """One round trip. The scripts are called by their SHA alone: a pipeline that carries

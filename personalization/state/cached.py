@@ -33,6 +33,11 @@ class CachedValueState(Generic[V]):
         self._state.update(value)
         self._remember(key, value)
 
+    def clear(self, key) -> None:
+        """Delete the key's state (the current key's: Flink state is scoped to it)."""
+        self._state.clear()
+        self._live.pop(key, None)
+
     def forget(self, key) -> None:
         """The caller changed the object without writing it: the next read must see the state."""
         self._live.pop(key, None)

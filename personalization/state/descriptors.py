@@ -10,6 +10,10 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 # keeps the live object between events, so it is pickled when written back, not read per event.
 USER_STATE = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
 
+# The identity resolver's state per anonymous id (core.identity.IdentityState, pickled): the user
+# it is linked to, and its events until then.
+IDENTITY_STATE = ValueStateDescriptor("identity-state-v1", Types.PICKLED_BYTE_ARRAY())
+
 # Broadcast state of the user operator: the rules applied by the last valid update ("rules" ->
 # the rules file text) and the latest record time the job has read ("clock" -> ms).
 CONTROL_STATE = MapStateDescriptor("control-v1", Types.STRING(), Types.STRING())

@@ -255,6 +255,7 @@ def test_hand_made_stream_profile_sessions_and_timers() -> None:
                            {"category_id": "shoes", "events": 2}],
         # no device resolver in this logic (and no user agents): test_devices_* below
         "devices": {}, "browsers": {}, "operating_systems": {}, "last_device": None,
+        "anonymous_ids": [],                     # none stitched in (tests/unit/test_identity.py)
         "sessions_closed": 2,
         "sessions_converted": 1,
         "current_session": None,                 # the latest session has closed

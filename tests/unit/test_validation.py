@@ -57,13 +57,13 @@ def test_valid_event_with_user_id_and_every_optional_field() -> None:
     assert event == Event(
         event_id="e-1", event_type="product_view", ts=TS, user_id="u-1", item_id="i-1",
         category_id="c-1", scroll_depth=0.5, dwell_ms=1_200, user_agent="Mozilla/5.0",
-        session_id="s-1",
+        session_id="s-1", anonymous_id="anon-1",
     )
 
 
 def test_valid_event_with_only_an_anonymous_id_is_keyed_by_it() -> None:
     event = check(payload(user_id=..., anonymous_id="anon-7"))
-    assert event == Event(event_id="e-1", event_type="click", ts=TS, user_id="anon-7")
+    assert event == Event(event_id="e-1", event_type="click", ts=TS, user_id="anon-7", anonymous_id="anon-7")
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)

@@ -221,6 +221,14 @@ class RuleSet:
                 changes += self._exit(state, child, cause, at)
         return changes
 
+    def leave_all(self, state: SegmentState, cause: Cause, at: int) -> list[SegmentChange]:
+        """Leave every segment (the profile is handed over to another id, see ``core.identity``)."""
+        changes: list[SegmentChange] = []
+        for name in sorted(state.members):
+            if name in state.members:  # not left already as a child of an earlier one
+                changes += self._exit(state, name, cause, at)
+        return changes
+
     def _forget_removed(self, state: SegmentState, at: int) -> list[SegmentChange]:
         """After a rules update: leave segments that no longer exist, drop dead score and trigger state."""
         changes = []

@@ -13,6 +13,7 @@ hands to the JVM); ordinary Python processes of the project never import it.
 """
 
 import personalization.operators.erasure  # noqa: F401
+import personalization.operators.identity  # noqa: F401
 import personalization.operators.parse  # noqa: F401
 import personalization.operators.trainer  # noqa: F401
 import personalization.operators.user_profile  # noqa: F401
