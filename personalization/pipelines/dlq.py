@@ -192,14 +192,14 @@ def replay(settings: Settings, records: Iterable[DlqRecord], topic: str) -> int:
 
 
 def _user_key(value: bytes) -> bytes | None:
-    """The user id (else anonymous id) as the Kafka key, like the producer CLI, when the payload has one."""
+    """The anonymous id (else user id) as the Kafka key, like the producer CLI, when the payload has one."""
     try:
         payload = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(payload, dict):
         return None
-    identity = payload.get("user_id") or payload.get("anonymous_id")
+    identity = payload.get("anonymous_id") or payload.get("user_id")
     return identity.encode() if isinstance(identity, str) else None
 
 

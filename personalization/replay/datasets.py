@@ -174,8 +174,10 @@ def read_dataset(name: str, location: DatasetLocation, *, seed: int = 0) -> Iter
 
 
 def user_key(event: EventDict) -> str:
-    """The identity events are keyed by: ``user_id``, else ``anonymous_id``."""
-    identity: str = event.get("user_id") or event["anonymous_id"]
+    """The Kafka key of an event: the anonymous id when there is one, else the user id. A device's
+    events then share a partition, so its link (an event with both ids) is read after its
+    anonymous events (``core.identity``)."""
+    identity: str = event.get("anonymous_id") or event["user_id"]
     return identity
 
 

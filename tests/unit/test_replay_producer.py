@@ -37,6 +37,10 @@ def test_anonymous_events_are_keyed_by_anonymous_id() -> None:
     assert to_record(event).key == b"a-9"
 
 
+def test_events_with_both_ids_are_keyed_by_anonymous_id_so_a_device_stays_in_order() -> None:
+    assert to_record({**EVENT, "anonymous_id": "a-9"}).key == b"a-9"
+
+
 def test_pacing_delay_follows_absolute_deadlines() -> None:
     assert pacing_delay(1000, 0.0, None) == 0.0
     assert pacing_delay(0, 0.0, 10) == 0.0
