@@ -2,8 +2,8 @@
 
 Keyed by the anonymous id (else the user id), upstream of the user operator; it re-keys events
 by setting ``Event.user_id`` and adds the ``Stitch`` and ``HandOver`` records of a link, which the
-user operator, keyed by ``core.identity.profile_key``, carries out. Events without an anonymous
-id pass through without a state access.
+user operator, keyed by ``core.identity.profile_key``, carries out. Only events with an anonymous
+id come here (the parse task's ``ANONYMOUS`` side output); the others skip this hop.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ class ResolveIdentities(KeyedProcessFunction):
         self._resolutions = {r: metrics.counter(f"identity_{r.value}") for r in Resolution}
 
     def process_element(self, event: Event, ctx: KeyedProcessFunction.Context):
-        if event.anonymous_id is None:
-            yield event
-            return
         key = ctx.get_current_key()
         state = self._state.value(key) or IdentityState()
         routing = self._rules.route(state, event, ctx.timer_service().current_watermark())

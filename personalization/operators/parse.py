@@ -26,6 +26,9 @@ DLQ = OutputTag("dlq", Types.STRING())
 # passes into a new second, broadcast to the user operator (see operators.user_profile).
 CLOCK = OutputTag("clock", Types.TUPLE([Types.STRING(), Types.STRING()]))
 CLOCK_RESOLUTION_MS = 1_000
+# Events that carry an anonymous id (links included): only they need the identity resolver
+# (operators.identity); the others go straight to the user operator, one keyed hop fewer.
+ANONYMOUS = OutputTag("anonymous")
 # The source gives a record stamped too far in the future this rowtime, so that it cannot move
 # the watermark (pipelines.job.source_ddl); its real Kafka timestamp is in the row.
 SUSPENDED_ROWTIME = 0
@@ -71,7 +74,11 @@ class ParseEvents(ProcessFunction):
             yield DLQ, dlq_record(raw, result, row[1], row[2], row[3], record_ts, now).decode()
         else:
             self._valid.inc()
-            yield self._complete(result)
+            event = self._complete(result)
+            if event.anonymous_id is None:
+                yield event
+            else:
+                yield ANONYMOUS, event
 
     def _complete(self, event: Event) -> Event:
         completed = complete_event(event, self._catalog, self._pseudonym)

@@ -31,7 +31,7 @@ from personalization.core.identity import profile_key, resolver_key
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import ParseErasures
 from personalization.operators.identity import ResolveIdentities
-from personalization.operators.parse import CLOCK, DLQ, ParseEvents
+from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
@@ -226,11 +226,13 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     clock = events.get_side_output(CLOCK).uid("parse-clock")
     control = rule_updates.union(clock).broadcast(CONTROL_STATE)
     # Identity stitching (core.identity): re-keys anonymous events, adds the records of a link.
-    by_identity = events.key_by(resolver_key, key_type=Types.STRING())
+    # Only events with an anonymous id take this hop; the resolver passes nothing else anyway.
+    anonymous = events.get_side_output(ANONYMOUS).uid("parse-anonymous")
+    by_identity = anonymous.key_by(resolver_key, key_type=Types.STRING())
     _set_key_by_uid(by_identity, "key-by-identity")
     routed = by_identity.process(ResolveIdentities(settings)).uid("identity").name("identity resolution")
     erasures = _erasure_requests(env, settings)
-    by_user = routed.union(erasures).key_by(profile_key, key_type=Types.STRING())
+    by_user = events.union(routed, erasures).key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)
