@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.core.learning.evaluation import against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
 from personalization.pipelines.monitor import FlinkRest, JobStatus
@@ -109,11 +110,12 @@ def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
         console.print(profile_table(max(users, key=lambda p: (p["sessions_converted"], p["events_total"]))))
     model = ProfileReader.from_settings(settings).model()
     if model:
-        console.print(model_table(model))
+        console.print(model_table(model, read_topic(settings, topics.examples)))
 
 
-def model_table(model: dict) -> Table:
-    """The online models' progressive validation (predict, then learn) at the end of the run."""
+def model_table(model: dict, examples: list[dict]) -> Table:
+    """The online models' progressive validation (predict, then learn) at the end of the run,
+    the propensity model beside two baselines scored over the same examples."""
     p = model["propensity"]
     table = Table(title="online models (progressive validation: each example scored before it is learned)",
                   show_header=False)
@@ -123,6 +125,11 @@ def model_table(model: dict) -> Table:
     table.add_row("propensity: ROC AUC / log loss, whole run", f"{p['roc_auc']:.4f} / {p['log_loss']:.4f}")
     table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}",
                   f"{p['recent_roc_auc']:.4f} / {p['recent_log_loss']:.4f}")
+    if examples:
+        auc = against_baselines(examples)
+        table.add_row("propensity: ROC AUC against baselines, same examples",
+                      f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, "
+                      f"session has an add-to-cart {auc['has_add_to_cart']:.4f}")
     for c in model.get("clusters", []):
         centroid = c["centroid"]
         table.add_row(f"cluster {c['cluster']} ({c['assignments']:,} assignments)", ", ".join(
