@@ -7,6 +7,8 @@ Weights: product_view 1, click 1, add_to_cart 3, purchase 5.
 from __future__ import annotations
 
 import itertools
+import pickle
+import random
 
 from personalization.core.learning.interests import (
     InterestRules,
@@ -143,3 +145,28 @@ def test_user_with_k_events_gets_personal_interests() -> None:
 
 def test_user_with_many_events_but_no_category_falls_back_to_trending() -> None:
     assert profile_interests(Interests(), events_seen=50, trending=trending_now(), rules=RULES)["source"] == "trending"
+
+
+def test_trending_top_kept_up_to_date_equals_counting_the_window_afresh() -> None:
+    """The maintained order (``Trending._count``) against a recount of the window's buckets,
+    over a long stream with a long tail, evictions and buckets leaving the window; and after a
+    pickle round trip, which drops the derived fields and rebuilds them."""
+    rng = random.Random(7)
+    trending = Trending(window_ms=600_000, bucket_ms=60_000, max_categories=40)
+    for i in range(20_000):
+        trending.add(f"c{int(rng.paretovariate(1.2)) % 300}", i * 97 - rng.randrange(30_000))
+        if i % 997 == 0:
+            trending = pickle.loads(pickle.dumps(trending))
+        if i % 101 == 0:
+            assert trending.top(10) == _recount(trending)[:10]
+    assert trending.top(1_000) == _recount(trending)
+
+
+def _recount(trending: Trending) -> list[tuple[str, int]]:
+    oldest_excluded = trending.anchor // trending.bucket_ms - trending.window_ms // trending.bucket_ms
+    totals: dict[str, int] = {}
+    for bucket, counts in trending.buckets.items():
+        if bucket > oldest_excluded:
+            for category, n in counts.items():
+                totals[category] = totals.get(category, 0) + n
+    return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -12,7 +12,11 @@ never locked out by a long tail of ties.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field, fields
+
+# Derived from ``buckets`` and rebuilt after unpickling: kept out of snapshots and state.
+_DERIVED = ("_totals", "_top")
 
 
 @dataclass(slots=True)
@@ -22,6 +26,12 @@ class Trending:
     max_categories: int = 1000
     buckets: dict[int, dict[str, int]] = field(default_factory=dict)
     anchor: int | None = None
+    # The window's totals per category, and the categories in ``top`` order (longest asked for).
+    # Every event is counted and then asks for the top, so both are kept up to date as counts
+    # grow: a +1 moves at most one category, and re-sorting all of them per event was the
+    # trainer's largest cost with thousands of categories in the window.
+    _totals: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _top: list[tuple[str, int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, category: str, ts: int) -> None:
         self.anchor = ts if self.anchor is None else max(self.anchor, ts)
@@ -31,24 +41,60 @@ class Trending:
         counts = self.buckets.setdefault(bucket, {})
         if category in counts or len(counts) < self.max_categories:
             counts[category] = counts.get(category, 0) + 1
+            self._count(category)
         else:
             evicted = max(counts, key=lambda c: (-counts[c], c))
             counts[category] = counts.pop(evicted) + 1
-        for old in [b for b in self.buckets if b <= self._oldest_excluded()]:
-            del self.buckets[old]
+            self._top = None  # a count went down: the order is rebuilt when asked for
+        old = [b for b in self.buckets if b <= self._oldest_excluded()]
+        if old:
+            for b in old:
+                del self.buckets[b]
+            self._top = None
+        if self._top is None:
+            self._totals = self._window_totals()
 
     def top(self, k: int) -> list[tuple[str, int]]:
         """The ``k`` categories with the most events in the window, ties by name."""
         if self.anchor is None:
             return []
+        if self._top is None:
+            self._top = sorted(self._totals.items(), key=_rank)
+        return self._top[:k]
+
+    def _count(self, category: str) -> None:
+        """One more event of ``category``: it moves up the order, nothing else moves."""
+        total = self._totals.get(category, 0) + 1
+        self._totals[category] = total
+        if self._top is not None:
+            if total > 1:
+                del self._top[bisect_left(self._top, _rank((category, total - 1)), key=_rank)]
+            insort(self._top, (category, total), key=_rank)
+
+    def _window_totals(self) -> dict[str, int]:
         oldest_excluded = self._oldest_excluded()
         totals: dict[str, int] = {}
         for bucket, counts in self.buckets.items():
             if bucket > oldest_excluded:
                 for category, n in counts.items():
                     totals[category] = totals.get(category, 0) + n
-        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return totals
 
     def _oldest_excluded(self) -> int:
         assert self.anchor is not None
         return self.anchor // self.bucket_ms - self.window_ms // self.bucket_ms
+
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _DERIVED}
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple):  # pickled before the derived fields: (None, {slot: value})
+            state = state[1]
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._top = None
+        self._totals = self._window_totals() if self.anchor is not None else {}
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
