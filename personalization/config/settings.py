@@ -173,7 +173,7 @@ class PrivacyConfig(_Section):
 
 class LearningConfig(_Section):
     enabled: bool = True
-    checkpoint_every: int = Field(2_000, ge=1)
+    checkpoint_every: int = Field(20_000, ge=1)
     recent_window: int = Field(1_000, ge=10)
     clusters: int = Field(5, ge=1, le=100)
     interests_half_life: DurationMs = parse_duration_ms("3d")
