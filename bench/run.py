@@ -57,14 +57,18 @@ PROBE_EVERY = 50
 
 
 def workload(size: int) -> list[dict]:
-    """``size`` events of the real replay, looped with fresh ids when the data runs out."""
+    """``size`` events of the real replay, looped when the data runs out: each loop has fresh
+    ids and is shifted in event time past the one before, so the watermark keeps moving and
+    looped events are not late."""
     base = list(replay_events("all", augmented=True, seed=1))
+    span = max(e["ts"] for e in base) - min(e["ts"] for e in base) + DAY_MS
     out: list[dict] = []
     loop = 0
     while len(out) < size:
         for event in islice(base, size - len(out)):
             if loop:
-                event = {**event, "event_id": f"{event['event_id']}~{loop}", "user_id": f"{event['user_id']}~{loop}"}
+                event = {**event, "event_id": f"{event['event_id']}~{loop}", "user_id": f"{event['user_id']}~{loop}",
+                         "ts": event["ts"] + loop * span}
             out.append(event)
         loop += 1
     return out
