@@ -46,6 +46,7 @@ from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics
 from personalization.replay.producer import produce, replay_events
+from personalization.replay.synthetic import DAY_MS
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect, profile_key
 from personalization.udfs.validation import EventValidator, Rejection

@@ -36,7 +36,7 @@ def test_a_small_state_scale_run_writes_its_report(stack, datasets, tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     [row] = json.loads((out / "state-scale.json").read_text())
-    assert (row["users"], row["backend"]) == (500, "hashmap")
+    assert (row["users"], row["users_in_state"], row["events_late"], row["backend"]) == (500, 500, 0, "hashmap")
     assert row["checkpoint_bytes"] > 0 and row["bytes_per_user"] == row["checkpoint_bytes"] / 500
     assert row["jvm_peak_rss_bytes"] > 0
-    assert "| 500 | hashmap |" in (out / "state-scale.md").read_text()
+    assert "| 500 | 500 | hashmap |" in (out / "state-scale.md").read_text()
