@@ -37,6 +37,18 @@ Rules and limits:
   own, and its links only route the linking events to the user. Never a partial merge.
 - Events of the anonymous id that were beyond the allowed lateness when they arrived are not held
   (the anonymous profile did not apply them either).
+
+Consent and erasure (``core.privacy``): the resolver records each anonymous id's latest consent
+statement and holds only events the user operator profiles (the same ``ConsentRules``, applied
+to the same anonymous-only events in the same order); an event that is not profiled (a denial,
+say) drops what it held. An erasure request passes the resolver on its way to the user operator,
+keyed by the id it names: that id's state becomes a marker (link and held events forgotten,
+consent denied until a grant). A user's stitched anonymous ids are reached through the **link
+index** (``LinkIndex``), keyed by user id upstream of the resolver: it records every anonymous
+id that linked to the user and, at the user's erasure, sends the request on together with one
+``ForgetLink`` per anonymous id (then forgets them too). The resolver forgets an anonymous id on
+a ``ForgetLink`` unless it is stitched to another user (first link wins), and passes it on so
+the user operator erases that anonymous id as well.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from typing import NamedTuple
 
 from personalization.core.events import Event
 from personalization.core.evolvable import evolvable
+from personalization.core.privacy import DENIED, ConsentRules, ErasureRequest
 
 
 @evolvable
@@ -57,6 +70,26 @@ class IdentityState:
     linked_to: str | None = None  # the user this anonymous id is stitched to
     held: list[Event] = field(default_factory=list)  # its events before the link, in arrival order
     overflowed: bool = False  # more than max_anonymous_events before a link: never stitched
+    consent: str | None = None  # its latest stated consent (core.privacy); DENIED once erased
+
+
+@evolvable
+@dataclass(slots=True)
+class LinkIndex:
+    """What the link index keeps per user: the anonymous ids that linked to the user, oldest first."""
+
+    anonymous_ids: list[str] = field(default_factory=list)
+
+    def note(self, event: Event) -> bool:
+        """Record the anonymous id of a link; whether it is new."""
+        if event.anonymous_id in self.anonymous_ids:
+            return False
+        self.anonymous_ids.append(event.anonymous_id)
+        return True
+
+    def fan_out(self, request: ErasureRequest) -> list[Erasure]:
+        """The user's erasure request, then one ``ForgetLink`` per anonymous id that linked to the user."""
+        return [request, *(ForgetLink(anonymous_id, request) for anonymous_id in self.anonymous_ids)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +109,40 @@ class HandOver:
     user_id: str
 
 
-Routed = Event | Stitch | HandOver
+@dataclass(frozen=True, slots=True)
+class ForgetLink:
+    """The erasure of ``request.user_id`` reaching an anonymous id that linked to that user: the
+    resolver forgets the anonymous id, the user operator erases it (no audit record of its own:
+    the user's erasure confirms the request)."""
+
+    anonymous_id: str
+    request: ErasureRequest
 
 
-def profile_key(item) -> str:
-    """The user operator's key for a routed record (or an erasure request: its ``user_id``)."""
-    return item.anonymous_id if isinstance(item, HandOver) else item.user_id
+Erasure = ErasureRequest | ForgetLink  # on its way through the resolver to the user operator
+Routed = Event | Stitch | HandOver | Erasure
 
 
-def resolver_key(event: Event) -> str:
+def is_link(event: Event) -> bool:
+    """The event carries a user id and a different anonymous id."""
+    return event.anonymous_id is not None and event.user_id != event.anonymous_id
+
+
+def profile_key(item: Routed) -> str:
+    """The user operator's key for a routed record (an erasure request: the id it names)."""
+    return item.anonymous_id if isinstance(item, (HandOver, ForgetLink)) else item.user_id
+
+
+def resolver_key(item: Event | Erasure) -> str:
     """The resolver's key: the anonymous id when there is one (its state is per anonymous id)."""
-    return event.anonymous_id or event.user_id
+    if isinstance(item, Event):
+        return item.anonymous_id or item.user_id
+    return profile_key(item)
+
+
+def index_key(item: Event | ErasureRequest) -> str:
+    """The link index's key: the user id (of a link, or named by an erasure request)."""
+    return item.user_id
 
 
 class Resolution(str, enum.Enum):
@@ -96,6 +152,9 @@ class Resolution(str, enum.Enum):
     LINKED = "linked"  # the first link: the stitch
     CONFLICT = "conflict"  # a link to another user than the first one
     UNSTITCHED = "unstitched"  # a link of an anonymous id with too many events to be stitched
+    NO_CONSENT = "no_consent"  # an anonymous id's event before its link, not profiled: not held
+    ERASED = "erased"  # an erasure request, or a ForgetLink: the id's state forgotten
+    NOT_STITCHED_TO = "not_stitched_to"  # a ForgetLink of an id stitched to another user: kept
 
 
 class Routing(NamedTuple):
@@ -108,12 +167,13 @@ class Routing(NamedTuple):
 class IdentityRules:
     max_anonymous_events: int
     allowed_lateness_ms: int
+    consent: ConsentRules  # the user operator's (privacy.consent_default)
 
     def route(self, state: IdentityState, event: Event, watermark: int) -> Routing:
         anonymous = event.anonymous_id
         if anonymous is None:
             return Routing([event], Resolution.KNOWN, False)
-        if event.user_id == anonymous:
+        if not is_link(event):
             return self._anonymous(state, event, watermark)
         if state.linked_to is not None:
             known = state.linked_to == event.user_id
@@ -128,20 +188,28 @@ class IdentityRules:
     def _anonymous(self, state: IdentityState, event: Event, watermark: int) -> Routing:
         if state.linked_to is not None:
             return Routing([replace(event, user_id=state.linked_to)], Resolution.REKEYED, False)
+        # Consent as the user operator decides it for this event on the anonymous id's profile.
+        changed = event.consent is not None and event.consent != state.consent
+        if changed:
+            state.consent = event.consent
+        if not self.consent.admits(state.consent):  # not profiled: not held, and what was held goes
+            changed, state.held = changed or bool(state.held), []
+            return Routing([event], Resolution.NO_CONSENT, changed)
         if state.overflowed or watermark - event.ts > self.allowed_lateness_ms:
-            return Routing([event], Resolution.ANONYMOUS, False)
+            return Routing([event], Resolution.ANONYMOUS, changed)
         if len(state.held) >= self.max_anonymous_events:
             state.overflowed, state.held = True, []
         else:
             state.held.append(event)
         return Routing([event], Resolution.ANONYMOUS, True)
 
+    @staticmethod
+    def erase(state: IdentityState, erasure: Erasure) -> Routing:
+        """An erasure on its way to the user operator: the id's link, held events and consent are
+        replaced by a marker (consent denied until a grant, as the user operator's ``Suppressed``),
+        unless a ``ForgetLink`` reaches an anonymous id stitched to another user."""
+        if isinstance(erasure, ForgetLink) and state.linked_to not in (None, erasure.request.user_id):
+            return Routing([], Resolution.NOT_STITCHED_TO, False)
+        state.linked_to, state.held, state.overflowed, state.consent = None, [], False, DENIED
+        return Routing([erasure], Resolution.ERASED, True)
 
-def add_anonymous_id(ids: list[str], anonymous_id: str, limit: int) -> list[str]:
-    """Append ``anonymous_id`` to a profile's stitched ids (oldest first); the ids dropped to stay
-    within ``limit``, oldest first."""
-    if anonymous_id not in ids:
-        ids.append(anonymous_id)
-    dropped = ids[: max(len(ids) - limit, 0)]
-    del ids[: len(dropped)]
-    return dropped

@@ -14,6 +14,8 @@ statement. An event without one takes the recorded statement, or the configured 
   having denied consent, so later events recreate nothing until one states a grant.
 
 Plain Python: the operator (``operators.user_profile``) keeps the state and carries this out.
+The identity resolver (``core.identity``) applies the same rule (``ConsentRules.admits``) per
+anonymous id, so that it holds for a later stitch only the events that were profiled.
 """
 
 from __future__ import annotations
@@ -58,22 +60,28 @@ class Admission(NamedTuple):
 class ConsentRules:
     default: str = GRANTED  # an event without a consent field, from a user who never stated one
 
+    def admits(self, recorded: str | None, stated: str | None = None) -> bool:
+        """Whether an event stating ``stated`` (None: no field) is profiled, given the latest
+        statement recorded for its id (None: never one; an erased id counts as ``denied``). The
+        one rule both keepers of consent apply: the user operator and the identity resolver."""
+        return (stated or recorded or self.default) == GRANTED
+
     def admit(self, stored: Stored, event: Event, new_state: Callable[[str], UserState]) -> Admission:
         stated = event.consent
         if isinstance(stored, UserState):
             recorded = stored.consent
         else:
             recorded = DENIED if isinstance(stored, Suppressed) else None
-        effective = stated or recorded or self.default
+        granted = self.admits(recorded, stated)
         if isinstance(stored, UserState):
             changed = stated is not None and stated != stored.consent
             if changed:
                 stored.consent = stated
-            revoked = changed and stated == DENIED and (recorded or self.default) == GRANTED
-            if effective == GRANTED:
+            revoked = changed and stated == DENIED and self.admits(recorded)
+            if granted:
                 return Admission(stored, stored, changed, None, False)
             return Admission(None, stored, changed, _reason(stated or recorded), revoked)
-        if effective == GRANTED:  # a first event, or a grant after an erasure or a denial: a fresh profile
+        if granted:  # a first event, or a grant after an erasure or a denial: a fresh profile
             state = new_state(event.user_id)
             state.consent = stated
             # Kept even if the event changes nothing (late, say) when it replaces a marker or states a grant.
@@ -85,7 +93,7 @@ class ConsentRules:
 
     def profiled(self, stored: Stored) -> UserState | None:
         """The user's state if the user is being profiled (timers act only then)."""
-        if isinstance(stored, UserState) and (stored.consent or self.default) == GRANTED:
+        if isinstance(stored, UserState) and self.admits(stored.consent):
             return stored
         return None
 

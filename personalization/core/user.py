@@ -26,7 +26,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
-from personalization.core import aggregates, identity, sessions
+from personalization.core import aggregates, sessions
 from personalization.core.aggregates import FeatureState
 from personalization.core.events import Event
 from personalization.core.evolvable import evolvable
@@ -157,7 +157,7 @@ class UserLogic:
         if it had carried this user's id, without a lateness check (it was on time when it arrived
         under the anonymous id), duplicates skipped. Returns the result and the anonymous ids no
         longer listed (beyond ``max_anonymous_ids``)."""
-        dropped = identity.add_anonymous_id(state.anonymous_ids, anonymous_id, max_anonymous_ids)
+        dropped = add_anonymous_id(state.anonymous_ids, anonymous_id, max_anonymous_ids)
         state.version += 1
         result = Result(Outcome.PROCESSED, profile_changed=True)
         for event in events:
@@ -364,6 +364,16 @@ class UserLogic:
             return held[0].ts if held else None
         at = bisect.bisect_right(held, state.released_to, key=_ts)
         return held[at].ts if at < len(held) else None
+
+
+def add_anonymous_id(ids: list[str], anonymous_id: str, limit: int) -> list[str]:
+    """Append ``anonymous_id`` to a profile's stitched ids (oldest first); the ids dropped to stay
+    within ``limit``, oldest first."""
+    if anonymous_id not in ids:
+        ids.append(anonymous_id)
+    dropped = ids[: max(len(ids) - limit, 0)]
+    del ids[: len(dropped)]
+    return dropped
 
 
 def _learning(state: UserState) -> LearningState:

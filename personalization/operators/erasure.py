@@ -1,8 +1,9 @@
 """Parse erasure requests from the erasure topic; invalid ones go to the DLQ, never fail the job.
 
 A valid request is keyed like the events (its ``user_id``, pseudonymized the same way when
-``privacy.pseudonymize`` is on) and joins them into the user operator, which carries it out
-(``operators.user_profile``).
+``privacy.pseudonymize`` is on) and passes the link index and the identity resolver
+(``operators.identity``: they forget the id and its stitched anonymous ids) on its way to the
+user operator, which carries it out (``operators.user_profile``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ second: at the end of a bounded input it tells every task how far event time got
 its parallelism, see ``core.user``).
 
 The keyed input carries the events and the erasure requests (``core.privacy.ErasureRequest``,
-keyed by the same user id). Consent decides, per event, whether it is profiled at all; an
+keyed by the same user id, and a ``ForgetLink`` per anonymous id that linked to an erased user,
+both passed on by the identity resolver). Consent decides, per event, whether it is profiled at all; an
 erasure replaces the user's keyed state by a ``Suppressed`` marker, drops the user's held-back
 Redis write, deletes the user's Redis keys, tells the trainer, and confirms on the audit topic.
 Timers of a user who is not profiled (erased, or consent revoked) do nothing when they fire.
@@ -30,7 +31,7 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
-from personalization.core.identity import HandOver, Stitch
+from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
 from personalization.core.learning.interests import InterestRules
 from personalization.core.privacy import Admission, ConsentRules, ErasureRequest, Suppressed, audit_record
@@ -113,10 +114,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
 
-    def process_element(self, value: Event | Stitch | HandOver | ErasureRequest,
+    def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
-        if isinstance(value, ErasureRequest):
+        if isinstance(value, (ErasureRequest, ForgetLink)):
             yield from self._erase(value, ctx)
             return
         if not isinstance(value, Event):
@@ -230,12 +231,15 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if self._route_refused:
             yield NO_CONSENT, orjson.dumps({"reason": admission.reason, "event": _event_record(event)}).decode()
 
-    def _erase(self, request: ErasureRequest, ctx):
+    def _erase(self, erasure: Erasure, ctx):
         """Right to be forgotten: the keyed state becomes a marker (the user's only keyed state is
         ``USER_STATE``; the cache holds the marker too), the held-back write is dropped, every Redis
         key of the user is deleted, the trainer forgets the user, and the audit topic confirms.
         The marker is in the next checkpoint, and the Redis deletes are idempotent: a restore from
-        an earlier checkpoint re-reads the request and erases again."""
+        an earlier checkpoint re-reads the request and erases again. A ``ForgetLink`` (this key is
+        an anonymous id that linked to the erased user) is carried out alike but confirms nothing:
+        the user's own erasure deletes the Redis keys of the anonymous ids it lists, and confirms."""
+        request = erasure.request if isinstance(erasure, ForgetLink) else erasure
         user = ctx.get_current_key()
         stored = self._state.value(user)
         erased_at = int(time.time() * 1000)
@@ -244,10 +248,12 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         deleted = sum(erase_user(self._client, self._settings.redis.key_prefix, who,
                                  self._settings.redis.retry_backoff_max)
                       for who in (user, *(stored.anonymous_ids if isinstance(stored, UserState) else ())))
-        self._erasures.inc()
-        log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
         if self._logic.learning is not None:
             yield LEARN, erase_record(user)
+        if isinstance(erasure, ForgetLink):
+            return
+        self._erasures.inc()
+        log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
         yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
     def _carry_out(self, state, result: Result, ctx):

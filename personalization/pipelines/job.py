@@ -27,10 +27,10 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
-from personalization.core.identity import profile_key, resolver_key
+from personalization.core.identity import index_key, is_link, profile_key, resolver_key
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import ParseErasures
-from personalization.operators.identity import ResolveIdentities
+from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
@@ -227,12 +227,18 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     control = rule_updates.union(clock).broadcast(CONTROL_STATE)
     # Identity stitching (core.identity): re-keys anonymous events, adds the records of a link.
     # Only events with an anonymous id take this hop; the resolver passes nothing else anyway.
+    # Erasure requests pass it too, after the link index (keyed by user id) added a ForgetLink
+    # per anonymous id that linked to the user.
     anonymous = events.get_side_output(ANONYMOUS).uid("parse-anonymous")
-    by_identity = anonymous.key_by(resolver_key, key_type=Types.STRING())
+    erasures = _erasure_requests(env, settings)
+    links = anonymous.filter(is_link).uid("identity-links").name("links")
+    by_linked_user = links.union(erasures).key_by(index_key, key_type=Types.STRING())
+    _set_key_by_uid(by_linked_user, "key-by-linked-user")
+    indexed = by_linked_user.process(IndexLinks(settings)).uid("identity-index").name("identity link index")
+    by_identity = anonymous.union(indexed).key_by(resolver_key, key_type=Types.STRING())
     _set_key_by_uid(by_identity, "key-by-identity")
     routed = by_identity.process(ResolveIdentities(settings)).uid("identity").name("identity resolution")
-    erasures = _erasure_requests(env, settings)
-    by_user = events.union(routed, erasures).key_by(profile_key, key_type=Types.STRING())
+    by_user = events.union(routed).key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)
@@ -258,7 +264,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
 
 
 def _erasure_requests(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
-    """Erasure requests, parsed (and pseudonymized like the events) for the user operator. Rare and
+    """Erasure requests, parsed (and pseudonymized like the events) for the link index, the resolver
+    and the user operator. Rare and
     not in event time: the source goes idle after a second, so it never holds back the watermark."""
     return (
         env.from_source(control_source(settings, settings.kafka.topics.erasure),

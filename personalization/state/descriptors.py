@@ -14,6 +14,10 @@ USER_STATE = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
 # it is linked to, and its events until then.
 IDENTITY_STATE = ValueStateDescriptor("identity-state-v1", Types.PICKLED_BYTE_ARRAY())
 
+# The link index's state per user id (core.identity.LinkIndex, pickled): the anonymous ids that
+# linked to the user, so that the user's erasure reaches them at the resolver.
+LINK_INDEX = ValueStateDescriptor("identity-links-v1", Types.PICKLED_BYTE_ARRAY())
+
 # Broadcast state of the user operator: the rules applied by the last valid update ("rules" ->
 # the rules file text) and the latest record time the job has read ("clock" -> ms).
 CONTROL_STATE = MapStateDescriptor("control-v1", Types.STRING(), Types.STRING())

@@ -9,6 +9,13 @@ events (one partition, so the input order is the order written), in phases.
 3. Three more events of A without consent, then a grant and two more, then a filler event far
    ahead that moves the watermark past A's new session.
 
+Identity stitching meets consent and erasure (``core.identity``), in the same phases: in phase 1
+an anonymous visitor V sends three events; an anonymous id D sends two events, a denial, one
+more, a grant and two more, then logs in as ``user-d``; an anonymous id L sends two events, logs
+in as ``user-l`` and sends one more as the user. In phase 2 V (before any login) and ``user-l``
+are erased with the CLI. In phase 3 V logs in as ``user-v``, L sends an anonymous event, then
+``user-l`` and L each state a grant.
+
 Asserted on Redis and on the topics Flink wrote (sessions, audit, no-consent).
 """
 
@@ -31,12 +38,28 @@ from tests.support import isolated_settings, sessions_of, start_job, wait_until,
 EVENTS = 3_000
 REVOKE_AT = 3  # R's events before its revocation (the fourth event revokes)
 REQUEST = "erase-req-1"
+V, D, L = "anon-v", "anon-d", "anon-l"  # anonymous ids (see the module docstring)
+ERASE_V, ERASE_L = "erase-anon-v", "erase-user-l"
 
 
-def _event(user: str, n: int, ts: int, consent: str | None = None) -> dict:
-    event = {"schema_version": 1, "event_id": f"{user}-x{n}", "event_type": "product_view", "ts": ts,
-             "user_id": user, "item_id": "1", "category_id": "2", "source": "test"}
+def _event(user: str | None, n: int, ts: int, consent: str | None = None, anonymous: str | None = None) -> dict:
+    event = {"schema_version": 1, "event_id": f"{user or anonymous}-x{n}", "event_type": "product_view", "ts": ts,
+             "item_id": "1", "category_id": "2", "source": "test"}
+    event |= {"user_id": user} if user else {}
+    event |= {"anonymous_id": anonymous} if anonymous else {}
     return {**event, "consent": {"personalization": consent}} if consent else event
+
+
+def _identities(end: int) -> list[dict]:
+    """Phase 1 of V, D and L (timestamps just before the end of the Taobao events)."""
+    at = end - 100
+    return [*(_event(None, n, at + n, anonymous=V) for n in range(3)),
+            _event(None, 0, at, anonymous=D), _event(None, 1, at + 1, anonymous=D),
+            _event(None, 2, at + 2, "denied", anonymous=D), _event(None, 3, at + 3, anonymous=D),
+            _event(None, 4, at + 4, "granted", anonymous=D), _event(None, 5, at + 5, anonymous=D),
+            _event("user-d", 6, at + 6, anonymous=D),
+            _event(None, 0, at, anonymous=L), _event(None, 1, at + 1, anonymous=L),
+            _event("user-l", 2, at + 2, anonymous=L), _event("user-l", 3, at + 3)]
 
 
 def _phase_one() -> tuple[list[dict], str, str]:
@@ -77,10 +100,21 @@ def run(stack, datasets, tmp_path_factory):
     redis, reader = connect(settings.redis), ProfileReader.from_settings(settings)
     events, denied, revoked = _phase_one()
     end = max(e["ts"] for e in events)
+    total = lambda user: (reader.get(user) or {}).get("events_total")  # noqa: E731
+
+    def erase(user: str, request: str) -> None:
+        cli = subprocess.run([sys.executable, "-m", "personalization.serving.cli", "--config", str(config),
+                              "erase", user, "--request-id", request],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+
     client = start_job(settings)
     try:
-        produce([*events, _event("sentinel", 0, end)], bootstrap, topics.events, progress=False)
+        produce([*events, *_identities(end), _event("sentinel", 0, end)], bootstrap, topics.events, progress=False)
         wait_until(lambda: reader.get("sentinel"), 180, "the end of phase 1")
+        wait_until(lambda: (total(V), total("user-d"), total("user-l")) == (3, 3, 4), 60, "V, D and L profiled")
+        identities = {"V": _traces(redis, settings, V), "user-l": reader.get("user-l"),
+                      "L": _traces(redis, settings, L), "user-d": reader.get("user-d")}
 
         def erasable() -> str | None:
             members = {m.decode() for k in redis.scan_iter(match=members_key(settings.redis.key_prefix, "*"))
@@ -92,28 +126,41 @@ def run(stack, datasets, tmp_path_factory):
         erased = wait_until(erasable, 60, "a user with a profile, predictions, sessions and segments")
         before = {"traces": _traces(redis, settings, erased), "profile": reader.get(erased),
                   "sessions": sessions_of(settings), "no_consent": read_topic(settings, topics.no_consent)}
-        cli = subprocess.run([sys.executable, "-m", "personalization.serving.cli", "--config", str(config),
-                              "erase", erased, "--request-id", REQUEST],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-        assert cli.returncode == 0, cli.stderr
+        erase(erased, REQUEST)
         audit = wait_until(lambda: read_topic(settings, topics.audit, 500), 60, "the audit record")
         wait_until(lambda: not _traces(redis, settings, erased), 30, f"every Redis key of {erased} gone")
+        erase(V, ERASE_V)
+        erase("user-l", ERASE_L)
+        audits = wait_until(lambda: (r := read_topic(settings, topics.audit, 500)) and len(r) == 3 and r, 60,
+                            "the audit records of V and user-l")
+        wait_until(lambda: not any(_traces(redis, settings, who) for who in (V, L, "user-l")), 30,
+                   "every Redis key of V, L and user-l gone")
+        identities["erased"] = {who: _traces(redis, settings, who) for who in (V, L, "user-l")}
 
-        produce([_event(erased, n, end + 1_000 * n) for n in (1, 2, 3)], bootstrap, topics.events, progress=False)
+        produce([*(_event(erased, n, end + 1_000 * n) for n in (1, 2, 3)),
+                 _event("user-v", 0, end + 1_000, anonymous=V), _event(None, 4, end + 1_000, anonymous=L)],
+                bootstrap, topics.events, progress=False)
         wait_until(lambda: len([r for r in read_topic(settings, topics.no_consent, 500)
                                 if r["event"]["user_id"] == erased]) == 3, 60, "3 refused events of the erased user")
+        wait_until(lambda: any(r["event"].get("anonymous_id") == L for r in read_topic(settings, topics.no_consent, 500)),
+                   60, "the refused event of L")
         after_refused = _traces(redis, settings, erased)
 
         produce([_event(erased, 4, end + 10_000, "granted"), _event(erased, 5, end + 11_000),
-                 _event(erased, 6, end + 12_000), _event("filler", 0, end + 120_000)],
+                 _event(erased, 6, end + 12_000), _event("user-l", 5, end + 10_000, "granted"),
+                 _event(None, 6, end + 10_000, "granted", anonymous=L), _event("filler", 0, end + 120_000)],
                 bootstrap, topics.events, progress=False)
         fresh = wait_until(lambda: (p := reader.get(erased)) and p["events_total"] == 3 and p, 60,
                            "the fresh profile after the grant")
+        wait_until(lambda: (total("user-v"), total("user-l"), total(L)) == (1, 1, 1), 60, "user-v, user-l and L")
+        identities["later"] = {who: reader.get(who) for who in ("user-v", "user-l", L)}
+        identities["audits"] = audits
         sessions = wait_until(lambda: (s := sessions_of(settings)) and any(
             r["user_id"] == erased and r["start"] == end + 10_000 for r in s) and s, 60, "the fresh session")
         assert not client.get_job_execution_result().done(), "the job stopped"
         return {"settings": settings, "events": events, "denied": denied, "revoked": revoked, "erased": erased,
                 "end": end, "before": before, "audit": audit, "after_refused": after_refused, "fresh": fresh,
+                "identities": identities,
                 "sessions": sessions, "no_consent": read_topic(settings, topics.no_consent),
                 "reader": reader, "redis": redis}
     finally:
@@ -149,7 +196,7 @@ def test_erasure_removes_every_key_and_is_confirmed_on_the_audit_topic(run):
     before = run["before"]["traces"]
     assert f"{prefix}:{{{erased}}}:profile" in before and f"{prefix}:{{{erased}}}:predictions" in before
     assert any(":members" in t for t in before) and any(t.startswith("stream entry") for t in before)
-    [record] = run["audit"]
+    [record] = run["audit"]  # read before V and user-l were erased
     assert record["request_id"] == REQUEST and record["user_id"] == erased
     assert record["state_cleared"] is True and record["redis_keys_deleted"] == len(before)
     assert record["erased_at"] >= record["requested_at"]
@@ -174,3 +221,37 @@ def test_a_grant_after_the_erasure_starts_a_fresh_profile(run):
     assert run["before"]["profile"]["events_total"] > 0  # the old profile is not carried over
     session = next(s for s in run["sessions"] if s["user_id"] == run["erased"] and s["start"] == end + 10_000)
     assert session["event_count"] == 3
+
+
+def test_an_anonymous_visitor_erased_before_login_leaves_nothing_and_a_later_link_merges_nothing_old(run):
+    ids, prefix = run["identities"], run["settings"].redis.key_prefix
+    assert f"{prefix}:{{{V}}}:profile" in ids["V"]
+    [record] = [r for r in ids["audits"] if r["request_id"] == ERASE_V]
+    assert record["user_id"] == V and record["state_cleared"] is True
+    assert record["redis_keys_deleted"] >= len(ids["V"]) and ids["erased"][V] == []
+    user_v = ids["later"]["user-v"]  # the login after the erasure: the link event alone
+    assert (user_v["events_total"], user_v["first_seen"], user_v["anonymous_ids"]) == (1, run["end"] + 1_000, [V])
+
+
+def test_an_anonymous_id_that_denied_consent_merges_nothing_from_the_denial_on(run):
+    at = run["end"] - 100
+    user_d = run["identities"]["user-d"]  # the two events after the grant, and the link
+    assert (user_d["events_total"], user_d["first_seen"], user_d["anonymous_ids"]) == (3, at + 4, [D])
+    routed = [r for r in run["no_consent"] if r["event"].get("anonymous_id") == D]
+    assert [(r["event"]["event_id"], r["reason"]) for r in routed] == [(f"{D}-x2", "denied"), (f"{D}-x3", "denied")]
+
+
+def test_erasing_a_user_forgets_their_stitched_anonymous_id(run):
+    ids, prefix = run["identities"], run["settings"].redis.key_prefix
+    assert ids["user-l"]["events_total"] == 4 and ids["user-l"]["anonymous_ids"] == [L]
+    assert f"{prefix}:{{{L}}}:alias" in ids["L"]
+    [record] = [r for r in ids["audits"] if r["request_id"] == ERASE_L]
+    assert record["user_id"] == "user-l" and record["state_cleared"] is True
+    assert ids["erased"] == {V: [], L: [], "user-l": []}
+    # L's next event is no longer re-keyed to user-l: refused under L, which was erased too
+    [refused] = [r for r in run["no_consent"] if r["event"].get("anonymous_id") == L]
+    assert (refused["event"]["user_id"], refused["reason"]) == (L, "erased")
+    # grants start fresh profiles, each on its own: the link is not resurrected
+    later = ids["later"]
+    assert (later["user-l"]["events_total"], later["user-l"]["anonymous_ids"]) == (1, [])
+    assert (later[L]["user_id"], later[L]["events_total"], later[L]["first_seen"]) == (L, 1, run["end"] + 10_000)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from personalization.core.events import Event
 from personalization.core.identity import (
-    HandOver, IdentityRules, IdentityState, Resolution, Stitch, add_anonymous_id, profile_key, resolver_key,
+    ForgetLink, HandOver, IdentityRules, IdentityState, LinkIndex, Resolution, Stitch, index_key, is_link,
+    profile_key, resolver_key,
 )
+from personalization.core.privacy import DENIED, GRANTED, ConsentRules, ErasureRequest
 from personalization.core.rules import RuleSet
 from personalization.core.sessions import SessionRules
-from personalization.core.user import END_OF_INPUT, UserLogic, UserState
+from personalization.core.user import END_OF_INPUT, UserLogic, UserState, add_anonymous_id
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -23,7 +28,7 @@ DAY = 24 * HOUR
 T = 1_700_000_000_000
 LOGIC = UserLogic(SessionRules(30 * MIN, 4 * HOUR, HOUR), (10 * MIN, HOUR, DAY, 7 * DAY, 30 * DAY), 60,
                   dedup_horizon_ms=DAY, top_categories=3).with_rules(RuleSet.load("rules/default.yaml"))
-RULES = IdentityRules(max_anonymous_events=3, allowed_lateness_ms=HOUR)
+RULES = IdentityRules(max_anonymous_events=3, allowed_lateness_ms=HOUR, consent=ConsentRules())
 
 
 def anon(ts: int, eid: str, etype: str = "product_view", who: str = "a1", **fields) -> Event:
@@ -114,12 +119,98 @@ def test_a_profile_lists_at_most_the_limit_of_anonymous_ids_oldest_dropped() -> 
     assert ids == ["a2", "a3"]
 
 
+# --- consent and erasure at the resolver -----------------------------------------------------
+
+def test_keys_of_erasures_are_the_ids_they_name() -> None:
+    request = ErasureRequest("u1", "r1", T)
+    assert resolver_key(request) == profile_key(request) == index_key(request) == "u1"
+    forget = ForgetLink("a1", request)
+    assert resolver_key(forget) == profile_key(forget) == "a1"
+    assert index_key(link(T, "e")) == "u1" and is_link(link(T, "e"))
+    assert not is_link(anon(T, "e")) and not is_link(Event("e", "click", T, "u1"))
+
+
+def test_a_denial_drops_what_is_held_and_nothing_is_held_until_a_grant() -> None:
+    state = IdentityState()
+    e1, e2 = anon(T, "e1"), anon(T + 1, "e2")
+    RULES.route(state, e1, T), RULES.route(state, e2, T)
+    denial = anon(T + 2, "e3", consent=DENIED)
+    assert RULES.route(state, denial, T) == ([denial], Resolution.NO_CONSENT, True)
+    assert state == IdentityState(consent=DENIED)
+    silent = anon(T + 3, "e4")  # no field: the recorded denial holds
+    assert RULES.route(state, silent, T) == ([silent], Resolution.NO_CONSENT, False)
+    grant, e6 = anon(T + 4, "e5", consent=GRANTED), anon(T + 5, "e6")
+    RULES.route(state, grant, T), RULES.route(state, e6, T)
+    out, resolution, _ = RULES.route(state, link(T + 6, "login"), T)
+    assert resolution is Resolution.LINKED
+    assert out[1] == Stitch("u1", "a1", (replace(grant, user_id="u1"), replace(e6, user_id="u1")))
+
+
+def test_with_a_denying_default_only_events_stating_a_grant_and_after_are_held() -> None:
+    rules = replace(RULES, consent=ConsentRules(DENIED))
+    state = IdentityState()
+    assert rules.route(state, anon(T, "e1"), T).resolution is Resolution.NO_CONSENT
+    assert state == IdentityState()  # nothing recorded: only the default said no
+    rules.route(state, anon(T + 1, "e2", consent=GRANTED), T), rules.route(state, anon(T + 2, "e3"), T)
+    assert [e.event_id for e in state.held] == ["e2", "e3"]
+
+
+@given(st.lists(st.sampled_from([None, GRANTED, DENIED]), max_size=12), st.sampled_from([GRANTED, DENIED]))
+def test_the_resolver_holds_exactly_the_events_the_user_operator_profiles(statements, default) -> None:
+    """Same rule, same events, same order: held = the profiled events since the last one that was not."""
+    rules, consent = IdentityRules(100, HOUR, ConsentRules(default)), ConsentRules(default)
+    state, stored, expected = IdentityState(), None, []
+    for n, stated in enumerate(statements):
+        event = anon(T + n, f"e{n}", consent=stated)
+        rules.route(state, event, T)
+        admission = consent.admit(stored, event, LOGIC.new_state)  # the user operator's decision
+        stored = admission.keep
+        expected = [*expected, event] if admission.state is not None else []
+    assert state.held == expected
+
+
+def test_an_erasure_forgets_held_events_and_the_link_and_later_events_resurrect_nothing() -> None:
+    state = IdentityState()
+    RULES.route(state, anon(T, "e1"), T)
+    request = ErasureRequest("a1", "r1", T)
+    assert RULES.erase(state, request) == ([request], Resolution.ERASED, True)
+    assert state == IdentityState(consent=DENIED)
+    later = anon(T + 1, "e2")
+    assert RULES.route(state, later, T) == ([later], Resolution.NO_CONSENT, False)
+    out, resolution, _ = RULES.route(state, link(T + 2, "login"), T)  # a later login merges nothing old
+    assert resolution is Resolution.LINKED and out[1] == Stitch("u1", "a1", ())
+
+
+def test_a_users_erasure_forgets_the_anonymous_ids_stitched_to_them_only() -> None:
+    request = ErasureRequest("u1", "r1", T)
+    mine, other, unlinked = IdentityState(), IdentityState(), IdentityState()
+    RULES.route(mine, link(T, "e1"), T)
+    RULES.route(other, link(T, "e2", user="u0", who="a2"), T)  # first linked to u0
+    forget = ForgetLink("a1", request)
+    assert RULES.erase(mine, forget) == ([forget], Resolution.ERASED, True)
+    assert mine == IdentityState(consent=DENIED)
+    assert RULES.route(mine, anon(T + 1, "e3"), T).out[0].user_id == "a1"  # no longer re-keyed to u1
+    assert RULES.erase(other, ForgetLink("a2", request)) == ([], Resolution.NOT_STITCHED_TO, False)
+    assert other.linked_to == "u0"
+    # not linked (yet, or never stitched: too many events): the anonymous id is the user's own
+    assert RULES.erase(unlinked, ForgetLink("a3", request)).resolution is Resolution.ERASED
+
+
+def test_the_link_index_fans_a_users_erasure_out_to_each_anonymous_id_once() -> None:
+    index = LinkIndex()
+    assert index.note(link(T, "e1")) and index.note(link(T, "e2", who="a2"))
+    assert not index.note(link(T + 1, "e3"))  # already known
+    request = ErasureRequest("u1", "r1", T)
+    assert index.fan_out(request) == [request, ForgetLink("a1", request), ForgetLink("a2", request)]
+    assert LinkIndex().fan_out(request) == [request]
+
+
 # --- the merge, end to end in one process -----------------------------------------------------
 
 class Job:
     """Resolver + user logic per profile key, with one watermark, as the Flink job wires them."""
 
-    def __init__(self, rules: IdentityRules = IdentityRules(100, HOUR), max_ids: int = 10) -> None:
+    def __init__(self, rules: IdentityRules = IdentityRules(100, HOUR, ConsentRules()), max_ids: int = 10) -> None:
         self.rules, self.max_ids = rules, max_ids
         self.identities: dict[str, IdentityState] = {}
         self.users: dict[str, UserState] = {}
