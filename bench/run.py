@@ -55,6 +55,15 @@ RESULTS = REPO_ROOT / "bench" / "results"
 PYFLINK_DEFAULTS = {"python_execution_mode": "process", "bundle_size": 100_000, "bundle_time": 1_000,
                     "state_cache_size": 1_000}
 PROBE_EVERY = 50
+# Each tuned default set back to PyFlink's (or the naive choice), one at a time, on the same
+# events as b: the measurement behind each default (README "Performance").
+ABLATIONS = {
+    "process-mode": ("flink.python_execution_mode: process", {"flink": {"python_execution_mode": "process"}}),
+    "bundles": ("flink.bundle_size 100,000, bundle_time 1 s",
+                {"flink": {"bundle_size": 100_000, "bundle_time": 1_000}}),
+    "state-cache": ("flink.state_cache_size: 1 (no cache of live states)", {"flink": {"state_cache_size": 1}}),
+    "redis-batching": ("redis.batch_delay: 0 (every write at once)", {"redis": {"batch_delay": 0}}),
+}
 
 
 def workload(size: int) -> list[dict]:
@@ -124,6 +133,17 @@ def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
     processed = sum(p["events_total"] for p in reader.all_profiles())
     reader.delete_all()
     return processed / ((max(writes) - min(writes)) / 1000)
+
+
+def ablation_rates(base: Settings, events: list[dict], names: list[str]) -> list[dict]:
+    """Throughput with one tuned default reverted at a time."""
+    rows = []
+    for name in names:
+        change, overrides = ABLATIONS[name]
+        settings = base.with_overrides(**{section: v for section, v in overrides.items() if section != "flink"})
+        rows.append({"name": name, "change": change,
+                     "events_per_s": job_rate(settings, events, overrides.get("flink", {}))})
+    return rows
 
 
 def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dict:
@@ -267,8 +287,15 @@ def write_report(report: dict, out: Path) -> None:
         f"| b. tuned job (config/default.yaml) | {t['tuned']:,.0f} |",
         f"| c. PyFlink defaults | {t['defaults']:,.0f} |", "",
         f"Ratios: b/a = {t['tuned'] / t['core']:.3f}, b/c = {t['tuned'] / t['defaults']:.2f}.", "",
-        "| input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|",
     ]
+    if report["ablations"]:
+        lines += ["Each default against the tuned job (b), one setting reverted at a time, same events:", "",
+                  "| b, but | events/s | b is |", "|---|---|---|"]
+        for row in report["ablations"]:
+            speedup = t["tuned"] / row["events_per_s"]
+            lines.append(f"| {row['change']} | {row['events_per_s']:,.0f} | {speedup:.2f}x |")
+        lines.append("")
+    lines += ["| input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|"]
     for row in report["latency"]:
         p = row["ms"]
         lines.append(f"| {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} | {p['max']:.0f} | {p['n']} |")
@@ -310,9 +337,12 @@ def _plot(report: dict, path: Path) -> None:
 @click.option("--latency-seconds", type=float, default=20.0, help="Duration of each latency run.")
 @click.option("--rates", default="0.1,0.25,0.5,0.75", help="Latency input rates, as fractions of the tuned max.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
+@click.option("--ablate", multiple=True, type=click.Choice(list(ABLATIONS)), default=list(ABLATIONS),
+              show_default=True, help="Defaults to revert one at a time (repeatable).")
 @click.option("--learning-cost", is_flag=True,
               help="Only measure the job with and without the online models (bench/results/learning-cost.md).")
-def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost: bool) -> None:
+def main(size: int, latency_seconds: float, rates: str, out: Path, ablate: tuple[str, ...],
+         learning_cost: bool) -> None:
     settings = load_settings()
     events = workload(size)
     if learning_cost:
@@ -324,6 +354,9 @@ def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost
     click.echo(f"tuned job: {tuned:,.0f} events/s")
     defaults = job_rate(settings, events, PYFLINK_DEFAULTS)
     click.echo(f"PyFlink defaults: {defaults:,.0f} events/s")
+    ablations = ablation_rates(settings, events, list(ablate))
+    for row in ablations:
+        click.echo(f"tuned but {row['change']}: {row['events_per_s']:,.0f} events/s")
     worker = profile_worker(settings, events, tuned)
     click.echo(f"job's Python, top own time: {worker['own'][0][0]} {worker['own'][0][1]:.0%}")
     latency = []
@@ -337,7 +370,7 @@ def main(size: int, latency_seconds: float, rates: str, out: Path, learning_cost
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "command": "make bench", "events": size,
         "throughput": {"core": core, "tuned": tuned, "defaults": defaults},
-        "latency": latency, "core_profile": core_profile, "worker_profile": worker,
+        "ablations": ablations, "latency": latency, "core_profile": core_profile, "worker_profile": worker,
     }, out)
     click.echo(f"report: {out / 'report.md'}")
 

@@ -13,12 +13,14 @@ from tests.support import free_port
 def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run([sys.executable, "-m", "bench.run", "--events", "3000", "--latency-seconds", "3",
-                             "--rates", "0.5", "--out", str(out)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=600)
+                             "--rates", "0.5", "--ablate", "state-cache", "--out", str(out)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["throughput"]) == {"core", "tuned", "defaults"}
     assert all(value > 0 for value in report["throughput"].values())
+    [ablation] = report["ablations"]
+    assert ablation["name"] == "state-cache" and ablation["events_per_s"] > 0
     [latency] = report["latency"]
     assert latency["ms"]["n"] > 0 and latency["ms"]["p50"] <= latency["ms"]["p99"] <= latency["ms"]["max"]
     worker = report["worker_profile"]
