@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import click
+from pyflink.common import JobStatus
 
 from bench.run import RESULTS, _run_settings, workload
 from bench.worker_profile import gateway_jvm_pid
@@ -46,9 +47,9 @@ def measure(users: int, backend: str, rest_port: int, tmp: Path) -> dict:
     rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
     job_id = str(client.get_job_id())
     try:
-        _wait(lambda: _processed(rest, job_id) > 0, 300)
+        _wait(lambda: _processed(rest, job_id) > 0, 300, client)
         started = time.monotonic()
-        _wait(lambda: _processed(rest, job_id) >= users, 6 * 3600)
+        _wait(lambda: _processed(rest, job_id) >= users, 6 * 3600, client)
         processing_s = time.monotonic() - started
         counters = rest.status(job_id).counters
         after = _latest_checkpoint_id(rest, job_id)
@@ -85,11 +86,14 @@ def _completed_after(rest: FlinkRest, job_id: str, after: int) -> dict | None:
     return latest if latest and latest["id"] > after else None
 
 
-def _wait(condition, timeout_s: float):
+def _wait(condition, timeout_s: float, client=None):
+    """Poll ``condition``; fail at once if the job ended (its MiniCluster, and REST, go with it)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if value := condition():
             return value
+        if client is not None and (status := client.get_job_status().result()) != JobStatus.RUNNING:
+            raise RuntimeError(f"state-scale run: the job is {status.name} (see the Flink log)")
         time.sleep(1)
     raise TimeoutError(f"state-scale run: condition not met within {timeout_s:.0f} s")
 
