@@ -38,6 +38,7 @@ import click
 import orjson
 from kafka import KafkaProducer
 
+from bench.poll import wait_for
 from bench.worker_profile import WorkerProfile, top_costs
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
 from personalization.operators.user_profile import user_logic
@@ -154,11 +155,8 @@ def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dic
     produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
     client = run_job(settings, wait=False)
     redis_client = connect(settings.redis)
-    deadline = time.monotonic() + 300
-    while not next(iter(redis_client.scan(match=f"{settings.redis.key_prefix}:*", count=1000)[1]), None):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the profiled run wrote nothing to Redis within 300 s")
-        time.sleep(0.1)
+    wait_for(lambda: redis_client.scan(match=f"{settings.redis.key_prefix}:*", count=1000)[1], 300,
+             "the profiled run's first Redis write", interval_s=0.1, client=client)
     profile = WorkerProfile(max(1.0, 0.8 * len(events) / tuned_rate))
     profile.start()
     stacks = profile.stacks()

@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 
 import click
-from pyflink.common import JobStatus
 
+from bench.poll import wait_for
 from bench.run import RESULTS, _run_settings, workload
 from bench.worker_profile import gateway_jvm_pid
 from personalization.config.settings import load_settings
@@ -47,13 +47,13 @@ def measure(users: int, backend: str, rest_port: int, tmp: Path) -> dict:
     rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
     job_id = str(client.get_job_id())
     try:
-        _wait(lambda: _processed(rest, job_id) > 0, 300, client)
+        wait_for(lambda: _processed(rest, job_id) > 0, 300, "the first event", client=client)
         started = time.monotonic()
-        _wait(lambda: _processed(rest, job_id) >= users, 6 * 3600, client)
+        wait_for(lambda: _processed(rest, job_id) >= users, 6 * 3600, "every event", client=client)
         processing_s = time.monotonic() - started
         counters = rest.status(job_id).counters
         after = _latest_checkpoint_id(rest, job_id)
-        checkpoint = _wait(lambda: _completed_after(rest, job_id, after), 600)
+        checkpoint = wait_for(lambda: _completed_after(rest, job_id, after), 600, "a checkpoint after the last event")
         return {
             "users": users, "backend": backend, "produce_s": produced_s, "processing_s": processing_s,
             # one event per user: an applied event is a user in state (a late one would not be)
@@ -84,18 +84,6 @@ def _latest_checkpoint_id(rest: FlinkRest, job_id: str) -> int:
 def _completed_after(rest: FlinkRest, job_id: str, after: int) -> dict | None:
     latest = rest.checkpoints(job_id)["latest"]["completed"]
     return latest if latest and latest["id"] > after else None
-
-
-def _wait(condition, timeout_s: float, client=None):
-    """Poll ``condition``; fail at once if the job ended (its MiniCluster, and REST, go with it)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        if client is not None and (status := client.get_job_status().result()) != JobStatus.RUNNING:
-            raise RuntimeError(f"state-scale run: the job is {status.name} (see the Flink log)")
-        time.sleep(1)
-    raise TimeoutError(f"state-scale run: condition not met within {timeout_s:.0f} s")
 
 
 def _jvm_peak_rss() -> int:
