@@ -40,6 +40,7 @@ from typing import Mapping, NamedTuple
 from river import compose, linear_model, metrics, preprocessing, utils
 
 from personalization.core import sessions
+from personalization.core.evolvable import positional
 from personalization.core.events import EVENT_TYPES
 from personalization.core.sessions import SessionRules, SessionState, SessionSummary
 
@@ -148,6 +149,7 @@ class Propensity:
         }
 
 
+@positional
 @dataclass(slots=True)
 class Pending:
     ts: int
@@ -156,6 +158,7 @@ class Pending:
     question: int = 0   # the caller's number for this question (the trainer counts them)
 
 
+@positional
 @dataclass(frozen=True, slots=True)
 class Labelled:
     start: int
@@ -163,6 +166,7 @@ class Labelled:
     label: bool
 
 
+@positional
 @dataclass(slots=True)
 class LabelState:
     """Per user (keyed state): at most one pending example per open session id, in the order
