@@ -10,8 +10,9 @@ c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 
 then the tuned job once more with py-spy sampling its embedded Python (``worker_profile``): where
 the job's time goes, which the core's cProfile cannot show (state, timers, Redis, the trainer).
 
-Job throughput is events divided by the span between the first and the last Redis write
-(the profiles' ``updated_at``), so job start-up is not counted. Latency: at fixed input rates,
+Job throughput is events divided by the span between the first and the last profile write, so
+job start-up is not counted: the first from a Redis keyspace notification, the last from the
+profiles' ``updated_at`` (each profile's last write, so their minimum is not when writing began). Latency: at fixed input rates,
 every 50th event is a probe for a user of its own; its latency is the wall-clock time its
 profile is first written (a Redis keyspace notification, received by a subscriber thread)
 minus the time the producer sent it (same machine, same clock). The first write is the
@@ -64,6 +65,7 @@ ABLATIONS = {
                 {"flink": {"bundle_size": 100_000, "bundle_time": 1_000}}),
     "state-cache": ("flink.state_cache_size: 1 (no cache of live states)", {"flink": {"state_cache_size": 1}}),
     "redis-batching": ("redis.batch_delay: 0 (every write at once)", {"redis": {"batch_delay": 0}}),
+    "parallelism": ("flink.parallelism: 2 (a task per core, as a local Flink does)", {"flink": {"parallelism": 2}}),
 }
 
 
@@ -127,13 +129,24 @@ def _run_settings(base: Settings, flink: dict, kafka: dict | None = None) -> Set
 
 def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
     settings = _run_settings(base, flink)
-    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    run_job(settings)
+    first = _run_timed(settings, events)
     reader = ProfileReader.from_settings(settings)
-    writes = [p["updated_at"] for p in reader.all_profiles()]
-    processed = sum(p["events_total"] for p in reader.all_profiles())
+    profiles = list(reader.all_profiles())
+    last = max(p["updated_at"] for p in profiles)
+    processed = sum(p["events_total"] for p in profiles)
     reader.delete_all()
-    return processed / ((max(writes) - min(writes)) / 1000)
+    return processed / ((last - first) / 1000)
+
+
+def _run_timed(settings: Settings, events: list[dict]) -> float:
+    """Run the job over ``events`` to the end; the wall-clock ms of its first profile write."""
+    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    first_written = FirstWrites(settings, users="*")
+    try:
+        run_job(settings)
+    finally:
+        first_written.close()
+    return min(first_written.at.values())
 
 
 def ablation_rates(base: Settings, events: list[dict], names: list[str]) -> list[dict]:
@@ -174,17 +187,10 @@ def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float
     rates = {}
     for enabled in (True, False):
         settings = _run_settings(base, {}).with_overrides(learning={"enabled": enabled})
-        produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-        run_job(settings)
+        first = _run_timed(settings, events)
         client = connect(settings.redis)
-        first, last = None, None
-        for key in client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000):
-            if client.type(key) != b"hash" or (at := client.hget(key, "updated_at")) is None:
-                continue
-            at = int(at)
-            last = at if last is None else max(last, at)
-            if key.endswith(b":profile"):
-                first = at if first is None else min(first, at)
+        last = max(int(at) for key in client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000)
+                   if client.type(key) == b"hash" and (at := client.hget(key, "updated_at")) is not None)
         processed = sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
         ProfileReader.from_settings(settings).delete_all()
         rates["with learning" if enabled else "without learning"] = processed / ((last - first) / 1000)
@@ -226,15 +232,16 @@ def latency_at(base: Settings, events: list[dict], rate: float, seconds: float, 
 
 
 class FirstWrites:
-    """Wall-clock ms of each probe profile's first write, from Redis keyspace notifications."""
+    """Wall-clock ms of the first write of each profile whose user matches ``users`` (a glob),
+    from Redis keyspace notifications."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, users: str = "probe-*") -> None:
         self.at: dict[str, float] = {}
         self._client = connect(settings.redis)
         self._client.config_set("notify-keyspace-events", "Kh")  # keyspace events, hash commands
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.psubscribe(**{f"__keyspace@{settings.redis.db}__:"
-                                   f"{profile_key(settings.redis.key_prefix, 'probe-*')}": self._on_write})
+                                   f"{profile_key(settings.redis.key_prefix, users)}": self._on_write})
         self._thread = self._pubsub.run_in_thread(sleep_time=0.01, daemon=True)
 
     def _on_write(self, message: dict) -> None:
