@@ -12,13 +12,13 @@ the job's time goes, which the core's cProfile cannot show (state, timers, Redis
 
 Job throughput is events divided by the span between the first and the last profile write, so
 job start-up is not counted: the first from a Redis keyspace notification, the last from the
-profiles' ``updated_at`` (each profile's last write, so their minimum is not when writing began). Latency: at fixed input rates,
-every 50th event is a probe for a user of its own; its latency is the wall-clock time its
-profile is first written (a Redis keyspace notification, received by a subscriber thread)
-minus the time the producer sent it (same machine, same clock). The first write is the
-event's effect: later writes of the same profile (the session closing when the watermark
-passes, segment deadlines) are not. Probes are 2 % of the load and the subscriber only
-listens, so measuring does not distort it.
+profiles' ``updated_at`` (each profile's last write, so their minimum is not when writing
+began). Latency: at fixed input rates, every 50th event is a probe for a user of its own; its
+latency is the wall-clock time its profile is first written (a Redis keyspace notification,
+received by a subscriber thread) minus the time the producer sent it (same machine, same clock).
+The first write is the event's effect: later writes of the same profile (the session closing
+when the watermark passes, segment deadlines) are not. Probes are 2 % of the load and the
+subscriber only listens, so measuring does not distort it.
 
 Writes ``bench/results/report.md``, ``report.json`` and ``latency.png``.
 """
