@@ -8,9 +8,11 @@ than the rest of the job, so the state is kept as a snapshot plus a log:
 
 - every operation (a record received, or the watermark advanced to W) is appended to a
   ListState log (one short string: cheap), then applied to the in-memory trainer;
-- every ``learning.checkpoint_every`` operations the trainer is pickled into a ValueState and
-  the log cleared;
-- after a restore, at the first record or timer, the snapshot is loaded and the log replayed.
+- every ``learning.checkpoint_every`` operations the trainer is pickled into a ValueState, the
+  labels of the users that changed since are put into (or removed from) a MapState, one entry
+  per user, and the log cleared;
+- after a restore, at the first record or timer, the snapshot and the labels are loaded and the
+  log replayed.
 
 A checkpoint therefore holds exactly the trainer of the last operation before the barrier: no
 model is lost and no example learned twice. The trainer is deterministic, so the replay
@@ -35,7 +37,7 @@ from personalization.core.learning.trainer import END_OF_INPUT, Outputs, Trainer
 from personalization.core.learning.trending import Trending
 from personalization.serving.model_store import ModelWriter
 from personalization.serving.redis_store import check_connection, connect
-from personalization.state.descriptors import MODEL_LOG, MODEL_STATE
+from personalization.state.descriptors import MODEL_LABELS, MODEL_LOG, MODEL_STATE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class ModelTrainer(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self._state = runtime_context.get_state(MODEL_STATE)
         self._log = runtime_context.get_list_state(MODEL_LOG)
+        self._labels = runtime_context.get_map_state(MODEL_LABELS)
         self._rules = trainer_rules(self._settings)
         self._trainer: Trainer | None = None
         self._ops = 0
@@ -108,7 +111,7 @@ class ModelTrainer(KeyedProcessFunction):
             return self._trainer
         data = self._state.value()
         trainer = (Trainer(self._rules, new_models(self._settings)) if data is None
-                   else Trainer.restore(data, self._rules))
+                   else Trainer.restore(data, self._labels.items(), self._rules))
         for op in self._log.get() or ():   # also when no snapshot was taken yet: the log alone
             trainer.receive(op[1:]) if op[0] == "r" else trainer.advance(int(op[1:]))
             self._ops += 1
@@ -128,7 +131,11 @@ class ModelTrainer(KeyedProcessFunction):
 
     def _snapshot(self) -> None:
         self._trainer.sweep()
-        self._state.update(self._trainer.snapshot())
+        snapshot = self._trainer.snapshot()
+        self._labels.put_all({user: labels for user, labels in snapshot.labels.items() if labels is not None})
+        for user in [user for user, labels in snapshot.labels.items() if labels is None]:
+            self._labels.remove(user)
+        self._state.update(snapshot.trainer)
         self._log.clear()
         self._ops = 0
 

@@ -23,6 +23,9 @@ LINK_INDEX = ValueStateDescriptor("identity-links-v1", Types.PICKLED_BYTE_ARRAY(
 CONTROL_STATE = MapStateDescriptor("control-v1", Types.STRING(), Types.STRING())
 
 # The model trainer (one key, parallelism 1): the trainer's state pickled now and then, and
-# the log of operations since (records received, watermarks advanced to), replayed on restore.
+# the log of operations since (records received, watermarks advanced to), replayed on restore;
+# the propensity label bookkeeping per user (core.learning.propensity.LabelState, pickled), as of
+# the last snapshot: in a map, so that a snapshot writes only the users that changed.
 MODEL_STATE = ValueStateDescriptor("trainer-state-v1", Types.PICKLED_BYTE_ARRAY())
 MODEL_LOG = ListStateDescriptor("trainer-log-v1", Types.STRING())
+MODEL_LABELS = MapStateDescriptor("trainer-labels-v1", Types.STRING(), Types.PICKLED_BYTE_ARRAY())

@@ -2,7 +2,8 @@
 
 ``Job`` plays the Flink job: user tasks (UserLogic with the learning feed; users hashed over
 ``tasks``) with one timer per user, and the trainer (its state + the operation log the operator
-keeps, snapshotted every ``snapshot_every`` operations). Checked here: what the trainer
+keeps, snapshotted every ``snapshot_every`` operations, with the labels kept per user as the
+operator's map state keeps them: only the changed ones written at a snapshot). Checked here: what the trainer
 learns and writes does not depend on arrival order, parallelism or watermark batching; a
 restore from snapshot + log is exact; the examples match River's progressive validation;
 hand-made streams give exact interests, cold-start fallbacks and clusters.
@@ -10,6 +11,8 @@ hand-made streams give exact interests, cold-start fallbacks and clusters.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 import zlib
 
@@ -40,7 +43,8 @@ class Job:
         self.users: dict[str, object] = {}
         self.timers: dict[str, int] = {}
         self.trainer = Trainer(TRAINER_RULES)
-        self.snapshot = self.trainer.snapshot()
+        self.labels: dict[str, object] = {}   # the operator's map state
+        self.snapshot = self._take_snapshot()
         self.log: list[tuple[str, object]] = []
         self.snapshot_every = snapshot_every
         self.writes: dict[str, tuple[int, dict]] = {}
@@ -88,11 +92,20 @@ class Job:
         self.examples += out.examples
         if self.snapshot_every and len(self.log) >= self.snapshot_every:
             self.trainer.sweep()
-            self.snapshot, self.log = self.trainer.snapshot(), []
+            self.snapshot, self.log = self._take_snapshot(), []
+
+    def _take_snapshot(self) -> bytes:
+        snapshot = self.trainer.snapshot()
+        for user, labels in snapshot.labels.items():
+            if labels is None:
+                self.labels.pop(user, None)   # it may have come and gone between two snapshots
+            else:
+                self.labels[user] = copy.deepcopy(labels)   # state holds a copy (pickled), not the live object
+        return snapshot.trainer
 
     def restored_trainer(self) -> Trainer:
-        """What the operator rebuilds after a restore: the snapshot, then the log replayed."""
-        trainer = Trainer.restore(self.snapshot, TRAINER_RULES)
+        """What the operator rebuilds after a restore: the snapshot and labels, then the log replayed."""
+        trainer = Trainer.restore(self.snapshot, copy.deepcopy(self.labels).items(), TRAINER_RULES)
         for kind, value in self.log:
             trainer.receive(value) if kind == "r" else trainer.advance(value)
         return trainer
@@ -178,6 +191,38 @@ def test_restore_from_snapshot_and_log_is_exact(reference: Job) -> None:
     job.finish()
     assert job.examples == reference.examples
     assert job.trainer.view() == reference.trainer.view()
+
+
+def _half_run() -> tuple[Job, list[Event]]:
+    events = generated(1)
+    job = Job()
+    for event in events[:200]:
+        job.event(event, event.ts - 1)
+        job.advance(event.ts - 1)
+    return job, events[200:]
+
+
+def test_a_snapshot_carries_only_the_labels_changed_since_the_one_before() -> None:
+    job, rest = _half_run()
+    users_with_labels = len(job.trainer.labels)
+    assert len(job.trainer.snapshot().labels) == users_with_labels > 5
+    assert job.trainer.snapshot().labels == {}
+    job.event(rest[0], rest[0].ts - 1)
+    job.advance(rest[0].ts - 1)
+    changed = job.trainer.snapshot().labels
+    assert rest[0].user_id in changed and len(changed) < users_with_labels
+    assert changed == {user: job.trainer.labels.get(user) for user in changed}
+
+
+def test_a_snapshot_that_still_holds_the_labels_restores_and_hands_them_over(monkeypatch) -> None:
+    """Savepoints of the release before the labels moved to their own state pickled them inside."""
+    job, _ = _half_run()
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "__getstate__", lambda self: {k: v for k, v in vars(self).items() if k != "_changed"})
+        old = pickle.dumps(job.trainer)
+    trainer = Trainer.restore(old, (), TRAINER_RULES)
+    assert trainer.labels == job.trainer.labels != {}
+    assert trainer.snapshot().labels == job.trainer.labels
 
 
 def test_the_final_models_are_exported_once_at_the_end() -> None:
