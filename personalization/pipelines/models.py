@@ -39,16 +39,12 @@ def _load(path: str) -> tuple[dict, SharedModels]:
 
 def parameters(models: SharedModels) -> dict:
     """The models' learned parameters in plain numbers (no pickle): for audit and offline use."""
-    pipeline = models.propensity.model
-    scaler, regression = pipeline["StandardScaler"], pipeline["LogisticRegression"]
+    model = models.propensity.model
+    if not hasattr(model, "parameters"):   # a snapshot of the logistic regression, the model before
+        raise click.ClickException(f"this release exports the parameters of CalibratedNaiveBayes only; the "
+                                   f"snapshot holds {model} (its header and metrics: `show`)")
     return {
-        "propensity": {
-            "model": str(pipeline),
-            "scaler": {"mean": dict(scaler.means), "var": dict(scaler.vars)},
-            "weights": dict(regression.weights),
-            "intercept": regression.intercept,
-            "metrics": models.propensity.metrics(),
-        },
+        "propensity": {"model": str(model), **model.parameters(), "metrics": models.propensity.metrics()},
         "clusters": models.clusters.summary(),
         "trending": {"as_of": models.trending.anchor, "categories": models.trending.top(20)},
     }

@@ -38,7 +38,10 @@ def test_list_show_and_export(tmp_path) -> None:
     exported = runner.invoke(cli, ["export", str(new), str(out)])
     assert exported.exit_code == 0, exported.output
     params = json.loads(out.read_text())
-    assert set(params["propensity"]["weights"]) <= set(FEATURE_NAMES) and params["propensity"]["weights"]
+    counts = params["propensity"]["naive_bayes"]["presence_counts"]
+    assert set(counts) <= set(FEATURE_NAMES) and counts
+    assert sum(params["propensity"]["naive_bayes"]["class_counts"].values()) == 40
+    assert params["propensity"]["calibration"]["weight"] != 0
     assert params["snapshot"]["sha256"] and params["clusters"]
 
 

@@ -1,11 +1,12 @@
 """Purchase propensity: P(the user's current session ends in a purchase), scored on every event.
 
-Model: ``StandardScaler | LogisticRegression``. The features are a fixed set: the type of
-the event the prediction is made at (one-hot: "the user has just added to cart", which session
-counts cannot tell; on the JD data it raised the progressive ROC AUC from 0.61 to 0.65), and
-log-scaled counts and durations, so a linear model over standardised inputs is enough, its state is one mean, variance and weight per feature (bounded, whatever the traffic), it
-gives probabilities for log loss, and a prediction costs microseconds, which matters because
-every event is scored.
+Model: ``CalibratedNaiveBayes``, Bernoulli naive Bayes over which behaviours are present,
+calibrated online. The features are a fixed set: the type of the event the prediction is made at
+(one-hot: "the user has just added to cart", which session counts cannot tell), and log-scaled
+counts and durations (naive Bayes reads each as present or not). Its state is a few counts per
+feature and class plus two calibration weights (bounded, whatever the traffic), it gives
+probabilities for log loss, and a prediction costs microseconds, which matters because every
+event is scored.
 
 Examples and labels, one learned example per labelled session:
 
@@ -37,7 +38,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
-from river import compose, linear_model, metrics, preprocessing, utils
+from river import base, linear_model, metrics, naive_bayes, utils
 
 from personalization.core import sessions
 from personalization.core.evolvable import positional
@@ -95,8 +96,55 @@ def features(
     return x
 
 
-def new_model() -> compose.Pipeline:
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+LOG_ODDS_LIMIT = 20.0   # |log-odds| passed on: early on, naive Bayes is all but certain of anything
+
+
+class CalibratedNaiveBayes(base.Classifier):
+    """Bernoulli naive Bayes over the features' presence (> 0), its log-odds calibrated online by a
+    one-feature logistic regression (Platt scaling).
+
+    Why not a logistic regression over the features, the model before: naive Bayes learns by
+    counting, with no learning rate, so it ranks well after few positives and late labels. On JD
+    (3,297 labelled sessions, 220 converted, labels arriving up to 30 minutes after the session's
+    last event) the logistic regression's progressive ROC AUC was 0.650, below the one rule "the
+    session has an add-to-cart" (0.680); this model's is 0.697. Uncalibrated naive Bayes ranks a
+    little better (0.713) but counts correlated behaviours as independent evidence, and its
+    overconfident probabilities had a log loss of 1.93 (0.42 calibrated).
+    """
+
+    def __init__(self) -> None:
+        self.naive_bayes = naive_bayes.BernoulliNB(true_threshold=0.0)
+        self.calibration = linear_model.LogisticRegression()
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None:
+        self.calibration.learn_one(self._log_odds(x), y)   # on the score made before naive Bayes learns x
+        self.naive_bayes.learn_one(x, y)
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+        return self.calibration.predict_proba_one(self._log_odds(x))
+
+    def parameters(self) -> dict:
+        """The learned parameters in plain numbers, for ``models export``."""
+        return {"naive_bayes": {"class_counts": {str(c): n for c, n in self.naive_bayes.class_counts.items()},
+                                "presence_counts": {f: {str(c): n for c, n in counts.items()}
+                                                    for f, counts in self.naive_bayes.feature_counts.items()}},
+                "calibration": {"weight": self.calibration.weights.get("log_odds", 0.0),
+                                "intercept": self.calibration.intercept}}
+
+    def _log_odds(self, x: dict[str, float]) -> dict[str, float]:
+        """Naive Bayes's posterior log-odds, from its joint log-likelihoods (its own
+        ``predict_proba_one`` goes through scipy's ``logsumexp``: 180 µs a call, 20 times the
+        logistic regression's whole prediction)."""
+        jll = self.naive_bayes.joint_log_likelihood(x)
+        if True in jll and False in jll:
+            odds = jll[True] - jll[False]
+        else:   # one class seen so far (or none): that class is certain
+            odds = LOG_ODDS_LIMIT if True in jll else -LOG_ODDS_LIMIT if False in jll else 0.0
+        return {"log_odds": min(max(odds, -LOG_ODDS_LIMIT), LOG_ODDS_LIMIT)}
+
+
+def new_model() -> CalibratedNaiveBayes:
+    return CalibratedNaiveBayes()
 
 
 class Propensity:
