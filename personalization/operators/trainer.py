@@ -132,9 +132,13 @@ class ModelTrainer(KeyedProcessFunction):
     def _snapshot(self) -> None:
         self._trainer.sweep()
         snapshot = self._trainer.snapshot()
-        self._labels.put_all({user: labels for user, labels in snapshot.labels.items() if labels is not None})
-        for user in [user for user, labels in snapshot.labels.items() if labels is None]:
-            self._labels.remove(user)
+        kept = {}
+        for user, labels in snapshot.labels.items():
+            if labels is None:
+                self._labels.remove(user)
+            else:
+                kept[user] = labels
+        self._labels.put_all(kept)   # one call into the JVM for all of them
         self._state.update(snapshot.trainer)
         self._log.clear()
         self._ops = 0

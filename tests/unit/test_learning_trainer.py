@@ -3,10 +3,10 @@
 ``Job`` plays the Flink job: user tasks (UserLogic with the learning feed; users hashed over
 ``tasks``) with one timer per user, and the trainer (its state + the operation log the operator
 keeps, snapshotted every ``snapshot_every`` operations, with the labels kept per user as the
-operator's map state keeps them: only the changed ones written at a snapshot). Checked here: what the trainer
-learns and writes does not depend on arrival order, parallelism or watermark batching; a
-restore from snapshot + log is exact; the examples match River's progressive validation;
-hand-made streams give exact interests, cold-start fallbacks and clusters.
+operator's map state keeps them: only the changed ones written at a snapshot). Checked here:
+what the trainer learns and writes does not depend on arrival order, parallelism or watermark
+batching; a restore from snapshot + log is exact; the examples match River's progressive
+validation; hand-made streams give exact interests, cold-start fallbacks and clusters.
 """
 
 from __future__ import annotations
