@@ -138,7 +138,11 @@ class ModelTrainer(KeyedProcessFunction):
                 self._labels.remove(user)
             else:
                 kept[user] = labels
-        self._labels.put_all(kept)   # one call into the JVM for all of them
+        if self._settings.flink.python_execution_mode == "thread":
+            self._labels.put_all(kept)   # one call into the JVM for all of them
+        else:  # PyFlink 2.2's process-mode put_all unpacks the dict's keys as pairs: one by one
+            for user, labels in kept.items():
+                self._labels.put(user, labels)
         self._state.update(snapshot.trainer)
         self._log.clear()
         self._ops = 0

@@ -10,7 +10,9 @@ thread mode) with its model trainer, Redis.
   constant predictor and the named simple baseline "the session has an add-to-cart";
 - restore: SIGKILL mid-stream after a completed checkpoint, restore from it, finish the stream:
   the examples learned equal the labels, and every prediction and model key in Redis equals the
-  uninterrupted run's.
+  uninterrupted run's;
+- process mode: the same run with ``flink.python_execution_mode: process`` ends with the same
+  Redis and the same examples.
 """
 
 from __future__ import annotations
@@ -64,6 +66,24 @@ def test_predictions_equal_rivers_progressive_val_score(baseline) -> None:
     theirs = river_predictions(examples)
     assert len(theirs) == len(examples)
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-9
+
+
+def test_process_mode_gives_the_same_models_and_profiles(baseline, tmp_path) -> None:
+    """``flink.python_execution_mode: process`` (PyFlink's default, the bench's baseline) runs the
+    operators over PyFlink's other state implementation; snapshots every 300 operations write the
+    trainer's label map state many times over. Same events, same Redis and the same examples.
+
+    The job runs as a process of its own: on a local MiniCluster, process mode runs the Python
+    workers in the client's interpreter ("loopback"), which takes their environment variables
+    and working directory, and the jobs that later tests start as subprocesses would inherit them."""
+    baseline_settings, _, examples = baseline
+    settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
+                                 flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300})
+    subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--config",
+                    str(write_config(settings, tmp_path / "job.yaml"))],
+                   cwd=REPO_ROOT, check=True, timeout=900, stdout=subprocess.DEVNULL)
+    assert sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"]) == examples
+    assert redis_state(settings) == redis_state(baseline_settings)
 
 
 @pytest.fixture(scope="module")
