@@ -9,6 +9,7 @@ import pytest
 
 from personalization.core import evolvable as module
 from personalization.core.evolvable import evolvable
+from personalization.core.learning.interests import Interests
 
 
 @evolvable
@@ -56,3 +57,16 @@ def test_a_missing_required_field_is_an_error_not_a_silent_shift():
     restored = Strict.__new__(Strict)
     with pytest.raises(TypeError, match="lacks required field 'b'"):
         restored.__setstate__({"a": 1})
+
+
+def test_positional_keeps_the_pickled_form_of_a_slots_dataclass():
+    """``@positional`` classes restore from pickles written before they were decorated."""
+
+    @dataclass(frozen=True, slots=True)
+    class Plain:
+        as_of: int | None = None
+        scores: dict = field(default_factory=dict)
+
+    state = Interests(as_of=5, scores={"c": 1.5})
+    assert state.__getstate__() == Plain(as_of=5, scores={"c": 1.5}).__getstate__() == [5, {"c": 1.5}]
+    assert pickle.loads(pickle.dumps(state)) == state

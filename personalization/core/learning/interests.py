@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from personalization.core.evolvable import positional
 from personalization.core.learning.trending import Trending
 
 DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType({
@@ -38,6 +39,7 @@ class InterestRules:
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)
 
 
+@positional  # per-user state: no dataclass fields() call per pickle, the same pickled form
 @dataclass(frozen=True, slots=True)
 class Interests:
     as_of: int | None = None
