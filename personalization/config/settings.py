@@ -204,6 +204,7 @@ class FlinkConfig(_Section):
     bundle_size: int = Field(100, ge=1)
     bundle_time: DurationMs = parse_duration_ms("10ms")
     buffer_timeout: DurationMs = parse_duration_ms("5ms")
+    network_buffer_bytes: int = Field(4096, ge=4096)
     state_cache_size: int = Field(20_000, ge=1)
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
@@ -215,6 +216,12 @@ class FlinkConfig(_Section):
     checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()
     connector_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
     python_executable: str = ""
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> "FlinkConfig":
+        if self.network_buffer_bytes & (self.network_buffer_bytes - 1):
+            raise ValueError(f"network_buffer_bytes {self.network_buffer_bytes} must be a power of 2 (Flink's memory pages)")
+        return self
 
 
 class RulesConfig(_Section):

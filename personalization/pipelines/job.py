@@ -55,6 +55,9 @@ def flink_configuration(settings: Settings) -> Configuration:
         "python.fn-execution.bundle.size": flink.bundle_size,
         "python.fn-execution.bundle.time": flink.bundle_time,
         "python.state.cache-size": flink.state_cache_size,
+        # A TaskManager setting: it applies to the local MiniCluster; a cluster takes it from its
+        # own Flink configuration (docker/compose.yaml sets it).
+        "taskmanager.memory.segment-size": flink.network_buffer_bytes,
         "python.executable": flink.python_executable or sys.executable,
         "python.client.executable": flink.python_executable or sys.executable,
         "pipeline.jars": flink.connector_jar.resolve().as_uri(),

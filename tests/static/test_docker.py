@@ -451,6 +451,9 @@ def test_flink_configuration_of_the_cluster():
         assert props["metrics.reporter.prom.factory.class"] == PROM_REPORTER_FACTORY, name
         assert props["metrics.reporter.prom.port"] == str(PROM_PORT), name
         assert props["state.backend.type"] == "rocksdb", name
+        from personalization.config.settings import load_settings
+        # the job's flink.network_buffer_bytes only reaches a local MiniCluster: a cluster sets its own
+        assert props["taskmanager.memory.segment-size"] == f"{load_settings().flink.network_buffer_bytes // 1024}kb", name
         assert props["jobmanager.rpc.address"] == jm_name, name
         checkpoint_dir = props["execution.checkpointing.dir"]
         assert checkpoint_dir.startswith("file:///"), name

@@ -266,6 +266,11 @@ def test_window_size_not_divisible_by_buckets() -> None:
     assert "time.windows: window size 600000 ms must be positive and divisible by buckets=7" in message
 
 
+@pytest.mark.parametrize("value, problem", [("6000", "must be a power of 2"), ("2048", "greater than or equal to 4096")])
+def test_network_buffer_bytes_is_a_flink_memory_page(value: str, problem: str) -> None:
+    assert problem in error_of(overrides=[f"flink.network_buffer_bytes={value}"])
+
+
 def test_window_size_divisible_by_buckets_is_accepted() -> None:
     settings = load_settings(overrides=["time.windows.sizes=[7m]", "time.windows.buckets=7"])
     assert settings.time.windows.sizes == [420_000]
