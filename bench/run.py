@@ -59,7 +59,7 @@ from personalization.udfs.validation import EventValidator, Rejection
 
 RESULTS = REPO_ROOT / "bench" / "results"
 PYFLINK_DEFAULTS = {"python_execution_mode": "process", "bundle_size": 100_000, "bundle_time": 1_000,
-                    "state_cache_size": 1_000}
+                    "state_cache_size": 1_000, "network_buffer_bytes": 32_768}
 PROBE_EVERY = 50
 # Each tuned default set back to PyFlink's (or the naive choice), one at a time, on the same
 # events as b: the measurement behind each default (README "Performance").
@@ -68,6 +68,7 @@ ABLATIONS = {
     "bundles": ("flink.bundle_size 100,000, bundle_time 1 s",
                 {"flink": {"bundle_size": 100_000, "bundle_time": 1_000}}),
     "state-cache": ("flink.state_cache_size: 1 (no cache of live states)", {"flink": {"state_cache_size": 1}}),
+    "network-buffers": ("flink.network_buffer_bytes: 32,768 (Flink's)", {"flink": {"network_buffer_bytes": 32_768}}),
     "redis-batching": ("redis.batch_delay: 0 (every write at once)", {"redis": {"batch_delay": 0}}),
     "parallelism": ("flink.parallelism: 2 (a task per core, as a local Flink does)", {"flink": {"parallelism": 2}}),
 }
@@ -153,14 +154,19 @@ def _run_timed(settings: Settings, events: list[dict]) -> float:
     return min(first_written.at.values())
 
 
+def ablated(base: Settings, name: str) -> tuple[Settings, dict]:
+    """The settings with one tuned default reverted, and the Flink overrides that go with them."""
+    _, overrides = ABLATIONS[name]
+    settings = base.with_overrides(**{section: v for section, v in overrides.items() if section != "flink"})
+    return settings, overrides.get("flink", {})
+
+
 def ablation_rates(base: Settings, events: list[dict], names: list[str]) -> list[dict]:
     """Throughput with one tuned default reverted at a time."""
     rows = []
     for name in names:
-        change, overrides = ABLATIONS[name]
-        settings = base.with_overrides(**{section: v for section, v in overrides.items() if section != "flink"})
-        rows.append({"name": name, "change": change,
-                     "events_per_s": job_rate(settings, events, overrides.get("flink", {}))})
+        settings, flink = ablated(base, name)
+        rows.append({"name": name, "change": ABLATIONS[name][0], "events_per_s": job_rate(settings, events, flink)})
     return rows
 
 
@@ -201,11 +207,28 @@ def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float
     return rates
 
 
-def latency_at(base: Settings, events: list[dict], rate: float, warmup: float, seconds: float,
+def latency_rows(base: Settings, events: list[dict], tuned: float, fractions: list[float], warmup: float,
+                 seconds: float, tmp: Path, ablate: tuple[str, ...]) -> list[dict]:
+    """Latency of the tuned job at each fraction of its max rate, then of each ``ablate`` run at
+    the same rates."""
+    rows = []
+    for name in ("tuned", *ablate):
+        settings, flink = (base, {}) if name == "tuned" else ablated(base, name)
+        for fraction in fractions:
+            rate = tuned * fraction
+            warming, measured = latency_at(settings, flink, events, rate, warmup, seconds, tmp)
+            ms, first = percentiles(measured), percentiles(warming) if warming else None
+            click.echo(f"latency, {name}, at {rate:,.0f} events/s: {ms} (first {warmup:.0f} s: {first})")
+            rows.append({"run": name, "change": ABLATIONS[name][0] if name in ABLATIONS else None,
+                         "fraction": fraction, "rate": rate, "ms": ms, "warmup_ms": first})
+    return rows
+
+
+def latency_at(base: Settings, flink: dict, events: list[dict], rate: float, warmup: float, seconds: float,
                tmp: Path) -> tuple[list[float], list[float]]:
     """Produce at ``rate`` for ``warmup`` and then ``seconds`` seconds; the probe latencies in ms
     of the warm-up and of the measured span."""
-    settings = _run_settings(base, {}, {"bounded": False, "starting_offsets": "latest"})
+    settings = _run_settings(base, flink, {"bounded": False, "starting_offsets": "latest"})
     client = run_job(settings, wait=False)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0)
     reader = ProfileReader.from_settings(settings)
@@ -311,15 +334,19 @@ def write_report(report: dict, out: Path) -> None:
         lines.append("")
     lines += [f"Latency, produce -> first Redis write, over {report['latency_seconds']:.0f} s after a warm-up of "
               f"{report['warmup_seconds']:.0f} s at the same rate:", "",
-              "| input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|"]
+              "| run | input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |",
+              "|---|---|---|---|---|---|---|"]
+    run_name = lambda row: "b" if row["run"] == "tuned" else f"b, but {row['change']}"  # noqa: E731
     for row in report["latency"]:
         p = row["ms"]
-        lines.append(f"| {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} | {p['max']:.0f} | {p['n']} |")
+        lines.append(f"| {run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} "
+                     f"| {p['max']:.0f} | {p['n']} |")
     lines += ["", "The warm-up's probes (the job's first seconds of traffic):", "",
-              "| input rate (events/s) | p50 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|"]
+              "| run | input rate (events/s) | p50 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|"]
     for row in report["latency"]:
         if (p := row["warmup_ms"]) is not None:
-            lines.append(f"| {row['rate']:,.0f} | {p['p50']:.0f} | {p['p99']:.0f} | {p['max']:.0f} | {p['n']} |")
+            lines.append(f"| {run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p99']:.0f} | {p['max']:.0f} "
+                         f"| {p['n']} |")
     worker = report["worker_profile"]
     lines += ["", f"Where the tuned job's Python time goes (py-spy on the embedded interpreter, "
               f"{worker['samples']:,} samples while Python ran; shares of those):", "",
@@ -342,9 +369,9 @@ def _plot(report: dict, path: Path) -> None:
     left.bar(["core (limit)", "tuned job", "PyFlink defaults"], [t["core"], t["tuned"], t["defaults"]])
     left.set_ylabel("events/s")
     left.set_title("throughput")
-    rates = [row["rate"] for row in report["latency"]]
+    tuned = [row for row in report["latency"] if row["run"] == "tuned"]
     for q in ("p50", "p95", "p99"):
-        right.plot(rates, [row["ms"][q] for row in report["latency"]], marker="o", label=q)
+        right.plot([row["rate"] for row in tuned], [row["ms"][q] for row in tuned], marker="o", label=q)
     right.set_xlabel("input rate (events/s)")
     right.set_ylabel("produce -> Redis (ms)")
     right.set_title(f"latency after a {report['warmup_seconds']:.0f} s warm-up")
@@ -362,10 +389,12 @@ def _plot(report: dict, path: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
 @click.option("--ablate", multiple=True, type=click.Choice(list(ABLATIONS)), default=list(ABLATIONS),
               show_default=True, help="Defaults to revert one at a time (repeatable).")
+@click.option("--latency-ablate", multiple=True, type=click.Choice(list(ABLATIONS)), default=["network-buffers"],
+              show_default=True, help="Defaults to revert, one at a time, in latency runs too (repeatable).")
 @click.option("--learning-cost", is_flag=True,
               help="Only measure the job with and without the online models (bench/results/learning-cost.md).")
 def main(size: int, warmup_seconds: float, latency_seconds: float, rates: str, out: Path, ablate: tuple[str, ...],
-         learning_cost: bool) -> None:
+         latency_ablate: tuple[str, ...], learning_cost: bool) -> None:
     settings = load_settings()
     events = workload(size)
     if learning_cost:
@@ -382,14 +411,8 @@ def main(size: int, warmup_seconds: float, latency_seconds: float, rates: str, o
         click.echo(f"tuned but {row['change']}: {row['events_per_s']:,.0f} events/s")
     worker = profile_worker(settings, events, tuned)
     click.echo(f"job's Python, top own time: {worker['own'][0][0]} {worker['own'][0][1]:.0%}")
-    latency = []
-    tmp = out / "savepoints"
-    for fraction in (float(f) for f in rates.split(",")):
-        rate = tuned * fraction
-        warming, measured = latency_at(settings, events, rate, warmup_seconds, latency_seconds, tmp)
-        ms, first = percentiles(measured), percentiles(warming) if warming else None
-        click.echo(f"latency at {rate:,.0f} events/s: {ms} (first {warmup_seconds:.0f} s: {first})")
-        latency.append({"fraction": fraction, "rate": rate, "ms": ms, "warmup_ms": first})
+    latency = latency_rows(settings, events, tuned, [float(f) for f in rates.split(",")], warmup_seconds,
+                           latency_seconds, out / "savepoints", latency_ablate)
     write_report({
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "command": "make bench", "events": size, "warmup_seconds": warmup_seconds,

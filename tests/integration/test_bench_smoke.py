@@ -12,8 +12,9 @@ from tests.support import free_port
 
 def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--events", "3000", "--warmup-seconds", "2", "--latency-seconds", "3",
-                             "--rates", "0.5", "--ablate", "state-cache", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--events", "3000", "--warmup-seconds", "2",
+                             "--latency-seconds", "3", "--rates", "0.5", "--ablate", "state-cache",
+                             "--latency-ablate", "network-buffers", "--out", str(out)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -21,9 +22,10 @@ def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
     assert all(value > 0 for value in report["throughput"].values())
     [ablation] = report["ablations"]
     assert ablation["name"] == "state-cache" and ablation["events_per_s"] > 0
-    [latency] = report["latency"]
-    for phase in ("warmup_ms", "ms"):   # the warm-up's probes, and the measured span's
-        assert latency[phase]["n"] > 0 and latency[phase]["p50"] <= latency[phase]["p99"] <= latency[phase]["max"]
+    assert [(row["run"], row["fraction"]) for row in report["latency"]] == [("tuned", 0.5), ("network-buffers", 0.5)]
+    for latency in report["latency"]:
+        for phase in ("warmup_ms", "ms"):   # the warm-up's probes, and the measured span's
+            assert latency[phase]["n"] > 0 and latency[phase]["p50"] <= latency[phase]["p99"] <= latency[phase]["max"]
     worker = report["worker_profile"]
     assert worker["samples"] > 0 and worker["own"] and worker["inclusive"]
     assert 0 < sum(share for _, share in worker["own"]) <= 1 + 1e-9
