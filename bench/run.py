@@ -6,7 +6,7 @@ event ids and user suffixes when more events are asked for than the data holds):
 a. the plain-Python core (validate + UserLogic + profile) in a loop: the limit;
 b. the tuned job (config/default.yaml) on the local MiniCluster;
 c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 1,000-key
-   state cache): the naive baseline;
+   state cache, Flink's 32 KB network buffers): the naive baseline;
 then the tuned job once more with py-spy sampling its embedded Python (``worker_profile``): where
 the job's time goes, which the core's cProfile cannot show (state, timers, Redis, the trainer).
 
