@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from itertools import islice, pairwise
 from pathlib import Path
@@ -26,16 +25,6 @@ from personalization.replay.synthetic import augment
 
 REPO = Path(__file__).resolve().parents[2]
 validate = fastjsonschema.compile(json.loads((REPO / "schemas" / "event-v1.schema.json").read_text()))
-
-
-def real_datasets() -> DatasetLocation:
-    """The shared datasets; when absent, fail on CI (they must be provisioned there), else skip."""
-    location = locate_datasets()
-    if location.missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {location.report()}")
-        pytest.skip(location.report())
-    return location
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -204,11 +193,10 @@ def test_read_dataset_rejects_unknown_names(tmp_path: Path) -> None:
         read_dataset("amazon", locate_datasets(tmp_path))
 
 
-def test_real_datasets_first_events_are_valid_sorted_and_unique() -> None:
-    location = real_datasets()
+def test_real_datasets_first_events_are_valid_sorted_and_unique(datasets: DatasetLocation) -> None:
     n = 20_000
     for name, sources in (("taobao", {"taobao"}), ("jd", {"jd"}), ("all", {"taobao", "jd"})):
-        events = list(islice(read_dataset(name, location, seed=0), n))
+        events = list(islice(read_dataset(name, datasets, seed=0), n))
         augmented = list(islice(augment(events, seed=0), n))
         for stream in (events, augmented):
             assert len(stream) == n, name
