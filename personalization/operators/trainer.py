@@ -132,16 +132,13 @@ class ModelTrainer(KeyedProcessFunction):
     def _snapshot(self) -> None:
         self._trainer.sweep()
         snapshot = self._trainer.snapshot()
-        kept = {}
+        # One put per user, not put_all: PyFlink 2.2's process-mode put_all unpacks a dict's keys
+        # as pairs. In thread mode a put costs 2.1 us against put_all's 0.9 per entry: at most
+        # ~1 us per operation at learning.checkpoint_every 20,000, against ~2 ms per event.
         for user, labels in snapshot.labels.items():
             if labels is None:
                 self._labels.remove(user)
             else:
-                kept[user] = labels
-        if self._settings.flink.python_execution_mode == "thread":
-            self._labels.put_all(kept)   # one call into the JVM for all of them
-        else:  # PyFlink 2.2's process-mode put_all unpacks the dict's keys as pairs: one by one
-            for user, labels in kept.items():
                 self._labels.put(user, labels)
         self._state.update(snapshot.trainer)
         self._log.clear()
