@@ -252,10 +252,10 @@ def latency_at(base: Settings, flink: dict, events: list[dict], rate: float, war
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not first_written.has_all(sent):
             time.sleep(0.2)
-        latencies = {user: first_written.at[user] - at for user, at in sent.items() if user in first_written.at}
-        in_warmup = lambda user: int(user.removeprefix("probe-")) < measured_from  # noqa: E731
-        return ([ms for user, ms in latencies.items() if in_warmup(user)],
-                [ms for user, ms in latencies.items() if not in_warmup(user)])
+        latencies = {int(user.removeprefix("probe-")): first_written.at[user] - at   # by send index
+                     for user, at in sent.items() if user in first_written.at}
+        return ([ms for i, ms in latencies.items() if i < measured_from],
+                [ms for i, ms in latencies.items() if i >= measured_from])
     finally:
         first_written.close()
         stop_with_savepoint(client, (tmp / uuid.uuid4().hex).as_uri())
@@ -336,16 +336,15 @@ def write_report(report: dict, out: Path) -> None:
               f"{report['warmup_seconds']:.0f} s at the same rate:", "",
               "| run | input rate (events/s) | p50 ms | p95 ms | p99 ms | max ms | probes |",
               "|---|---|---|---|---|---|---|"]
-    run_name = lambda row: "b" if row["run"] == "tuned" else f"b, but {row['change']}"  # noqa: E731
     for row in report["latency"]:
         p = row["ms"]
-        lines.append(f"| {run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} "
+        lines.append(f"| {_run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p95']:.0f} | {p['p99']:.0f} "
                      f"| {p['max']:.0f} | {p['n']} |")
     lines += ["", "The warm-up's probes (the job's first seconds of traffic):", "",
               "| run | input rate (events/s) | p50 ms | p99 ms | max ms | probes |", "|---|---|---|---|---|---|"]
     for row in report["latency"]:
         if (p := row["warmup_ms"]) is not None:
-            lines.append(f"| {run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p99']:.0f} | {p['max']:.0f} "
+            lines.append(f"| {_run_name(row)} | {row['rate']:,.0f} | {p['p50']:.0f} | {p['p99']:.0f} | {p['max']:.0f} "
                          f"| {p['n']} |")
     worker = report["worker_profile"]
     lines += ["", f"Where the tuned job's Python time goes (py-spy on the embedded interpreter, "
@@ -357,6 +356,10 @@ def write_report(report: dict, out: Path) -> None:
               report["core_profile"], "```"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _plot(report, out / "latency.png")
+
+
+def _run_name(row: dict) -> str:
+    return "b" if row["run"] == "tuned" else f"b, but {row['change']}"
 
 
 def _plot(report: dict, path: Path) -> None:

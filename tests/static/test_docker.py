@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from personalization.config.settings import load_settings
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 STATIC = Path(__file__).resolve().parent
@@ -445,15 +447,15 @@ def test_one_jobmanager_and_two_taskmanagers():
 
 def test_flink_configuration_of_the_cluster():
     jm_name, _ = jobmanager()
+    # the job's flink.network_buffer_bytes only reaches a local MiniCluster: a cluster sets its own
+    segment_size = f"{load_settings().flink.network_buffer_bytes // 1024}kb"
     named_volumes = set(compose().get("volumes") or {})
     for name, service in flink_services().items():
         props = flink_properties(service)
         assert props["metrics.reporter.prom.factory.class"] == PROM_REPORTER_FACTORY, name
         assert props["metrics.reporter.prom.port"] == str(PROM_PORT), name
         assert props["state.backend.type"] == "rocksdb", name
-        from personalization.config.settings import load_settings
-        # the job's flink.network_buffer_bytes only reaches a local MiniCluster: a cluster sets its own
-        assert props["taskmanager.memory.segment-size"] == f"{load_settings().flink.network_buffer_bytes // 1024}kb", name
+        assert props["taskmanager.memory.segment-size"] == segment_size, name
         assert props["jobmanager.rpc.address"] == jm_name, name
         checkpoint_dir = props["execution.checkpointing.dir"]
         assert checkpoint_dir.startswith("file:///"), name
