@@ -50,7 +50,7 @@ from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import ensure_topics
+from personalization.pipelines.topics import delete_topics, ensure_topics
 from personalization.replay.producer import produce, replay_events
 from personalization.replay.synthetic import DAY_MS
 from personalization.serving.reader import ProfileReader
@@ -61,6 +61,7 @@ RESULTS = REPO_ROOT / "bench" / "results"
 PYFLINK_DEFAULTS = {"python_execution_mode": "process", "bundle_size": 100_000, "bundle_time": 1_000,
                     "state_cache_size": 1_000, "network_buffer_bytes": 32_768}
 PROBE_EVERY = 50
+RUNS: list[Settings] = []  # every run this process set up, for remove_runs()
 # Each tuned default set back to PyFlink's (or the naive choice), one at a time, on the same
 # events as b: the measurement behind each default (README "Performance").
 ABLATIONS = {
@@ -128,8 +129,18 @@ def _run_settings(base: Settings, flink: dict, kafka: dict | None = None) -> Set
     settings = base.with_overrides(
         kafka={"topics": topics, "group_id": f"bench-{run}", "bounded": True, **(kafka or {})},
         redis={"key_prefix": f"pzb:{run}"}, flink=flink)
+    RUNS.append(settings)
     ensure_topics(settings)
     return settings
+
+
+def remove_runs() -> None:
+    """Delete the topics and Redis keys of every run this process set up (also after a failure):
+    bench runs leave nothing on the local stack."""
+    while RUNS:
+        settings = RUNS.pop()
+        delete_topics(settings)
+        ProfileReader.from_settings(settings).delete_all()
 
 
 def job_rate(base: Settings, events: list[dict], flink: dict) -> float:
@@ -398,6 +409,14 @@ def _plot(report: dict, path: Path) -> None:
               help="Only measure the job with and without the online models (bench/results/learning-cost.md).")
 def main(size: int, warmup_seconds: float, latency_seconds: float, rates: str, out: Path, ablate: tuple[str, ...],
          latency_ablate: tuple[str, ...], learning_cost: bool) -> None:
+    try:
+        _run_all(size, warmup_seconds, latency_seconds, rates, out, ablate, latency_ablate, learning_cost)
+    finally:
+        remove_runs()
+
+
+def _run_all(size: int, warmup_seconds: float, latency_seconds: float, rates: str, out: Path,
+             ablate: tuple[str, ...], latency_ablate: tuple[str, ...], learning_cost: bool) -> None:
     settings = load_settings()
     events = workload(size)
     if learning_cost:

@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from bench.poll import wait_for
-from bench.run import RESULTS, _run_settings, workload
+from bench.run import RESULTS, _run_settings, remove_runs, workload
 from bench.worker_profile import gateway_jvm_pid
 from personalization.config.settings import load_settings
 from personalization.pipelines.control import stop_with_savepoint
@@ -124,7 +124,10 @@ def write_report(rows: list[dict], out: Path) -> None:
 @click.option("--rest-port", type=int, default=8091, help="REST port of the run's MiniCluster.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS)
 def main(users: int, backend: str, rest_port: int, out: Path) -> None:
-    row = measure(users, backend, rest_port, out / "savepoints")
+    try:
+        row = measure(users, backend, rest_port, out / "savepoints")
+    finally:
+        remove_runs()
     click.echo(json.dumps(row, indent=2))
     write_report([row], out)
 

@@ -10,13 +10,16 @@ shares of the time Python was running.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 RATE_HZ = 100
+# Installed into the venv by requirements-dev.txt: found beside the interpreter, never on PATH
+# (which holds the venv's bin/ only when the venv is activated).
+PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 def gateway_jvm_pid() -> int:
@@ -36,15 +39,15 @@ class WorkerProfile:
     """``start()`` samples the JVM's Python for ``seconds`` in the background; ``stacks()`` waits."""
 
     def __init__(self, seconds: float) -> None:
-        if shutil.which("py-spy") is None:
-            raise FileNotFoundError("py-spy is not installed (it is in requirements-dev.txt: run `make setup`)")
+        if not PY_SPY.is_file():
+            raise FileNotFoundError(f"{PY_SPY} is missing (py-spy is in requirements-dev.txt: run `make setup`)")
         self._seconds = seconds
         self._out = Path(tempfile.mkdtemp(prefix="worker-profile-")) / "stacks.txt"
         self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(gateway_jvm_pid()), "--duration", str(round(self._seconds)),
+            [str(PY_SPY), "record", "--pid", str(gateway_jvm_pid()), "--duration", str(round(self._seconds)),
              "--rate", str(RATE_HZ), "--format", "raw", "--nonblocking", "--output", str(self._out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -30,19 +30,29 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
     try:
         names = topic_names(settings)
         if recreate:
-            existing = [name for name in names if name in set(admin.list_topics())]
-            if existing:
-                try:
-                    admin.delete_topics(existing)
-                except UnknownTopicOrPartitionError:
-                    pass
-                _wait(lambda: not set(existing) & set(admin.list_topics()), timeout_s,
-                      f"deletion of topics {existing}")
+            delete_topics(settings, timeout_s)
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
             _wait(lambda: _create(admin, name, partitions_of(settings, name)), timeout_s,
                   f"creation of topic {name}")
+    finally:
+        admin.close()
+
+
+def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete the job's topics that exist (bench and test clean-up); returns the names deleted."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers,
+                             **_client_properties(settings))
+    try:
+        existing = [name for name in topic_names(settings) if name in set(admin.list_topics())]
+        if existing:
+            try:
+                admin.delete_topics(existing)
+            except UnknownTopicOrPartitionError:
+                pass
+            _wait(lambda: not set(existing) & set(admin.list_topics()), timeout_s, f"deletion of topics {existing}")
+        return existing
     finally:
         admin.close()
 

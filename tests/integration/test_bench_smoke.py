@@ -1,22 +1,51 @@
-"""Keeps `make bench` from rotting: a tiny run must produce a well-formed report (not a fast one)."""
+"""Keeps `make bench` from rotting: a tiny run must produce a well-formed report (not a fast one).
+
+Run the way the README says, `make bench`, with a PATH that holds no virtualenv (nothing
+activated, as on a fresh machine): a tool found only on an activated venv's PATH fails here.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
-from personalization.config.settings import REPO_ROOT
+from kafka import KafkaAdminClient
+
+from personalization.config.settings import REPO_ROOT, load_settings
 from tests.support import free_port
 
 
-def test_a_small_benchmark_run_writes_its_report(stack, datasets, tmp_path):
+def _fresh_machine_env() -> dict[str, str]:
+    """The environment without any virtualenv: no VIRTUAL_ENV, no venv bin/ on PATH."""
+    venv_bins = {str(Path(sys.prefix) / "bin"), str(Path(sys.executable).parent)}
+    path = [entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+            if entry and entry not in venv_bins and not (Path(entry) / "activate").exists()]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return {**env, "PATH": os.pathsep.join(path)}
+
+
+def _bench_topics() -> set[str]:
+    admin = KafkaAdminClient(bootstrap_servers=load_settings().kafka.bootstrap_servers)
+    try:
+        return {topic for topic in admin.list_topics() if topic.startswith("bench-")}
+    finally:
+        admin.close()
+
+
+def test_a_small_benchmark_run_writes_its_report_and_leaves_no_topics(stack, datasets, tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--events", "3000", "--warmup-seconds", "2",
-                             "--latency-seconds", "3", "--rates", "0.5", "--ablate", "state-cache",
-                             "--latency-ablate", "network-buffers", "--out", str(out)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    env = _fresh_machine_env()
+    assert str(Path(sys.executable).parent) not in env["PATH"].split(os.pathsep), "the venv is still on PATH"
+    topics_before = _bench_topics()
+    args = ("--events 3000 --warmup-seconds 2 --latency-seconds 3 --rates 0.5 --ablate state-cache "
+            f"--latency-ablate network-buffers --out {out}")
+    result = subprocess.run(["make", "bench", f"BENCH_ARGS={args}"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert _bench_topics() <= topics_before, "the bench left its topics on the broker"
     report = json.loads((out / "report.json").read_text())
     assert set(report["throughput"]) == {"core", "tuned", "defaults"}
     assert all(value > 0 for value in report["throughput"].values())
