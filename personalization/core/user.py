@@ -74,6 +74,10 @@ class UserState:
     released_to: int | None = None  # events at or before this time have been given to the rules
     rules_version: str | None = None  # the rules that made the current decisions
     changes_made: int = 0  # segment changes so far: numbers them
+    # Change records (``NumberedChange.as_record``) not yet known to be in Redis: the operator
+    # holds them back with the profile write and re-sends them after a restore (written by seq,
+    # so a re-send is a no-op). Trimmed at the user's next step once their batch went out.
+    unwritten_changes: list[dict] = field(default_factory=list)
     learning: LearningState | None = None  # interests and closed-session totals (learning.enabled)
     # Enrichment: events per device class, browser and OS family (events with a user agent only),
     # and the device of the latest such event as (ts, event_id, class, browser, os).

@@ -169,7 +169,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             yield from self._carry_out(state, self._logic.hand_over(state, record.user_id), ctx)
         if state is not None:
             self._state.clear(key)
-        self._writes.discard(key)
+        if self._writes.is_pending(key):  # its last profile and changes (segments left) first, then the alias
+            self._writes.flush()
         self._writer.hand_over(key, record.user_id)
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
@@ -260,8 +261,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         records = [change.as_record() for change in result.changes]
         user = ctx.get_current_key()
         if result.profile_changed:
+            # The changes go out with the batch; until then they are in state (re-sent after a restore).
+            state.unwritten_changes = self._writes.unwritten(user, state.unwritten_changes) + records
             self._state.update(user, state)
-            if self._writes.put(self._logic.profile(state), records):
+            if self._writes.put(self._logic.profile(state), state.unwritten_changes):
                 self._flush_within_delay(user, ctx)
             self._profile_writes.inc()
         elif result.state_changed or result.learning:  # learning records were built from this state:
@@ -301,7 +304,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             return
         # Set before a restore: the write it guarded may have been lost with the old buffer.
         state = self._state.value(user)
-        if isinstance(state, UserState) and self._writes.put(self._logic.profile(state), []):
+        if isinstance(state, UserState) and self._writes.put(self._logic.profile(state), state.unwritten_changes):
             self._flush_within_delay(user, ctx)
 
     def close(self) -> None:

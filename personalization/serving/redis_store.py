@@ -233,35 +233,43 @@ class ProfileWriter:
 
 
 class WriteBehind:
-    """Holds profile writes back for a batch: one pending write per user (the newest profile
-    replaces an older one), all sent in one pipeline when ``max_batch`` users are pending or
-    when the owner calls ``flush`` (the user operator does within ``redis.batch_delay``).
+    """Holds writes back for a batch: one pending write per user (the newest replaces an older
+    one), all sent in one pipeline when ``max_batch`` users are pending or when the owner calls
+    ``flush`` (the user operator does within ``redis.batch_delay``).
 
-    A write that carries segment changes is sent at once, with that user's pending write: the
-    changes are not kept in Flink state, so they could not be re-derived after a restore.
-    Everything held back is a pure function of the user's checkpointed state, so the owner can
-    re-derive it after a restore (see ``operators.user_profile``).
+    Everything held back, segment changes included, is a pure function of the user's
+    checkpointed state (the changes are kept in ``UserState.unwritten_changes`` until their
+    batch went out), so the owner can re-derive it after a restore (see
+    ``operators.user_profile``). A write carries every change of the user not yet known to be
+    written; ``unwritten`` tells the owner which of them a flushed batch has covered.
     """
+
+    MAX_TRACKED = 100_000  # users whose last written change is remembered; beyond, re-sends (no-ops)
 
     def __init__(self, writer: ProfileWriter, max_batch: int) -> None:
         self._writer = writer
         self._max_batch = max_batch
         self._pending: dict[str, Write] = {}
+        self._written_through: dict[str, int] = {}  # user -> seq of the last change sent
 
     def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> bool:
         """True when this write starts a held-back write for its user: the one the owner must
-        see flushed within the delay (a newer profile for a user already held back is not)."""
+        see flushed within the delay (a newer profile for a user already held back is not).
+        ``changes``: all of the user's unwritten changes, oldest first (a superset of the
+        pending write's, which it replaces)."""
         user = profile["user_id"]
-        if changes:
-            self._pending.pop(user, None)  # an older version of this profile: superseded
-            self._writer.write(profile, changes)
-            return False
         started = user not in self._pending
-        self._pending[user] = (profile, [])
+        self._pending[user] = (profile, changes)
         if len(self._pending) >= self._max_batch:
             self.flush()
             return False
         return started
+
+    def unwritten(self, user_id: str, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of ``changes`` (a user's unwritten changes as kept in state), those no flushed batch
+        has carried yet."""
+        through = self._written_through.pop(user_id, None)
+        return changes if through is None else [c for c in changes if c["seq"] > through]
 
     def is_pending(self, user_id: str) -> bool:
         return user_id in self._pending
@@ -276,6 +284,11 @@ class WriteBehind:
         if writes:
             self._writer.write_many(writes)
             self._pending.clear()
+            if len(self._written_through) > self.MAX_TRACKED:
+                self._written_through.clear()
+            for profile, changes in writes:
+                if changes:
+                    self._written_through[profile["user_id"]] = changes[-1]["seq"]
         return len(writes)
 
 

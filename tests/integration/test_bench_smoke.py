@@ -47,7 +47,7 @@ def test_a_small_benchmark_run_writes_its_report_and_leaves_no_topics(stack, dat
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert _bench_topics() <= topics_before, "the bench left its topics on the broker"
     report = json.loads((out / "report.json").read_text())
-    assert set(report["throughput"]) == {"core", "tuned", "defaults"}
+    assert set(report["throughput"]) == {"core", "tuned", "defaults", "lean"}
     assert all(value > 0 for value in report["throughput"].values())
     [ablation] = report["ablations"]
     assert ablation["name"] == "state-cache" and ablation["events_per_s"] > 0
@@ -59,7 +59,7 @@ def test_a_small_benchmark_run_writes_its_report_and_leaves_no_topics(stack, dat
     assert worker["samples"] > 0 and worker["own"] and worker["inclusive"]
     assert 0 < sum(share for _, share in worker["own"]) <= 1 + 1e-9
     assert all(0 < share <= 1 for _, share in worker["inclusive"])
-    assert "b/a =" in (out / "report.md").read_text() and "py-spy" in (out / "report.md").read_text()
+    assert "b/d =" in (out / "report.md").read_text() and "py-spy" in (out / "report.md").read_text()
     assert (out / "latency.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -30,15 +30,30 @@ def test_only_the_first_held_back_write_of_a_user_asks_for_a_flush_and_the_newes
     assert writes.put(_profile("a", 3), []) is True  # held back again after the flush
 
 
-def test_a_write_with_segment_changes_goes_out_at_once_and_supersedes_the_held_one():
+def _change(seq: int) -> dict:
+    return {"seq": seq, "segment": "vip", "action": "enter"}
+
+
+def test_a_write_with_segment_changes_is_held_back_like_any_other_and_the_newest_wins():
     writer = RecordingWriter()
     writes = WriteBehind(writer, max_batch=10)
     writes.put(_profile("a", 1), [])
-    change = {"segment": "vip", "change": "entered"}
-    assert writes.put(_profile("a", 2), [change]) is False
-    assert writer.sent == [[(_profile("a", 2), [change])]]
-    assert not writes.is_pending("a")
-    assert writes.flush() == 0
+    assert writes.put(_profile("a", 2), [_change(1)]) is False
+    assert writer.sent == [] and writes.is_pending("a")
+    assert writes.put(_profile("a", 3), [_change(1), _change(2)]) is False
+    assert writes.flush() == 1
+    assert writer.sent == [[(_profile("a", 3), [_change(1), _change(2)])]]
+
+
+def test_unwritten_keeps_the_changes_no_flushed_batch_has_carried():
+    writes = WriteBehind(RecordingWriter(), max_batch=10)
+    kept = [_change(1), _change(2)]
+    assert writes.unwritten("a", kept) == kept  # nothing sent yet (e.g. restored from a checkpoint)
+    writes.put(_profile("a", 1), kept)
+    assert writes.unwritten("a", kept) == kept  # still pending: not written
+    writes.flush()
+    assert writes.unwritten("a", kept + [_change(3)]) == [_change(3)]
+    assert writes.unwritten("a", [_change(3)]) == [_change(3)]  # told once: later changes are the caller's
 
 
 def test_a_full_batch_is_sent_without_waiting_for_the_delay():
