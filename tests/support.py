@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import yaml
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
-from personalization.config.settings import Settings, load_settings
+from personalization.config.settings import Settings, Topics, load_settings
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
-TOPIC_KEYS = ("events", "dlq", "late", "sessions", "segment_changes", "rules", "examples", "no_consent", "erasure",
-              "audit")
+TOPIC_KEYS = tuple(name for name in Topics.model_fields if name != "partitions")
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
 CREATED: list[Settings] = []  # what this test session made, for the clean-up at its end
@@ -116,6 +117,25 @@ def redis_state(settings: Settings) -> dict[str, object]:
             raise AssertionError(f"unexpected {kind} key {key!r}")
         state[key.decode().removeprefix(cfg.key_prefix)] = value
     return state
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to its current end offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        ends = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"timed out reading {topic}"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 def sessions_of(settings: Settings) -> list[dict]:

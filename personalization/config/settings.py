@@ -73,6 +73,7 @@ class Topics(_Section):
     no_consent: str = "events.no-consent"
     erasure: str = "erasure-requests"
     audit: str = "erasure-audit"
+    alerts: str = "pipeline-alerts"
     partitions: int = Field(4, ge=1)
 
 
@@ -224,6 +225,23 @@ class FlinkConfig(_Section):
         return self
 
 
+class AlertsConfig(_Section):
+    event_rates: bool = True
+    history: DurationMs = parse_duration_ms("30m")
+    min_history: DurationMs = parse_duration_ms("10m")
+    threshold: float = Field(6.0, gt=0)
+    min_deviation: int = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_minutes(self) -> "AlertsConfig":
+        for key in ("history", "min_history"):
+            if getattr(self, key) <= 0 or getattr(self, key) % 60_000:
+                raise ValueError(f"{key} must be a positive whole number of minutes")
+        if self.min_history > self.history:
+            raise ValueError("min_history must not exceed history")
+        return self
+
+
 class RulesConfig(_Section):
     path: RepoPath = REPO_ROOT / "rules" / "default.yaml"
     stream_maxlen: int = Field(100_000, ge=1)
@@ -240,6 +258,7 @@ class Settings(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     rules: RulesConfig = RulesConfig()
     learning: LearningConfig = LearningConfig()
+    alerts: AlertsConfig = AlertsConfig()
     flink: FlinkConfig = FlinkConfig()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":

@@ -10,6 +10,7 @@ and watermarks on to the Python DataStream operators.
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import sys
@@ -24,7 +25,7 @@ from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer, KafkaRecordSerializationSchema, KafkaSink, KafkaSource,
 )
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import Schema, StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.identity import index_key, is_link, profile_key, resolver_key
@@ -33,6 +34,7 @@ from personalization.operators.erasure import ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
+from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
     AUDIT, KIND_AND_JSON, LATE, LEARN, NO_CONSENT, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
@@ -272,6 +274,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
     if settings.learning.enabled:
         _add_trainer(settings, outputs.get_side_output(ROUTES[LEARN]).uid("route-learning"))
+    if settings.alerts.event_rates:
+        _add_rate_alerts(t_env, raw, settings)
 
 
 def _erasure_requests(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
@@ -295,6 +299,46 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
                 .uid("model-trainer").name("model trainer").set_parallelism(1).set_max_parallelism(1))
     topic = settings.kafka.topics.examples
     examples.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}").set_parallelism(1)
+
+
+def _add_rate_alerts(t_env: StreamTableEnvironment, raw: DataStream, settings: Settings) -> None:
+    """Events per minute of event time and type, counted by a SQL window in the JVM (no Python
+    per event), then the anomaly detector (``operators.rate_alerts``) -> the alerts topic.
+
+    The SQL nodes get uids of their own prefix (the planner assigns them when the query is
+    translated): the main source's format alone would give this plan's nodes the uids of
+    nodes of the same type there. Event types outside the contract count as ``other``, so a
+    flood of made-up types cannot grow the detector's state."""
+    config = t_env.get_config()
+    main_format = config.get("table.exec.uid.format", None)
+    config.set("table.exec.uid.format", f"rates_{main_format}")
+    with_time = Schema.new_builder().column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)").watermark(
+        "rowtime", "SOURCE_WATERMARK()").build()
+    t_env.create_temporary_view("raw_rows", t_env.from_data_stream(raw, with_time))
+    types = ", ".join(f"'{t}'" for t in event_types(settings))
+    t_env.create_temporary_view("typed_rows", t_env.sql_query(f"""
+        SELECT CASE WHEN JSON_VALUE(CAST(payload AS STRING), '$.event_type') IN ({types})
+                    THEN JSON_VALUE(CAST(payload AS STRING), '$.event_type') ELSE 'other' END AS event_type,
+               rowtime
+        FROM raw_rows"""))
+    # Columns in the window aggregate's own order: a reordering would add a second calc node.
+    counts = t_env.to_data_stream(t_env.sql_query("""
+        SELECT event_type, COUNT(*) AS events, window_start, window_end, window_time
+        FROM TABLE(TUMBLE(TABLE typed_rows, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE))
+        GROUP BY event_type, window_start, window_end, window_time"""))
+    config.set("table.exec.uid.format", main_format)
+    by_detector = counts.key_by(lambda _: RATES_KEY, key_type=Types.STRING())
+    _set_key_by_uid(by_detector, "key-by-rates")
+    alerts = (by_detector.process(RateAlerts(settings.alerts), output_type=Types.STRING())
+              .uid("rate-alerts").name("event rate anomalies").set_parallelism(1).set_max_parallelism(1))
+    topic = settings.kafka.topics.alerts
+    alerts.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}").set_parallelism(1)
+
+
+def event_types(settings: Settings) -> list[str]:
+    """The event types of the contract (the schema's enum)."""
+    schema = json.loads(settings.validation.schema_path.read_text())
+    return list(schema["properties"]["event_type"]["enum"])
 
 
 def _set_key_by_uid(keyed, uid: str) -> None:

@@ -14,8 +14,7 @@ from personalization.config.settings import Settings
 
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
-    return [topics.events, topics.dlq, topics.late, topics.sessions, topics.segment_changes, topics.rules,
-            topics.examples, topics.no_consent, topics.erasure, topics.audit]
+    return [getattr(topics, name) for name in type(topics).model_fields if name != "partitions"]
 
 
 def partitions_of(settings: Settings, name: str) -> int:

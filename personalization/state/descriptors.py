@@ -29,3 +29,9 @@ CONTROL_STATE = MapStateDescriptor("control-v1", Types.STRING(), Types.STRING())
 MODEL_STATE = ValueStateDescriptor("trainer-state-v1", Types.PICKLED_BYTE_ARRAY())
 MODEL_LOG = ListStateDescriptor("trainer-log-v1", Types.STRING())
 MODEL_LABELS = MapStateDescriptor("trainer-labels-v1", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+# The rate anomaly detector (one key): the trailing per-minute counts of every series
+# (core.anomaly.RateHistory, pickled), and the counts of minutes not yet closed, by the
+# minute's last millisecond.
+RATE_HISTORY = ValueStateDescriptor("rate-history-v1", Types.PICKLED_BYTE_ARRAY())
+RATE_MINUTES = MapStateDescriptor("rate-minutes-v1", Types.LONG(), Types.PICKLED_BYTE_ARRAY())

@@ -6,21 +6,20 @@ a fresh DLQ/events topic pair that is deleted afterwards.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.consumer.fetcher import ConsumerRecord
 
 from personalization.config.settings import Settings, load_settings
 from personalization.pipelines.dlq import DlqRecord, Selection, cli, parse_since
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.udfs.validation import Reason, Rejection, dlq_record
+from tests.support import read_all
 
 T = 1_511_658_000_000           # event time of the rejected records (2017, like the datasets)
 REJECTED = 1_795_461_137_107    # wall-clock time of the first rejection
@@ -71,25 +70,6 @@ def dlq_cli(settings: Settings, *args: str) -> Result:
                                       "--set", f"kafka.topics.events={topics.events}", *args])
     assert result.exit_code == 0, result.output
     return result
-
-
-def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
-    """Every record of ``topic`` up to its current end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        ends = consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_inspect_json_shows_every_envelope_with_its_dlq_position(settings: Settings) -> None:

@@ -17,3 +17,4 @@ import personalization.operators.identity  # noqa: F401
 import personalization.operators.parse  # noqa: F401
 import personalization.operators.trainer  # noqa: F401
 import personalization.operators.user_profile  # noqa: F401
+import personalization.operators.rate_alerts  # noqa: F401
