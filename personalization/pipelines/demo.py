@@ -27,6 +27,7 @@ from personalization.config.settings import REPO_ROOT, ConfigError, Settings, lo
 from personalization.core.learning.evaluation import against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
+from personalization.pipelines.models import format_metric
 from personalization.pipelines.monitor import FlinkRest, JobStatus
 from personalization.pipelines.rules import load_rules
 from personalization.pipelines.story import (
@@ -69,9 +70,11 @@ def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Tab
     counters = status.counters if status else {}
     rejected = sum(v for k, v in counters.items() if k.startswith("events_rejected_"))
     table.add_row("state", status.state if status else "starting")
-    table.add_row("events read", f"{status.records_read if status else 0:,} / {total:,}")
+    table.add_row("events read (parsed: valid + rejected)", f"{status.events_read if status else 0:,} / {total:,}")
     table.add_row("profiles written", f"{counters.get('profile_writes', 0):,}")
     table.add_row("rejected (DLQ)", f"{rejected:,}")
+    if status and status.restarts:
+        table.add_row("restarts", f"{status.restarts} (counters count again from the last checkpoint)")
     watermark = status.watermark if status else None
     table.add_row("event-time clock (watermark)",
                   _utc(watermark) if watermark is not None and 0 < watermark < 2**62 else "-")
@@ -138,18 +141,22 @@ def model_table(model: dict, examples: list[dict]) -> Table:
     table.add_row("propensity: examples learned", f"{p['examples_learned']:,} of {p['labels']:,} labels "
                   f"({p['positives']:,} converted, {p['negatives']:,} not; {p['unscored_sessions']:,} sessions "
                   "opened by their purchase, not scored)")
-    table.add_row("propensity: ROC AUC / log loss, whole run", f"{p['roc_auc']:.4f} / {p['log_loss']:.4f}")
-    table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}",
-                  f"{p['recent_roc_auc']:.4f} / {p['recent_log_loss']:.4f}")
+    table.add_row("propensity: ROC AUC / log loss, whole run",
+                  f"{format_metric(p['roc_auc'])} / {format_metric(p['log_loss'])}")
+    recent = f"{format_metric(p['recent_roc_auc'])} / {format_metric(p['recent_log_loss'])}"
+    if p["recent_roc_auc"] is None:
+        recent += "  (ROC AUC needs a converted and an unconverted session among them)"
+    table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}", recent)
     if examples:
         auc = against_baselines(examples)
         table.add_row("propensity: ROC AUC against baselines, same examples",
                       f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, "
                       f"session has an add-to-cart {auc['has_add_to_cart']:.4f}")
     for c in model.get("clusters", []):
-        centroid = c["centroid"]
-        table.add_row(f"cluster {c['cluster']} ({c['assignments']:,} assignments)", ", ".join(
-            f"{k}: {v:,.2f}" for k, v in centroid.items() if k in ("events_per_session", "purchase_rate",
+        # the members' mean, not the k-means centre: a centre sits near its last few members
+        # (core.learning.clusters), one outlier among thousands can set it
+        table.add_row(f"cluster {c['cluster']}: mean of its {c['assignments']:,} assignments", ", ".join(
+            f"{k}: {v:,.2f}" for k, v in c["mean"].items() if k in ("events_per_session", "purchase_rate",
                                                                    "dwell_s_per_event", "max_scroll_depth")))
     trending = model.get("trending", {}).get("categories", [])
     table.add_row("trending categories (last hour)", ", ".join(c["category_id"] for c in trending) or "-")
