@@ -65,11 +65,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Table:
+def _progress_table(status: JobStatus | None, elapsed: float, total: int, polled_at: float | None = None) -> Table:
+    """The job's figures from its last REST poll; once it has finished (``polled_at`` given) the
+    REST API is gone with the MiniCluster, so the figures say how long before the end they were read."""
     table = Table(title="job progress", show_header=False)
     counters = status.counters if status else {}
     rejected = sum(v for k, v in counters.items() if k.startswith("events_rejected_"))
-    table.add_row("state", status.state if status else "starting")
+    if polled_at is None:
+        table.add_row("state", status.state if status else "starting")
+    else:
+        table.add_row("state", f"FINISHED (figures below: the last poll, at {polled_at:.1f} s; "
+                               "final counts in the summary)")
     table.add_row("events read (parsed: valid + rejected)", f"{status.events_read if status else 0:,} / {total:,}")
     table.add_row("profiles written", f"{counters.get('profile_writes', 0):,}")
     table.add_row("rejected (DLQ)", f"{rejected:,}")
@@ -93,15 +99,17 @@ def run_with_progress(settings: Settings, total: int) -> float:
     client = run_job(settings, wait=False)
     job_id = str(client.get_job_id())
     rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
-    status = None
+    status, polled_at = None, 0.0
     with Live(_progress_table(None, 0, total), console=console, refresh_per_second=4) as live:
         done = client.get_job_execution_result()
         while not done.done():
-            status = rest.try_status(job_id) or status
+            polled = rest.try_status(job_id)
+            if polled is not None:
+                status, polled_at = polled, time.monotonic() - started
             live.update(_progress_table(status, time.monotonic() - started, total))
             time.sleep(0.5)
         done.result()  # raises if the job failed
-        live.update(_progress_table(status, time.monotonic() - started, total))
+        live.update(_progress_table(status, time.monotonic() - started, total, polled_at))
     return time.monotonic() - started
 
 

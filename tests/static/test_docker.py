@@ -74,8 +74,8 @@ STANDARD_FLINK_METRICS: dict[str, tuple[str, ...]] = {
     ),
     "jobmanager.job": (
         "numRestarts", "lastCheckpointDuration", "lastCheckpointSize", "lastCheckpointFullSize",
-        "lastCheckpointRestoreTimestamp", "lastCheckpointCompletedTimestamp", "numberOfCompletedCheckpoints", "numberOfFailedCheckpoints",
-        "numberOfInProgressCheckpoints", "totalNumberOfCheckpoints",
+        "lastCheckpointRestoreTimestamp", "lastCheckpointCompletedTimestamp", "numberOfCompletedCheckpoints",
+        "numberOfFailedCheckpoints", "numberOfInProgressCheckpoints", "totalNumberOfCheckpoints",
     ),
     "taskmanager": (
         "Status.JVM.CPU.Load", "Status.JVM.Memory.Heap.Used", "Status.JVM.Memory.Heap.Max",
