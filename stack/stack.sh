@@ -2,7 +2,8 @@
 # Local dev stack: a real single-node Apache Kafka broker (KRaft, combined broker+controller)
 # and a real Redis server, both on 127.0.0.1, state under $STACK_DIR (default <repo>/.stack).
 #
-#   stack/stack.sh install   fetch Kafka + Flink connector jars (maven), install redis-server (apt)
+#   stack/stack.sh install   fetch Kafka + Flink connector jars (maven), install redis-server (apt),
+#                            unpack promtool from Debian's prometheus package (apt-get download)
 #   stack/stack.sh up        install if needed, start both, block until both answer requests
 #   stack/stack.sh down [kafka|redis]  stop both (or one) gracefully (SIGTERM, wait), idempotent
 #   stack/stack.sh status    show state, ports, pids, folders (exit 0 = both up, 3 = not)
@@ -54,6 +55,8 @@ JARS_DIR=$STACK_DIR/jars
 CONNECTOR_JAR=$JARS_DIR/flink-sql-connector-kafka-$FLINK_KAFKA_CONNECTOR_VERSION.jar
 KAFKA_MAIN_JAR=$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar
 FETCH_MARKER=$KAFKA_LIBS/.fetched   # holds the sha256 of the pom the jars were fetched with
+TOOLS_DIR=$STACK_DIR/tools
+PROMTOOL=$TOOLS_DIR/promtool       # checks docker/alerts.yml (tests/static/test_docker.py)
 
 LOG_ROTATE_BYTES=$((64 * 1024 * 1024))
 
@@ -140,13 +143,17 @@ as_root() {
 }
 
 APT_UPDATED=0
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: $*"
+apt_update() {
   if [[ $APT_UPDATED -eq 0 ]]; then
     say "apt-get update"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     APT_UPDATED=1
   fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: $*"
+  apt_update
   say "apt-get install -y $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@" >/dev/null
 }
@@ -229,9 +236,30 @@ install_redis() {
   say "redis-server installed: $(redis-server --version | head -n1) ($(elapsed "$t0") s)"
 }
 
+# promtool validates the Prometheus alert rules of docker/. Debian ships it only inside the
+# prometheus server package, whose install would start a server on :9090 (the port of the compose
+# stack's Prometheus): the package is downloaded and only promtool is unpacked, under .stack/tools.
+install_promtool() {
+  if [[ -x $PROMTOOL ]]; then return 0; fi
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; put a promtool binary at $PROMTOOL"
+  local t0 tmp; t0=$(now_us); tmp=$(mktemp -d)
+  apt_update
+  say "apt-get download prometheus (for promtool only)"
+  mkdir -p "$LOG_DIR"
+  if ! (cd "$tmp" && apt-get download prometheus >"$LOG_DIR/apt-download.log" 2>&1); then
+    rm -rf "$tmp"; tail -n 5 "$LOG_DIR/apt-download.log" >&2; die "apt-get download prometheus failed"
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  mkdir -p "$TOOLS_DIR"
+  install -m 0755 "$tmp/root/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+  say "promtool ready: $("$PROMTOOL" --version 2>&1 | head -n1) at ${PROMTOOL#"$REPO_DIR"/} ($(elapsed "$t0") s)"
+}
+
 cmd_install() {
   install_jars
   install_redis
+  install_promtool
   command -v "$JAVA" >/dev/null 2>&1 || install_java_maven
 }
 

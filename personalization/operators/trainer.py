@@ -58,11 +58,14 @@ def new_models(settings: Settings) -> SharedModels:
                         trending=Trending(window_ms=cfg.trending_window, bucket_ms=60_000))
 
 
+UNDEFINED_PPM = -1  # the gauge of a metric that is undefined (e.g. ROC AUC over one class)
+
+
 def gauge_values(trainer: Trainer) -> dict[str, int]:
     """Flink gauges are integers here: the float metrics are in parts per million."""
     m = trainer.models.propensity.metrics()
-    ppm = {f"{name}_ppm": round(m[name] * 1e6) for name in ("roc_auc", "log_loss", "recent_roc_auc",
-                                                            "recent_log_loss")}
+    ppm = {f"{name}_ppm": UNDEFINED_PPM if m[name] is None else round(m[name] * 1e6)
+           for name in ("roc_auc", "log_loss", "recent_roc_auc", "recent_log_loss")}
     return {"examples_learned": m["examples_learned"], "labels": m["labels"], "model_bytes": trainer.model_bytes(),
             **ppm}
 

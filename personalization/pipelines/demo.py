@@ -27,6 +27,7 @@ from personalization.config.settings import REPO_ROOT, ConfigError, Settings, lo
 from personalization.core.learning.evaluation import against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
+from personalization.pipelines.models import format_metric
 from personalization.pipelines.monitor import FlinkRest, JobStatus
 from personalization.pipelines.rules import load_rules
 from personalization.pipelines.story import (
@@ -64,14 +65,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _progress_table(status: JobStatus | None, elapsed: float, total: int) -> Table:
+def _progress_table(status: JobStatus | None, elapsed: float, total: int, polled_at: float | None = None) -> Table:
+    """The job's figures from its last REST poll; once it has finished (``polled_at`` given) the
+    REST API is gone with the MiniCluster, so the figures say how long before the end they were read."""
     table = Table(title="job progress", show_header=False)
     counters = status.counters if status else {}
     rejected = sum(v for k, v in counters.items() if k.startswith("events_rejected_"))
-    table.add_row("state", status.state if status else "starting")
-    table.add_row("events read", f"{status.records_read if status else 0:,} / {total:,}")
+    if polled_at is None:
+        table.add_row("state", status.state if status else "starting")
+    else:
+        table.add_row("state", f"FINISHED (figures below: the last poll, at {polled_at:.1f} s; "
+                               "final counts in the summary)")
+    table.add_row("events read (parsed: valid + rejected)", f"{status.events_read if status else 0:,} / {total:,}")
     table.add_row("profiles written", f"{counters.get('profile_writes', 0):,}")
     table.add_row("rejected (DLQ)", f"{rejected:,}")
+    if status and status.restarts:
+        table.add_row("restarts", f"{status.restarts} (counters count again from the last checkpoint)")
     watermark = status.watermark if status else None
     table.add_row("event-time clock (watermark)",
                   _utc(watermark) if watermark is not None and 0 < watermark < 2**62 else "-")
@@ -90,15 +99,17 @@ def run_with_progress(settings: Settings, total: int) -> float:
     client = run_job(settings, wait=False)
     job_id = str(client.get_job_id())
     rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
-    status = None
+    status, polled_at = None, 0.0
     with Live(_progress_table(None, 0, total), console=console, refresh_per_second=4) as live:
         done = client.get_job_execution_result()
         while not done.done():
-            status = rest.try_status(job_id) or status
+            polled = rest.try_status(job_id)
+            if polled is not None:
+                status, polled_at = polled, time.monotonic() - started
             live.update(_progress_table(status, time.monotonic() - started, total))
             time.sleep(0.5)
         done.result()  # raises if the job failed
-        live.update(_progress_table(status, time.monotonic() - started, total))
+        live.update(_progress_table(status, time.monotonic() - started, total, polled_at))
     return time.monotonic() - started
 
 
@@ -138,18 +149,22 @@ def model_table(model: dict, examples: list[dict]) -> Table:
     table.add_row("propensity: examples learned", f"{p['examples_learned']:,} of {p['labels']:,} labels "
                   f"({p['positives']:,} converted, {p['negatives']:,} not; {p['unscored_sessions']:,} sessions "
                   "opened by their purchase, not scored)")
-    table.add_row("propensity: ROC AUC / log loss, whole run", f"{p['roc_auc']:.4f} / {p['log_loss']:.4f}")
-    table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}",
-                  f"{p['recent_roc_auc']:.4f} / {p['recent_log_loss']:.4f}")
+    table.add_row("propensity: ROC AUC / log loss, whole run",
+                  f"{format_metric(p['roc_auc'])} / {format_metric(p['log_loss'])}")
+    recent = f"{format_metric(p['recent_roc_auc'])} / {format_metric(p['recent_log_loss'])}"
+    if p["recent_roc_auc"] is None:
+        recent += "  (ROC AUC needs a converted and an unconverted session among them)"
+    table.add_row(f"propensity: ROC AUC / log loss, last {p['recent_window']:,}", recent)
     if examples:
         auc = against_baselines(examples)
         table.add_row("propensity: ROC AUC against baselines, same examples",
                       f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, "
                       f"session has an add-to-cart {auc['has_add_to_cart']:.4f}")
     for c in model.get("clusters", []):
-        centroid = c["centroid"]
-        table.add_row(f"cluster {c['cluster']} ({c['assignments']:,} assignments)", ", ".join(
-            f"{k}: {v:,.2f}" for k, v in centroid.items() if k in ("events_per_session", "purchase_rate",
+        # the members' mean, not the k-means centre: a centre sits near its last few members
+        # (core.learning.clusters), one outlier among thousands can set it
+        table.add_row(f"cluster {c['cluster']}: mean of its {c['assignments']:,} assignments", ", ".join(
+            f"{k}: {v:,.2f}" for k, v in c["mean"].items() if k in ("events_per_session", "purchase_rate",
                                                                    "dwell_s_per_event", "max_scroll_depth")))
     trending = model.get("trending", {}).get("categories", [])
     table.add_row("trending categories (last hour)", ", ".join(c["category_id"] for c in trending) or "-")

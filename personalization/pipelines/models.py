@@ -25,6 +25,11 @@ from personalization.config.cli import config_options, settings_or_exit
 from personalization.core.learning.shared import SharedModels, SnapshotError, import_snapshot, list_snapshots, read_header
 
 
+def format_metric(value: float | None) -> str:
+    """A progressive metric for people: "n/a" where it is undefined (None), never a made-up 0."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -72,7 +77,7 @@ def list_(config_path, overrides, directory) -> None:
     for path, header in found:
         m = header["metrics"]
         table.add_row(path.name, _utc(header["created_at"]), f"{header['examples_learned']:,}",
-                      f"{m['roc_auc']:.4f}", f"{m['log_loss']:.4f}", f"{header['payload_bytes']:,}")
+                      format_metric(m["roc_auc"]), format_metric(m["log_loss"]), f"{header['payload_bytes']:,}")
     Console(width=120).print(table)
 
 

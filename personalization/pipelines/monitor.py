@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -16,8 +17,21 @@ CLOCK_OPERATOR = "user profiles"  # its input watermark is the job's event-time 
 class JobStatus:
     state: str = "UNKNOWN"
     counters: dict[str, int] = field(default_factory=dict)
-    records_read: int = 0
     watermark: int | None = None
+    restarts: int = 0
+
+    @property
+    def events_read(self) -> int:
+        """Records the parse task took from the events topic: valid plus rejected ones.
+
+        Not the source vertex's ``write-records``: the source is chained with the parse task and
+        the rate window's pre-aggregation, so that counts what the chain sends on, i.e. the valid
+        events, the rejected ones on their way to the DLQ, the event-time clock ticks (one per
+        second of event time) and the per-minute partial counts: more than was read. Like every
+        Flink metric it counts the current attempt: after a restart, from the last checkpoint.
+        """
+        rejected = sum(v for k, v in self.counters.items() if k.startswith("events_rejected_"))
+        return self.counters.get("events_valid", 0) + rejected
 
 
 class FlinkRest:
@@ -29,19 +43,21 @@ class FlinkRest:
             return json.load(response)
 
     def status(self, job_id: str) -> JobStatus:
-        """Job state and the job's custom counters summed over operators and subtasks."""
+        """Job state, restarts and the job's custom counters summed over operators and subtasks."""
         job = self._get(f"/jobs/{job_id}")
         status = JobStatus(state=job["state"])
+        restarts = self._get(f"/jobs/{job_id}/metrics?get=numRestarts")
+        status.restarts = int(restarts[0]["value"]) if restarts else 0
         for vertex in job["vertices"]:
-            if vertex["name"].startswith("Source"):
-                status.records_read += vertex["metrics"].get("write-records", 0)
             if vertex["name"].startswith(CLOCK_OPERATOR):
                 status.watermark = self._watermark(job_id, vertex["id"])
             base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
             ids = [m["id"] for m in self._get(base) if f".{METRIC_GROUP}." in m["id"]]
             if not ids:
                 continue
-            for metric in self._get(f"{base}?agg=sum&get={','.join(ids)}"):
+            # quoted: an operator's name is part of the id ("parse_+_validate.personalization.
+            # events_valid") and an unquoted "+" reads as a space, an unknown metric
+            for metric in self._get(f"{base}?agg=sum&get={urllib.parse.quote(','.join(ids), safe=',')}"):
                 name = metric["id"].rsplit(".", 1)[-1]
                 status.counters[name] = status.counters.get(name, 0) + int(metric.get("sum", 0))
         return status

@@ -6,7 +6,7 @@
   record number: a compare-and-set refuses older ones) and ``updated_at`` (wall clock). Expires
   like the profile (``redis.profile_ttl``).
 - ``<prefix>:model``  hash: ``propensity`` (progressive metrics, whole run and recent window),
-  ``clusters`` (centroids in readable units), ``trending``, ``records_processed``,
+  ``clusters`` (centroids and members' means in readable units), ``trending``, ``records_processed``,
   ``users_with_labels``, ``model_bytes``, ``last_snapshot``, ``updated_at``.
 
 The trainer writes a batch (every user it updated in one operation, and the model hash) in one

@@ -1,11 +1,13 @@
-"""The job's custom metrics reach Prometheus from the local MiniCluster, as in `make demo`."""
+"""The job's custom metrics reach Prometheus from the local MiniCluster, as in `make demo`, and
+the REST monitor that draws the demo's progress table reads them too."""
 
 from __future__ import annotations
 
 import urllib.request
 
+from personalization.pipelines.monitor import FlinkRest
 from personalization.replay.producer import RawRecord, produce, produce_raw
-from tests.support import isolated_settings, start_job, wait_until
+from tests.support import free_port, isolated_settings, start_job, wait_until
 
 T = 1_511_658_000_000
 PORTS = range(9260, 9270)
@@ -28,8 +30,9 @@ def _value(metrics: str, name: str) -> float:
 
 
 def test_custom_metrics_are_exported_to_prometheus(stack, tmp_path):
+    rest_port = free_port()
     settings = isolated_settings(tmp_path, kafka={"bounded": False},
-                                 flink={"prometheus_port": f"{PORTS.start}-{PORTS.stop - 1}"})
+                                 flink={"prometheus_port": f"{PORTS.start}-{PORTS.stop - 1}", "rest_port": rest_port})
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
     produce([{"schema_version": 1, "event_id": f"e{i}", "event_type": "page_view", "ts": T + i,
               "user_id": f"u{i % 2}"} for i in range(5)], bootstrap, topic, progress=False)
@@ -38,8 +41,14 @@ def test_custom_metrics_are_exported_to_prometheus(stack, tmp_path):
     try:
         metrics = wait_until(lambda: (m := _scrape()) and _value(m, "events_processed") == 5 and m,
                              120, "events_processed = 5 on the Prometheus endpoint")
+        status = FlinkRest(f"http://127.0.0.1:{rest_port}").status(str(client.get_job_id()))
     finally:
         client.cancel().result()
     assert _value(metrics, "events_valid") == 5
     assert _value(metrics, "events_rejected_not_json") == 1
     assert _value(metrics, "profile_writes") == 5
+    # The demo's "events read": the records the parse task took, valid or rejected; the parse
+    # operator's counters (its name holds a "+") reach the REST monitor.
+    assert status.events_read == 6
+    assert status.counters["events_valid"] == 5 and status.counters["events_rejected_not_json"] == 1
+    assert status.restarts == 0

@@ -81,7 +81,8 @@ SCENARIOS = [
     *purchases("lc", 10, 0),
     # ... and one who stays: primary segment = the highest priority held
     *purchases("lp", 10, 31 * DAY - HOUR),
-    # casual_browser: every user's first event enters it; 8 page views in one session leave it
+    # casual_browser: every user's first event enters it; 8 pages (page or product views) in one
+    # session leave it: 8 page views here, and hy's 8th view above
     *pages("cb", *(i * MIN for i in range(8))),
     # the clock: moves the watermark (1 s behind the latest event) past every deadline above
     *pages("zz-clock", 3 * HOUR, DAY + 10 * MIN, 30 * DAY + HOUR, 31 * DAY + 2 * HOUR),
@@ -97,8 +98,8 @@ def leave(segment: str, rule: str, features: dict, at: int) -> tuple:
     return (segment, "exit", rule, features, T + at)
 
 
-def casual(page_views: int = 0) -> tuple:
-    return enter("casual_browser", "casual_browser.entry", {"page_views_7d": page_views, "sessions_7d": 1}, 0)
+def casual(views: int = 0) -> tuple:
+    return enter("casual_browser", "casual_browser.entry", {"views_7d": views, "sessions_7d": 1}, 0)
 
 
 def engagement(value: float, days: float) -> float:
@@ -106,11 +107,12 @@ def engagement(value: float, days: float) -> float:
 
 
 EXPECTED = {
-    "hi": [casual(), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
+    "hi": [casual(views=1), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
            leave("high_intent", "high_intent.exit", {"product_views_10m": 0}, 12 * MIN + 10 * S)],
-    "hl": [casual(), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
+    "hl": [casual(views=1), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
            leave("high_intent", "high_intent_lapsed", {}, 32 * MIN)],
-    "hy": [casual(), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
+    "hy": [casual(views=1), enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 2 * MIN),
+           leave("casual_browser", "casual_browser.exit", {"views_7d": 8, "sessions_7d": 1}, 12 * MIN + 40 * S),
            leave("high_intent", "high_intent.exit", {"product_views_10m": 1}, 21 * MIN + 10 * S),
            enter("high_intent", "high_intent.entry", {"product_views_10m": 3}, 21 * MIN + 30 * S),
            leave("high_intent", "high_intent_lapsed", {}, 51 * MIN + 30 * S)],
@@ -131,16 +133,16 @@ EXPECTED = {
            leave("engaged", "went_quiet", {}, 14 * DAY),
            leave("engaged_buyer", "buyer_lapsed", {}, 30 * DAY),
            leave("loyal_customer", "buyer_lapsed", {}, 30 * DAY)],
-    "lp": [("casual_browser", "enter", "casual_browser.entry", {"page_views_7d": 0, "sessions_7d": 1}, T + 31 * DAY - HOUR),
+    "lp": [("casual_browser", "enter", "casual_browser.entry", {"views_7d": 0, "sessions_7d": 1}, T + 31 * DAY - HOUR),
            enter("engaged", "engaged.entry", {"engagement": 20.0}, 31 * DAY - HOUR),
            enter("engaged_buyer", "engaged_buyer.entry", {"purchases_30d": 4}, 31 * DAY - HOUR),
            enter("loyal_customer", "loyal_customer.entry", {"engagement": 100.0, "purchases_lifetime": 10},
                  31 * DAY - HOUR)],
-    "cb": [casual(page_views=1),
-           leave("casual_browser", "casual_browser.exit", {"page_views_7d": 8, "sessions_7d": 1}, 7 * MIN)],
+    "cb": [casual(views=1),
+           leave("casual_browser", "casual_browser.exit", {"views_7d": 8, "sessions_7d": 1}, 7 * MIN)],
 }
 END_MEMBERS = {  # after the scenarios (before the rules updates)
-    "casual_browser": {"hi", "hl", "hy", "er", "ca", "cc", "eb", "lc", "lp"},
+    "casual_browser": {"hi", "hl", "er", "ca", "cc", "eb", "lc", "lp"},
     "engaged": {"lp"}, "engaged_buyer": {"lp"}, "loyal_customer": {"lp"},
 }
 
@@ -149,12 +151,12 @@ END_MEMBERS = {  # after the scenarios (before the rules updates)
 INVALID_RULES = DEFAULT_RULES.replace("entry: product_views_10m >= 3", "entry: product_view_10m >= 3")
 INVALID_LINE = DEFAULT_RULES.splitlines().index("    entry: product_views_10m >= 3") + 1
 CASUAL_BLOCK = """  casual_browser:
-    entry: sessions_7d < 2 and page_views_7d < 5 * sessions_7d
-    exit: sessions_7d >= 3 or page_views_7d >= 8 * sessions_7d
+    entry: sessions_7d < 2 and views_7d < 5 * sessions_7d
+    exit: sessions_7d >= 3 or views_7d >= 8 * sessions_7d
     priority: 10
 """
 assert CASUAL_BLOCK in DEFAULT_RULES
-RULES_V2 = (DEFAULT_RULES.replace('version: "default-1"', 'version: "default-2"')
+RULES_V2 = (DEFAULT_RULES.replace('version: "default-2"', 'version: "default-3"')
             .replace("entry: product_views_10m >= 3", "entry: product_views_10m >= 2")
             .replace(CASUAL_BLOCK, ""))
 AFTER = 40 * DAY  # phase 2 starts after everything above
@@ -200,15 +202,15 @@ def live(stack, tmp_path_factory):
             user = f"probe-{next(probe)}"
             produce([ev(user, "page_view", T + 35 * DAY)], bootstrap, topic, progress=False)
             found = wait_until(lambda: reader.get(user), 30, f"{user}'s profile")
-            return found["rules_version"] == "default-2"
+            return found["rules_version"] == "default-3"
 
         wait_until(applied, 60, "the rules update to be applied", interval_s=0.5)
-        produce([*views("hu", AFTER, AFTER + MIN), *pages("hy", AFTER + 2 * MIN),
+        produce([*views("hu", AFTER, AFTER + MIN), *pages("hi", AFTER + 2 * MIN),
                  *pages("zz-clock", AFTER + 10 * MIN)], bootstrap, topic, progress=False)
 
         def under_v2() -> list[dict] | None:
-            found = [r for r in _changes_topic(settings) if r["rules_version"] == "default-2"
-                     and r["user_id"] in ("hu", "hy")]
+            found = [r for r in _changes_topic(settings) if r["rules_version"] == "default-3"
+                     and r["user_id"] in ("hu", "hi")]
             return found if len(found) >= 2 else None
 
         after = wait_until(under_v2, 60, "the changes under the new rules")
@@ -229,7 +231,7 @@ def test_every_change_record_carries_user_rule_features_time_rules_version_and_s
     assert record == {"user_id": "er", "segment": "engaged_reader", "action": "enter",
                       "cause": {"rule": "engaged_reader.entry",
                                 "features": {"dwell_ms_session": 190_000, "max_scroll_session": 0.9}},
-                      "event_time": T + MIN, "rules_version": "default-1", "seq": 2}
+                      "event_time": T + MIN, "rules_version": "default-2", "seq": 2}
     assert live["late"] == []
 
 
@@ -252,7 +254,7 @@ def test_profiles_hold_segments_primary_segment_and_scores(live):
     assert profiles["lc"]["scores"] == {"engagement": 100.0}  # as of its latest event: no decay yet
     assert (profiles["cb"]["segments"], profiles["cb"]["primary_segment"]) == ({}, None)
     assert profiles["eb"]["scores"] == {"engagement": engagement(40, 31)}
-    assert profiles["eb"]["rules_version"] == "default-1"
+    assert profiles["eb"]["rules_version"] == "default-2"
 
 
 def test_an_invalid_rules_update_is_rejected_to_the_dlq_and_the_job_carries_on(live):
@@ -261,19 +263,19 @@ def test_an_invalid_rules_update_is_rejected_to_the_dlq_and_the_job_carries_on(l
     assert record["detail"] == (f"rules topic:{INVALID_LINE}: segment 'high_intent' entry: unknown feature or "
                                 "score 'product_view_10m' (did you mean 'product_views_10m'?)")
     assert record["payload"] == INVALID_RULES
-    assert record["running_rules_version"] == "default-1"
+    assert record["running_rules_version"] == "default-2"
 
 
 def test_a_valid_rules_update_applies_to_later_changes_and_removed_segments_are_left(live):
     assert changes_of(live["after"], "hu") == [
         enter("high_intent", "high_intent.entry", {"product_views_10m": 2}, AFTER + MIN)]  # 2 now enter
-    assert changes_of(live["after"], "hy", first_seq=len(EXPECTED["hy"]) + 1) == [
-        # decided at hy's next event, at the rules' clock for hy (its latest event given to them)
-        leave("casual_browser", "casual_browser.removed", {}, 21 * MIN + 30 * S)]
+    assert changes_of(live["after"], "hi", first_seq=len(EXPECTED["hi"]) + 1) == [
+        # decided at hi's next event, at the rules' clock for hi (its latest event given to them)
+        leave("casual_browser", "casual_browser.removed", {}, 12 * MIN + 10 * S)]
     reader = live["reader"]
-    assert "hy" not in reader.members("casual_browser")
-    assert reader.segments("hy") == {"segments": {}, "primary_segment": None, "scores": {"engagement": 0.0},
-                                     "rules_version": "default-2"}
+    assert "hi" not in reader.members("casual_browser")
+    assert reader.segments("hi") == {"segments": {}, "primary_segment": None, "scores": {"engagement": 0.0},
+                                     "rules_version": "default-3"}
     assert reader.segments("hu")["segments"] == {"high_intent": T + AFTER + MIN}
 
 
@@ -312,8 +314,8 @@ def oracle_members(events: list[dict], gap_ms: int, final_watermark: int) -> dic
         SUM(COALESCE(a.dwell, 0)) OVER (PARTITION BY a.user_id, a.session_no ORDER BY a.n) AS dwell,
         SUM(CASE WHEN a.event_type = 'purchase' THEN 1 ELSE 0 END) OVER (PARTITION BY a.user_id ORDER BY a.n)
             AS purchases,
-        SUM(CASE WHEN a.event_type = 'page_view' THEN 1 ELSE 0 END) OVER (PARTITION BY a.user_id ORDER BY a.n)
-            AS page_views,
+        SUM(CASE WHEN a.event_type IN ('page_view', 'product_view') THEN 1 ELSE 0 END)
+            OVER (PARTITION BY a.user_id ORDER BY a.n) AS views,
         ROUND((SELECT SUM(CASE b.event_type WHEN 'click' THEN 1 WHEN 'add_to_cart' THEN 3
                                             WHEN 'purchase' THEN 10 ELSE 0 END
                           * POW(0.5, (a.ts - b.ts) / {WEEK}.0))
@@ -324,8 +326,8 @@ def oracle_members(events: list[dict], gap_ms: int, final_watermark: int) -> dic
         "engaged_reader": ("max_scroll > 0.8 AND dwell > 180000", "dwell > 60000 AND max_scroll < 0.5"),
         "engaged_buyer": ("purchases > 3", "purchases < 2"),
         "engaged": ("engagement >= 20", "engagement < 10"),
-        "casual_browser": ("sessions < 2 AND page_views < 5 * sessions",
-                           "sessions >= 3 OR page_views >= 8 * sessions"),
+        "casual_browser": ("sessions < 2 AND views < 5 * sessions",
+                           "sessions >= 3 OR views >= 8 * sessions"),
     }
     members = {}
     for segment, (entry, exit_) in rules.items():
@@ -403,7 +405,7 @@ def test_publishing_a_bad_rules_file_is_refused(stack, tmp_path):
     result = subprocess.run(command + ["publish", "rules/default.yaml"], capture_output=True, text=True, timeout=60,
                             cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
-    assert "published rules version 'default-1'" in result.stdout
+    assert "published rules version 'default-2'" in result.stdout
     consumer_records = read_topic_raw(settings, topic)
     assert consumer_records == [DEFAULT_RULES]
 
@@ -462,7 +464,7 @@ def test_the_reader_cli_shows_segments_members_sizes_and_follows_changes(live):
 
     assert orjson.loads(cli("segments", "hu")) == {
         "segments": {"high_intent": T + AFTER + MIN}, "primary_segment": "high_intent",
-        "scores": {"engagement": 0.0}, "rules_version": "default-2"}
+        "scores": {"engagement": 0.0}, "rules_version": "default-3"}
     assert cli("members", "loyal_customer").split() == ["lp"]
     assert "loyal_customer\t1" in cli("sizes").splitlines()
     followed = [orjson.loads(line) for line in cli("follow", "--from", "0", "--limit", "3").splitlines()]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import shlex
+import subprocess
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +31,10 @@ DOCKERFILE = DOCKER / "Dockerfile"
 DOCKERIGNORE = DOCKER / "Dockerfile.dockerignore"
 COMPOSE = DOCKER / "compose.yaml"
 PROMETHEUS = DOCKER / "prometheus.yml"
+ALERTS = DOCKER / "alerts.yml"
+ALERTS_TEST = DOCKER / "alerts.test.yml"
+# Unpacked from Debian's prometheus package by `stack/stack.sh install` (run by `make setup`).
+PROMTOOL = Path(os.environ.get("STACK_DIR", REPO / ".stack")) / "tools" / "promtool"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "personalization.json"
 GRAFANA_DATASOURCES = DOCKER / "grafana" / "provisioning" / "datasources"
 GRAFANA_DASHBOARD_PROVIDERS = DOCKER / "grafana" / "provisioning" / "dashboards"
@@ -68,8 +74,8 @@ STANDARD_FLINK_METRICS: dict[str, tuple[str, ...]] = {
     ),
     "jobmanager.job": (
         "numRestarts", "lastCheckpointDuration", "lastCheckpointSize", "lastCheckpointFullSize",
-        "lastCheckpointRestoreTimestamp", "numberOfCompletedCheckpoints", "numberOfFailedCheckpoints",
-        "numberOfInProgressCheckpoints", "totalNumberOfCheckpoints",
+        "lastCheckpointRestoreTimestamp", "lastCheckpointCompletedTimestamp", "numberOfCompletedCheckpoints",
+        "numberOfFailedCheckpoints", "numberOfInProgressCheckpoints", "totalNumberOfCheckpoints",
     ),
     "taskmanager": (
         "Status.JVM.CPU.Load", "Status.JVM.Memory.Heap.Used", "Status.JVM.Memory.Heap.Max",
@@ -758,6 +764,63 @@ def test_dashboard_shows_kafka_lag_and_watermarks():
     assert "flink_taskmanager_job_task_operator_currentInputWatermark" in used
 
 
+def promtool(*args: str, cwd: Path = DOCKER) -> subprocess.CompletedProcess:
+    assert PROMTOOL.is_file(), f"{PROMTOOL} is missing: run `make setup` (stack/stack.sh install unpacks it)"
+    return subprocess.run([str(PROMTOOL), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_promtool_accepts_the_alert_rules_and_the_config_that_loads_them():
+    checked = promtool("check", "rules", ALERTS.name)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = promtool("check", "config", PROMETHEUS.name)  # also loads its rule_files
+    assert config.returncode == 0, config.stdout + config.stderr
+    assert ALERTS.name in config.stdout + config.stderr, "prometheus.yml does not load the alert rules"
+
+
+def test_promtool_rejects_a_broken_rule_file(tmp_path):
+    """The check above is real: the same call fails on a bad expression and on a bad duration."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text(ALERTS.read_text().replace("> 0.05", "> > 0.05", 1))
+    result = promtool("check", "rules", str(broken))
+    assert result.returncode != 0 and "parse error" in result.stdout + result.stderr, result.stdout + result.stderr
+    broken.write_text(ALERTS.read_text().replace("for: 10m", "for: ten minutes", 1))
+    assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+def test_alerts_fire_on_the_series_of_their_unit_tests():
+    """docker/alerts.test.yml: every alert fires on series shaped like the job's, the rate-based
+    ones stay quiet on healthy series (promtool's rule unit tests)."""
+    result = promtool("test", "rules", ALERTS_TEST.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = set(re.findall(r"alertname: (\w+)", ALERTS_TEST.read_text()))
+    alerts = {rule["alert"] for rule in alert_rules() if "alert" in rule}
+    assert alerts <= tested, f"alerts without a unit test: {sorted(alerts - tested)}"
+
+
+def test_alert_rules_cover_the_issues_and_use_exported_metrics():
+    standard = {prometheus_name(scope, name) for scope, names in STANDARD_FLINK_METRICS.items() for name in names}
+    known = standard | {job_counter_metric(counter) for counter in JOB_COUNTERS}
+    recorded = {rule["record"] for rule in alert_rules() if "record" in rule}
+    exprs = [rule["expr"] for rule in alert_rules()]
+    # {__name__=~"..."} selects a family (one counter per rejection reason): it must match one we know
+    for pattern in (p for expr in exprs for p in re.findall(r'__name__=~"([^"]+)"', expr)):
+        assert any(re.fullmatch(pattern, name) for name in known), f"{pattern!r} matches no exported metric"
+    used = set().union(*(metric_names(re.sub(r'"[^"]*"', '""', expr)) for expr in exprs))
+    assert used, "the alert rules query no Flink metric"
+    unknown = used - known - recorded
+    assert not unknown, f"neither standard Flink metrics nor job counters: {sorted(unknown)}"
+    for metric in ("currentEmitEventTimeLag", "pendingRecords", "numRestarts", "numberOfFailedCheckpoints"):
+        assert any(metric in expr for expr in exprs), f"no alert on {metric}"
+    assert any("events_rejected_" in expr for expr in exprs), "no alert on the DLQ rate"
+    prometheus = next(svc for svc in services().values() if image_repository(svc["image"]) == "prom/prometheus")
+    assert f"./{ALERTS.name}:/etc/prometheus/{ALERTS.name}:ro" in prometheus["volumes"]
+    assert yaml.safe_load(PROMETHEUS.read_text())["rule_files"] == [ALERTS.name]
+
+
 def test_job_counters_are_registered_by_the_job():
     sources = "\n".join(path.read_text() for path in sorted((REPO / "personalization").rglob("*.py")))
     assert f'add_group("{JOB_METRIC_GROUP}")' in sources, "metric group not found in personalization/"
@@ -775,3 +838,6 @@ def test_readme_gives_the_commands():
     for command in ("docker build -f docker/Dockerfile", "docker compose -f docker/compose.yaml",
                     "--profile observability", " down"):
         assert command in readme, f"docker/README.md does not show {command!r}"
+    for rule in alert_rules():
+        if "alert" in rule:
+            assert f"`{rule['alert']}`" in readme, f"docker/README.md does not document {rule['alert']}"

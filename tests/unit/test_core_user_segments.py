@@ -71,13 +71,13 @@ def test_the_rules_see_an_event_once_the_watermark_passes_it() -> None:
     user.advance(T)
     assert user.changes == [{
         "user_id": "u", "segment": "casual_browser", "action": "enter",
-        "cause": {"rule": "casual_browser.entry", "features": {"page_views_7d": 1, "sessions_7d": 1}},
-        "event_time": T, "rules_version": "default-1", "seq": 1,
+        "cause": {"rule": "casual_browser.entry", "features": {"views_7d": 1, "sessions_7d": 1}},
+        "event_time": T, "rules_version": "default-2", "seq": 1,
     }]
     assert user.state.version == 2  # the event, then the rules step
     assert user.profile["segments"] == {"casual_browser": T}
     assert user.profile["primary_segment"] == "casual_browser"
-    assert (user.profile["scores"], user.profile["rules_version"]) == ({"engagement": 0.0}, "default-1")
+    assert (user.profile["scores"], user.profile["rules_version"]) == ({"engagement": 0.0}, "default-2")
 
 
 def test_high_intent_enters_at_the_third_product_view_and_lapses_after_30_minutes() -> None:

@@ -81,3 +81,29 @@ def test_same_seed_gives_same_clusters_in_another_process() -> None:
     }
     assert len(outputs) == 1
     assert pickle.loads(outputs.pop()) == dict(Clusters(seed=7).kmeans.centers[0])
+
+
+def test_summary_gives_the_mean_of_each_clusters_assignments() -> None:
+    """A centre moves halfway to each assignment (halflife 0.5): one outlier assigned last sets it,
+    as "dwell_s_per_event: 2,467" did in the demo. The mean of the assignments describes the cluster."""
+    _, clusters = run(42)
+    outlier = {**BUYER, "dwell_s_per_event": 3_000.0}
+    cluster_id = clusters.assign(outlier)
+    entry = next(e for e in clusters.summary() if e["cluster"] == cluster_id)
+    assert list(entry["mean"]) == list(CLUSTER_FEATURES)
+    members = entry["assignments"]
+    assert members == 21
+    assert entry["mean"]["dwell_s_per_event"] == pytest.approx((20 * BUYER["dwell_s_per_event"] + 3_000) / 21, abs=1e-3)
+    assert entry["centroid"]["dwell_s_per_event"] > 1_000   # the centre chased the outlier
+    browsers = next(e for e in clusters.summary() if e["cluster"] != cluster_id)
+    assert browsers["mean"] == pytest.approx(BROWSER, abs=1e-4)
+
+
+def test_clusters_pickled_before_the_means_restore() -> None:
+    _, clusters = run(42)
+    state = {k: v for k, v in clusters.__dict__.items() if k not in ("means", "mean_counts")}
+    old = Clusters.__new__(Clusters)
+    old.__setstate__(state)
+    assert [e["mean"] for e in old.summary()] == [{}, {}]   # no members seen since
+    old.assign(BROWSER)
+    assert old.summary()[0]["mean"] == pytest.approx(BROWSER, abs=1e-4)

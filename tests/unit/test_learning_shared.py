@@ -11,7 +11,7 @@ import pytest
 import river
 
 from personalization.core.learning.clusters import profile_features
-from personalization.core.learning.propensity import features
+from personalization.core.learning.propensity import Propensity, features
 from personalization.core.learning.shared import (
     MAGIC,
     SharedModels,
@@ -80,6 +80,43 @@ def test_metrics_are_plain_numbers_over_the_whole_run_and_the_recent_window() ->
     assert metrics["examples_learned"] == 2_000 and metrics["recent_window"] == 1_000
     assert json.loads(json.dumps(metrics)) == metrics
     assert 0.5 < metrics["recent_roc_auc"] <= 1 and metrics["log_loss"] < 0.69   # it learns the planted signal
+
+
+def _learn(model: Propensity, labels: list[bool]) -> None:
+    for label in labels:
+        if label:
+            model.positives += 1
+        else:
+            model.negatives += 1
+        model.learn({"f": 1.0}, label, 0.1)
+
+
+def test_roc_auc_over_examples_of_one_class_is_none_not_zero() -> None:
+    """River reports 0.0 for a window without a positive ("0.0000" in the demo, read as a model
+    that is always wrong): undefined metrics are None, and the demo prints them as n/a."""
+    model = Propensity(window=3)
+    assert {k: v for k, v in model.metrics().items() if k.endswith(("auc", "loss"))} == dict.fromkeys(
+        ("roc_auc", "log_loss", "recent_roc_auc", "recent_log_loss"))
+    _learn(model, [False, False])
+    metrics = model.metrics()
+    assert metrics["roc_auc"] is None and metrics["recent_roc_auc"] is None
+    assert metrics["log_loss"] > 0 and metrics["recent_log_loss"] > 0   # defined over one class
+    _learn(model, [True])
+    assert model.metrics()["roc_auc"] is not None and model.metrics()["recent_roc_auc"] is not None
+    _learn(model, [False, False, False])   # the positive left the window of 3, not the whole run
+    assert model.metrics()["roc_auc"] is not None and model.metrics()["recent_roc_auc"] is None
+
+
+def test_models_pickled_before_the_recent_labels_restore() -> None:
+    model = Propensity(window=3)
+    _learn(model, [True, False])
+    state = dict(model.__dict__)
+    del state["recent_labels"]
+    old = Propensity.__new__(Propensity)
+    old.__setstate__(state)
+    assert old.metrics()["recent_roc_auc"] is None   # unknown until the window refills
+    _learn(old, [True, False])
+    assert old.metrics()["recent_roc_auc"] is not None and old.recent_labels.maxlen == 3
 
 
 def test_export_import_and_roll_back(tmp_path) -> None:

@@ -19,13 +19,15 @@ RULES = RuleSet.load("rules/default.yaml")
 
 
 def inputs(*, product_views_10m: int = 0, max_scroll: float = 0.0, dwell_ms: int = 0, purchases_30d: int = 0,
-           purchases: int = 0, sessions_7d: int = 2, page_views_7d: int = 0) -> FeatureInputs:
+           purchases: int = 0, sessions_7d: int = 2, page_views_7d: int = 0,
+           product_views_7d: int = 0) -> FeatureInputs:
     return FeatureInputs(
         session=Aggregates(sums={"dwell_ms": dwell_ms}, maxima={"scroll_depth": max_scroll}),
         lifetime=Aggregates(counts={"purchase": purchases}),
         windows={
             10 * MINUTE: Aggregates(counts={"product_view": product_views_10m}),
-            7 * DAY: Aggregates(counts={"page_view": page_views_7d}, sessions=sessions_7d),
+            7 * DAY: Aggregates(counts={"page_view": page_views_7d, "product_view": product_views_7d},
+                                sessions=sessions_7d),
             30 * DAY: Aggregates(counts={"purchase": purchases_30d}),
         },
     )
@@ -46,7 +48,7 @@ def state() -> SegmentState:
 
 
 def test_the_default_rules_need_these_aggregates_only() -> None:
-    assert RULES.version == "default-1"
+    assert RULES.version == "default-2"
     needs = RULES.requirements
     assert needs.session == {Need("max", "scroll_depth"), Need("sum", "dwell_ms")}
     assert needs.lifetime == {Need("count")}
@@ -182,14 +184,23 @@ def test_engaged_is_left_after_14_days_without_events(state) -> None:
 
 def test_casual_browser_one_session_a_week_with_under_5_page_views_a_session(state) -> None:
     assert step(state, "page_view", T0, sessions_7d=1, page_views_7d=4) == [
-        ("casual_browser", "enter", "casual_browser.entry", {"page_views_7d": 4, "sessions_7d": 1}, T0)]
+        ("casual_browser", "enter", "casual_browser.entry", {"views_7d": 4, "sessions_7d": 1}, T0)]
     assert step(state, "page_view", T0 + 1, sessions_7d=2, page_views_7d=15) == []  # hysteresis
     assert step(state, "page_view", T0 + 2, sessions_7d=2, page_views_7d=16) == [  # 8 page views a session
-        ("casual_browser", "exit", "casual_browser.exit", {"page_views_7d": 16, "sessions_7d": 2}, T0 + 2)]
+        ("casual_browser", "exit", "casual_browser.exit", {"views_7d": 16, "sessions_7d": 2}, T0 + 2)]
     step(state, "page_view", T0 + 3, sessions_7d=1, page_views_7d=1)
     assert step(state, "page_view", T0 + 4, sessions_7d=3, page_views_7d=3) == [  # 3 sessions a week
-        ("casual_browser", "exit", "casual_browser.exit", {"page_views_7d": 3, "sessions_7d": 3}, T0 + 4)]
+        ("casual_browser", "exit", "casual_browser.exit", {"views_7d": 3, "sessions_7d": 3}, T0 + 4)]
 
 
 def test_casual_browser_not_entered_with_5_page_views_in_the_one_session(state) -> None:
     assert step(state, "page_view", T0, sessions_7d=1, page_views_7d=5) == []
+
+
+def test_casual_browser_counts_product_views_as_pages(state) -> None:
+    """The replayed datasets record product views only: a product page is a page."""
+    assert step(state, "product_view", T0, sessions_7d=1, page_views_7d=1, product_views_7d=3) == [
+        ("casual_browser", "enter", "casual_browser.entry", {"views_7d": 4, "sessions_7d": 1}, T0)]
+    assert step(state, "product_view", T0 + 1, sessions_7d=1, product_views_7d=8) == [
+        ("casual_browser", "exit", "casual_browser.exit", {"views_7d": 8, "sessions_7d": 1}, T0 + 1)]
+    assert step(state, "product_view", T0 + 2, sessions_7d=1, product_views_7d=5) == []  # not re-entered

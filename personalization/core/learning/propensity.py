@@ -35,6 +35,7 @@ its answer revealed when the label becomes known (the parity test checks it).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
@@ -152,7 +153,9 @@ class Propensity:
 
     Whole-run ROC AUC is River's thresholded approximation with 100 thresholds (10, the
     default, is too coarse when most probabilities sit near a low base rate); the recent
-    window uses the exact ``RollingROCAUC``.
+    window uses the exact ``RollingROCAUC``. ROC AUC is undefined until its examples hold both
+    a positive and a negative (River then reports 0.0, which reads like a model that is always
+    wrong): ``metrics`` gives None instead, and the labels of the recent window are kept to know.
     """
 
     def __init__(self, window: int = 1000) -> None:
@@ -162,10 +165,16 @@ class Propensity:
         self.log_loss = metrics.LogLoss()
         self.recent_roc_auc = metrics.RollingROCAUC(window_size=window)
         self.recent_log_loss = utils.Rolling(metrics.LogLoss(), window_size=window)
+        self.recent_labels: deque[bool] = deque(maxlen=window)
         self.learned = 0
         self.positives = 0
         self.negatives = 0
         self.unscored = 0
+
+    def __setstate__(self, state: dict) -> None:
+        """Models pickled before ``recent_labels`` existed: the window's labels are unknown, so its
+        ROC AUC reads None until the window has been refilled with both classes."""
+        self.__dict__.update({"recent_labels": deque(maxlen=state["window"]), **state})
 
     def predict(self, x: dict[str, float]) -> float:
         return self.model.predict_proba_one(x).get(True, 0.0)
@@ -174,6 +183,7 @@ class Propensity:
         """Score the earlier prediction, then learn: predict-before-learn by construction."""
         for metric in (self.roc_auc, self.log_loss, self.recent_roc_auc, self.recent_log_loss):
             metric.update(label, prediction)
+        self.recent_labels.append(label)
         self.model.learn_one(x, label)
         self.learned += 1
 
@@ -182,18 +192,22 @@ class Propensity:
         """Labelled sessions with an example; equals ``learned`` unless an example was lost."""
         return self.positives + self.negatives
 
-    def metrics(self) -> dict[str, float | int]:
+    def metrics(self) -> dict[str, float | int | None]:
+        """Counters and progressive metrics; a metric that is undefined (no example yet, or ROC AUC
+        over examples of one class) is None."""
+        recent_classes = len(set(self.recent_labels))
         return {
             "examples_learned": self.learned,
             "labels": self.labels,
             "positives": self.positives,
             "negatives": self.negatives,
             "unscored_sessions": self.unscored,
-            "roc_auc": float(self.roc_auc.get()),   # plain floats: River returns numpy scalars
-            "log_loss": float(self.log_loss.get()),
+            # plain floats: River returns numpy scalars
+            "roc_auc": float(self.roc_auc.get()) if self.positives and self.negatives else None,
+            "log_loss": float(self.log_loss.get()) if self.learned else None,
             "recent_window": self.window,
-            "recent_roc_auc": float(self.recent_roc_auc.get()),
-            "recent_log_loss": float(self.recent_log_loss.get()),
+            "recent_roc_auc": float(self.recent_roc_auc.get()) if recent_classes == 2 else None,
+            "recent_log_loss": float(self.recent_log_loss.get()) if self.recent_labels else None,
         }
 
 
