@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from personalization.config.settings import REPO_ROOT, ConfigError, Settings, load_settings
-from personalization.core.learning.evaluation import against_baselines
+from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
 from personalization.pipelines.models import format_metric
@@ -160,6 +160,10 @@ def model_table(model: dict, examples: list[dict]) -> Table:
         table.add_row("propensity: ROC AUC against baselines, same examples",
                       f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, "
                       f"session has an add-to-cart {auc['has_add_to_cart']:.4f}")
+        log_loss = log_loss_against_baselines(examples)
+        table.add_row("propensity: log loss against the base rate, same examples",
+                      f"model {log_loss['model']:.4f}, base rate learned the same way {log_loss['base_rate']:.4f} "
+                      f"(known in hindsight {log_loss['base_rate_hindsight']:.4f})")
     for c in model.get("clusters", []):
         # the members' mean, not the k-means centre: a centre sits near its last few members
         # (core.learning.clusters), one outlier among thousands can set it

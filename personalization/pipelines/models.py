@@ -94,7 +94,7 @@ def show(path: str) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 def export(path: str, out: str) -> None:
-    """Write a snapshot's model parameters (scaler, weights, centroids, trending) as JSON."""
+    """Write a snapshot's model parameters (naive Bayes counts, calibration, centroids, trending) as JSON."""
     header, models = _load(path)
     Path(out).write_bytes(orjson.dumps({"snapshot": header, **parameters(models)},
                                        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))

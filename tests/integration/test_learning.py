@@ -7,7 +7,8 @@ thread mode) with its model trainer, Redis.
 - quality, on every JD Micro-Behaviors session (real sessions with their orders, so sessions
   close and are labelled during the run): the job's progressive ROC AUC (Redis ``model`` key)
   is that of the predictions in the examples topic, and beats, over the same examples, a
-  constant predictor and the named simple baseline "the session has an add-to-cart";
+  constant predictor and the named simple baseline "the session has an add-to-cart", and its
+  progressive log loss beats the base rate learned with the same label delays;
 - restore: SIGKILL mid-stream after a completed checkpoint, restore from it, finish the stream:
   the examples learned equal the labels, and every prediction and model key in Redis equals the
   uninterrupted run's;
@@ -26,7 +27,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from personalization.config.settings import REPO_ROOT
-from personalization.core.learning.evaluation import against_baselines, river_predictions
+from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines, river_predictions
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.topics import read_topic
 from personalization.serving.model_store import read_model
@@ -102,16 +103,20 @@ def jd_run(stack, datasets, tmp_path_factory):
     return settings, examples
 
 
-def test_progressive_auc_on_real_sessions_beats_a_constant_and_the_add_to_cart_rule(jd_run) -> None:
+def test_progressive_quality_on_real_sessions_beats_the_constant_and_the_add_to_cart_rule(jd_run) -> None:
     settings, examples = jd_run
     published = _model(settings)["propensity"]
     positives = sum(e["label"] for e in examples)
     auc = against_baselines(examples)
+    log_loss = log_loss_against_baselines(examples)
     print(f"\nJD, progressive ROC AUC over {len(examples)} labelled sessions ({positives} converted): "
           f"model {auc['model']:.4f}, constant {auc['constant']:.4f}, has add-to-cart {auc['has_add_to_cart']:.4f}; "
-          f"log loss {published['log_loss']:.4f}")
+          f"log loss {log_loss['model']:.4f}, base rate {log_loss['base_rate']:.4f} "
+          f"(in hindsight {log_loss['base_rate_hindsight']:.4f})")
     assert published["examples_learned"] == len(examples) and published["positives"] == positives > 100
     assert abs(published["roc_auc"] - auc["model"]) <= 1e-9   # the job's figure is the one of these examples
+    assert abs(published["log_loss"] - log_loss["model"]) <= 1e-9
+    assert log_loss["model"] < log_loss["base_rate"]   # the constant predictor, learned the same way
     assert auc["model"] > auc["constant"]
     assert auc["model"] > auc["has_add_to_cart"]   # the named simple baseline (README "Online learning")
 

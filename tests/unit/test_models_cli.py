@@ -41,7 +41,7 @@ def test_list_show_and_export(tmp_path) -> None:
     counts = params["propensity"]["naive_bayes"]["presence_counts"]
     assert set(counts) <= set(FEATURE_NAMES) and counts
     assert sum(params["propensity"]["naive_bayes"]["class_counts"].values()) == 40
-    assert params["propensity"]["calibration"]["weight"] != 0
+    assert params["propensity"]["calibration"]["slope"] != 0
     assert params["snapshot"]["sha256"] and params["clusters"]
 
 

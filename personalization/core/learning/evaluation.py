@@ -11,10 +11,11 @@ predicted (the parity tests hold it to 1e-9).
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Iterable
 
-from river import evaluate, metrics
+from river import base, evaluate, metrics
 
 from personalization.core.learning.propensity import FEATURE_NAMES, new_model
 
@@ -32,12 +33,32 @@ def label_delays(by_question: list[dict]) -> list[Fraction]:
     return delays
 
 
-def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | None = None) -> list[float]:
-    """River's progressive predictions P(purchase) for ``examples``, in learning (``seq``) order."""
+class BaseRate(base.Classifier):
+    """The constant baseline, learned the same way: the share of positives among the labels
+    learned so far (0.5 before the first)."""
+
+    def __init__(self) -> None:
+        self.labels = 0
+        self.positives = 0
+
+    def learn_one(self, x: dict, y: bool) -> None:
+        self.labels += 1
+        self.positives += bool(y)
+
+    def predict_proba_one(self, x: dict) -> dict[bool, float]:
+        p = self.positives / self.labels if self.labels else 0.5
+        return {False: 1 - p, True: p}
+
+
+def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | None = None,
+                      model: base.Classifier | None = None) -> list[float]:
+    """River's progressive predictions P(purchase) for ``examples``, in learning (``seq``) order,
+    of a fresh propensity model (or of ``model``)."""
     by_question = sorted(examples, key=lambda e: e["question"])
     delays = iter(label_delays(by_question))
     steps = evaluate.iter_progressive_val_score(
-        dataset=[(dict(zip(FEATURE_NAMES, e["x"])), e["label"]) for e in by_question], model=new_model(),
+        dataset=[(dict(zip(FEATURE_NAMES, e["x"])), e["label"]) for e in by_question],
+        model=new_model() if model is None else model,
         metric=metric or metrics.ROCAUC(n_thresholds=100), delay=lambda _x, _y: next(delays), step=1,
         yield_predictions=True)
     return [s["Prediction"][True] for s in steps]
@@ -61,4 +82,26 @@ def against_baselines(examples: list[dict]) -> dict[str, float]:
         "model": progressive_auc(examples, (e["prediction"] for e in examples)),
         "constant": progressive_auc(examples, (0.5 for _ in examples)),
         "has_add_to_cart": progressive_auc(examples, (float(e["x"][cart] > 0) for e in examples)),
+    }
+
+
+def progressive_log_loss(examples: list[dict], scores: Iterable[float]) -> float:
+    """Log loss as the trainer computes it (River) of ``scores``, one per example in ``seq`` order."""
+    metric = metrics.LogLoss()
+    for example, score in zip(examples, scores, strict=True):
+        metric.update(example["label"], score)
+    return float(metric.get())
+
+
+def log_loss_against_baselines(examples: list[dict]) -> dict[str, float]:
+    """The model's progressive log loss beside the constant predictor of the base rate, over the
+    same examples: ``base_rate`` learned progressively with the same label delays (the bar), and
+    ``base_rate_hindsight``, the whole run's rate, which no online predictor knows in advance
+    (the entropy of the labels: the figure to approach)."""
+    examples = sorted(examples, key=lambda e: e["seq"])
+    rate = sum(e["label"] for e in examples) / len(examples)
+    return {
+        "model": progressive_log_loss(examples, (e["prediction"] for e in examples)),
+        "base_rate": progressive_log_loss(examples, river_predictions(examples, model=BaseRate())),
+        "base_rate_hindsight": -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate)) if 0 < rate < 1 else 0.0,
     }

@@ -1,0 +1,100 @@
+"""The propensity model's calibration, and its progressive quality on every replay the tests and
+the demo without real data use, beside the constant predictor of the base rate and the one rule
+"the session has an add-to-cart", over the same examples (README "Online learning").
+
+The replays run the job's learning in plain Python (``pipelines.propensity_quality``): the
+trainer's predictions do not depend on Flink's scheduling, so these are the job's figures.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from river import linear_model
+
+from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
+from personalization.core.learning.propensity import CalibratedNaiveBayes, PlattScaling
+from personalization.pipelines.propensity_quality import REPLAYS, learned_examples
+from personalization.replay.producer import replay_events
+
+
+def test_calibration_of_a_score_that_tells_nothing_is_the_base_rate() -> None:
+    """The SGD calibration before started at 0.5 and was still at 0.08 after 200 labels."""
+    model = CalibratedNaiveBayes()
+    x = {"a": 1.0}
+    for i in range(200):
+        model.learn_one(x, i % 20 == 0)   # 10 positives in 200
+    assert model.predict_proba_one(x)[True] == pytest.approx(0.05, abs=0.01)
+
+
+def test_calibration_keeps_the_order_of_the_scores_and_learns_how_much_they_tell() -> None:
+    calibration = PlattScaling()
+    for i in range(400):
+        score = (i % 9) - 4.0
+        calibration.learn(score, i % 10 < (1 if score < 0 else 4))   # 10 % below 0, 40 % from 0
+    assert calibration.slope > 0
+    assert calibration.predict(-4) < 0.15 < calibration.predict(0) < calibration.predict(4) < 0.6
+
+
+def test_one_class_seen_so_far_gives_no_certainty() -> None:
+    calibration = PlattScaling()
+    for _ in range(15):
+        calibration.learn(20.0, True)
+    assert 0.5 < calibration.predict(20.0) < 0.96 and calibration.predict(-20.0) < 0.96
+
+
+def test_a_model_pickled_with_the_sgd_calibration_loads_and_calibrates_afresh() -> None:
+    """Snapshot files and savepoints outlive the code: the naive Bayes counts are kept."""
+    old = CalibratedNaiveBayes()
+    for i in range(30):
+        old.learn_one({"a": float(i % 2)}, i % 3 == 0)
+    old.calibration = linear_model.LogisticRegression()   # the layout before PlattScaling
+    loaded = pickle.loads(pickle.dumps(old))
+    assert isinstance(loaded.calibration, PlattScaling)
+    assert loaded.naive_bayes.class_counts == old.naive_bayes.class_counts
+    loaded.learn_one({"a": 1.0}, True)
+    assert 0 < loaded.predict_proba_one({"a": 1.0})[True] < 1
+
+
+# --- on the replays ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def replayed() -> dict[str, list[dict]]:
+    """Examples per replay, each computed once; the real ones skip without the datasets."""
+    return {}
+
+
+def _examples(name: str, replayed: dict, request) -> list[dict]:
+    if REPLAYS[name].dataset != "synthetic":
+        request.getfixturevalue("datasets")
+    if name not in replayed:
+        r = REPLAYS[name]
+        replayed[name] = learned_examples(replay_events(r.dataset, seed=r.seed, augmented=r.augmented, limit=r.limit))
+    return replayed[name]
+
+
+@pytest.mark.parametrize("name", ["jd", "taobao-12k", "synthetic"])
+def test_log_loss_beats_the_base_rate_learned_the_same_way(name, replayed, request) -> None:
+    examples = _examples(name, replayed, request)
+    log_loss = log_loss_against_baselines(examples)
+    print(f"\n{name}: log loss {log_loss}")
+    assert 0 < sum(e["label"] for e in examples) < len(examples)
+    assert log_loss["model"] < log_loss["base_rate"]
+
+
+def test_jd_log_loss_is_that_of_the_refitted_calibration(replayed, request) -> None:
+    """0.415 with the SGD calibration; README "Online learning" gives 0.330."""
+    assert log_loss_against_baselines(_examples("jd", replayed, request))["model"] < 0.35
+
+
+def test_synthetic_log_loss_beats_even_the_base_rate_known_in_hindsight(replayed, request) -> None:
+    log_loss = log_loss_against_baselines(_examples("synthetic", replayed, request))
+    assert log_loss["model"] < log_loss["base_rate_hindsight"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 27 item 3, not reached: JD ROC AUC 0.697 against the rule's 0.680 "
+                                       "(README \"Online learning\")")
+def test_jd_roc_auc_is_at_least_003_above_the_add_to_cart_rule(replayed, request) -> None:
+    auc = against_baselines(_examples("jd", replayed, request))
+    assert auc["model"] >= auc["has_add_to_cart"] + 0.03
