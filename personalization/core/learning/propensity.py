@@ -43,8 +43,8 @@ from typing import Mapping, NamedTuple
 from river import base, metrics, naive_bayes, utils
 
 from personalization.core import sessions
-from personalization.core.evolvable import positional
 from personalization.core.events import EVENT_TYPES
+from personalization.core.evolvable import positional
 from personalization.core.sessions import SessionRules, SessionState, SessionSummary
 
 SESSION_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "purchase")
