@@ -405,3 +405,38 @@ ERRORS = [
 @pytest.mark.parametrize(("text", "message"), ERRORS, ids=[m.split(": ", 1)[1][:60] for _, m in ERRORS])
 def test_each_problem_stops_the_load_with_file_line_and_reason(text: str, message: str) -> None:
     assert error(text) == message
+
+
+# A published rules text is hostile input: whatever it holds, loading it raises only RulesError.
+
+def test_a_deeply_nested_text_is_rejected_with_a_reason() -> None:
+    text = GOOD + "extra: " + "[" * 5_000 + "]" * 5_000 + "\n"
+    with pytest.raises(RulesError, match="nested"):
+        RuleSet(text, "rules/t.yaml")
+
+
+def test_a_very_long_expression_is_a_rules_error_not_a_recursion_error() -> None:
+    long = " and ".join(["views_10m > 1"] * 10_000)
+    text = GOOD.replace('entry: views_10m >= 3 and last_category == "shoes"', f"entry: {long}")
+    with pytest.raises(RulesError):
+        RuleSet(text, "rules/t.yaml")
+
+
+def test_a_100k_term_expression_is_rejected() -> None:
+    long = " and ".join(["a"] * 100_000)
+    text = GOOD.replace('entry: views_10m >= 3 and last_category == "shoes"', f"entry: {long}")
+    with pytest.raises(RulesError, match="characters"):
+        RuleSet(text, "rules/t.yaml")
+
+
+def test_yaml_aliases_do_not_expand_without_limit() -> None:
+    bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for level in range(1, 9):
+        bomb.append(f"{chr(97 + level)}: &{chr(97 + level)} [{', '.join(['*' + chr(96 + level)] * 10)}]")
+    with pytest.raises(RulesError, match="aliases"):
+        RuleSet("version: t\n" + "\n".join(bomb) + "\n", "rules/t.yaml")
+
+
+def test_an_oversized_text_is_rejected_before_parsing() -> None:
+    with pytest.raises(RulesError, match="characters"):
+        RuleSet(GOOD + "#" + "x" * 300_000 + "\n", "rules/t.yaml")

@@ -15,7 +15,7 @@ from personalization.core.rules.features import (
 )
 from personalization.core.rules.model import Rules, Segment, Trigger
 from personalization.core.rules.scores import Score
-from personalization.core.rules.source import Node, Reader, describe, parse_yaml, suggest
+from personalization.core.rules.source import Node, Reader, RulesError, describe, parse_yaml, suggest
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"([1-9][0-9]*)(ms|s|m|h|d)")
@@ -24,6 +24,22 @@ _FIELDS = tuple(sorted(NUMERIC_FIELDS + TEXT_FIELDS))
 
 
 def parse_rules(text: str, source: str) -> Rules:
+    """Validated rules; raises only ``RulesError``, so a bad published text never fails the job.
+
+    Size, depth and alias expansion are bounded in ``parse_yaml``; anything else that escapes
+    (a ``RecursionError`` from a very long expression, say) becomes a ``RulesError`` too.
+    """
+    try:
+        return _parse_rules(text, source)
+    except RulesError:
+        raise
+    except RecursionError:
+        raise RulesError(f"{source}: the rules text is nested too deeply (an expression too long or too deep)") from None
+    except Exception as err:  # noqa: BLE001 - any failure of a rules text must reject it, not the job
+        raise RulesError(f"{source}: the rules text could not be read: {type(err).__name__}: {err}") from None
+
+
+def _parse_rules(text: str, source: str) -> Rules:
     reader = Reader(source)
     root = parse_yaml(text, source)
     top = reader.fields(root, "", ("version", "features", "scores", "segments", "triggers"), ("version",))

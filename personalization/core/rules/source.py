@@ -15,6 +15,14 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 
+MAX_TEXT_CHARS = 256 * 1024
+"""A rules text longer than this is rejected before parsing (the default rules are ~10 KB)."""
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists; the rules format needs fewer than 10 levels."""
+MAX_NODES = 20_000
+"""Most values after YAML aliases are expanded: stops an alias bomb ("billion laughs")."""
+
+
 class RulesError(ValueError):
     """A problem in a rules file, phrased for the operator: ``file:line: where: what``."""
 
@@ -32,6 +40,8 @@ class Node:
 
 
 def parse_yaml(text: str, source: str) -> Node:
+    if len(text) > MAX_TEXT_CHARS:
+        raise RulesError(f"{source}: the rules text has {len(text):,} characters, more than the {MAX_TEXT_CHARS:,} allowed")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -43,10 +53,17 @@ def parse_yaml(text: str, source: str) -> Node:
         raise RulesError(f"{source}: invalid YAML: {err}") from None
     if root is None:
         raise RulesError(f"{source}:1: the rules file is empty")
-    return _convert(root, root.start_mark.line + 1, source, SafeConstructor())
+    return _convert(root, root.start_mark.line + 1, source, SafeConstructor(), 0, [0])
 
 
-def _convert(node: yaml.Node, line: int, source: str, constructor: SafeConstructor) -> Node:
+def _convert(node: yaml.Node, line: int, source: str, constructor: SafeConstructor,
+             depth: int, count: list[int]) -> Node:
+    """Node -> ``Node``; ``count`` is shared so aliases expanded many times add up."""
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise RulesError(f"{source}:{line}: more than {MAX_NODES:,} values (after expanding YAML aliases)")
+    if depth > MAX_DEPTH:
+        raise RulesError(f"{source}:{line}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Node] = {}
         for key, value in node.value:
@@ -55,10 +72,11 @@ def _convert(node: yaml.Node, line: int, source: str, constructor: SafeConstruct
                 raise RulesError(f"{source}:{key_line}: keys must be plain names")
             if key.value in out:
                 raise RulesError(f"{source}:{key_line}: duplicate key '{key.value}'")
-            out[key.value] = _convert(value, key_line, source, constructor)
+            out[key.value] = _convert(value, key_line, source, constructor, depth + 1, count)
         return Node(out, line)
     if isinstance(node, yaml.SequenceNode):
-        return Node([_convert(item, item.start_mark.line + 1, source, constructor) for item in node.value], line)
+        return Node([_convert(item, item.start_mark.line + 1, source, constructor, depth + 1, count)
+                     for item in node.value], line)
     return Node(constructor.construct_object(node, deep=True), line, node.value)
 
 
