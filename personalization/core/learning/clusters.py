@@ -60,8 +60,15 @@ class Clusters:
         self.mean_counts: dict[int, int] = {}   # assignments in each mean (fewer after a restore, below)
 
     def __setstate__(self, state: dict) -> None:
-        """Models pickled before the means existed restore with none: they fill from then on."""
+        """Models pickled before the means existed restore with none: they fill from then on.
+
+        The means are re-keyed by the ``CLUSTER_FEATURES`` names themselves, as ``assign`` keys
+        new ones: restored and new means then share the name objects, as in a run that never
+        restored, and the models pickle to the same size (``Trainer.model_bytes``; unpickled
+        names are copies, which pickle writes out again)."""
         self.__dict__.update({"means": {}, "mean_counts": {}, **state})
+        self.means = {cluster_id: {name: mean[name] for name in CLUSTER_FEATURES if name in mean}
+                      for cluster_id, mean in self.means.items()}
 
     def assign(self, x: dict[str, float]) -> int:
         """Learn one user's profile and return the id of the centre it joined."""
