@@ -129,7 +129,7 @@ def core_rate(settings: Settings, events: list[dict]) -> tuple[float, str]:
 def _run_settings(base: Settings, flink: dict, kafka: dict | None = None) -> Settings:
     """Topics, consumer group and Redis prefix of the run's own."""
     run = uuid.uuid4().hex[:8]
-    topics = {name: f"bench-{run}-{name}" for name in type(base.kafka.topics).model_fields if name != "partitions"}
+    topics = {name: f"bench-{run}-{name}" for name in base.kafka.topics.keys()}
     settings = base.with_overrides(
         kafka={"topics": topics, "group_id": f"bench-{run}", "bounded": True, **(kafka or {})},
         redis={"key_prefix": f"pzb:{run}"}, flink=flink)

@@ -19,7 +19,7 @@ from personalization.replay.producer import produce, replay_events
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
-TOPIC_KEYS = tuple(name for name in Topics.model_fields if name != "partitions")
+TOPIC_KEYS = tuple(Topics.keys())
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)
 CREATED: list[Settings] = []  # what this test session made, for the clean-up at its end

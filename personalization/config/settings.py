@@ -76,6 +76,11 @@ class Topics(_Section):
     alerts: str = "pipeline-alerts"
     partitions: int = Field(4, ge=1)
 
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The topic fields (every field but ``partitions``): the one list of the job's topics."""
+        return [name for name in cls.model_fields if name != "partitions"]
+
 
 class KafkaConfig(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"

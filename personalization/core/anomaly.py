@@ -64,10 +64,9 @@ def close_minute(history: RateHistory, rules: RateRules, minute_start: int, coun
     ``ALL`` series is added here), after the empty minutes since the last one; returns the alerts
     and adds the minutes to ``history``."""
     alerts: list[RateAlert] = []
-    if history.last_minute is not None:
-        empty = (minute_start - history.last_minute) // MINUTE_MS - 1
+    if history.last_minute is not None:  # the minutes since the last one had no event at all
         first_empty = max(history.last_minute + MINUTE_MS, minute_start - rules.history_minutes * MINUTE_MS)
-        for start in range(first_empty, minute_start, MINUTE_MS) if empty > 0 else ():
+        for start in range(first_empty, minute_start, MINUTE_MS):
             alerts += _evaluate(history, rules, start, {})
     alerts += _evaluate(history, rules, minute_start, {**counts, ALL: sum(counts.values())})
     return alerts

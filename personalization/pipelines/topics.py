@@ -14,7 +14,7 @@ from personalization.config.settings import Settings
 
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
-    return [getattr(topics, name) for name in type(topics).model_fields if name != "partitions"]
+    return [getattr(topics, name) for name in topics.keys()]
 
 
 def partitions_of(settings: Settings, name: str) -> int:
