@@ -11,7 +11,8 @@ d. the lean PyFlink floor (``bench.lean_job``): the same source, events and Flin
    a pickled per-user ValueState and a pipelined Redis write per event, nothing else: what
    PyFlink itself allows here, so b/d says how much of it the job's design uses;
 then the tuned job once more with py-spy sampling its embedded Python (``worker_profile``): where
-the job's time goes, which the core's cProfile cannot show (state, timers, Redis, the trainer).
+the job's time goes, which the core's cProfile cannot show (state, timers, Redis, the trainer),
+and the CPU of every thread on the machine over the same span (which tasks were busy).
 
 Job throughput is events divided by the span between the first and the last profile write, so
 job start-up is not counted: the first from a Redis keyspace notification, the last from the
@@ -48,7 +49,7 @@ from kafka import KafkaProducer
 
 from bench.lean_job import run_lean_job
 from bench.poll import wait_for
-from bench.worker_profile import WorkerProfile, top_costs
+from bench.worker_profile import ThreadCpu, WorkerProfile, top_costs
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
@@ -198,10 +199,12 @@ def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dic
              "the profiled run's first Redis write", interval_s=0.1, client=client)
     profile = WorkerProfile(max(1.0, 0.8 * len(events) / tuned_rate))
     profile.start()
+    cpu = ThreadCpu()
     stacks = profile.stacks()
+    threads = cpu.stop()
     client.get_job_execution_result().result()
     ProfileReader.from_settings(settings).delete_all()
-    return top_costs(stacks)
+    return {**top_costs(stacks), "threads": threads}
 
 
 def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float]:
@@ -370,6 +373,11 @@ def write_report(report: dict, out: Path) -> None:
               "| own time | share | | inclusive time | share |", "|---|---|---|---|---|"]
     for (own, own_share), (incl, incl_share) in zip(worker["own"], worker["inclusive"]):
         lines.append(f"| `{own}` | {own_share:.1%} | | `{incl}` | {incl_share:.1%} |")
+    threads = worker["threads"]
+    lines += ["", f"CPU per thread over the same {threads['seconds']:.0f} s (100 % = one core; the machine used "
+              f"{threads['total']:.0%} of its {threads['cores']} cores, py-spy included):", "",
+              "| process | thread | CPU |", "|---|---|---|"]
+    lines += [f"| {process} | {thread} | {share:.0%} |" for process, thread, share in threads["threads"]]
     lines += ["", "Where the core's time goes (cProfile, top functions by own time):", "", "```",
               report["core_profile"], "```"]
     (out / "report.md").write_text("\n".join(lines) + "\n")

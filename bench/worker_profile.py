@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -83,3 +84,39 @@ def _short(frame: str) -> str:
     """``func (path/to/module.py:line)`` -> ``func (module.py)``: lines vary, functions do not."""
     name, _, where = frame.partition(" (")
     return f"{name} ({Path(where.rsplit(':', 1)[0]).name})" if where else name
+
+
+class ThreadCpu:
+    """CPU per thread of every process on the machine over a span (``/proc``, clock ticks), so the
+    report can say which tasks were busy and whether the machine was: in thread mode every Python
+    operator of a TaskManager runs in one interpreter, so the Python tasks' threads together can
+    hold at most one core (the GIL), whatever the parallelism."""
+
+    def __init__(self) -> None:
+        self._ticks_per_s = os.sysconf("SC_CLK_TCK")
+        self._start = self._snapshot()
+        self._started_at = time.monotonic()
+
+    def stop(self, limit: int = 12) -> dict:
+        """The busiest threads as ``(process, thread, share of one core)``, and the machine's total."""
+        end, seconds = self._snapshot(), time.monotonic() - self._started_at
+        busy = []
+        for key, (process, thread, ticks) in end.items():
+            if key in self._start:
+                busy.append((process, thread, (ticks - self._start[key][2]) / self._ticks_per_s / seconds))
+        busy.sort(key=lambda row: -row[2])
+        return {"seconds": seconds, "cores": os.cpu_count(), "total": sum(row[2] for row in busy),
+                "threads": busy[:limit]}
+
+    @staticmethod
+    def _snapshot() -> dict[tuple[str, str], tuple[str, str, int]]:
+        threads = {}
+        for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+            try:
+                stat = (task / "stat").read_text()
+                process = (task.parent.parent / "comm").read_text().strip()
+            except OSError:
+                continue
+            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            threads[(task.parent.parent.name, task.name)] = (process, name, int(fields[11]) + int(fields[12]))
+        return threads
