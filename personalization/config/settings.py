@@ -214,6 +214,8 @@ class FlinkConfig(_Section):
     state_cache_size: int = Field(20_000, ge=1)
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
+    checkpoint_timeout: DurationMs = parse_duration_ms("10m")
+    tolerable_failed_checkpoints: int = Field(6, ge=0)
     savepoint_path: str = ""
     rest_port: int | None = Field(None, ge=0, le=65535)
     prometheus_port: str = ""

@@ -74,6 +74,10 @@ def flink_configuration(settings: Settings) -> Configuration:
         # (the heap backend ignores it): at 130,000 users, 3.8 MB a checkpoint instead of 163 MB.
         "execution.checkpointing.incremental": "true",
         "execution.checkpointing.dir": flink.checkpoint_dir,
+        # A task blocked while Redis cannot take writes (it back-pressures, see
+        # serving.redis_store.retry_while_down) lets checkpoints time out: ride them out.
+        "execution.checkpointing.timeout": f"{flink.checkpoint_timeout} ms",
+        "execution.checkpointing.tolerable-failed-checkpoints": flink.tolerable_failed_checkpoints,
         # Keep the last checkpoint when the job is cancelled or dies: it is the restore point.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "table.exec.source.idle-timeout": f"{settings.time.idle_timeout} ms",

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import orjson
 import redis
+import tenacity
 
 from personalization.config.settings import RedisConfig, redis_password
 
@@ -126,28 +127,43 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {name.decode(): orjson.loads(value) for name, value in raw.items()}
 
 
+# What a server says while it cannot take writes for a while, not about the write itself: a
+# restart or lost connection, a load from disk (BusyLoadingError is a ConnectionError), a replica
+# after a failover (READONLY), memory full under ``noeviction`` (OOM), a cluster resharding or
+# without a majority. Wrong credentials are a ConnectionError too, and never retried.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+                    redis.exceptions.OutOfMemoryError, redis.exceptions.TryAgainError,
+                    redis.exceptions.ClusterDownError)
+RETRY_FIRST_WAIT_S = 0.05
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, redis.AuthenticationError)
+
+
 def retry_while_down(send, backoff_max_ms: int):
-    """``send()`` until Redis answers, with exponential backoff up to ``backoff_max_ms``: the
-    caller blocks, Flink back-pressures the sources, nothing is dropped. Only for idempotent
-    sends (a retry may repeat one that reached Redis). Refused credentials are not retried."""
-    attempt = 0
-    while True:
-        try:
-            return send()
-        except redis.AuthenticationError:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as err:
-            delay = min(backoff_max_ms / 1000, 0.05 * 2**attempt)
-            attempt += 1
-            log.warning("redis unavailable (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
-                        err, attempt, delay)
-            time.sleep(delay)
+    """``send()`` until Redis takes it, for as long as a transient error lasts: the caller
+    blocks, Flink back-pressures the sources, nothing is dropped. Waits grow exponentially from
+    50 ms up to ``backoff_max_ms``, each drawn at random below that bound (full jitter: tasks
+    that lost Redis together do not come back in step). Only for idempotent sends (a retry may
+    repeat one that reached Redis); other errors are raised at once."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_random_exponential(multiplier=RETRY_FIRST_WAIT_S, max=backoff_max_ms / 1000),
+        stop=tenacity.stop_never, before_sleep=_log_retry, reraise=True)
+    return retrying(send)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    log.warning("redis cannot take writes (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
+                state.outcome.exception(), state.attempt_number, state.next_action.sleep)
 
 
 class ProfileWriter:
     """Writes profiles (compare-and-set) and segment changes; one instance per parallel task.
 
-    While Redis is unreachable the write is retried with exponential backoff, forever: the
+    While Redis cannot take writes (down, read-only after a failover, out of memory) the write is
+    retried with capped, jittered exponential backoff, forever (``retry_while_down``): the
     operator blocks, Flink back-pressures the sources, and nothing is dropped. The job catches
     up when Redis returns (the scripts are re-loaded after a restart, see ``_send``). Retrying a
     write is safe: every step of it is idempotent (see the module docstring).

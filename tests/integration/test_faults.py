@@ -18,11 +18,12 @@ import sys
 import threading
 
 import pytest
+import redis
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.serving.reader import ProfileReader
-from tests.support import (RedisServer, isolated_settings, latest_checkpoint, redis_state, replayed_run,
+from tests.support import (RedisServer, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run,
                            sessions_of, start_job, wait_until, write_config)
 
 SLICE = 20_000
@@ -110,6 +111,35 @@ def test_redis_outage_mid_stream_back_pressures_and_loses_nothing(baseline, tmp_
         # Redis stays down for 5 s; the job must neither fail nor finish meanwhile.
         assert not _ends_within(client, 5), "the job ended while Redis was down"
         server.start()  # same data folder: AOF persistence brings the written profiles back
+        _drain_when_done(client, settings, total, tmp_path)
+        _assert_same_end_state(settings, baseline_settings)
+    finally:
+        server.stop()
+
+
+def _refused(admin: redis.Redis, error: str) -> int:
+    """How many commands the server refused with ``error`` (``INFO errorstats``)."""
+    return admin.info("errorstats").get(f"errorstat_{error}", {}).get("count", 0)
+
+
+def test_redis_read_only_then_out_of_memory_mid_stream_back_pressures_and_loses_nothing(baseline, tmp_path):
+    """A failover's READONLY (the server made a replica of a master that does not answer) and OOM
+    (``maxmemory`` under ``noeviction``) in turn, each until the job's writes were refused."""
+    baseline_settings, total = baseline
+    server = RedisServer(tmp_path / "redis").start()
+    settings = _same_input(baseline_settings, tmp_path, redis={"port": server.port, "retry_backoff_max": 1_000})
+    admin = redis.Redis(host="127.0.0.1", port=server.port)
+    client = start_job(settings)
+    try:
+        wait_until(lambda: _processed(settings) > 0, 120, "the first profiles")
+        faults = ((("REPLICAOF", "127.0.0.1", str(free_port())), ("REPLICAOF", "NO", "ONE"), "READONLY"),
+                  (("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0"), "OOM"))
+        for fault, undo, error in faults:
+            admin.execute_command(*fault)
+            wait_until(lambda: _refused(admin, error) > 0, 60, f"the job's writes refused with {error}")
+            assert _processed(settings) < total  # mid-stream
+            assert not _ends_within(client, 3), f"the job ended while Redis answered {error}"
+            admin.execute_command(*undo)
         _drain_when_done(client, settings, total, tmp_path)
         _assert_same_end_state(settings, baseline_settings)
     finally:
