@@ -6,6 +6,7 @@
 #                            unpack promtool from Debian's prometheus package (apt-get download)
 #   stack/stack.sh up        install if needed, start both, block until both answer requests
 #   stack/stack.sh down [kafka|redis]  stop both (or one) gracefully (SIGTERM, wait), idempotent
+#   stack/stack.sh kill kafka|redis    SIGKILL one (a crash, for fault tests); `up` restarts it
 #   stack/stack.sh status    show state, ports, pids, folders (exit 0 = both up, 3 = not)
 #   stack/stack.sh reset     down, then delete the data folders (keeps jars and logs)
 #   stack/stack.sh kafka-class <main.Class> [args...]   run a Kafka tool with the broker classpath
@@ -520,6 +521,20 @@ stop_pid() {
   say "$name stopped (pid $pid, $(elapsed "$t0") s)"
 }
 
+# cmd_kill kafka|redis: SIGKILL, as a crash would (no shutdown, no flush); waits until it is gone
+cmd_kill() {
+  local pid only=${1:-} t0
+  case $only in
+    kafka) pid=$(kafka_pid) || die "kafka is not running" ;;
+    redis) pid=$(redis_pid) || die "redis is not running" ;;
+    *) die "usage: stack.sh kill kafka|redis" ;;
+  esac
+  t0=$(now_us)
+  kill -KILL "$pid"
+  while alive "$pid"; do sleep 0.05; done
+  say "$only killed (SIGKILL, pid $pid, $(elapsed "$t0") s)"
+}
+
 # cmd_down [kafka|redis]: both by default
 cmd_down() {
   local pid only=${1:-}
@@ -584,6 +599,7 @@ main() {
     install)     take_lock; cmd_install ;;
     up|start)    take_lock; cmd_up ;;
     down|stop)   take_lock; cmd_down "$@" ;;
+    kill)        take_lock; cmd_kill "$@" ;;
     reset)       take_lock; cmd_reset ;;
     status)      cmd_status ;;
     kafka-class) cmd_kafka_class "$@" ;;

@@ -176,8 +176,12 @@ class RedisServer:
         wait_until(accepting, 15, f"redis-server on port {self.port}", 0.05)
         return self
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=15)
-            self._process = None
+    def stop(self, sig: int = 15) -> int | None:
+        """Stop the server with ``sig`` (SIGTERM by default); its exit code (``-sig`` if the
+        signal ended it), None when it was not running."""
+        if self._process is None:
+            return None
+        self._process.send_signal(sig)
+        code = self._process.wait(timeout=15)
+        self._process = None
+        return code
