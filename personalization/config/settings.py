@@ -148,6 +148,8 @@ class ValidationConfig(_Section):
 class ProfileConfig(_Section):
     top_categories: int = Field(5, ge=1, le=100)
     dedup_horizon: DurationMs = parse_duration_ms("24h")
+    max_seen_ids: int = Field(10_000, ge=1)
+    max_categories: int = Field(1_000, ge=1)
 
 
 class IdentityConfig(_Section):

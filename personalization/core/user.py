@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Protocol
 
@@ -65,7 +67,8 @@ class UserState:
     max_scroll_depth: float = 0.0
     categories: dict[str, int] = field(default_factory=dict)
     windows: list[RollingCounts] = field(default_factory=list)
-    seen_event_ids: dict[str, int] = field(default_factory=dict)
+    seen_event_ids: dict[str, int] = field(default_factory=dict)  # event id -> ts, oldest arrival first
+    seen_floor: int | None = None  # the smallest ts in seen_event_ids (None: not known yet)
     session_state: SessionState = field(default_factory=SessionState)
     last_session: SessionSummary | None = None
     # Segments: the rules' aggregates and decisions, and how far in event time they have seen.
@@ -100,6 +103,15 @@ class NumberedChange(NamedTuple):
         return {**self.change.as_record(), "seq": self.seq}
 
 
+@dataclass(frozen=True, slots=True)
+class StateCaps:
+    """Bounds on what one user's state holds, whatever the user sends (a crawler, a bot): what a
+    cap drops is reported in ``Result.dropped`` (the operator counts it in a metric)."""
+
+    seen_ids: int = 10_000    # event ids remembered for deduplication; beyond, the oldest arrivals
+    categories: int = 1_000   # categories counted; beyond, the least counted quarter is forgotten
+
+
 @dataclass(slots=True)
 class Result:
     """What the operator must do after one call: write the profile, emit sessions and segment
@@ -113,6 +125,7 @@ class Result:
     changes: list[NumberedChange] = field(default_factory=list)
     next_timer: int | None = None
     learning: list[str] = field(default_factory=list)  # records for the trainer (core.learning.feed)
+    dropped: dict[str, int] = field(default_factory=dict)  # what a StateCaps bound dropped: kind -> count
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,7 @@ class UserLogic:
     learning: LearningFeed | None = None  # None: no online learning records
     # user agent -> Device (a cached parser, see udfs.enrichment); None: no device enrichment
     device_of: Callable[[str], Device] | None = None
+    caps: StateCaps = StateCaps()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
@@ -190,7 +204,7 @@ class UserLogic:
         """The serving view of the state: what downstream apps read from Redis."""
         anchor = state.last_seen or 0
         current = sessions.open_session(state.user_id, state.session_state, self.session_rules)
-        top = sorted(state.categories.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top_categories]
+        top = heapq.nsmallest(self.top_categories, state.categories.items(), key=_most_counted)
         return {
             "user_id": state.user_id,
             "version": state.version,
@@ -228,21 +242,37 @@ class UserLogic:
         }
 
     def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> None:
-        self._remember(state, event, watermark)
-        self._count(state, event)
+        self._remember(state, event, watermark, result)
+        self._count(state, event, result)
         sessions.add_event(state.session_state, event)
         if self.rules is not None and state.released_to is not None and event.ts <= state.released_to:
             self._adopt_rules(state, result)
             self._give(state, _compact(event), result)  # behind what the rules have seen: at once
 
-    def _remember(self, state: UserState, event: Event, watermark: int) -> None:
-        """Ids are forgotten once the watermark is a dedup horizon past their event time."""
-        state.seen_event_ids[event.event_id] = event.ts
+    def _remember(self, state: UserState, event: Event, watermark: int, result: Result) -> None:
+        """Ids are forgotten once the watermark is a dedup horizon past their event time, and the
+        oldest arrivals beyond ``caps.seen_ids``. Forgetting rebuilds the dict (O(ids)), so it
+        waits for slack: until the oldest id is an eighth of the horizon overdue, or the ids a
+        quarter of the cap too many; then it is done at most once per eighth of the horizon of
+        event time, or per quarter of the cap of new ids, not per event."""
+        seen = state.seen_event_ids
+        seen[event.event_id] = event.ts
+        if state.seen_floor is None:  # a new user, or state from before the floor was kept
+            state.seen_floor = min(seen.values())
+        elif event.ts < state.seen_floor:
+            state.seen_floor = event.ts
         horizon = watermark - self.dedup_horizon_ms
-        if len(state.seen_event_ids) > 64 and min(state.seen_event_ids.values()) < horizon:
-            state.seen_event_ids = {e: ts for e, ts in state.seen_event_ids.items() if ts >= horizon}
+        if state.seen_floor < horizon - self.dedup_horizon_ms // 8:
+            seen = state.seen_event_ids = {e: ts for e, ts in seen.items() if ts >= horizon}
+            state.seen_floor = min(seen.values(), default=None)
+        limit = self.caps.seen_ids
+        if len(seen) > limit + limit // 4:
+            dropped = len(seen) - limit
+            seen = state.seen_event_ids = dict(itertools.islice(seen.items(), dropped, None))
+            state.seen_floor = min(seen.values())
+            _add(result.dropped, "seen_ids", dropped)
 
-    def _count(self, state: UserState, event: Event) -> None:
+    def _count(self, state: UserState, event: Event, result: Result) -> None:
         state.version += 1
         state.first_seen = event.ts if state.first_seen is None else min(state.first_seen, event.ts)
         state.last_seen = event.ts if state.last_seen is None else max(state.last_seen, event.ts)
@@ -252,7 +282,12 @@ class UserLogic:
         if event.scroll_depth is not None and event.scroll_depth > state.max_scroll_depth:
             state.max_scroll_depth = event.scroll_depth
         if event.category_id is not None:
-            state.categories[event.category_id] = state.categories.get(event.category_id, 0) + 1
+            categories = state.categories
+            categories[event.category_id] = categories.get(event.category_id, 0) + 1
+            limit = self.caps.categories
+            if len(categories) > limit + limit // 4:  # keep the most counted: once per quarter of the cap
+                state.categories = dict(heapq.nsmallest(limit, categories.items(), key=_most_counted))
+                _add(result.dropped, "categories", len(categories) - limit)
         for window in state.windows:
             window.add(event.ts, event.event_type, state.last_seen)
         if event.user_agent and self.device_of is not None:
@@ -378,6 +413,15 @@ def add_anonymous_id(ids: list[str], anonymous_id: str, limit: int) -> list[str]
     dropped = ids[: max(len(ids) - limit, 0)]
     del ids[: len(dropped)]
     return dropped
+
+
+def _most_counted(category: tuple[str, int]) -> tuple[int, str]:
+    """Sort key: most counted first, then by name (a total order: the same top in every run)."""
+    return -category[1], category[0]
+
+
+def _add(counts: dict[str, int], key: str, n: int) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 def _learning(state: UserState) -> LearningState:

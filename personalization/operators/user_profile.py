@@ -21,6 +21,7 @@ function, and sessions and segment changes are emitted from timers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -37,7 +38,7 @@ from personalization.core.learning.interests import InterestRules
 from personalization.core.privacy import Admission, ConsentRules, ErasureRequest, Suppressed, audit_record
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
-from personalization.core.user import Outcome, Result, UserLogic, UserState
+from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dlq_record
 from personalization.serving.erasure import erase_user
@@ -66,6 +67,7 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         window_buckets=time_cfg.windows.buckets,
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
+        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories),
         device_of=enrich if settings.enrichment.user_agent else None,
         learning=learning_feed(settings),
     )
@@ -113,6 +115,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._erasures = metrics.counter("erasures")
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
+        self._dropped = {cap.name: metrics.counter(f"state_dropped_{cap.name}") for cap in dataclasses.fields(StateCaps)}
 
     def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
@@ -258,6 +261,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
     def _carry_out(self, state, result: Result, ctx):
+        for kind, n in result.dropped.items():
+            self._dropped[kind].inc(n)
         records = [change.as_record() for change in result.changes]
         user = ctx.get_current_key()
         if result.profile_changed:

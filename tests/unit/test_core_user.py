@@ -7,11 +7,12 @@ worked out by hand in the comments.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from personalization.core.events import Event
 from personalization.core.sessions import SessionRules, session_id
-from personalization.core.user import END_OF_INPUT, Outcome, UserLogic, UserState
+from personalization.core.user import END_OF_INPUT, Outcome, StateCaps, UserLogic, UserState
 
 LOGIC = UserLogic(
     session_rules=SessionRules(gap_ms=1_000, max_length_ms=10_000, allowed_lateness_ms=500),
@@ -472,3 +473,39 @@ def test_device_families_per_user_are_bounded() -> None:
     assert len(state.browsers) == MAX_DEVICE_KEYS
     assert state.browsers["Other"] == 3 * MAX_DEVICE_KEYS - (MAX_DEVICE_KEYS - 1)
     assert logic.profile(state)["browsers"]["Made-up/0"] == 1
+
+
+CAPPED = dataclasses.replace(LOGIC, caps=StateCaps(seen_ids=100, categories=20))
+
+
+def test_a_user_sending_more_ids_than_the_cap_keeps_the_newest_and_reports_what_it_dropped() -> None:
+    state, dropped = fresh(), 0
+    for i in range(1_000):   # all within the dedup horizon: only the cap forgets any
+        dropped += CAPPED.on_event(state, ev(1_000 + i, f"e{i}"), watermark=0).dropped.get("seen_ids", 0)
+    assert len(state.seen_event_ids) <= 125
+    assert dropped == 1_000 - len(state.seen_event_ids)
+    assert state.seen_floor == min(state.seen_event_ids.values())
+    assert CAPPED.on_event(state, ev(1_999, "e999"), watermark=0).outcome is Outcome.DUPLICATE  # newest kept
+    assert CAPPED.on_event(state, ev(1_000, "e0"), watermark=0).outcome is Outcome.PROCESSED     # oldest forgotten
+
+
+def test_a_crawler_through_thousands_of_categories_keeps_the_most_counted() -> None:
+    state, dropped = fresh(), 0
+    for i in range(500):
+        dropped += CAPPED.on_event(state, ev(1_000 + 2 * i, f"c{i}", category_id=f"cat-{i}"),
+                                   watermark=0).dropped.get("categories", 0)
+        CAPPED.on_event(state, ev(1_001 + 2 * i, f"f{i}", category_id="favourite"), watermark=0)
+    assert len(state.categories) <= 25
+    assert dropped == 501 - len(state.categories)
+    assert CAPPED.profile(state)["top_categories"][0] == {"category_id": "favourite", "events": 500}
+
+
+def test_ids_past_the_dedup_horizon_are_forgotten_in_one_rebuild_not_one_per_event() -> None:
+    logic = dataclasses.replace(LOGIC, dedup_horizon_ms=8_000)
+    state = fresh()
+    for i in range(100):
+        logic.on_event(state, ev(1_000 + i, f"e{i}"), watermark=0)
+    logic.on_event(state, ev(10_000, "x"), watermark=9_000 + 999)   # horizon 1,999: overdue, but within slack
+    assert len(state.seen_event_ids) == 101
+    logic.on_event(state, ev(20_000, "y"), watermark=18_000)        # far past: one rebuild forgets them
+    assert set(state.seen_event_ids) == {"x", "y"} and state.seen_floor == 10_000
