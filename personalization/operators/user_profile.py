@@ -53,7 +53,7 @@ SESSIONS, LATE, SEGMENT_CHANGES, DLQ = "sessions", "late", "segment-changes", "d
 LEARN = "learning"  # records for the model trainer (core.learning.feed)
 NO_CONSENT, AUDIT = "no-consent", "audit"  # events not profiled (privacy.without_consent: route); erasures done
 ROUTES = {kind: OutputTag(kind, Types.STRING())
-          for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, LEARN, NO_CONSENT, AUDIT)}
+          for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, NO_CONSENT, AUDIT)}
 RULES, CLOCK = "rules", "clock"
 RULES_TOPIC_SOURCE = "rules topic"
 
@@ -319,10 +319,16 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
 
 class RouteOutputs(ProcessFunction):
-    """``(kind, json)`` -> the side output of that kind (one per Kafka topic)."""
+    """``(kind, json)`` -> the side output of that kind (one per Kafka topic), and the learning
+    records, most of the records, on the main output: the trainer's key-by chains onto it in
+    the same Python call, where a side output is one call into the JVM per record."""
 
     def process_element(self, value, ctx: ProcessFunction.Context):
-        yield ROUTES[value[0]], value[1]
+        kind, record = value
+        if kind == LEARN:
+            yield record
+        else:
+            yield ROUTES[kind], record
 
 
 def _event_record(event: Event) -> dict:

@@ -37,7 +37,7 @@ from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
-    AUDIT, KIND_AND_JSON, LATE, LEARN, NO_CONSENT, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
+    AUDIT, KIND_AND_JSON, LATE, NO_CONSENT, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
     UserProfiles,
 )
 from personalization.pipelines.rules import load_rules
@@ -262,7 +262,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         .process(UserProfiles(settings, rules), output_type=KIND_AND_JSON)
         .uid("user-profiles").name("user profiles")
     )
-    outputs = users.process(RouteOutputs()).uid("route-outputs").name("route outputs")
+    outputs = users.process(RouteOutputs(), output_type=Types.STRING()).uid("route-outputs").name("route outputs")
     topics = settings.kafka.topics
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),
@@ -277,7 +277,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
                             if settings.privacy.without_consent == "route" else ())):
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
     if settings.learning.enabled:
-        _add_trainer(settings, outputs.get_side_output(ROUTES[LEARN]).uid("route-learning"))
+        _add_trainer(settings, outputs)  # the learning records
     if settings.alerts.event_rates:
         _add_rate_alerts(t_env, raw, settings)
 
