@@ -90,6 +90,10 @@ class KafkaConfig(_Section):
     bounded: bool = False
     delivery_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     transactional_id_prefix: str = "personalization"
+    # The largest record the events topic accepts (the broker's message.max.bytes, Kafka's default,
+    # or the topic's max.message.bytes): the DLQ topic and its producer take this plus the
+    # dead-letter headers (core.dead_letter.HEADROOM_BYTES), so every accepted record fits there.
+    max_message_bytes: int = Field(1_048_588, ge=1024)
     properties: dict[str, str] = {}
 
 
