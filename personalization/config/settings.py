@@ -104,7 +104,7 @@ class RedisConfig(_Section):
     username: str = ""
     tls: bool = False
     tls_ca_file: str = ""
-    key_prefix: str = "pz:v1"
+    key_prefix: str = "pz:v2"
     profile_ttl: DurationMs = parse_duration_ms("30d")
     retry_backoff_max: DurationMs = parse_duration_ms("5s")
     batch_size: int = Field(256, ge=1)

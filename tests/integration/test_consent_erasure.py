@@ -32,7 +32,7 @@ from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.erasure import user_keys
 from personalization.serving.reader import ProfileReader
-from personalization.serving.redis_store import changes_key, connect, members_key
+from personalization.serving.redis_store import changes_key, connect, members_key_pattern
 from tests.support import isolated_settings, sessions_of, start_job, wait_until, write_config
 
 EVENTS = 3_000
@@ -82,7 +82,7 @@ def _traces(client, settings, user: str) -> list[str]:
     """Everything in Redis under the run's prefix that belongs to or names ``user``."""
     prefix, found = settings.redis.key_prefix, []
     found += [k for k in user_keys(prefix, user) if client.exists(k)]
-    found += [k.decode() for k in client.scan_iter(match=members_key(prefix, "*")) if client.sismember(k, user)]
+    found += [k.decode() for k in client.scan_iter(match=members_key_pattern(prefix)) if client.sismember(k, user)]
     found += [f"stream entry {i!r}" for i, f in client.xrange(changes_key(prefix)) if f[b"user_id"] == user.encode()]
     for pattern in (f"{prefix}:*{{{user}}}*", f"{prefix}:*:{user}"):  # any other key naming the user
         found += [k.decode() for k in client.scan_iter(match=pattern)]
@@ -117,7 +117,7 @@ def run(stack, datasets, tmp_path_factory):
                       "L": _traces(redis, settings, L), "user-d": reader.get("user-d")}
 
         def erasable() -> str | None:
-            members = {m.decode() for k in redis.scan_iter(match=members_key(settings.redis.key_prefix, "*"))
+            members = {m.decode() for k in redis.scan_iter(match=members_key_pattern(settings.redis.key_prefix))
                        for m in redis.smembers(k)}
             streamed = {f[b"user_id"].decode() for _, f in redis.xrange(changes_key(settings.redis.key_prefix))}
             return next((u for u in sorted(members & streamed) if u not in (denied, revoked)
