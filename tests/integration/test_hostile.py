@@ -20,6 +20,7 @@ import pytest
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import RawRecord, produce_raw, to_record
+from personalization.serving.redis_store import profile_key
 from personalization.udfs.enrichment import enrich
 from tests.support import dead_letters, isolated_settings, redis_state, sessions_of
 
@@ -161,7 +162,7 @@ def test_duplicates_injected_into_the_replay_leave_the_end_state_unchanged(real_
     assert len(mixed["dlq"]) == sum(mixed["expected"].values())  # the DLQ holds the hostile records only
     assert mixed["late"] == []
     for user in {e["user_id"] for e in events[::DUPLICATE_EVERY]}:
-        key = f":{{{user}}}:profile"  # keys relative to each run's prefix
+        key = profile_key("", user)  # keys relative to each run's prefix
         assert mixed["redis"][key] == real_replay["redis"][key], user
 
 
@@ -179,7 +180,7 @@ def test_enrichment_is_visible_in_the_profiles(real_replay):
             categories.setdefault(user, Counter())[event["category_id"]] += 1
     assert len(devices) > 1_000
     for user in devices:
-        profile = {k.decode(): orjson.loads(v) for k, v in state[f":{{{user}}}:profile"].items()}
+        profile = {k.decode(): orjson.loads(v) for k, v in state[profile_key("", user)].items()}
         assert profile["devices"] == dict(sorted(devices[user].items())), user
         assert sum(profile["browsers"].values()) == sum(devices[user].values())
         assert profile["last_device"]["device_class"] in profile["devices"]
