@@ -149,7 +149,7 @@ def source_ddl(settings: Settings) -> str:
         **({"scan.bounded.mode": "latest-offset"} if kafka.bounded else {}),
         **{f"properties.{k}": v for k, v in kafka.properties.items()},
     }
-    with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    with_clause = _with_clause(options)
     return f"""
 CREATE TEMPORARY TABLE raw_events (
   payload BYTES,
@@ -166,6 +166,12 @@ CREATE TEMPORARY TABLE raw_events (
 ) WITH (
   {with_clause}
 )"""
+
+
+def _with_clause(options: dict[str, object]) -> str:
+    """SQL ``WITH`` options; quotes doubled, so a property value (a JAAS config) cannot end its literal."""
+    return ",\n  ".join("'{}' = '{}'".format(*(str(part).replace("'", "''") for part in item))
+                         for item in options.items())
 
 
 def _day_to_second(ms: int) -> str:
@@ -300,7 +306,7 @@ def dlq_sink_ddl(settings: Settings) -> str:
         "properties.max.request.size": str(dlq_max_message_bytes(kafka.max_message_bytes)),
         **{f"properties.{k}": v for k, v in kafka.properties.items()},
     }
-    with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    with_clause = _with_clause(options)
     return f"""
 CREATE TEMPORARY TABLE dead_letters (
   payload BYTES,
