@@ -59,7 +59,7 @@ from personalization.pipelines.topics import delete_topics, ensure_topics
 from personalization.replay.producer import produce, replay_events
 from personalization.replay.synthetic import DAY_MS
 from personalization.serving.reader import ProfileReader
-from personalization.serving.redis_store import connect, profile_key
+from personalization.serving.redis_store import connect, decode_id, profile_key_pattern
 from personalization.udfs.validation import EventValidator, Rejection
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -163,7 +163,7 @@ def job_rate(base: Settings, events: list[dict], flink: dict, job=run_job) -> fl
 def _run_timed(settings: Settings, events: list[dict], job=run_job) -> float:
     """Run ``job`` over ``events`` to the end; the wall-clock ms of its first profile write."""
     produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
-    first_written = FirstWrites(settings, users="*")
+    first_written = FirstWrites(settings, users="")
     try:
         job(settings)
     finally:
@@ -283,21 +283,21 @@ def latency_at(base: Settings, flink: dict, events: list[dict], rate: float, war
 
 
 class FirstWrites:
-    """Wall-clock ms of the first write of each profile whose user matches ``users`` (a glob),
+    """Wall-clock ms of the first write of each profile whose user id starts with ``users``,
     from Redis keyspace notifications."""
 
-    def __init__(self, settings: Settings, users: str = "probe-*") -> None:
+    def __init__(self, settings: Settings, users: str = "probe-") -> None:
         self.at: dict[str, float] = {}
         self._client = connect(settings.redis)
         self._client.config_set("notify-keyspace-events", "Kh")  # keyspace events, hash commands
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.psubscribe(**{f"__keyspace@{settings.redis.db}__:"
-                                   f"{profile_key(settings.redis.key_prefix, users)}": self._on_write})
+                                   f"{profile_key_pattern(settings.redis.key_prefix, users)}": self._on_write})
         self._thread = self._pubsub.run_in_thread(sleep_time=0.01, daemon=True)
 
     def _on_write(self, message: dict) -> None:
         now = time.time() * 1000
-        user = message["channel"].decode().split("{", 1)[1].split("}", 1)[0]
+        user = decode_id(message["channel"].decode().split("{", 1)[1].split("}", 1)[0])
         self.at.setdefault(user, now)
 
     def has_all(self, users) -> bool:

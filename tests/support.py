@@ -13,6 +13,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from personalization.config.settings import Settings, Topics, load_settings
+from personalization.core.dead_letter import DeadLetter
+from personalization.pipelines.dlq import read_dlq
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.replay.producer import produce, replay_events
@@ -117,6 +119,11 @@ def redis_state(settings: Settings) -> dict[str, object]:
             raise AssertionError(f"unexpected {kind} key {key!r}")
         state[key.decode().removeprefix(cfg.key_prefix)] = value
     return state
+
+
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter of the run's DLQ, read as the DLQ CLI reads them (a record that is not one fails)."""
+    return [record.letter for record in read_dlq(settings)]
 
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:

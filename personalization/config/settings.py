@@ -90,6 +90,10 @@ class KafkaConfig(_Section):
     bounded: bool = False
     delivery_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     transactional_id_prefix: str = "personalization"
+    # The largest record the events topic accepts (the broker's message.max.bytes, Kafka's default,
+    # or the topic's max.message.bytes): the DLQ topic and its producer take this plus the
+    # dead-letter headers (core.dead_letter.HEADROOM_BYTES), so every accepted record fits there.
+    max_message_bytes: int = Field(1_048_588, ge=1024)
     properties: dict[str, str] = {}
 
 
@@ -100,7 +104,7 @@ class RedisConfig(_Section):
     username: str = ""
     tls: bool = False
     tls_ca_file: str = ""
-    key_prefix: str = "pz:v1"
+    key_prefix: str = "pz:v2"
     profile_ttl: DurationMs = parse_duration_ms("30d")
     retry_backoff_max: DurationMs = parse_duration_ms("5s")
     batch_size: int = Field(256, ge=1)

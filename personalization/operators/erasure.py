@@ -16,7 +16,7 @@ from personalization.config.settings import Settings
 from personalization.core.privacy import InvalidErasureRequest, parse_erasure
 from personalization.operators.parse import DLQ
 from personalization.udfs.pseudonymize import Pseudonymizer
-from personalization.udfs.validation import control_dlq_record
+from personalization.udfs.validation import control_dead_letter
 
 INVALID_ERASURE_REQUEST = "invalid_erasure_request"  # DLQ reason
 
@@ -37,7 +37,7 @@ class ParseErasures(ProcessFunction):
             request = parse_erasure(text, self._pseudonym)
         except InvalidErasureRequest as err:
             self._rejected.inc()
-            yield DLQ, control_dlq_record(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
-                                          int(time.time() * 1000)).decode()
+            yield DLQ, control_dead_letter(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
+                                           int(time.time() * 1000)).to_wire()
             return
         yield request

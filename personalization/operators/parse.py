@@ -19,8 +19,9 @@ from personalization.config.settings import EnrichmentConfig, PrivacyConfig, Val
 from personalization.core.events import Event
 from personalization.udfs.catalog import load_catalog
 from personalization.udfs.pseudonymize import Pseudonymizer
-from personalization.udfs.validation import EventValidator, Rejection, dlq_record
+from personalization.udfs.validation import EventValidator, Rejection, dead_letter
 
+# Rejected records as core.dead_letter wire text; the job writes each as the original bytes + headers.
 DLQ = OutputTag("dlq", Types.STRING())
 # ("clock", ms): the latest record time read, rounded up to the end of its second; sent when it
 # passes into a new second, broadcast to the user operator (see operators.user_profile).
@@ -71,7 +72,7 @@ class ParseEvents(ProcessFunction):
         result = self._validator.validate(raw, record_ts, now)
         if isinstance(result, Rejection):
             self._count_rejection(result.reason.value)
-            yield DLQ, dlq_record(raw, result, row[1], row[2], row[3], record_ts, now).decode()
+            yield DLQ, dead_letter(raw, result, row[1], row[2], row[3], record_ts, now).to_wire()
         else:
             self._valid.inc()
             event = self._complete(result)

@@ -40,7 +40,7 @@ from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.udfs.enrichment import enrich
-from personalization.udfs.validation import control_dlq_record
+from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
 from personalization.state.cached import CachedValueState
@@ -203,9 +203,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._rules_rejected.inc()
             log.warning("rules update rejected, the running rules (version %r) stay: %s",
                         self._logic.rules.version, err)
-            yield DLQ, control_dlq_record("invalid_rules", str(err), self._settings.kafka.topics.rules, payload,
-                                          int(time.time() * 1000),
-                                          running_rules_version=self._logic.rules.version).decode()
+            yield DLQ, control_dead_letter("invalid_rules", str(err), self._settings.kafka.topics.rules, payload,
+                                           int(time.time() * 1000),
+                                           running_rules_version=self._logic.rules.version).to_wire()
             return
         control.put(RULES, payload)
         self._rules_applied.inc()

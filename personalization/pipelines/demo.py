@@ -27,6 +27,7 @@ from personalization.config.settings import REPO_ROOT, ConfigError, Settings, lo
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
+from personalization.pipelines.dlq import read_dlq
 from personalization.pipelines.models import format_metric
 from personalization.pipelines.monitor import FlinkRest, JobStatus
 from personalization.pipelines.rules import load_rules
@@ -115,7 +116,7 @@ def run_with_progress(settings: Settings, total: int) -> float:
 
 def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
     topics = settings.kafka.topics
-    dlq = read_topic(settings, topics.dlq)
+    dlq = list(read_dlq(settings))
     sessions = read_topic(settings, topics.sessions)
     late = topic_size(settings, topics.late)
     users = ProfileReader.from_settings(settings).all_profiles()
@@ -128,7 +129,7 @@ def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
     table.add_row("users (profiles in Redis)", f"{len(users):,}")
     table.add_row("sessions closed", f"{net_sessions:,}  (converted: "
                   f"{sum(1 for s in sessions if s['status'] == 'closed' and s['converted']):,})")
-    reasons = Counter(record["reason"] for record in dlq)
+    reasons = Counter(record.reason for record in dlq)
     table.add_row("rejected to DLQ", f"{len(dlq):,}  " + ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())))
     table.add_row("late (beyond allowed lateness)", f"{late:,}")
     console.print(table)

@@ -10,8 +10,9 @@ the end offsets are taken when the command starts, so a job still writing to the
 keep it running, and a stalled read raises instead of returning a partial answer. Partitions
 are read one after the other in offset order, so ``--limit`` picks the same records every time.
 
-``replay`` sends the original bytes (base64-decoded when the envelope says so) with the
-original Kafka record timestamp (the job checks ``ts`` against it), keyed by the user id when
+A DLQ record is the rejected record's bytes with headers saying why and from where
+(``core.dead_letter``). ``replay`` sends those bytes with the original Kafka record timestamp
+(header ``dlq.timestamp``; the job checks ``ts`` against it), keyed by the user id when
 the payload is a JSON object carrying one. Any failed send raises. A replay that failed half-way
 can be re-run: the records it already sent are sent again, and the job drops the repeats by
 ``event_id``.
@@ -19,8 +20,6 @@ can be re-run: the records it already sent are sent again, and the job drops the
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -38,80 +37,55 @@ from rich.text import Text
 
 from personalization.config.cli import config_options, settings_or_exit
 from personalization.config.settings import Settings
+from personalization.core.dead_letter import DeadLetter, DeadLetterError
 from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 
-ENCODINGS = ("utf-8", "base64")
 POLL_TIMEOUT_MS = 500
 STALL_TIMEOUT_S = 30.0  # no progress towards the end offsets for this long: raise, never return a partial read
 PREVIEW_CHARS = 60
 
 
 class DlqError(RuntimeError):
-    """The DLQ could not be read completely, or holds a record that is not a DLQ envelope."""
+    """The DLQ could not be read completely, or holds a record that is not a dead letter."""
 
 
 @dataclass(frozen=True)
 class DlqRecord:
-    """One envelope and where it sits in the DLQ topic (partition/offset there, not at the source)."""
+    """One dead letter and where it sits in the DLQ topic (partition/offset there, not at the source)."""
 
     partition: int
     offset: int
-    envelope: dict[str, Any]
+    letter: DeadLetter
 
     @classmethod
-    def parse(cls, partition: int, offset: int, value: bytes) -> DlqRecord:
-        """Check the fields replay relies on, so a bad record fails here, naming its position."""
-        where = f"DLQ record at partition {partition} offset {offset}"
+    def parse(cls, partition: int, offset: int, value: bytes | None,
+              headers: Iterable[tuple[str, bytes | None]]) -> DlqRecord:
+        """Read the headers replay relies on, so a bad record fails here, naming its position."""
         try:
-            envelope = orjson.loads(value)
-        except orjson.JSONDecodeError as err:
-            raise DlqError(f"{where} is not JSON: {err}") from None
-        if not isinstance(envelope, dict):
-            raise DlqError(f"{where} is not a JSON object")
-        problems = [key for key, kind in (("reason", str), ("rejected_at", int), ("payload", str), ("source", dict))
-                    if not isinstance(envelope.get(key), kind)]
-        if envelope.get("payload_encoding") not in ENCODINGS:
-            problems.append("payload_encoding")
-        if isinstance(envelope.get("source"), dict) and not isinstance(envelope["source"].get("timestamp", 0), int):
-            problems.append("source.timestamp")
-        if problems:
-            raise DlqError(f"{where} is not a DLQ envelope: missing or invalid {', '.join(problems)}")
-        return cls(partition, offset, envelope)
+            return cls(partition, offset, DeadLetter.from_headers(value, headers))
+        except DeadLetterError as err:
+            raise DlqError(f"DLQ record at partition {partition} offset {offset} is not a dead letter: {err}"
+                           ) from None
 
     @property
     def reason(self) -> str:
-        return self.envelope["reason"]
+        return self.letter.reason
 
     @property
     def rejected_at(self) -> int:
-        return self.envelope["rejected_at"]
-
-    @property
-    def source(self) -> dict[str, Any]:
-        return self.envelope["source"]
-
-    def original(self) -> bytes:
-        """The rejected record's bytes exactly as they were read from the source topic."""
-        payload: str = self.envelope["payload"]
-        if self.envelope["payload_encoding"] == "utf-8":
-            return payload.encode("utf-8")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except binascii.Error as err:
-            raise DlqError(f"DLQ record at partition {self.partition} offset {self.offset}: "
-                           f"payload is not valid base64 ({err})") from None
+        return self.letter.rejected_at
 
     def to_raw(self) -> RawRecord:
         """The record to re-publish: original bytes and timestamp; key = user id when there is one.
 
-        Only rejections of the rules topic carry no source timestamp; they get the send time.
+        Only rejections of control topics (rules, erasures) carry no source timestamp; they get the send time.
         """
-        value = self.original()
-        return RawRecord(value=value, key=_user_key(value), timestamp_ms=self.source.get("timestamp"))
+        value = self.letter.value
+        return RawRecord(value=value, key=_user_key(value), timestamp_ms=self.letter.timestamp)
 
     def to_json(self, topic: str) -> dict[str, Any]:
-        """The envelope as stored, plus where it is in the DLQ (for ``jq`` and scripts)."""
-        return {**self.envelope, "dlq": {"topic": topic, "partition": self.partition, "offset": self.offset}}
+        """The dead letter as JSON (``DeadLetter.as_json``), plus where it is in the DLQ (for ``jq``)."""
+        return {**self.letter.as_json(), "dlq": {"topic": topic, "partition": self.partition, "offset": self.offset}}
 
 
 @dataclass(frozen=True)
@@ -171,7 +145,7 @@ def read_dlq(settings: Settings, stall_timeout_s: float = STALL_TIMEOUT_S) -> It
                 for message in consumer.poll(timeout_ms=POLL_TIMEOUT_MS).get(tp, []):
                     if message.offset >= ends[tp]:
                         break
-                    yield DlqRecord.parse(message.partition, message.offset, message.value)
+                    yield DlqRecord.parse(message.partition, message.offset, message.value, message.headers)
                 if consumer.position(tp) > position:
                     last_progress, position = time.monotonic(), consumer.position(tp)
                 elif time.monotonic() - last_progress > stall_timeout_s:
@@ -186,8 +160,9 @@ def replay(settings: Settings, records: Iterable[DlqRecord], topic: str) -> int:
 
     Raises :class:`ProduceError` if any send failed (nothing is dropped silently).
     """
+    config = {"max_request_size": settings.kafka.max_message_bytes, **_client_properties(settings)}
     summary = produce_raw((record.to_raw() for record in records), settings.kafka.bootstrap_servers, topic,
-                          progress=False, config=_client_properties(settings))
+                          progress=False, config=config)
     return summary.sent
 
 
@@ -214,18 +189,18 @@ def _utc(ms: int | None) -> str:
 
 def _preview(record: DlqRecord) -> Text:
     """Text payloads as text; other bytes as a Python bytes literal (readable escapes, not base64)."""
-    if record.envelope["payload_encoding"] == "utf-8":
-        text, style = record.envelope["payload"], ""
-    else:
-        text, style = repr(record.original()), "yellow"
+    try:
+        text, style = record.letter.value.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        text, style = repr(record.letter.value), "yellow"
     text = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 1] + "…"
     return Text(text, style=style)
 
 
 def _source(record: DlqRecord) -> Text:
-    source = record.source
-    where = "/".join(str(source[key]) for key in ("partition", "offset") if source.get(key) is not None)
-    return Text(f"{source.get('topic', '?')} {where}".strip())
+    letter = record.letter
+    where = "/".join(str(n) for n in (letter.partition, letter.offset) if n is not None)
+    return Text(f"{letter.topic} {where}".strip())
 
 
 def _table(records: Iterable[DlqRecord], topic: str) -> Table:
@@ -240,7 +215,7 @@ def _table(records: Iterable[DlqRecord], topic: str) -> Table:
     shown = 0
     for record in records:
         table.add_row(Text(_utc(record.rejected_at)), Text(record.reason, style="bold red"), _source(record),
-                      Text(str(record.envelope.get("detail", ""))), Text(record.envelope.get("path") or "-"),
+                      Text(record.letter.detail), Text(record.letter.path or "-"),
                       _preview(record))
         shown += 1
     table.caption = f"{shown} record(s)"
@@ -274,7 +249,7 @@ def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...])
 
 @cli.command("inspect")
 @_selection_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line: the envelope plus its DLQ position")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line: the dead letter plus its DLQ position")
 @click.pass_obj
 def inspect_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
                     as_json: bool) -> None:
@@ -304,11 +279,8 @@ def replay_command(settings: Settings, reasons: tuple[str, ...], since: int | No
     selection = Selection(frozenset(reasons), since, limit)
     if dry_run:
         try:
-            with closing(read_dlq(settings)) as dlq:
-                count = 0
-                for record in selection.apply(dlq):
-                    record.to_raw()  # decode anyway: a clean dry run means the real one can send them all
-                    count += 1
+            with closing(read_dlq(settings)) as dlq:  # reads every header: a clean dry run means all can be sent
+                count = sum(1 for _ in selection.apply(dlq))
         except DlqError as err:
             raise click.ClickException(str(err)) from None
         click.echo(f"dry run: would re-publish {count} record(s) to topic {target!r}")

@@ -5,7 +5,8 @@ The source is declared with Flink SQL rather than the DataStream KafkaSource bec
 connector exposes the record's partition, offset and timestamp as metadata columns next to the
 raw bytes (the DLQ needs all four), and pushes the watermark into the source, where it is
 generated per Kafka partition with idleness. ``to_data_stream`` hands rows, record timestamps
-and watermarks on to the Python DataStream operators.
+and watermarks on to the Python DataStream operators. The DLQ sink is a SQL table too: only the
+SQL connector writes Kafka headers, where a dead letter keeps what is not the original bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pyflink
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -28,6 +29,7 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.table import Schema, StreamTableEnvironment
 
 from personalization.config.settings import REPO_ROOT, Settings
+from personalization.core.dead_letter import DeadLetter, dlq_max_message_bytes
 from personalization.core.identity import index_key, is_link, profile_key, resolver_key
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import ParseErasures
@@ -44,6 +46,8 @@ from personalization.pipelines.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
 
 EMBEDDED_STARTUP = Path(__file__).parent / "embedded"  # sitecustomize of the JVM's interpreter
+DLQ_ROW = Types.ROW_NAMED(["payload", "headers"], [Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                                                    Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))])
 _STARTUP_MODES = {"earliest": "earliest-offset", "latest": "latest-offset", "committed": "group-offsets"}
 
 
@@ -149,7 +153,7 @@ def source_ddl(settings: Settings) -> str:
         **({"scan.bounded.mode": "latest-offset"} if kafka.bounded else {}),
         **{f"properties.{k}": v for k, v in kafka.properties.items()},
     }
-    with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    with_clause = _with_clause(options)
     return f"""
 CREATE TEMPORARY TABLE raw_events (
   payload BYTES,
@@ -166,6 +170,12 @@ CREATE TEMPORARY TABLE raw_events (
 ) WITH (
   {with_clause}
 )"""
+
+
+def _with_clause(options: dict[str, object]) -> str:
+    """SQL ``WITH`` options; quotes doubled, so a property value (a JAAS config) cannot end its literal."""
+    return ",\n  ".join("'{}' = '{}'".format(*(str(part).replace("'", "''") for part in item))
+                         for item in options.items())
 
 
 def _day_to_second(ms: int) -> str:
@@ -267,8 +277,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),
         outputs.get_side_output(ROUTES[USER_DLQ]).uid("route-dlq"))
-    for stream, topic in ((dlq, topics.dlq),
-                          (outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),
+    _add_dlq_sink(t_env, dlq, settings)
+    for stream, topic in ((outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),
                           (outputs.get_side_output(ROUTES[LATE]).uid("route-late"), topics.late),
                           (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]).uid("route-segment-changes"),
                            topics.segment_changes),
@@ -280,6 +290,54 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         _add_trainer(settings, outputs)  # the learning records
     if settings.alerts.event_rates:
         _add_rate_alerts(t_env, raw, settings)
+
+
+def dlq_sink_ddl(settings: Settings) -> str:
+    """The DLQ as a Kafka SQL sink: the DataStream KafkaSink of PyFlink cannot write headers, the SQL
+    connector can (its writable ``headers`` metadata column). Records may be larger than the
+    producer's default 1 MiB by up to the dead-letter headers (see ``core.dead_letter``)."""
+    kafka = settings.kafka
+    topic = kafka.topics.dlq
+    exactly_once = kafka.delivery_guarantee == "exactly-once"
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": kafka.bootstrap_servers,
+        "value.format": "raw",
+        "sink.delivery-guarantee": kafka.delivery_guarantee,
+        **({"sink.transactional-id-prefix": f"{kafka.transactional_id_prefix}-{topic}",
+            "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
+        "properties.max.request.size": str(dlq_max_message_bytes(kafka.max_message_bytes)),
+        **{f"properties.{k}": v for k, v in kafka.properties.items()},
+    }
+    with_clause = _with_clause(options)
+    return f"""
+CREATE TEMPORARY TABLE dead_letters (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA
+) WITH (
+  {with_clause}
+)"""
+
+
+def dead_letter_row(wire: str) -> Row:
+    """A side output's dead letter (``DeadLetter.to_wire``) as the DLQ sink's row."""
+    letter = DeadLetter.from_wire(wire)
+    return Row(payload=letter.value, headers=letter.headers())
+
+
+def _add_dlq_sink(t_env: StreamTableEnvironment, dead_letters: DataStream, settings: Settings) -> None:
+    """Dead letters -> the DLQ topic: original bytes as the value, the rest in headers. The SQL
+    nodes get uids of their own prefix, as in ``_add_rate_alerts``."""
+    rows = dead_letters.map(dead_letter_row, output_type=DLQ_ROW).uid("dlq-rows").name("dead letters")
+    config = t_env.get_config()
+    main_format = config.get("table.exec.uid.format", None)
+    config.set("table.exec.uid.format", f"dlq_{main_format}")
+    t_env.execute_sql(dlq_sink_ddl(settings))
+    statements = t_env.create_statement_set()
+    statements.add_insert("dead_letters", t_env.from_data_stream(rows))
+    statements.attach_as_datastream()
+    config.set("table.exec.uid.format", main_format)
 
 
 def _erasure_requests(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:

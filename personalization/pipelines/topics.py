@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from personalization.config.settings import Settings
+from personalization.core.dead_letter import dlq_max_message_bytes
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -33,8 +34,8 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
-            _wait(lambda: _create(admin, name, partitions_of(settings, name)), timeout_s,
-                  f"creation of topic {name}")
+            _wait(lambda: _create(admin, name, partitions_of(settings, name), topic_configs(settings, name)),
+                  timeout_s, f"creation of topic {name}")
     finally:
         admin.close()
 
@@ -56,9 +57,16 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         admin.close()
 
 
-def _create(admin: KafkaAdminClient, name: str, partitions: int) -> bool:
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """The DLQ takes records up to the headers' headroom larger than the events topic does."""
+    if name != settings.kafka.topics.dlq:
+        return {}
+    return {"max.message.bytes": str(dlq_max_message_bytes(settings.kafka.max_message_bytes))}
+
+
+def _create(admin: KafkaAdminClient, name: str, partitions: int, configs: dict[str, str]) -> bool:
     try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
     except TopicAlreadyExistsError:
         return name in set(admin.list_topics())
     return True

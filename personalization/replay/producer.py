@@ -49,6 +49,7 @@ class RawRecord(NamedTuple):
     value: bytes
     key: bytes | None = None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()  # e.g. a dead letter's (core.dead_letter)
 
 
 class ProduceError(RuntimeError):
@@ -133,6 +134,7 @@ def produce_raw(
                 value=record.value,
                 key=record.key,
                 timestamp_ms=record.timestamp_ms,
+                headers=list(record.headers) or None,
                 partition=partition_for(index),
             )
             future.add_errback(failures.append)

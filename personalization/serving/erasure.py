@@ -1,4 +1,4 @@
-"""Erasing a user from Redis: every key of the key schema that names the user.
+"""Erasing a user from Redis: every key of the key schema (``serving.redis_store``) that names the user.
 
 - ``<prefix>:{<user>}:profile`` and ``<prefix>:{<user>}:predictions`` (deleted),
 - ``<prefix>:{segment-changes}:user:<user>`` (the stream's deduplication mark, deleted),
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import redis
 
-from personalization.serving.model_store import predictions_key
 from personalization.serving.redis_store import (
-    alias_key, changes_key, members_key, profile_key, retry_while_down, streamed_version_key,
+    alias_key, changes_key, members_key_pattern, predictions_key, profile_key, retry_while_down, streamed_version_key,
 )
 
 STREAM_PAGE = 1_000  # change-stream entries read per round trip while looking for the user's
@@ -38,8 +37,7 @@ def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: i
 
 def _erase(client: redis.Redis, prefix: str, user_id: str) -> int:
     removed = sum(client.delete(key) for key in user_keys(prefix, user_id))
-    pattern = members_key(prefix, "*")  # every audience set
-    for key in client.scan_iter(match=pattern, count=1_000):
+    for key in client.scan_iter(match=members_key_pattern(prefix), count=1_000):  # every audience set
         removed += client.srem(key, user_id)
     return removed + _erase_changes(client, changes_key(prefix), user_id.encode())
 

@@ -1,5 +1,7 @@
 """Redis keys of the online models: per-user predictions and the model's own state.
 
+Key names are built in ``serving.redis_store`` (the key schema, ids percent-encoded):
+
 - ``<prefix>:{<user>}:predictions``  hash in the user's hash slot (beside the profile), one JSON
   value per field: ``propensity``, ``propensity_known``, ``propensity_session``,
   ``propensity_at``, ``interests``, ``cluster``, ``cluster_at``, plus ``version`` (the trainer's
@@ -22,15 +24,9 @@ from typing import Any
 import orjson
 import redis
 
-from personalization.serving.redis_store import _APPLY_PROFILE, encode_profile, retry_while_down
-
-
-def predictions_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{{user_id}}}:predictions"
-
-
-def model_key(prefix: str) -> str:
-    return f"{prefix}:model"
+from personalization.serving.redis_store import (
+    _APPLY_PROFILE, encode_profile, model_key, predictions_key, retry_while_down,
+)
 
 
 class ModelWriter:

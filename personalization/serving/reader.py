@@ -12,14 +12,15 @@ import redis
 from personalization.config.settings import Settings
 from personalization.serving.model_store import read_model, read_predictions
 from personalization.serving.redis_store import (
-    alias_key, changes_key, connect, decode_change, decode_profile, members_key, profile_key,
+    alias_key, changes_key, connect, decode_change, decode_profile, members_key, members_key_pattern, profile_key,
+    profile_key_pattern, segment_of,
 )
 
 SEGMENT_FIELDS = ("segments", "primary_segment", "scores", "rules_version")
 
 
 class ProfileReader:
-    def __init__(self, client: redis.Redis, prefix: str = "pz:v1") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "pz:v2") -> None:
         self._client = client
         self._prefix = prefix
 
@@ -63,13 +64,11 @@ class ProfileReader:
 
     def segment_sizes(self) -> dict[str, int]:
         """Members per segment, for every segment that has (or had) members."""
-        pattern = members_key(self._prefix, "*")
-        head, tail = pattern.split("*")
-        keys = sorted(self._client.scan_iter(match=pattern, count=1000))
+        keys = sorted(self._client.scan_iter(match=members_key_pattern(self._prefix), count=1000))
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.scard(key)
-        names = [key.decode()[len(head):-len(tail)].strip("{}") for key in keys]
+        names = [segment_of(key.decode(), self._prefix) for key in keys]
         return {name: size for name, size in zip(names, pipe.execute()) if size}
 
     def changes(self, start: str = "-", count: int | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -89,7 +88,7 @@ class ProfileReader:
 
     def all_profiles(self, batch: int = 500) -> list[dict[str, Any]]:
         """Every profile under the prefix (SCAN, so it does not block the server)."""
-        keys = self._client.scan_iter(match=profile_key(self._prefix, "*"), count=1000)
+        keys = self._client.scan_iter(match=profile_key_pattern(self._prefix), count=1000)
         out: list[dict[str, Any]] = []
         for chunk in _batched(keys, batch):
             pipe = self._client.pipeline(transaction=False)

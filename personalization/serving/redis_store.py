@@ -1,11 +1,13 @@
-"""The Redis key schema (contract v1) and the versioned, idempotent writes.
+"""The Redis key schema (v2) and the versioned, idempotent writes.
 
-Key schema (``<prefix>`` defaults to ``pz:v1``; ``{...}`` is a Redis Cluster hash tag: keys with
-the same tag live in one slot, so one script can touch them atomically):
+Key schema (``<prefix>`` defaults to ``pz:v2``; ``{...}`` is a Redis Cluster hash tag: keys with
+the same tag live in one slot, so one script can touch them atomically). ``<user>``, ``<anonymous
+id>`` and ``<segment>`` stand for the id as ``encode_id`` writes it (below):
 
 - ``<prefix>:{<user>}:profile``  hash, one field per profile attribute (JSON-encoded values)
   plus ``version`` (per-user, increases with every applied update) and ``updated_at``
   (wall-clock ms of the write: the only field that differs between two runs of the same input).
+- ``<prefix>:{<user>}:predictions``  hash of the online models' outputs (``serving.model_store``).
 - ``<prefix>:{segment-changes}``  stream of segment changes (enter/exit), one entry per change,
   trimmed to about ``rules.stream_maxlen`` entries (``MAXLEN ~``).
 - ``<prefix>:{segment-changes}:user:<user>``  string: the ``seq`` of the user's newest change
@@ -13,6 +15,14 @@ the same tag live in one slot, so one script can touch them atomically):
 - ``<prefix>:segment:{<segment>}:members``  set of the user ids currently in a segment.
 - ``<prefix>:{<anonymous id>}:alias``  string: the user id an anonymous id was stitched into
   (``core.identity``); written when its profile hash is deleted, expires like a profile.
+- ``<prefix>:model``  hash of the shared models' state (``serving.model_store``).
+
+Ids in keys are percent-encoded (``encode_id``): the UTF-8 bytes of every character but
+``A-Z a-z 0-9 - _ . ~`` become ``%XX``, and the empty id is ``%``. So an encoded id holds no
+``{``, ``}`` (the hash tag stays the id's), no ``:`` (the key's parts cannot shift) and no glob
+character, and two ids never give the same key (v1 wrote ids raw: the profile key of one id could
+be another user's ``segment-changes`` key, and the script then failed with WRONGTYPE). Values
+(set members, the alias target, stream fields) are the ids themselves.
 
 Three steps per update, sent in one round trip (a pipeline): (1) the profile compare-and-set
 in the user's slot; (2) the changes appended to the stream by a script that skips every
@@ -32,6 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Sequence
+from urllib.parse import quote, unquote
 
 import orjson
 import redis
@@ -77,8 +88,34 @@ Write = tuple[dict[str, Any], list[dict[str, Any]]]  # (profile, its segment cha
 CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "seq", "cause")
 
 
+EMPTY_ID = "%"  # the empty id's encoding: percent-encoding never writes a lone %
+
+
+def encode_id(value: str) -> str:
+    """An id as it is written in keys: injective, and free of ``{}:`` and glob characters."""
+    return quote(value, safe="", errors="surrogatepass") or EMPTY_ID
+
+
+def decode_id(encoded: str) -> str:
+    """The id ``encode_id`` wrote."""
+    return "" if encoded == EMPTY_ID else unquote(encoded, errors="surrogatepass")
+
+
 def profile_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{{user_id}}}:profile"
+    return f"{prefix}:{{{encode_id(user_id)}}}:profile"
+
+
+def profile_key_pattern(prefix: str, id_start: str = "") -> str:
+    """A SCAN/PSUBSCRIBE pattern of the profile keys of every id that starts with ``id_start``."""
+    return f"{prefix}:{{{encode_id(id_start) if id_start else ''}*}}:profile"
+
+
+def predictions_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:{{{encode_id(user_id)}}}:predictions"
+
+
+def model_key(prefix: str) -> str:
+    return f"{prefix}:model"
 
 
 def changes_key(prefix: str) -> str:
@@ -86,15 +123,25 @@ def changes_key(prefix: str) -> str:
 
 
 def streamed_version_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{segment-changes}}:user:{user_id}"
+    return f"{prefix}:{{segment-changes}}:user:{encode_id(user_id)}"
 
 
 def alias_key(prefix: str, anonymous_id: str) -> str:
-    return f"{prefix}:{{{anonymous_id}}}:alias"
+    return f"{prefix}:{{{encode_id(anonymous_id)}}}:alias"
 
 
 def members_key(prefix: str, segment: str) -> str:
-    return f"{prefix}:segment:{{{segment}}}:members"
+    return f"{prefix}:segment:{{{encode_id(segment)}}}:members"
+
+
+def members_key_pattern(prefix: str) -> str:
+    """A SCAN pattern of every audience set."""
+    return f"{prefix}:segment:{{*}}:members"
+
+
+def segment_of(members_key_name: str, prefix: str) -> str:
+    """The segment an audience set's key names."""
+    return decode_id(members_key_name.removeprefix(f"{prefix}:segment:{{").removesuffix("}:members"))
 
 
 def encode_change(record: dict[str, Any]) -> list[bytes]:

@@ -7,7 +7,6 @@ cheapest to dearest, and the first failing one names the reason.
 
 from __future__ import annotations
 
-import base64
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import fastjsonschema
 import orjson
 
+from personalization.core.dead_letter import DeadLetter
 from personalization.core.events import EVENT_TYPES, Event
 
 
@@ -87,31 +87,19 @@ class EventValidator:
         return Event.from_payload(payload)
 
 
-def dlq_record(raw: bytes, rejection: Rejection, topic: str, partition: int, offset: int,
-               record_ts: int, rejected_at_ms: int) -> bytes:
-    """The DLQ envelope: enough to understand the rejection and to re-publish the original bytes."""
-    try:
-        payload, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return orjson.dumps({
-        "reason": rejection.reason.value,
-        "detail": rejection.detail,
-        "path": rejection.path,
-        "source": {"topic": topic, "partition": partition, "offset": offset, "timestamp": record_ts},
-        "rejected_at": rejected_at_ms,
-        "payload_encoding": encoding,
-        "payload": payload,
-    })
+def dead_letter(raw: bytes, rejection: Rejection, topic: str, partition: int, offset: int,
+                record_ts: int, rejected_at_ms: int) -> DeadLetter:
+    """A rejected event for the DLQ: its bytes as read, and the rejection with the source position."""
+    return DeadLetter(raw, rejection.reason.value, rejection.detail, topic, rejected_at_ms, rejection.path,
+                      partition, offset, record_ts)
 
 
-def control_dlq_record(reason: str, detail: str, topic: str, text: str, rejected_at_ms: int, **extra) -> bytes:
-    """The DLQ envelope of a rejected control record (a rules text, an erasure request): read as
-    text by a DataStream source, so it has no partition or offset."""
-    return orjson.dumps({
-        "reason": reason, "detail": detail, "path": None, "source": {"topic": topic},
-        "rejected_at": rejected_at_ms, **extra, "payload_encoding": "utf-8", "payload": text,
-    })
+def control_dead_letter(reason: str, detail: str, topic: str, text: str, rejected_at_ms: int,
+                        **extra: str) -> DeadLetter:
+    """A rejected control record (a rules text, an erasure request): read as text by a DataStream
+    source, so it has no partition, offset or timestamp, and its value is the text in UTF-8."""
+    return DeadLetter(text.encode("utf-8", "surrogatepass"), reason, detail, topic, rejected_at_ms,
+                      extra=tuple(extra.items()))
 
 
 def _present(value: object) -> bool:

@@ -14,7 +14,7 @@ from personalization.replay.datasets import read_dataset, read_taobao
 from personalization.replay.producer import produce
 from personalization.replay.synthetic import augment
 from personalization.udfs.catalog import write_catalog
-from tests.support import isolated_settings, redis_state, sessions_of
+from tests.support import dead_letters, isolated_settings, redis_state, sessions_of
 
 VALID_EVENTS = 4_000  # the first events of the time-ordered Taobao + JD replay, with synthetic signals
 OLDEST_VALID = int(datetime(2017, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)  # the data is of 2017-11
@@ -50,7 +50,7 @@ def real_replay(stack, datasets, tmp_path_factory):
     return {
         "settings": settings, "overrides": overrides, "originals": originals, "events": events,
         "redis": redis_state(settings), "sessions": sessions_of(settings),
-        "late": read_topic(settings, topics.late), "dlq": read_topic(settings, topics.dlq),
+        "late": read_topic(settings, topics.late), "dlq": dead_letters(settings),
         "segment_changes": sorted(read_topic(settings, topics.segment_changes),
                                   key=lambda r: (r["user_id"], r["seq"])),
     }

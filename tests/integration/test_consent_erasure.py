@@ -32,7 +32,9 @@ from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.erasure import user_keys
 from personalization.serving.reader import ProfileReader
-from personalization.serving.redis_store import changes_key, connect, members_key
+from personalization.serving.redis_store import (
+    alias_key, changes_key, connect, encode_id, members_key_pattern, predictions_key, profile_key,
+)
 from tests.support import isolated_settings, sessions_of, start_job, wait_until, write_config
 
 EVENTS = 3_000
@@ -82,9 +84,9 @@ def _traces(client, settings, user: str) -> list[str]:
     """Everything in Redis under the run's prefix that belongs to or names ``user``."""
     prefix, found = settings.redis.key_prefix, []
     found += [k for k in user_keys(prefix, user) if client.exists(k)]
-    found += [k.decode() for k in client.scan_iter(match=members_key(prefix, "*")) if client.sismember(k, user)]
+    found += [k.decode() for k in client.scan_iter(match=members_key_pattern(prefix)) if client.sismember(k, user)]
     found += [f"stream entry {i!r}" for i, f in client.xrange(changes_key(prefix)) if f[b"user_id"] == user.encode()]
-    for pattern in (f"{prefix}:*{{{user}}}*", f"{prefix}:*:{user}"):  # any other key naming the user
+    for pattern in (f"{prefix}:*{{{encode_id(user)}}}*", f"{prefix}:*:{encode_id(user)}"):  # any other key naming it
         found += [k.decode() for k in client.scan_iter(match=pattern)]
     return sorted(set(found))
 
@@ -117,7 +119,7 @@ def run(stack, datasets, tmp_path_factory):
                       "L": _traces(redis, settings, L), "user-d": reader.get("user-d")}
 
         def erasable() -> str | None:
-            members = {m.decode() for k in redis.scan_iter(match=members_key(settings.redis.key_prefix, "*"))
+            members = {m.decode() for k in redis.scan_iter(match=members_key_pattern(settings.redis.key_prefix))
                        for m in redis.smembers(k)}
             streamed = {f[b"user_id"].decode() for _, f in redis.xrange(changes_key(settings.redis.key_prefix))}
             return next((u for u in sorted(members & streamed) if u not in (denied, revoked)
@@ -194,7 +196,7 @@ def test_a_revocation_stops_profiling_from_that_event_on(run):
 def test_erasure_removes_every_key_and_is_confirmed_on_the_audit_topic(run):
     erased, prefix = run["erased"], run["settings"].redis.key_prefix
     before = run["before"]["traces"]
-    assert f"{prefix}:{{{erased}}}:profile" in before and f"{prefix}:{{{erased}}}:predictions" in before
+    assert profile_key(prefix, erased) in before and predictions_key(prefix, erased) in before
     assert any(":members" in t for t in before) and any(t.startswith("stream entry") for t in before)
     [record] = run["audit"]  # read before V and user-l were erased
     assert record["request_id"] == REQUEST and record["user_id"] == erased
@@ -225,7 +227,7 @@ def test_a_grant_after_the_erasure_starts_a_fresh_profile(run):
 
 def test_an_anonymous_visitor_erased_before_login_leaves_nothing_and_a_later_link_merges_nothing_old(run):
     ids, prefix = run["identities"], run["settings"].redis.key_prefix
-    assert f"{prefix}:{{{V}}}:profile" in ids["V"]
+    assert profile_key(prefix, V) in ids["V"]
     [record] = [r for r in ids["audits"] if r["request_id"] == ERASE_V]
     assert record["user_id"] == V and record["state_cleared"] is True
     assert record["redis_keys_deleted"] >= len(ids["V"]) and ids["erased"][V] == []
@@ -244,7 +246,7 @@ def test_an_anonymous_id_that_denied_consent_merges_nothing_from_the_denial_on(r
 def test_erasing_a_user_forgets_their_stitched_anonymous_id(run):
     ids, prefix = run["identities"], run["settings"].redis.key_prefix
     assert ids["user-l"]["events_total"] == 4 and ids["user-l"]["anonymous_ids"] == [L]
-    assert f"{prefix}:{{{L}}}:alias" in ids["L"]
+    assert alias_key(prefix, L) in ids["L"]
     [record] = [r for r in ids["audits"] if r["request_id"] == ERASE_L]
     assert record["user_id"] == "user-l" and record["state_cleared"] is True
     assert ids["erased"] == {V: [], L: [], "user-l": []}

@@ -1,6 +1,6 @@
-"""The DLQ CLI on the real broker: inspect, dry run and replay of envelopes written by ``dlq_record``.
+"""The DLQ CLI on the real broker: inspect, dry run and replay of dead letters (``core.dead_letter``).
 
-No Flink job: the envelopes are produced directly, exactly as the parse operator writes them, into
+No Flink job: the dead letters are produced directly, as the job writes them (value and headers), into
 a fresh DLQ/events topic pair that is deleted afterwards.
 """
 
@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 from personalization.config.settings import Settings, load_settings
 from personalization.pipelines.dlq import DlqRecord, Selection, cli, parse_since
 from personalization.replay.producer import RawRecord, produce_raw
-from personalization.udfs.validation import Reason, Rejection, dlq_record
+from personalization.udfs.validation import Reason, Rejection, dead_letter
 from tests.support import read_all
 
 T = 1_511_658_000_000           # event time of the rejected records (2017, like the datasets)
@@ -39,12 +39,14 @@ REJECTIONS = [
     (BAD_TS, Rejection(Reason.SCHEMA_VIOLATION, "data.ts must be integer", "$.ts"), 3, 9, T + 120_000,
      REJECTED + 2_000),
 ]
+LETTERS = [dead_letter(raw, rejection, "events", partition, offset, record_ts, rejected_at)
+           for raw, rejection, partition, offset, record_ts, rejected_at in REJECTIONS]
 REPLAYED = ("timestamp_mismatch", "not_utf8")
 
 
 @pytest.fixture
 def settings(stack) -> Iterator[Settings]:
-    """A DLQ holding the three envelopes (spread over both partitions) and an empty events topic."""
+    """A DLQ holding the three dead letters (spread over both partitions) and an empty events topic."""
     run = uuid.uuid4().hex[:10]
     settings = load_settings().with_overrides(
         kafka={"topics": {"events": f"t-{run}-events", "dlq": f"t-{run}-dlq"}})
@@ -53,9 +55,8 @@ def settings(stack) -> Iterator[Settings]:
     try:
         admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in topics])
         try:
-            envelopes = [RawRecord(dlq_record(raw, rejection, "events", partition, offset, record_ts, rejected_at))
-                         for raw, rejection, partition, offset, record_ts, rejected_at in REJECTIONS]
-            produce_raw(envelopes, settings.kafka.bootstrap_servers, settings.kafka.topics.dlq,
+            letters = [RawRecord(letter.value, headers=tuple(letter.headers().items())) for letter in LETTERS]
+            produce_raw(letters, settings.kafka.bootstrap_servers, settings.kafka.topics.dlq,
                         partitioner="round_robin", progress=False)
             yield settings
         finally:
@@ -72,12 +73,11 @@ def dlq_cli(settings: Settings, *args: str) -> Result:
     return result
 
 
-def test_inspect_json_shows_every_envelope_with_its_dlq_position(settings: Settings) -> None:
+def test_inspect_json_shows_every_dead_letter_with_its_dlq_position(settings: Settings) -> None:
     lines = dlq_cli(settings, "inspect", "--json").output.splitlines()
     shown = [orjson.loads(line) for line in lines]
     positions = [record.pop("dlq") for record in shown]
-    expected = [orjson.loads(dlq_record(raw, rejection, "events", partition, offset, record_ts, rejected_at))
-                for raw, rejection, partition, offset, record_ts, rejected_at in REJECTIONS]
+    expected = [letter.as_json() for letter in LETTERS]
     assert sorted(shown, key=lambda r: r["rejected_at"]) == expected
     assert {p["topic"] for p in positions} == {settings.kafka.topics.dlq}
     assert sorted((p["partition"], p["offset"]) for p in positions) == [(0, 0), (0, 1), (1, 0)]
@@ -119,14 +119,15 @@ def test_replay_with_a_limit_into_the_dlq_itself(settings: Settings) -> None:
     taken when it started."""
     output = dlq_cli(settings, "replay", "--to", settings.kafka.topics.dlq, "--limit", "2").output
     assert "re-published 2 record(s)" in output
-    values = [r.value for r in read_all(settings, settings.kafka.topics.dlq)]
-    assert len(values) == 5 and values.count(ALICE) == values.count(BAD_TS) == 1  # round robin: p0 = 1st, 3rd
+    records = read_all(settings, settings.kafka.topics.dlq)
+    replayed = sorted(r.value for r in records if not r.headers)  # plain events: no dead-letter headers
+    assert len(records) == 5 and replayed == sorted([ALICE, BAD_TS])  # round robin: p0 = 1st, 3rd
     assert read_all(settings, settings.kafka.topics.events) == []
 
-    # Those plain events are not envelopes: inspecting the DLQ now fails, naming where, instead of skipping them.
+    # Those plain events are not dead letters: inspecting the DLQ now fails, naming where, instead of skipping them.
     failed = CliRunner().invoke(cli, ["--set", f"kafka.topics.dlq={settings.kafka.topics.dlq}", "inspect", "--json"])
     assert failed.exit_code == 1
-    assert "is not a DLQ envelope: missing or invalid reason" in failed.output
+    assert "is not a dead letter: missing header(s) dlq.reason, dlq.topic, dlq.rejected_at" in failed.output
 
 
 def test_since_accepts_epoch_ms_and_iso_times() -> None:
@@ -138,9 +139,8 @@ def test_since_accepts_epoch_ms_and_iso_times() -> None:
 
 
 def test_selection_matches_reason_and_time() -> None:
-    records = [DlqRecord.parse(0, i, dlq_record(raw, rejection, "events", p, o, ts, rejected_at))
-               for i, (raw, rejection, p, o, ts, rejected_at) in enumerate(REJECTIONS)]
+    records = [DlqRecord.parse(0, i, letter.value, letter.headers().items()) for i, letter in enumerate(LETTERS)]
     assert [r.offset for r in Selection(frozenset({"not_utf8", "schema_violation"})).apply(records)] == [1, 2]
     assert [r.offset for r in Selection(since_ms=REJECTED + 1).apply(records)] == [1, 2]
     assert [r.offset for r in Selection(limit=0).apply(records)] == []
-    assert [r.original() for r in records] == [ALICE, NOT_UTF8, BAD_TS]
+    assert [r.letter.value for r in records] == [ALICE, NOT_UTF8, BAD_TS]

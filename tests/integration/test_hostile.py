@@ -10,7 +10,6 @@ categories of Taobao events (sent without them) from the item catalog.
 
 from __future__ import annotations
 
-import base64
 import random
 from collections import Counter
 from datetime import datetime, timezone
@@ -21,8 +20,9 @@ import pytest
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import RawRecord, produce_raw, to_record
+from personalization.serving.redis_store import profile_key
 from personalization.udfs.enrichment import enrich
-from tests.support import isolated_settings, redis_state, sessions_of
+from tests.support import dead_letters, isolated_settings, redis_state, sessions_of
 
 HOSTILE_PER_VALID = 3          # about 12,000 hostile records for the 4,000 valid events
 DUPLICATE_EVERY = 10           # every 10th valid event is sent again later
@@ -122,7 +122,7 @@ def mixed(real_replay, tmp_path_factory):
     return {
         "settings": settings, "expected": expected, "duplicates": duplicates,
         "redis": redis_state(settings), "sessions": sessions_of(settings),
-        "late": read_topic(settings, topics.late), "dlq": read_topic(settings, topics.dlq),
+        "late": read_topic(settings, topics.late), "dlq": dead_letters(settings),
         "segment_changes": sorted(read_topic(settings, topics.segment_changes),
                                   key=lambda r: (r["user_id"], r["seq"])),
     }
@@ -135,14 +135,12 @@ def test_every_hostile_record_is_in_the_dlq_with_its_reason(real_replay, mixed):
     assert set(reasons) == {"not_json", "not_utf8", "too_large", "schema_violation", "unknown_event_type",
                             "ts_in_future", "ts_too_old", "missing_identity", "timestamp_mismatch"}
     got = Counter()
-    for record in mixed["dlq"]:
-        payload = (base64.b64decode(record["payload"]) if record["payload_encoding"] == "base64"
-                   else record["payload"].encode())
-        got[(record["reason"], payload)] += 1
-        assert record["source"]["topic"] == mixed["settings"].kafka.topics.events
+    for letter in mixed["dlq"]:
+        got[(letter.reason, letter.value)] += 1
+        assert letter.topic == mixed["settings"].kafka.topics.events
     assert got == expected
-    future = [r for r in mixed["dlq"] if r["reason"] == "ts_in_future"]
-    assert all(r["source"]["timestamp"] > r["rejected_at"] for r in future)  # their real record timestamps
+    future = [letter for letter in mixed["dlq"] if letter.reason == "ts_in_future"]
+    assert all(letter.timestamp > letter.rejected_at for letter in future)  # their real record timestamps
     assert real_replay["dlq"] == []
 
 
@@ -164,7 +162,7 @@ def test_duplicates_injected_into_the_replay_leave_the_end_state_unchanged(real_
     assert len(mixed["dlq"]) == sum(mixed["expected"].values())  # the DLQ holds the hostile records only
     assert mixed["late"] == []
     for user in {e["user_id"] for e in events[::DUPLICATE_EVERY]}:
-        key = f":{{{user}}}:profile"  # keys relative to each run's prefix
+        key = profile_key("", user)  # keys relative to each run's prefix
         assert mixed["redis"][key] == real_replay["redis"][key], user
 
 
@@ -182,7 +180,7 @@ def test_enrichment_is_visible_in_the_profiles(real_replay):
             categories.setdefault(user, Counter())[event["category_id"]] += 1
     assert len(devices) > 1_000
     for user in devices:
-        profile = {k.decode(): orjson.loads(v) for k, v in state[f":{{{user}}}:profile"].items()}
+        profile = {k.decode(): orjson.loads(v) for k, v in state[profile_key("", user)].items()}
         assert profile["devices"] == dict(sorted(devices[user].items())), user
         assert sum(profile["browsers"].values()) == sum(devices[user].values())
         assert profile["last_device"]["device_class"] in profile["devices"]

@@ -25,6 +25,7 @@ from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import alias_key, decode_id, profile_key
 from tests.support import isolated_settings, redis_state, sessions_of, start_job, wait_until
 
 SLICE = 4_000
@@ -88,7 +89,7 @@ def runs(stack, datasets, tmp_path_factory):
 
 
 def _profile(state: dict, user: str) -> dict | None:
-    return state.get(f":{{{user}}}:profile")
+    return state.get(profile_key("", user))  # keys relative to the run's prefix
 
 
 def test_before_the_link_the_anonymous_ids_have_profiles_of_their_own(runs):
@@ -97,7 +98,7 @@ def test_before_the_link_the_anonymous_ids_have_profiles_of_their_own(runs):
     assert anonymous  # some anonymous visitors were seen before the first link
     for user in runs["links"]:
         assert _profile(state, user) is None
-        assert f":{{anon-{user}}}:alias" not in state
+        assert alias_key("", f"anon-{user}") not in state
     for anonymous_id, n in anonymous.items():
         profile = _profile(state, anonymous_id)
         assert profile[b"events_total"] == str(n).encode() and profile[b"anonymous_ids"] == b"[]"
@@ -110,7 +111,7 @@ def test_after_the_link_the_anonymous_profile_is_an_alias_of_the_users(runs):
     for user in runs["links"]:
         anonymous = f"anon-{user}"
         assert _profile(state, anonymous) is None
-        assert state[f":{{{anonymous}}}:alias"] == user.encode()
+        assert state[alias_key("", anonymous)] == user.encode()
         assert _profile(state, user)[b"anonymous_ids"] == f'["{anonymous}"]'.encode()
     reader = ProfileReader.from_settings(runs["stitched"])
     user = next(iter(runs["links"]))
@@ -126,7 +127,7 @@ def test_merged_profiles_equal_the_run_with_the_user_id_from_the_start(runs):
             merged.pop(field), plain.pop(field)
         assert merged == plain, user
     profiles = lambda state: {k: v for k, v in state.items()  # noqa: E731
-                              if k.endswith(":profile") and k[2:].split("}")[0] not in stitched}
+                              if k.endswith(":profile") and decode_id(k[2:].split("}")[0]) not in stitched}
     assert profiles(after) == profiles(expected)  # every other profile, version included
     assert len(profiles(expected)) > 1_500
     audiences = lambda state: {k: v for k, v in state.items() if k.endswith(":members")}  # noqa: E731

@@ -17,7 +17,7 @@ from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import RawRecord, produce, produce_raw
 from personalization.serving.reader import ProfileReader
-from tests.support import isolated_settings
+from tests.support import dead_letters, isolated_settings
 
 T = 1_511_658_000_000  # 2017-11-26 01:00:00 UTC
 MIN = 60_000
@@ -67,7 +67,7 @@ def run(stack, tmp_path_factory):
         "settings": settings,
         "profiles": {p["user_id"]: p for p in ProfileReader.from_settings(settings).all_profiles()},
         "sessions": read_topic(settings, topics.sessions),
-        "dlq": read_topic(settings, topics.dlq),
+        "dlq": dead_letters(settings),
         "late": read_topic(settings, topics.late),
     }
 
@@ -117,15 +117,14 @@ def test_sessions_topic_has_each_closed_session_once(run):
 
 def test_every_hostile_record_is_in_the_dlq_with_its_reason(run):
     dlq = run["dlq"]
-    assert sorted(r["reason"] for r in dlq) == sorted(HOSTILE)
+    assert sorted(letter.reason for letter in dlq) == sorted(HOSTILE)
     topic = run["settings"].kafka.topics.events
-    for record in dlq:
-        assert record["payload_encoding"] == "utf-8"
-        assert record["payload"].encode() == HOSTILE[record["reason"]]
-        assert record["source"]["topic"] == topic
-        assert record["source"]["partition"] == 0
-        assert 4 <= record["source"]["offset"] <= 8  # written after the first four valid events
-    assert next(r for r in dlq if r["reason"] == "schema_violation")["path"] == "$.ts"
+    for letter in dlq:
+        assert letter.value == HOSTILE[letter.reason]
+        assert letter.topic == topic
+        assert letter.partition == 0
+        assert 4 <= letter.offset <= 8  # written after the first four valid events
+    assert next(letter for letter in dlq if letter.reason == "schema_violation").path == "$.ts"
     assert run["late"] == []
 
 

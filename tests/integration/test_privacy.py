@@ -17,7 +17,7 @@ from kafka import KafkaConsumer
 
 from personalization.config.settings import REPO_ROOT
 from personalization.core.sessions import session_id
-from personalization.serving.redis_store import connect
+from personalization.serving.redis_store import connect, decode_id, encode_id, streamed_version_key
 from personalization.udfs.pseudonymize import Pseudonymizer
 from tests.support import isolated_settings, redis_state, sessions_of, write_config
 
@@ -106,7 +106,8 @@ def _pseudonymized_state(state: dict, p) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith(":{") and not key.startswith(":{segment-changes}"):  # a user's own key
-            user, suffix = key[2:].split("}", 1)
+            encoded, suffix = key[2:].split("}", 1)
+            user = decode_id(encoded)
             if isinstance(value, dict):  # a hash: the profile (or another per-user hash)
                 value = dict(value)
                 if b"user_id" in value:
@@ -117,9 +118,9 @@ def _pseudonymized_state(state: dict, p) -> dict:
                         if brief is not None:
                             brief["session_id"] = session_id(p(user), brief["start"])
                         value[field] = orjson.dumps(brief)
-            out[f":{{{p(user)}}}{suffix}"] = value
+            out[f":{{{encode_id(p(user))}}}{suffix}"] = value
         elif key.startswith(":{segment-changes}:user:"):
-            out[":{segment-changes}:user:" + p(key.rsplit(":", 1)[1])] = value
+            out[streamed_version_key("", p(decode_id(key.rsplit(":", 1)[1])))] = value
         elif key == ":{segment-changes}":
             entries = [sorted((f, p(v.decode()).encode() if f == b"user_id" else v) for f, v in entry)
                        for entry in value]

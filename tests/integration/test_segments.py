@@ -27,7 +27,7 @@ from personalization.pipelines.rules import publish
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
-from tests.support import isolated_settings, replayed_run, start_job, wait_until
+from tests.support import dead_letters, isolated_settings, replayed_run, start_job, wait_until
 
 T = 1_511_658_000_000  # 2017-11-26 01:00:00 UTC, a multiple of every bucket width below 12 h
 S = 1_000
@@ -193,7 +193,7 @@ def live(stack, tmp_path_factory):
         }
 
         publish(settings, INVALID_RULES)
-        dlq = wait_until(lambda: read_topic(settings, settings.kafka.topics.dlq, 500), 60,
+        dlq = wait_until(lambda: dead_letters(settings), 60,
                          "the invalid rules in the DLQ")
         publish(settings, RULES_V2)
         probe = iter(range(1, 1_000))
@@ -258,12 +258,13 @@ def test_profiles_hold_segments_primary_segment_and_scores(live):
 
 
 def test_an_invalid_rules_update_is_rejected_to_the_dlq_and_the_job_carries_on(live):
-    record, = live["dlq"]
-    assert record["reason"] == "invalid_rules"
-    assert record["detail"] == (f"rules topic:{INVALID_LINE}: segment 'high_intent' entry: unknown feature or "
-                                "score 'product_view_10m' (did you mean 'product_views_10m'?)")
-    assert record["payload"] == INVALID_RULES
-    assert record["running_rules_version"] == "default-2"
+    letter, = live["dlq"]
+    assert letter.reason == "invalid_rules"
+    assert letter.detail == (f"rules topic:{INVALID_LINE}: segment 'high_intent' entry: unknown feature or "
+                             "score 'product_view_10m' (did you mean 'product_views_10m'?)")
+    assert letter.value == INVALID_RULES.encode()
+    assert letter.topic == live["settings"].kafka.topics.rules
+    assert dict(letter.extra) == {"running_rules_version": "default-2"}
 
 
 def test_a_valid_rules_update_applies_to_later_changes_and_removed_segments_are_left(live):

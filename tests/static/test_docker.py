@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from personalization.config.settings import load_settings
+from personalization.core.dead_letter import dlq_max_message_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -495,13 +496,17 @@ def test_kafka_is_a_single_kraft_node():
 def test_topics_created_match_the_job_config():
     config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
     topics = config["kafka"]["topics"]
-    # every topic of the config (a new one cannot be forgotten), rules apart: it has one partition
-    expected = {name for key, name in topics.items() if key not in ("partitions", "rules")}
+    # every topic of the config (a new one cannot be forgotten), rules apart: it has one partition,
+    # and the DLQ apart: it takes records larger by the dead-letter headers
+    expected = {name for key, name in topics.items() if key not in ("partitions", "rules", "dlq")}
     (script,) = [command_text(svc) for svc in services().values() if "kafka-topics.sh" in command_text(svc)]
     match = re.search(r"for topic in ([^;]+);", script)
     assert match, "topic creation loop not found"
     assert set(match.group(1).split()) == expected
     assert re.search(rf"--partitions {topics['partitions']}\b", script)
+    dlq_size = dlq_max_message_bytes(config["kafka"]["max_message_bytes"])
+    assert re.search(rf"--topic {re.escape(topics['dlq'])} --partitions {topics['partitions']} "
+                     rf"--replication-factor 1 --config max.message.bytes={dlq_size}\b", script)
 
 
 def test_submitter_runs_the_python_entry_point():

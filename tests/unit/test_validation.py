@@ -1,4 +1,4 @@
-"""Event validation (personalization.udfs.validation): every rejection reason, the DLQ envelope,
+"""Event validation (personalization.udfs.validation): every rejection reason, its dead letter,
 and a property test that validation never raises."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from personalization.core.dead_letter import DeadLetter
 from personalization.core.events import EVENT_TYPES, Event
-from personalization.udfs.validation import EventValidator, Reason, Rejection, dlq_record
+from personalization.udfs.validation import EventValidator, Reason, Rejection, control_dead_letter, dead_letter
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "event-v1.schema.json"
 MAX_BYTES = 512
@@ -239,13 +240,21 @@ def test_ts_too_old_beyond_the_max_age() -> None:
     assert check(payload(ts=0), record_ts=0).ts == 0
 
 
-# --- DLQ envelope ---------------------------------------------------------------------------
+# --- dead letters (core.dead_letter) -----------------------------------------------------------
 
-def test_dlq_record_for_utf8_payload() -> None:
+def test_dead_letter_of_a_utf8_payload() -> None:
     raw = '{"event_type":"hover","user_id":"jörg"}'.encode()
     reject = Rejection(Reason.UNKNOWN_EVENT_TYPE, "unknown event_type 'hover'", "$.event_type")
-    envelope = orjson.loads(dlq_record(raw, reject, "events", 3, 42, TS, NOW))
-    assert envelope == {
+    letter = DeadLetter.from_wire(dead_letter(raw, reject, "events", 3, 42, TS, NOW).to_wire())
+    assert letter.value == raw
+    assert letter.headers() == {
+        "dlq.reason": b"unknown_event_type",
+        "dlq.detail": b"unknown event_type 'hover'",
+        "dlq.path": b"$.event_type",
+        "dlq.topic": b"events", "dlq.partition": b"3", "dlq.offset": b"42", "dlq.timestamp": str(TS).encode(),
+        "dlq.rejected_at": str(NOW).encode(),
+    }
+    assert letter.as_json() == {
         "reason": "unknown_event_type",
         "detail": "unknown event_type 'hover'",
         "path": "$.event_type",
@@ -254,21 +263,29 @@ def test_dlq_record_for_utf8_payload() -> None:
         "payload_encoding": "utf-8",
         "payload": '{"event_type":"hover","user_id":"jörg"}',
     }
-    assert envelope["payload"].encode() == raw
 
 
-def test_dlq_record_for_non_utf8_payload_is_base64_of_the_original_bytes() -> None:
+def test_dead_letter_of_a_non_utf8_payload_keeps_the_original_bytes() -> None:
     raw = b'{"a":"\xff\xfe"}\x00\x80'
     result = check(raw)
-    envelope = orjson.loads(dlq_record(raw, result, "events", 0, 7, TS, NOW))
-    assert envelope["reason"] == "not_utf8"
-    assert envelope["detail"] == "invalid UTF-8 at byte 6"
-    assert envelope["path"] is None
-    assert envelope["payload_encoding"] == "base64"
-    assert envelope["payload"] == base64.b64encode(raw).decode("ascii")
-    assert base64.b64decode(envelope["payload"]) == raw
-    assert envelope["source"] == {"topic": "events", "partition": 0, "offset": 7, "timestamp": TS}
-    assert envelope["rejected_at"] == NOW
+    letter = DeadLetter.from_wire(dead_letter(raw, result, "events", 0, 7, TS, NOW).to_wire())
+    assert letter.value == raw
+    assert letter.reason == "not_utf8"
+    assert letter.detail == "invalid UTF-8 at byte 6"
+    assert letter.path is None and "dlq.path" not in letter.headers()
+    assert (letter.topic, letter.partition, letter.offset, letter.timestamp) == ("events", 0, 7, TS)
+    assert letter.rejected_at == NOW
+    view = letter.as_json()
+    assert view["payload_encoding"] == "base64"
+    assert base64.b64decode(view["payload"]) == raw
+
+
+def test_dead_letter_of_a_control_record_has_no_source_position() -> None:
+    letter = control_dead_letter("invalid_rules", "bad", "rules", "version: x\n", NOW, running_rules_version="v1")
+    assert DeadLetter.from_headers(letter.value, letter.headers().items()) == letter
+    assert letter.value == b"version: x\n"
+    assert letter.headers()["dlq.running_rules_version"] == b"v1"
+    assert (letter.partition, letter.offset, letter.timestamp) == (None, None, None)
 
 
 # --- never raises ---------------------------------------------------------------------------
