@@ -89,9 +89,17 @@ def test_condition_records_its_name_text_and_the_names_it_reads_sorted() -> None
     ("n == b", "type error at column 3: '==' needs two values of one type, got number and boolean"),
     ("s != 1", "type error at column 3: '!=' needs two values of one type, got string and number"),
     ("n + 1", "condition must be boolean, got number"),
+    ("9" * 400 + " / (n + 1) > 3",   # evaluated, 400 digits / 5 raised OverflowError on every event
+     "number at column 1 is too large (at most 9_007_199_254_740_992): arithmetic on it could overflow"),
+    ("n > 9_007_199_254_740_993", "number at column 5 is too large (at most 9_007_199_254_740_992): "
+                                  "arithmetic on it could overflow"),
     ("s", "condition must be boolean, got string"),
 ])
 def test_errors_name_the_problem_and_the_column(text: str, message: str) -> None:
     with pytest.raises(ExpressionError) as error:
         compile_condition("r", text, NAMES)
     assert str(error.value) == message
+
+
+def test_the_largest_literal_is_accepted() -> None:
+    assert holds("n < 9_007_199_254_740_992.5")

@@ -15,7 +15,8 @@ Grammar, loosest binding first::
     atom       := NUMBER | STRING | 'true' | 'false' | NAME | '(' expr ')'
 
 Numbers may use ``_`` between digits (``180_000``); strings are quoted with ' or " and have
-no escapes. ``x / 0`` is 0, so a ratio over nothing never stops the job.
+no escapes. ``x / 0`` is 0, so a ratio over nothing never stops the job; number literals are
+at most 2**53 (9_007_199_254_740_992).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Condition:
 
 
 KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
+MAX_LITERAL = 2**53  # every integer up to it is exact as a float; a 400-digit literal / 3 raised OverflowError
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<number>\d+(?:_\d+)*(?:\.\d+(?:_\d+)*)?)
@@ -172,6 +174,10 @@ class _Parser:
         token = self.peek()
         if token.kind == "number":
             self.pos += 1
+            digits = token.text.replace("_", "").split(".")[0]
+            if len(digits) > len(str(MAX_LITERAL)) or int(digits) > MAX_LITERAL:
+                raise ExpressionError(f"number at column {token.column} is too large "
+                                      f"(at most {MAX_LITERAL:_}): arithmetic on it could overflow")
             number = float(token.text) if "." in token.text else int(token.text)
             return _Node("literal", token.column, value=number)
         if token.kind == "string":
