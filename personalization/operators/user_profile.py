@@ -31,6 +31,7 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
                                 TimeDomain)
 
 from personalization.config.settings import Settings
+from personalization.core.dead_letter import DeadLetter
 from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
@@ -115,11 +116,56 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._erasures = metrics.counter("erasures")
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
+        self._processing_errors = metrics.counter("processing_errors")
+        self._writes_refused = metrics.counter("redis_writes_refused")
+        self._errors_logged: set[type] = set()
         self._dropped = {cap.name: metrics.counter(f"state_dropped_{cap.name}") for cap in dataclasses.fields(StateCaps)}
 
     def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
+        yield from self._isolated(self._process(value, ctx), ctx, lambda: _failed_record(value))
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
+        self._restore(ctx)
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self._flush_due(timestamp, ctx)
+            yield from self._refused_writes()
+            return
+        yield from self._isolated(self._advance(ctx), ctx, lambda: {"timer": timestamp})
+
+    def _isolated(self, step, ctx, failed_record):
+        """A step's outputs, all of them; or, if it raised, none of them and a dead letter
+        (reason ``processing_error``, the record the step took as its value): one record or
+        timer the logic cannot take must not stop the job. The user's state is what was last
+        written: the cache forgets the object the step had half changed. Then the dead letters
+        of writes Redis refused."""
+        try:
+            outputs = list(step)
+        except Exception as err:  # noqa: BLE001 - whatever it is, it is this record's alone
+            user = ctx.get_current_key()
+            self._state.forget(user)
+            self._processing_errors.inc()
+            first = type(err) not in self._errors_logged
+            self._errors_logged.add(type(err))
+            log.error("user %r: a step failed and went to the DLQ (processing_error): %s: %s", user,
+                      type(err).__name__, err, exc_info=first)
+            record = orjson.dumps({"user_id": user, **failed_record()})
+            outputs = [(DLQ, DeadLetter(record, "processing_error", f"{type(err).__name__}: {err}",
+                                        self._settings.kafka.topics.events, int(time.time() * 1000)).to_wire())]
+        yield from outputs
+        yield from self._refused_writes()
+
+    def _refused_writes(self):
+        """Writes Redis refused for a reason of their own (e.g. ``WRONGTYPE``): not retried, each
+        to the DLQ (reason ``redis_write_refused``, topic ``redis``) with the profile and changes."""
+        for (profile, changes), error in self._writes.take_refused():
+            self._writes_refused.inc()
+            log.error("user %r: Redis refused the profile write: %s", profile["user_id"], error)
+            record = orjson.dumps({"profile": profile, "segment_changes": changes})
+            yield DLQ, DeadLetter(record, "redis_write_refused", error, "redis", int(time.time() * 1000)).to_wire()
+
+    def _process(self, value: Event | Stitch | HandOver | Erasure, ctx):
         if isinstance(value, (ErasureRequest, ForgetLink)):
             yield from self._erase(value, ctx)
             return
@@ -176,11 +222,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._writes.flush()
         self._writer.hand_over(key, record.user_id)
 
-    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
-        self._restore(ctx)
-        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self._flush_due(timestamp, ctx)
-            return
+    def _advance(self, ctx):
+        """Event time passed a user's timer: sessions close, held events reach the rules."""
         state = self._consent.profiled(self._state.value(ctx.get_current_key()))
         if state is None:  # no state, erased, or consent revoked: nothing more happens to the user
             return
@@ -329,6 +372,12 @@ class RouteOutputs(ProcessFunction):
             yield record
         else:
             yield ROUTES[kind], record
+
+
+def _failed_record(value) -> dict:
+    """What a dead letter of a failed step carries: the event as the job had it, or the kind of
+    keyed record (a stitch, a hand-over, an erasure)."""
+    return {"event": _event_record(value)} if isinstance(value, Event) else {"record": type(value).__name__}
 
 
 def _event_record(event: Event) -> dict:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 from urllib.parse import quote, unquote
 
 import orjson
@@ -206,6 +206,19 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
                 state.outcome.exception(), state.attempt_number, state.next_action.sleep)
 
 
+class Written(NamedTuple):
+    applied: int                 # profiles applied (the others: Redis held this or a newer version)
+    refused: dict[str, str]      # user -> what Redis answered to a command of the user's write
+
+
+class WriteRefused(redis.ResponseError):
+    """Redis refused a command of a write for a reason of the write's own (not an outage)."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{user}: {error}" for user, error in refused.items()))
+        self.refused = refused
+
+
 class ProfileWriter:
     """Writes profiles (compare-and-set) and segment changes; one instance per parallel task.
 
@@ -229,13 +242,20 @@ class ProfileWriter:
     def write(self, profile: dict[str, Any], changes: list[dict[str, Any]] = ()) -> bool:
         """Write the profile and the segment changes (records with ``seq``) that led to it.
 
-        True if the profile was applied, False if Redis already holds this or a newer version.
+        True if the profile was applied, False if Redis already holds this or a newer version;
+        raises ``WriteRefused`` if Redis refused a command of it.
         """
-        return self.write_many([(profile, list(changes))]) == 1
+        written = self.write_many([(profile, list(changes))])
+        if written.refused:
+            raise WriteRefused(written.refused)
+        return written.applied == 1
 
-    def write_many(self, writes: Sequence[Write]) -> int:
-        """Write ``(profile, changes)`` pairs of different users in one pipeline (one round trip);
-        the number of profiles applied."""
+    def write_many(self, writes: Sequence[Write]) -> Written:
+        """Write ``(profile, changes)`` pairs of different users in one pipeline (one round trip).
+
+        A command Redis refuses for a reason of its own (e.g. ``WRONGTYPE``: a key of another
+        type under the name) fails that user's write only: the others are applied and the
+        refusal is reported in ``Written.refused``. A transient error retries the whole batch."""
         return retry_while_down(lambda: self._send(writes), round(self._backoff_max_s * 1000))
 
     def hand_over(self, anonymous_id: str, user_id: str) -> None:
@@ -264,22 +284,28 @@ class ProfileWriter:
         send the batch again, which is safe because every write in it is idempotent."""
         pipe = self._client.pipeline(transaction=False)
         now = int(time.time() * 1000)
-        profile_calls = []
+        profile_calls, users = [], []  # the index of each profile's command; the user of each command
         for profile, changes in writes:
+            user = profile["user_id"]
             profile_calls.append(len(pipe))
-            pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, profile["user_id"]),
+            pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, user),
                          profile["version"], self._ttl_ms, b"updated_at", now, *encode_profile(profile))
             if changes:
-                self._changes(pipe, profile["user_id"], changes)
+                self._changes(pipe, user, changes)
+            users += [user] * (len(pipe) - len(users))
         results = pipe.execute(raise_on_error=False)
         if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
             for script in (self._script, self._append):
                 self._client.script_load(script.script)
             return self._send(writes)
-        for result in results:
+        refused: dict[str, str] = {}
+        for user, result in zip(users, results):
             if isinstance(result, Exception):
-                raise result
-        return sum(1 for i in profile_calls if results[i])
+                if is_transient(result):
+                    raise result
+                refused.setdefault(user, f"{type(result).__name__}: {result}")
+        applied = sum(1 for i in profile_calls if results[i] and not isinstance(results[i], Exception))
+        return Written(applied, refused)
 
     def _changes(self, pipe, user_id: str, changes: list[dict[str, Any]]) -> None:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
@@ -314,6 +340,7 @@ class WriteBehind:
         self._max_batch = max_batch
         self._pending: dict[str, Write] = {}
         self._written_through: dict[str, int] = {}  # user -> seq of the last change sent
+        self._refused: list[tuple[Write, str]] = []
 
     def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> bool:
         """True when this write starts a held-back write for its user: the one the owner must
@@ -334,6 +361,11 @@ class WriteBehind:
         through = self._written_through.pop(user_id, None)
         return changes if through is None else [c for c in changes if c["seq"] > through]
 
+    def take_refused(self) -> list[tuple[Write, str]]:
+        """The writes Redis refused since the last call, each with what Redis answered."""
+        refused, self._refused = self._refused, []
+        return refused
+
     def is_pending(self, user_id: str) -> bool:
         return user_id in self._pending
 
@@ -342,10 +374,13 @@ class WriteBehind:
         self._pending.pop(user_id, None)
 
     def flush(self) -> int:
-        """Send every pending write; the number of users written."""
+        """Send every pending write; the number of users written. A write Redis refused is not
+        retried (its changes count as sent): the owner takes it from ``take_refused``."""
         writes = list(self._pending.values())
         if writes:
-            self._writer.write_many(writes)
+            refused = self._writer.write_many(writes).refused
+            self._refused += [(write, refused[write[0]["user_id"]]) for write in writes
+                              if write[0]["user_id"] in refused]
             self._pending.clear()
             if len(self._written_through) > self.MAX_TRACKED:
                 self._written_through.clear()

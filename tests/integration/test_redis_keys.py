@@ -40,3 +40,4 @@ def test_ids_that_collided_in_v1_are_both_profiled_and_readable(stack, tmp_path)
     client = connect(settings.redis)
     assert client.type(profile_key(prefix, X)) == b"hash"
     assert client.type(streamed_version_key(prefix, Y)) == b"string"
+

@@ -1,17 +1,19 @@
 """WriteBehind's batching rules, with a writer that records what it is asked to send."""
 
-from personalization.serving.redis_store import WriteBehind
+from personalization.serving.redis_store import WriteBehind, Written
 
 
 class RecordingWriter:
-    def __init__(self) -> None:
+    """Records what it is asked to send; refuses the users in ``refuse`` as Redis would."""
+
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
         self.sent: list[list[tuple]] = []
+        self.refuse = refuse or {}
 
-    def write(self, profile, changes) -> None:
-        self.sent.append([(profile, changes)])
-
-    def write_many(self, writes) -> None:
+    def write_many(self, writes) -> Written:
         self.sent.append(list(writes))
+        refused = {w[0]["user_id"]: self.refuse[w[0]["user_id"]] for w in writes if w[0]["user_id"] in self.refuse}
+        return Written(len(writes) - len(refused), refused)
 
 
 def _profile(user: str, version: int) -> dict:
@@ -63,3 +65,14 @@ def test_a_full_batch_is_sent_without_waiting_for_the_delay():
     assert writes.put(_profile("b", 1), []) is False  # sent with the batch: nothing left to flush
     assert writer.sent == [[(_profile("a", 1), []), (_profile("b", 1), [])]]
     assert not writes.is_pending("a") and not writes.is_pending("b")
+
+
+def test_a_refused_write_is_reported_once_and_not_sent_again():
+    writer = RecordingWriter(refuse={"b": "ResponseError: WRONGTYPE Operation against a key holding the wrong kind"})
+    writes = WriteBehind(writer, max_batch=10)
+    writes.put(_profile("a", 1), [])
+    writes.put(_profile("b", 1), [_change(1)])
+    assert writes.flush() == 2
+    assert writes.take_refused() == [((_profile("b", 1), [_change(1)]), writer.refuse["b"])]
+    assert writes.take_refused() == []
+    assert writes.unwritten("b", [_change(1)]) == []   # its changes went to the DLQ with it: not re-sent
