@@ -2,7 +2,8 @@
 
 Also the ``flink run --python`` entry point on a cluster. The config and the rules file are
 validated before the job graph is built, so a bad key or rule stops the job (exit code 2) before
-it reads a single record.
+it reads a single record; so does a DLQ topic too small for the dead letters of the events
+topic's largest records.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 from personalization.config.settings import ConfigError, Settings, load_settings
 from personalization.core.rules import RuleSet, RulesError
 from personalization.pipelines.rules import load_rules
+from personalization.pipelines.topics import dlq_size_problem
 from personalization.udfs.pseudonymize import Pseudonymizer, PseudonymKeyError
 
 
@@ -57,6 +59,10 @@ def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> No
     if check:
         click.echo(f"config ok, rules ok (version {rules.version!r})")
         return
+    problem = dlq_size_problem(settings)
+    if problem:  # the DLQ sink would fail on the first large reject, at every restart
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
     run_job(settings, rules=rules)
 
 

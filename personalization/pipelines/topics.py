@@ -6,7 +6,7 @@ import time
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from personalization.config.settings import Settings
@@ -62,6 +62,31 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     if name != settings.kafka.topics.dlq:
         return {}
     return {"max.message.bytes": str(dlq_max_message_bytes(settings.kafka.max_message_bytes))}
+
+
+def dlq_size_problem(settings: Settings) -> str | None:
+    """Why the DLQ topic could refuse the dead letter of a record the events topic accepts (the
+    sink would fail on it at every restart), or None. Topics that do not exist yet are not checked."""
+    topics = settings.kafka.topics
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, **_client_properties(settings))
+    try:
+        existing = set(admin.list_topics())
+        names = [name for name in (topics.events, topics.dlq) if name in existing]
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name, ["max.message.bytes"])
+                                            for name in names], config_filter="all") if names else {}
+    finally:
+        admin.close()
+    limits = {name: int(configs["max.message.bytes"]["value"]) for name, configs in described.get("topic", {}).items()}
+    if limits.get(topics.events, 0) > settings.kafka.max_message_bytes:
+        return (f"topic {topics.events!r} accepts records of up to {limits[topics.events]} bytes, more than "
+                f"kafka.max_message_bytes ({settings.kafka.max_message_bytes}): set it to the topic's limit")
+    needed = dlq_max_message_bytes(settings.kafka.max_message_bytes)
+    if topics.dlq in limits and limits[topics.dlq] < needed:
+        return (f"topic {topics.dlq!r} accepts records of up to {limits[topics.dlq]} bytes; a dead letter needs "
+                f"up to {needed} (kafka.max_message_bytes + the headers): kafka-configs.sh --bootstrap-server "
+                f"<broker> --alter --entity-type topics --entity-name {topics.dlq} "
+                f"--add-config max.message.bytes={needed}")
+    return None
 
 
 def _create(admin: KafkaAdminClient, name: str, partitions: int, configs: dict[str, str]) -> bool:

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 
 import orjson
 import pytest
 from click.testing import CliRunner
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
+from personalization.config.settings import REPO_ROOT
 from personalization.core.dead_letter import HEADROOM_BYTES
 from personalization.pipelines.dlq import cli
 from personalization.pipelines.main import run_job
+from personalization.pipelines.topics import dlq_size_problem
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from tests.support import dead_letters, isolated_settings, read_all
@@ -111,3 +115,26 @@ def test_the_dlq_cli_replays_them_byte_for_byte(run):
     replayed = [r for r in read_all(settings, topics.events) if (r.partition, r.offset) not in before]
     assert sorted((r.value, r.timestamp) for r in replayed) == sorted(
         (r.value, r.timestamp_ms) for r in run["records"] if not r.key)
+
+
+def test_a_dlq_topic_too_small_for_the_dead_letters_stops_the_job_before_it_starts(stack, tmp_path):
+    settings = isolated_settings(tmp_path)
+    assert dlq_size_problem(settings) is None  # as ensure_topics created them
+    assert "more than kafka.max_message_bytes (1024)" in dlq_size_problem(
+        settings.with_overrides(kafka={"max_message_bytes": 1024}))
+    small = f"{settings.kafka.topics.dlq}-small"  # created as by hand: the broker's default limit
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.create_topics([NewTopic(small, 1, 1)])
+    try:
+        needed = settings.kafka.max_message_bytes + HEADROOM_BYTES
+        result = subprocess.run(
+            [sys.executable, "-m", "personalization.pipelines.main", "--set", f"kafka.topics.dlq={small}",
+             "--set", f"kafka.topics.events={settings.kafka.topics.events}", "--set", "kafka.bounded=true"],
+            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+        assert result.returncode == 2, result.stderr
+        assert (f"topic {small!r} accepts records of up to {settings.kafka.max_message_bytes} bytes; a dead letter "
+                f"needs up to {needed}") in result.stderr
+        assert f"--add-config max.message.bytes={needed}" in result.stderr
+    finally:
+        admin.delete_topics([small])
+        admin.close()
