@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,11 @@ _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the operator: key, value, what was expected."""
+
+
+# Keys whose values are never echoed in an error: a secret typed in the wrong place (or with a
+# typo in its key) must not end up in a terminal, a CI log or a support ticket.
+_SECRET_KEY = re.compile(r"pass|secret|jaas|token|credential|private|auth", re.IGNORECASE)
 
 
 def parse_duration_ms(value: Any) -> int:
@@ -216,6 +221,7 @@ class FlinkConfig(_Section):
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
     savepoint_path: str = ""
     rest_port: int | None = Field(None, ge=0, le=65535)
+    bind_address: str = "127.0.0.1"
     prometheus_port: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")
@@ -291,19 +297,21 @@ def load_settings(path: Path | str | None = None, overrides: list[str] | None = 
 
 
 def _apply_override(data: dict, override: str) -> None:
+    """Errors name the key, never the value (it may be a secret)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {override!r}: expected key.path=value")
+        shown = f"{key}=…" if sep else key
+        raise ConfigError(f"override {shown!r}: expected key.path=value")
     node = data
     *parents, leaf = key.strip().split(".")
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            raise ConfigError(f"override of {key.strip()!r}: {part!r} is not a section")
     try:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {override!r}: value is not valid YAML ({err.problem})") from None
+        raise ConfigError(f"override of {key.strip()!r}: value is not valid YAML ({err.problem})") from None
 
 
 def _deep_merge(target: dict, values: dict) -> None:
@@ -321,12 +329,28 @@ def _validate(data: dict, source: str) -> Settings:
         problems = []
         for error in err.errors():
             key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            got = _shown(key, error["input"])
             if error["type"] == "extra_forbidden":
-                problems.append(f"{key}: unknown key (got {error['input']!r})")
+                problems.append(f"{key}: unknown key (got {got})")
             else:
                 message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{key}: {message} (got {error['input']!r})")
+                problems.append(f"{key}: {message} (got {got})")
         raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None
+
+
+def _shown(key: str, value: Any) -> str:
+    """The offending value as the error shows it: hidden under a secret-looking key, and a
+    section (a mapping) hidden if any key inside it looks secret."""
+    if _SECRET_KEY.search(key) or (isinstance(value, dict) and _SECRET_KEY.search(repr(list(_keys(value))))):
+        return "a value, not shown: the key looks like a secret"
+    return repr(value)
+
+
+def _keys(value: dict) -> Iterator[str]:
+    for key, inner in value.items():
+        yield str(key)
+        if isinstance(inner, dict):
+            yield from _keys(inner)
 
 
 def redis_password() -> str | None:

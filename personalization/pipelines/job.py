@@ -90,6 +90,9 @@ def flink_configuration(settings: Settings) -> Configuration:
         entries["execution.savepoint.path"] = flink.savepoint_path
     if flink.rest_port is not None:
         entries["rest.port"] = flink.rest_port
+    # Flink's default is every interface; its REST API is unauthenticated (cancel, jar upload).
+    entries["rest.bind-address"] = flink.bind_address
+    entries["rest.address"] = flink.bind_address
     if flink.prometheus_port:
         entries["metrics.reporter.prom.factory.class"] = (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
