@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from personalization.config.kafka import KafkaPropertiesError, check_properties
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
@@ -96,6 +98,15 @@ class KafkaConfig(_Section):
     delivery_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     transactional_id_prefix: str = "personalization"
     properties: dict[str, str] = {}
+
+    @field_validator("properties")
+    @classmethod
+    def _python_tools_understand(cls, properties: dict[str, str]) -> dict[str, str]:
+        try:
+            check_properties(properties)
+        except KafkaPropertiesError as err:
+            raise ValueError(str(err)) from None
+        return properties
 
 
 class RedisConfig(_Section):

@@ -27,6 +27,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.table import Schema, StreamTableEnvironment
 
+from personalization.config.kafka import flink_connector_properties
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.identity import index_key, is_link, profile_key, resolver_key
 from personalization.core.rules import RuleSet
@@ -146,7 +147,7 @@ def source_ddl(settings: Settings) -> str:
         "scan.startup.mode": _STARTUP_MODES[kafka.starting_offsets],
         "value.format": "raw",
         **({"scan.bounded.mode": "latest-offset"} if kafka.bounded else {}),
-        **{f"properties.{k}": v for k, v in kafka.properties.items()},
+        **{f"properties.{k}": v for k, v in flink_connector_properties(kafka.properties).items()},
     }
     with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
     return f"""
@@ -193,7 +194,7 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
     if exactly_once:
         builder = (builder.set_transactional_id_prefix(f"{kafka.transactional_id_prefix}-{topic}")
                    .set_property("transaction.timeout.ms", "900000"))
-    for key, value in kafka.properties.items():
+    for key, value in flink_connector_properties(kafka.properties).items():
         builder = builder.set_property(key, value)
     return builder.build()
 
@@ -213,7 +214,7 @@ def control_source(settings: Settings, topic: str) -> KafkaSource:
     )
     if kafka.bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    for key, value in kafka.properties.items():
+    for key, value in flink_connector_properties(kafka.properties).items():
         builder = builder.set_property(key, value)
     return builder.build()
 
