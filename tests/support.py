@@ -73,6 +73,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses listening on a TCP port, from /proc/net/tcp{,6} (Linux): which
+    interfaces a server really bound."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+                raw = bytes.fromhex(address)
+                # the kernel prints each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                ip = ipaddress.ip_address(raw)
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))  # Java's IPv6 sockets
+    return found
+
+
 def latest_checkpoint(checkpoint_uri: str) -> str | None:
     """The newest completed checkpoint (a ``chk-N`` folder with its ``_metadata``) under a dir."""
     root = Path(checkpoint_uri.removeprefix("file://"))

@@ -6,6 +6,7 @@ Every key has a documented default in ``config/default.yaml``. Validation is pyd
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -61,7 +62,15 @@ def _storage_uri(value: Any) -> str:
     return value if "://" in value else _repo_path(value).resolve().as_uri()
 
 
+def _ip_address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ValueError("expected an IP address, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (every interface)") from None
+
+
 RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
+IpAddress = Annotated[str, BeforeValidator(_ip_address)]
 StorageUri = Annotated[str, BeforeValidator(_storage_uri)]
 
 
@@ -232,7 +241,7 @@ class FlinkConfig(_Section):
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
     savepoint_path: str = ""
     rest_port: int | None = Field(None, ge=0, le=65535)
-    bind_address: str = "127.0.0.1"
+    bind_address: IpAddress = "127.0.0.1"
     prometheus_port: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")

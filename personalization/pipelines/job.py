@@ -10,7 +10,9 @@ and watermarks on to the Python DataStream operators.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import site
 import sys
@@ -95,6 +97,11 @@ def flink_configuration(settings: Settings) -> Configuration:
     entries["rest.bind-address"] = flink.bind_address
     entries["rest.address"] = flink.bind_address
     if flink.prometheus_port:
+        if ipaddress.ip_address(flink.bind_address).is_loopback:
+            logging.getLogger(__name__).warning(
+                "flink.prometheus_port %s: Flink's Prometheus reporter has no host option and listens on every "
+                "interface, not flink.bind_address %s: close the port with a firewall", flink.prometheus_port,
+                flink.bind_address)
         entries["metrics.reporter.prom.factory.class"] = (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
         entries["metrics.reporter.prom.port"] = flink.prometheus_port

@@ -344,3 +344,4 @@ def test_rest_api_binds_loopback_by_default() -> None:
     assert conf.get_string("rest.address", "") == "127.0.0.1"
     conf = flink_configuration(Settings().with_overrides(flink={"bind_address": "0.0.0.0"}))
     assert conf.get_string("rest.bind-address", "") == "0.0.0.0"
+    assert "flink.bind_address: expected an IP address" in error_of(overrides=["flink.bind_address=localhost:1"])
