@@ -38,8 +38,8 @@ from rich.text import Text
 
 from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.config.settings import Settings
-from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 from personalization.pipelines.topics import client_config, kafka_client
+from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 
 ENCODINGS = ("utf-8", "base64")
 POLL_TIMEOUT_MS = 500

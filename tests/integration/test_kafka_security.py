@@ -109,3 +109,15 @@ def test_clis_fail_clearly_without_credentials(broker: SaslKafka, tmp_path: Path
         assert "Traceback" not in run.stderr and PASSWORD not in run.stderr, (name, run.stderr)
     assert raw_records(good, good.kafka.topics.rules) == []  # nothing got through
     assert raw_records(good, good.kafka.topics.erasure) == []
+
+
+def test_job_with_a_refused_login_fails_naming_the_cause(broker: SaslKafka, tmp_path: Path) -> None:
+    good = settings_for(broker, tmp_path, broker.client_properties("alice", PASSWORD))
+    ensure_topics(good)
+    wrong = "not-" + PASSWORD
+    bad = good.with_overrides(kafka={"properties": broker.client_properties("alice", wrong)})
+    with pytest.raises(Exception) as failure:  # restart_attempts 0: the first failure ends the job
+        run_job(bad)
+    text = str(failure.value)
+    assert "SaslAuthenticationException: Authentication failed: Invalid username or password" in text
+    assert wrong not in text
