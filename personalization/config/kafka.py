@@ -81,6 +81,8 @@ def _translate(properties: Mapping[str, str], resolve: bool) -> dict[str, Any]:
             config[key.replace(".", "_")] = _typed(value)
     if "security.protocol" in props:
         config["security_protocol"] = protocol
+    if mechanism is not None:
+        config["sasl_mechanism"] = mechanism  # Java's default (GSSAPI), not kafka-python's (PLAIN)
     if "sasl.jaas.config" in props:
         config.update(_jaas(props["sasl.jaas.config"], resolve))
     for java, python in (("ssl.truststore.location", "ssl_cafile"), ("ssl.keystore.location", "ssl_certfile")):

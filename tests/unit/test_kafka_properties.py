@@ -63,3 +63,8 @@ def test_login_summary_names_the_user_never_the_password() -> None:
     summary = login_summary({"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
                              "sasl.jaas.config": JAAS.format("hunter2")})
     assert summary == "security.protocol SASL_SSL, sasl.mechanism PLAIN, user 'alice'"
+
+
+def test_sasl_without_a_mechanism_means_gssapi_as_in_the_java_clients() -> None:
+    config = python_client_config({"security.protocol": "SASL_PLAINTEXT"}, KafkaConsumer.DEFAULT_CONFIG)
+    assert config["sasl_mechanism"] == "GSSAPI"
