@@ -6,6 +6,7 @@ The broker is a second, private one (tests/kafka_broker.py) with only a SASL_PLA
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -46,15 +47,23 @@ def settings_for(broker: SaslKafka, tmp_path: Path, properties: dict[str, str]) 
     )
 
 
-def cli(module: str, config: Path, *args: str) -> subprocess.CompletedProcess:
+def cli(module: str, config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, "--config", str(config), *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
-def test_job_and_clis_connect_with_credentials(broker: SaslKafka, tmp_path: Path) -> None:
-    settings = settings_for(broker, tmp_path, broker.client_properties("alice", PASSWORD))
+def test_job_and_clis_connect_with_credentials(broker: SaslKafka, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password comes from the environment through Kafka's EnvVarConfigProvider placeholder,
+    resolved by the Java clients in the job and by the translation for the Python tools."""
+    properties = {**broker.client_properties("alice", "${env:PZ_TEST_KAFKA_PASSWORD}"),
+                  "config.providers": "env",
+                  "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider"}
+    settings = settings_for(broker, tmp_path, properties)
+    monkeypatch.setenv("PZ_TEST_KAFKA_PASSWORD", PASSWORD)  # this process's own reads and writes
     ensure_topics(settings)
     config = write_config(settings, tmp_path / "job.yaml")
+    assert PASSWORD not in config.read_text()
     topics = settings.kafka.topics
 
     rules = cli("personalization.pipelines.rules", config, "publish", str(settings.rules.path))
@@ -71,7 +80,9 @@ def test_job_and_clis_connect_with_credentials(broker: SaslKafka, tmp_path: Path
                  RawRecord(b"\x00not json", None, event["ts"])],
                 settings.kafka.bootstrap_servers, topics.events, progress=False,
                 config=client_config(KafkaProducer, settings))
-    run_job(settings)  # bounded: ends at the offsets that were latest at its start
+    job = cli("personalization.pipelines.main", config)  # bounded: ends at the offsets latest at its start
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert PASSWORD not in job.stdout + job.stderr
     reader = ProfileReader(connect(settings.redis), settings.redis.key_prefix)
     try:
         assert reader.get("sasl-user") is not None
