@@ -308,12 +308,19 @@ def load_settings(path: Path | str | None = None, overrides: list[str] | None = 
     except OSError as err:
         raise ConfigError(f"config file {path}: cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
     for override in overrides or []:
         _apply_override(data, override)
     return _validate(data, source=str(path))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What and where, without PyYAML's quote of the offending line (it may hold a secret)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
 
 
 def _apply_override(data: dict, override: str) -> None:

@@ -294,6 +294,12 @@ def test_missing_file(tmp_path: Path) -> None:
     assert error_of(path) == f"config file {path}: cannot be read (No such file or directory)"
 
 
+def test_yaml_syntax_errors_say_where_without_quoting_the_line(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, f"redis:\n  password: [{SECRET}\n"))
+    assert message.endswith("not valid YAML (expected ',' or ']', but got '<stream end>' at line 3, column 1)")
+    assert SECRET not in message
+
+
 @pytest.mark.parametrize(("override", "shown"), [("time.session_gap", "time.session_gap"), ("=10m", "=…"),
                                                   (" =10m", " =…"), ("", "")])
 def test_override_without_key_or_equals_sign(override: str, shown: str) -> None:
