@@ -901,3 +901,9 @@ def test_readme_gives_the_commands():
     for rule in alert_rules():
         if "alert" in rule:
             assert f"`{rule['alert']}`" in readme, f"docker/README.md does not document {rule['alert']}"
+
+
+def test_every_published_port_is_bound_to_loopback():
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"service {name} publishes {port} on every interface"
