@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -71,6 +73,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses listening on a TCP port, from /proc/net/tcp{,6} (Linux): which
+    interfaces a server really bound."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+                raw = bytes.fromhex(address)
+                # the kernel prints each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                ip = ipaddress.ip_address(raw)
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))  # Java's IPv6 sockets
+    return found
 
 
 def latest_checkpoint(checkpoint_uri: str) -> str | None:
@@ -151,18 +172,48 @@ def sessions_of(settings: Settings) -> list[dict]:
     return sorted(records, key=lambda r: (r["user_id"], r["start"], r["revision"], r["status"]))
 
 
-class RedisServer:
-    """A private, real redis-server on a free loopback port (auth, outage and restart tests)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory / "ca.key", "-out", files.ca,
+         "-days", "1", "-subj", "/CN=pz-test-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files.key, "-out", directory / "server.csr",
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", directory / "server.csr", "-CA", files.ca, "-CAkey", directory / "ca.key",
+         "-CAcreateserial", "-out", files.cert, "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
+    return files
+
+
+class RedisServer:
+    """A private, real redis-server on a free loopback port (auth, TLS, outage and restart tests).
+
+    With ``tls`` the port speaks TLS only (clients need not present a certificate)."""
+
+    def __init__(self, data_dir: Path, *args: str, tls: TlsFiles | None = None) -> None:
         import shutil
         import socket
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
+        ports = ["--port", str(self.port)] if tls is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls.cert),
+            "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no"]
         self._cmd = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
-                     "--port", str(self.port), "--dir", str(data_dir), "--appendonly", "yes",
+                     *ports, "--dir", str(data_dir), "--appendonly", "yes",
                      "--save", "", *args]
         self._process = None
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,16 @@ Every key has a documented default in ``config/default.yaml``. Validation is pyd
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from personalization.config.kafka import KafkaPropertiesError, check_properties
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
@@ -23,6 +26,11 @@ _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the operator: key, value, what was expected."""
+
+
+# Keys whose values are never echoed in an error: a secret typed in the wrong place (or with a
+# typo in its key) must not end up in a terminal, a CI log or a support ticket.
+_SECRET_KEY = re.compile(r"pass|secret|jaas|token|credential|private|auth", re.IGNORECASE)
 
 
 def parse_duration_ms(value: Any) -> int:
@@ -54,7 +62,15 @@ def _storage_uri(value: Any) -> str:
     return value if "://" in value else _repo_path(value).resolve().as_uri()
 
 
+def _ip_address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ValueError("expected an IP address, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (every interface)") from None
+
+
 RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
+IpAddress = Annotated[str, BeforeValidator(_ip_address)]
 StorageUri = Annotated[str, BeforeValidator(_storage_uri)]
 
 
@@ -95,6 +111,15 @@ class KafkaConfig(_Section):
     # dead-letter headers (core.dead_letter.HEADROOM_BYTES), so every accepted record fits there.
     max_message_bytes: int = Field(1_048_588, ge=1024)
     properties: dict[str, str] = {}
+
+    @field_validator("properties")
+    @classmethod
+    def _python_tools_understand(cls, properties: dict[str, str]) -> dict[str, str]:
+        try:
+            check_properties(properties)
+        except KafkaPropertiesError as err:
+            raise ValueError(str(err)) from None
+        return properties
 
 
 class RedisConfig(_Section):
@@ -224,6 +249,7 @@ class FlinkConfig(_Section):
     tolerable_failed_checkpoints: int = Field(6, ge=0)
     savepoint_path: str = ""
     rest_port: int | None = Field(None, ge=0, le=65535)
+    bind_address: IpAddress = "127.0.0.1"
     prometheus_port: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")
@@ -290,7 +316,7 @@ def load_settings(path: Path | str | None = None, overrides: list[str] | None = 
     except OSError as err:
         raise ConfigError(f"config file {path}: cannot be read ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
     for override in overrides or []:
@@ -298,20 +324,29 @@ def load_settings(path: Path | str | None = None, overrides: list[str] | None = 
     return _validate(data, source=str(path))
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What and where, without PyYAML's quote of the offending line (it may hold a secret)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
+
+
 def _apply_override(data: dict, override: str) -> None:
+    """Errors name the key, never the value (it may be a secret)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {override!r}: expected key.path=value")
+        shown = f"{key}=…" if sep else key
+        raise ConfigError(f"override {shown!r}: expected key.path=value")
     node = data
     *parents, leaf = key.strip().split(".")
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            raise ConfigError(f"override of {key.strip()!r}: {part!r} is not a section")
     try:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {override!r}: value is not valid YAML ({err.problem})") from None
+        raise ConfigError(f"override of {key.strip()!r}: value is not valid YAML ({err.problem})") from None
 
 
 def _deep_merge(target: dict, values: dict) -> None:
@@ -329,12 +364,28 @@ def _validate(data: dict, source: str) -> Settings:
         problems = []
         for error in err.errors():
             key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            got = _shown(key, error["input"])
             if error["type"] == "extra_forbidden":
-                problems.append(f"{key}: unknown key (got {error['input']!r})")
+                problems.append(f"{key}: unknown key (got {got})")
             else:
                 message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{key}: {message} (got {error['input']!r})")
+                problems.append(f"{key}: {message} (got {got})")
         raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None
+
+
+def _shown(key: str, value: Any) -> str:
+    """The offending value as the error shows it: hidden under a secret-looking key, and a
+    section (a mapping) hidden if any key inside it looks secret."""
+    if _SECRET_KEY.search(key) or (isinstance(value, dict) and _SECRET_KEY.search(repr(list(_keys(value))))):
+        return "a value, not shown: the key looks like a secret"
+    return repr(value)
+
+
+def _keys(value: dict) -> Iterator[str]:
+    for key, inner in value.items():
+        yield str(key)
+        if isinstance(inner, dict):
+            yield from _keys(inner)
 
 
 def redis_password() -> str | None:

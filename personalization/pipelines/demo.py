@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 import orjson
+from kafka import KafkaProducer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -39,7 +40,7 @@ from personalization.pipelines.story import (
     storyteller,
     timeline,
 )
-from personalization.pipelines.topics import ensure_topics, read_topic, topic_size
+from personalization.pipelines.topics import client_config, ensure_topics, read_topic, topic_size
 from personalization.replay.datasets import locate_datasets
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events
 from personalization.serving.reader import ProfileReader
@@ -289,9 +290,10 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
 
     events = replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
                            limit=limit or None)
-    summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events)
+    security = client_config(KafkaProducer, settings)
+    summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, config=security)
     produce_raw([RawRecord(value, None, 1511658000000) for value in MALFORMED],
-                settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+                settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False, config=security)
     produced = summary.sent + len(MALFORMED)
     console.print(f"produced {summary}, plus {len(MALFORMED)} malformed records for the DLQ")
 

@@ -30,14 +30,15 @@ from typing import Any
 
 import click
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import DeadLetter, DeadLetterError
+from personalization.pipelines.topics import client_config, kafka_client
 from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 
 POLL_TIMEOUT_MS = 500
@@ -126,8 +127,7 @@ def read_dlq(settings: Settings, stall_timeout_s: float = STALL_TIMEOUT_S) -> It
     no progress for ``stall_timeout_s``.
     """
     topic = settings.kafka.topics.dlq
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
-                             isolation_level="read_committed", **_client_properties(settings))
+    consumer = kafka_client(KafkaConsumer, settings, enable_auto_commit=False, isolation_level="read_committed")
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -160,7 +160,7 @@ def replay(settings: Settings, records: Iterable[DlqRecord], topic: str) -> int:
 
     Raises :class:`ProduceError` if any send failed (nothing is dropped silently).
     """
-    config = {"max_request_size": settings.kafka.max_message_bytes, **_client_properties(settings)}
+    config = {"max_request_size": settings.kafka.max_message_bytes, **client_config(KafkaProducer, settings)}
     summary = produce_raw((record.to_raw() for record in records), settings.kafka.bootstrap_servers, topic,
                           progress=False, config=config)
     return summary.sent
@@ -176,11 +176,6 @@ def _user_key(value: bytes) -> bytes | None:
         return None
     identity = payload.get("anonymous_id") or payload.get("user_id")
     return identity.encode() if isinstance(identity, str) else None
-
-
-def _client_properties(settings: Settings) -> dict[str, Any]:
-    """Pass-through Kafka properties (security.protocol, sasl.*) under kafka-python's names."""
-    return {key.replace(".", "_"): value for key, value in settings.kafka.properties.items()}
 
 
 def _utc(ms: int | None) -> str:
@@ -239,7 +234,7 @@ def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
     return click.option("--reason", "reasons", multiple=True, help="only this reason (repeatable)")(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KafkaCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:

@@ -11,7 +11,9 @@ SQL connector writes Kafka headers, where a dead letter keeps what is not the or
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import site
 import sys
@@ -28,6 +30,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.table import Schema, StreamTableEnvironment
 
+from personalization.config.kafka import flink_connector_properties
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.dead_letter import DeadLetter, dlq_max_message_bytes
 from personalization.core.identity import index_key, is_link, profile_key, resolver_key
@@ -98,7 +101,15 @@ def flink_configuration(settings: Settings) -> Configuration:
         entries["execution.savepoint.path"] = flink.savepoint_path
     if flink.rest_port is not None:
         entries["rest.port"] = flink.rest_port
+    # Flink's default is every interface; its REST API is unauthenticated (cancel, jar upload).
+    entries["rest.bind-address"] = flink.bind_address
+    entries["rest.address"] = flink.bind_address
     if flink.prometheus_port:
+        if ipaddress.ip_address(flink.bind_address).is_loopback:
+            logging.getLogger(__name__).warning(
+                "flink.prometheus_port %s: Flink's Prometheus reporter has no host option and listens on every "
+                "interface, not flink.bind_address %s: close the port with a firewall", flink.prometheus_port,
+                flink.bind_address)
         entries["metrics.reporter.prom.factory.class"] = (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
         entries["metrics.reporter.prom.port"] = flink.prometheus_port
@@ -151,7 +162,7 @@ def source_ddl(settings: Settings) -> str:
         "scan.startup.mode": _STARTUP_MODES[kafka.starting_offsets],
         "value.format": "raw",
         **({"scan.bounded.mode": "latest-offset"} if kafka.bounded else {}),
-        **{f"properties.{k}": v for k, v in kafka.properties.items()},
+        **{f"properties.{k}": v for k, v in flink_connector_properties(kafka.properties).items()},
     }
     with_clause = _with_clause(options)
     return f"""
@@ -204,7 +215,7 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
     if exactly_once:
         builder = (builder.set_transactional_id_prefix(f"{kafka.transactional_id_prefix}-{topic}")
                    .set_property("transaction.timeout.ms", "900000"))
-    for key, value in kafka.properties.items():
+    for key, value in flink_connector_properties(kafka.properties).items():
         builder = builder.set_property(key, value)
     return builder.build()
 
@@ -224,7 +235,7 @@ def control_source(settings: Settings, topic: str) -> KafkaSource:
     )
     if kafka.bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    for key, value in kafka.properties.items():
+    for key, value in flink_connector_properties(kafka.properties).items():
         builder = builder.set_property(key, value)
     return builder.build()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core import aggregates
 from personalization.core.rules import RuleSet, RulesError
@@ -59,7 +59,7 @@ def publish(settings: Settings, text: str) -> None:
     publish_record(settings, settings.kafka.topics.rules, text.encode(), partition=0)
 
 
-@click.group()
+@click.group(cls=KafkaCommands)
 @config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:

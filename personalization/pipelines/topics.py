@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from typing import Any, TypeVar
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from personalization.config.kafka import python_client_config
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import dlq_max_message_bytes
+
+Client = TypeVar("Client", KafkaAdminClient, KafkaConsumer, KafkaProducer)
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -25,8 +29,7 @@ def partitions_of(settings: Settings, name: str) -> int:
 
 def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float = 30.0) -> None:
     """Create missing topics; with ``recreate`` delete them first so a run starts empty."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             **_client_properties(settings))
+    admin = kafka_client(KafkaAdminClient, settings)
     try:
         names = topic_names(settings)
         if recreate:
@@ -42,8 +45,7 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
 
 def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Delete the job's topics that exist (bench and test clean-up); returns the names deleted."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             **_client_properties(settings))
+    admin = kafka_client(KafkaAdminClient, settings)
     try:
         existing = [name for name in topic_names(settings) if name in set(admin.list_topics())]
         if existing:
@@ -68,7 +70,7 @@ def dlq_size_problem(settings: Settings) -> str | None:
     """Why the DLQ topic could refuse the dead letter of a record the events topic accepts (the
     sink would fail on it at every restart), or None. Topics that do not exist yet are not checked."""
     topics = settings.kafka.topics
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, **_client_properties(settings))
+    admin = kafka_client(KafkaAdminClient, settings)
     try:
         existing = set(admin.list_topics())
         names = [name for name in (topics.events, topics.dlq) if name in existing]
@@ -105,14 +107,20 @@ def _wait(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _client_properties(settings: Settings) -> dict:
-    """Map pass-through Kafka properties (security.protocol, sasl.*) onto kafka-python names."""
-    return {key.replace(".", "_"): value for key, value in settings.kafka.properties.items()}
+def kafka_client(cls: type[Client], settings: Settings, *topics: str, **arguments: Any) -> Client:
+    """A kafka-python client of the configured brokers, with ``kafka.properties`` (security) translated."""
+    return cls(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
+               **{**client_config(cls, settings), **arguments})
+
+
+def client_config(cls: type, settings: Settings) -> dict[str, Any]:
+    """``kafka.properties`` as arguments of the kafka-python client ``cls``."""
+    return python_client_config(settings.kafka.properties, cls.DEFAULT_CONFIG)
 
 
 def publish_record(settings: Settings, topic: str, value: bytes, partition: int | None = None) -> None:
     """Send one record and wait for the broker's acknowledgement (control records: rules, erasures)."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, **_client_properties(settings))
+    producer = kafka_client(KafkaProducer, settings)
     try:
         producer.send(topic, value, partition=partition).get(timeout=30)
     finally:
@@ -121,10 +129,8 @@ def publish_record(settings: Settings, topic: str, value: bytes, partition: int 
 
 def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> list[dict]:
     """Every JSON record of a topic, committed transactions only (exactly-once outputs)."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=idle_timeout_ms, isolation_level="read_committed",
-                             **_client_properties(settings))
+    consumer = kafka_client(KafkaConsumer, settings, topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                            consumer_timeout_ms=idle_timeout_ms, isolation_level="read_committed")
     try:
         return [orjson.loads(message.value) for message in consumer]
     finally:
@@ -133,8 +139,7 @@ def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> l
 
 def topic_size(settings: Settings, topic: str) -> int:
     """Records in a topic (end minus beginning offsets over all partitions)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             **_client_properties(settings))
+    consumer = kafka_client(KafkaConsumer, settings)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(partitions)

@@ -17,13 +17,13 @@ import uuid
 import click
 import orjson
 
-from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
 from personalization.pipelines.topics import publish_record
 from personalization.serving.reader import ProfileReader
 
 
-@click.group()
+@click.group(cls=KafkaCommands)
 @config_options
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:

@@ -475,13 +475,73 @@ def test_flink_configuration_of_the_cluster():
         assert on_volume, f"service {name}: checkpoint dir {checkpoint_dir} is not on a named volume"
 
 
+def redis_server_args(service: dict) -> list[str]:
+    """The redis-server command line, from the `exec ... redis-server ...` line of the script."""
+    (script,) = service["command"]
+    (line,) = [line for line in script.splitlines() if line.strip().startswith("exec ")]
+    args = shlex.split(line)
+    return args[args.index("redis-server"):]
+
+
 def test_redis_appendonly_and_pinned():
     redis = [svc for svc in services().values() if image_repository(svc["image"]) == "redis"]
     assert len(redis) == 1
-    command = redis[0]["command"]
-    command = command if isinstance(command, list) else shlex.split(command)
+    command = redis_server_args(redis[0])
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(str(v).endswith(":/data") for v in redis[0]["volumes"]), "Redis data is not on a volume"
+
+
+# --- secure by default: passwords are compose secrets, nothing has a default login ---------------
+
+def secret_path(service: dict, name: str) -> str:
+    """Where a service sees a secret it is granted (the Compose default: /run/secrets/<name>)."""
+    granted = {s if isinstance(s, str) else s["source"]: s for s in service.get("secrets", [])}
+    assert name in granted, f"secret {name} not granted"
+    entry = granted[name]
+    return f"/run/secrets/{name}" if isinstance(entry, str) else entry.get("target", f"/run/secrets/{name}")
+
+
+def test_compose_secrets_are_git_ignored_files():
+    secrets = compose()["secrets"]
+    assert set(secrets) == {"redis_password", "grafana_admin_password"}
+    for name, secret in secrets.items():
+        assert secret["file"] == f"./secrets/{name}", name
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DOCKER / "secrets" / "redis_password")], cwd=REPO)
+    assert ignored.returncode == 0, "docker/secrets/ must be git-ignored"
+
+
+def test_no_service_has_a_password_in_its_environment():
+    for name, service in services().items():
+        environment = service.get("environment", {})
+        environment = environment if isinstance(environment, dict) else dict(e.split("=", 1) for e in environment)
+        for key, value in environment.items():
+            if re.search(r"PASSWORD|SECRET|TOKEN", key):
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, key)
+
+
+def test_redis_requires_the_password_of_its_secret():
+    redis = next(svc for svc in services().values() if image_repository(svc["image"]) == "redis")
+    path = secret_path(redis, "redis_password")
+    (script,) = redis["command"]
+    assert f"requirepass \"%s\"\\n' \"$(cat {path})\"" in script
+    config = script.split("> ", 1)[1].split()[0]
+    assert redis_server_args(redis)[1] == config  # the config file with requirepass is what the server reads
+    assert "requirepass" not in redis_server_args(redis)  # not on the command line (ps shows it)
+    assert f"REDISCLI_AUTH=\"$(cat {path})\"" in redis["healthcheck"]["test"][1]
+
+
+def test_flink_processes_read_the_redis_password_from_the_secret():
+    for name, service in services().items():
+        if service.get("image", "").startswith("personalization-job"):
+            assert service["environment"]["PZ_REDIS_PASSWORD_FILE"] == secret_path(service, "redis_password"), name
+
+
+def test_grafana_has_no_default_login_and_no_anonymous_access():
+    grafana = next(svc for svc in services().values() if image_repository(svc["image"]) == "grafana/grafana")
+    environment = grafana["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in environment  # Grafana's default would be admin
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == secret_path(grafana, "grafana_admin_password")
 
 
 def test_kafka_is_a_single_kraft_node():
@@ -846,3 +906,9 @@ def test_readme_gives_the_commands():
     for rule in alert_rules():
         if "alert" in rule:
             assert f"`{rule['alert']}`" in readme, f"docker/README.md does not document {rule['alert']}"
+
+
+def test_every_published_port_is_bound_to_loopback():
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"service {name} publishes {port} on every interface"

@@ -294,14 +294,21 @@ def test_missing_file(tmp_path: Path) -> None:
     assert error_of(path) == f"config file {path}: cannot be read (No such file or directory)"
 
 
-@pytest.mark.parametrize("override", ["time.session_gap", "=10m", " =10m", ""])
-def test_override_without_key_or_equals_sign(override: str) -> None:
-    assert error_of(overrides=[override]) == f"override {override!r}: expected key.path=value"
+def test_yaml_syntax_errors_say_where_without_quoting_the_line(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, f"redis:\n  password: [{SECRET}\n"))
+    assert message.endswith("not valid YAML (expected ',' or ']', but got '<stream end>' at line 3, column 1)")
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(("override", "shown"), [("time.session_gap", "time.session_gap"), ("=10m", "=…"),
+                                                  (" =10m", " =…"), ("", "")])
+def test_override_without_key_or_equals_sign(override: str, shown: str) -> None:
+    assert error_of(overrides=[override]) == f"override {shown!r}: expected key.path=value"
 
 
 def test_override_below_a_value_that_is_not_a_section() -> None:
     message = error_of(overrides=["time.session_gap.minutes=10"])
-    assert message == "override 'time.session_gap.minutes=10': 'session_gap' is not a section"
+    assert message == "override of 'time.session_gap.minutes': 'session_gap' is not a section"
 
 
 def test_override_with_unparseable_value_is_a_config_error() -> None:
@@ -310,4 +317,37 @@ def test_override_with_unparseable_value_is_a_config_error() -> None:
     override = "time.windows.sizes=[10m"
     with pytest.raises(ConfigError) as info:
         load_settings(overrides=[override])
-    assert override in str(info.value)
+    assert "override of 'time.windows.sizes': value is not valid YAML" in str(info.value)
+    assert "[10m" not in str(info.value)  # the value is never echoed: it could be a secret
+
+
+SECRET = "hunter2-do-not-print"
+
+
+@pytest.mark.parametrize("text", [
+    f"redis:\n  password: {SECRET}\n",                       # a password in a section that has none
+    f"kafka:\n  sasl_password: {SECRET}\n",
+    f"kafak:\n  sasl.jaas.config: x password='{SECRET}';\n",  # inside a misspelt section
+    f"kafka:\n  properties:\n    ssl.key.password: [{SECRET}]\n",  # a known place, a bad type
+])
+def test_config_errors_never_echo_values_of_secret_keys(tmp_path: Path, text: str) -> None:
+    message = error_of(write(tmp_path, text))
+    assert "not shown: the key looks like a secret" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("override", [f"redis.password={SECRET}", f"redis.password=[{SECRET}",
+                                      f"redis.port.password={SECRET}"])
+def test_override_errors_never_echo_the_value(override: str) -> None:
+    message = error_of(overrides=[override])
+    assert "redis." in message and SECRET not in message
+
+
+def test_rest_api_binds_loopback_by_default() -> None:
+    from personalization.pipelines.job import flink_configuration
+    conf = flink_configuration(Settings().with_overrides(flink={"rest_port": 0}))
+    assert conf.get_string("rest.bind-address", "") == "127.0.0.1"
+    assert conf.get_string("rest.address", "") == "127.0.0.1"
+    conf = flink_configuration(Settings().with_overrides(flink={"bind_address": "0.0.0.0"}))
+    assert conf.get_string("rest.bind-address", "") == "0.0.0.0"
+    assert "flink.bind_address: expected an IP address" in error_of(overrides=["flink.bind_address=localhost:1"])
