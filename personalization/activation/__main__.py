@@ -18,6 +18,7 @@ from personalization.config.cli import config_options, settings_or_exit
 def cli() -> None:
     """Deliver segment changes to webhooks (README "Webhooks")."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 
 
 @cli.command("run")

@@ -49,13 +49,16 @@ class Activation:
                                        **_client_properties(settings))
 
     def consumer(self, group_id: str, topic: str | None, max_records: int) -> KafkaConsumer:
-        # A batch may take its worst case (every delivery retried to the end) before its commit.
+        # A batch may take its worst case (every delivery retried to the end) before its commit:
+        # the poll interval allows it, so the group does not evict a slow but live service. A
+        # crashed one is noticed by its missing heartbeats (session timeout) instead.
         worst_s = max(((e.retries + 1) * (e.timeout + e.backoff_max) / 1000 * -(-max_records // e.concurrency)
                        for e in self.settings.activation.endpoints), default=0)
         return KafkaConsumer(
             *([topic] if topic else []), bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             max_poll_records=max_records, max_poll_interval_ms=max(300_000, int(worst_s * 1000) + 60_000),
+            session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
             **_client_properties(self.settings))
 
     def process(self, records: Iterable[ConsumerRecord]) -> None:
@@ -115,13 +118,18 @@ class Activation:
         self._producer.close()
 
 
+def group_id(settings: Settings) -> str:
+    """The service's consumer group (its replays use ``<group>-replay-<endpoint>``)."""
+    return settings.activation.group_id or f"{settings.kafka.group_id}-activation"
+
+
 def run(settings: Settings, stop: Callable[[], bool] = lambda: False) -> Stats:
     """Consume ``segment-changes`` until ``stop()``; commit after each fully handled batch."""
-    cfg = settings.activation
     activation = Activation(settings)
-    consumer = activation.consumer(cfg.group_id, settings.kafka.topics.segment_changes, cfg.batch_size)
+    consumer = activation.consumer(group_id(settings), settings.kafka.topics.segment_changes,
+                                   settings.activation.batch_size)
     log.info("activation: %d endpoint(s) on %s, group %s", len(activation.endpoints),
-             settings.kafka.topics.segment_changes, cfg.group_id)
+             settings.kafka.topics.segment_changes, group_id(settings))
     try:
         while not stop():
             batches = consumer.poll(timeout_ms=500)
@@ -146,10 +154,10 @@ def replay(settings: Settings, endpoint: str) -> Stats:
         raise KeyError(f"no endpoint named {endpoint!r} in activation.endpoints")
     activation = Activation(settings)
     topic = settings.kafka.topics.webhooks_dlq
-    consumer = activation.consumer(f"{settings.activation.group_id}-replay-{endpoint}", None,
+    consumer = activation.consumer(f"{group_id(settings)}-replay-{endpoint}", None,
                                    settings.activation.batch_size)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(_partitions(consumer, topic))]
         consumer.assign(partitions)
         ends = consumer.end_offsets(partitions)
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
@@ -164,6 +172,16 @@ def replay(settings: Settings, endpoint: str) -> Stats:
         consumer.close(autocommit=False)
         activation.close()
     return activation.stats
+
+
+def _partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
+    """A topic's partitions; a new client's first metadata can briefly report none."""
+    deadline = time.monotonic() + timeout_s
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise KeyError(f"topic {topic!r} not found (or without partitions) after {timeout_s:.0f} s")
+        time.sleep(0.2)
+    return partitions
 
 
 def _failed_deliveries(entries: Iterable[ConsumerRecord], endpoint: str) -> Iterable[tuple[ConsumerRecord, Change, str]]:

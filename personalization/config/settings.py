@@ -277,7 +277,7 @@ class WebhookEndpoint(_Section):
 
 
 class ActivationConfig(_Section):
-    group_id: str = "personalization-activation"
+    group_id: str = ""  # "" = <kafka.group_id>-activation
     batch_size: int = Field(500, ge=1)
     endpoints: list[WebhookEndpoint] = []
 
