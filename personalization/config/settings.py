@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
@@ -52,6 +52,14 @@ def _repo_path(value: Any) -> Path:
 def _storage_uri(value: Any) -> str:
     value = str(value)
     return value if "://" in value else _repo_path(value).resolve().as_uri()
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL a client can use, kept as written."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    AnyHttpUrl(value)
+    return value
 
 
 RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
@@ -261,7 +269,7 @@ class WebhookEndpoint(_Section):
     """One receiver of segment changes: which changes go to it, and how hard to push."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    url: str = Field(pattern=r"^https?://")
+    url: Annotated[str, AfterValidator(_http_url)]
     segments: list[str] = Field(min_length=1)  # segment names; ["*"] = every segment
     actions: list[Literal["enter", "exit"]] = Field(["enter", "exit"], min_length=1)
     timeout: DurationMs = parse_duration_ms("5s")

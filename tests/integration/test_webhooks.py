@@ -22,7 +22,8 @@ from bench.webhook_receiver import Receiver
 from personalization.activation.service import group_id, run
 from personalization.activation.signing import change_id
 from personalization.config.settings import REPO_ROOT, Settings
-from tests.support import free_port, isolated_settings, read_all, wait_until, write_config
+from personalization.pipelines.topics import read_topic
+from tests.support import free_port, isolated_settings, read_all, replayed_run, wait_until, write_config
 
 SECRET = "s3cret-for-tests"
 FAST = {"retries": 2, "backoff_initial": "10ms", "backoff_max": "50ms", "timeout": "2s"}
@@ -279,3 +280,20 @@ def test_sigkill_mid_stream_and_restart_loses_nothing(stack, tmp_path, receiver)
     assert all(l["endpoint"] == "fail" and l["reason"].startswith("HTTP 500") for l in letters)
     print(f"delivered before the kill: {delivered_before}; requests to /ok in all: {receiver.count('/ok')} "
           f"for {len(oks)} changes; dead letters {len(letters)} for {len(fails)}")
+
+
+def test_the_changes_a_real_job_run_made_are_each_delivered_as_written(stack, tmp_path, receiver, secret):
+    settings, _ = replayed_run(tmp_path, seed=11, limit=3_000)
+    written = read_topic(settings, settings.kafka.topics.segment_changes)
+    assert len(written) >= 10 and len({c["segment"] for c in written}) >= 2  # a run that made changes
+    settings = settings.with_overrides(activation={"endpoints": [
+        {"name": "cms", "url": receiver.url + "/ok", "segments": ["*"], **FAST}]})
+    service = InProcess(settings)
+    try:
+        wait_until(lambda: receiver.delivered() == {change_id(c["user_id"], c["seq"]) for c in written}, 60,
+                   f"the {len(written)} changes of the job run")
+    finally:
+        service.stop()
+    received = {json.loads(r.body)["id"]: json.loads(r.body)["change"] for r in receiver.requests}
+    assert sorted(received.values(), key=lambda c: (c["user_id"], c["seq"])) == \
+        sorted(written, key=lambda c: (c["user_id"], c["seq"]))

@@ -97,6 +97,7 @@ def test_endpoint_config_is_validated() -> None:
     assert endpoint.wants("a", "exit") and not endpoint.wants("b", "enter")
     assert Settings().with_overrides(activation={"endpoints": [{**ok, "segments": ["*"]}]}).activation.endpoints[0].wants("z", "enter")
     for bad, problem in [([ok, ok], "unique"), ([{**ok, "url": "ftp://x"}], "url"),
+                         ([{**ok, "url": "http://cms:99999/h"}], "url"), ([{**ok, "url": "http://"}], "url"),
                          ([{**ok, "segments": []}], "segments"), ([{**ok, "actions": ["stay"]}], "actions"),
                          ([{**ok, "concurrency": 0}], "concurrency"), ([{**ok, "timeout": "soon"}], "timeout"),
                          ([{**ok, "secret": "inline"}], "unknown key")]:
