@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import orjson
@@ -21,7 +20,7 @@ from kafka.errors import CommitFailedError
 
 from personalization.activation.delivery import Change, Endpoint, Outcome
 from personalization.activation.signing import load_secret
-from personalization.config.settings import Settings
+from personalization.config.settings import Settings, WebhookEndpoint
 from personalization.pipelines.topics import _client_properties
 
 log = logging.getLogger("personalization.activation")
@@ -34,7 +33,6 @@ class Stats:
     delivered: int = 0
     dead_lettered: int = 0
     invalid: int = 0
-    by_endpoint: dict[str, int] = field(default_factory=dict)
 
 
 class Activation:
@@ -52,8 +50,7 @@ class Activation:
         # A batch may take its worst case (every delivery retried to the end) before its commit:
         # the poll interval allows it, so the group does not evict a slow but live service. A
         # crashed one is noticed by its missing heartbeats (session timeout) instead.
-        worst_s = max(((e.retries + 1) * (e.timeout + e.backoff_max) / 1000 * -(-max_records // e.concurrency)
-                       for e in self.settings.activation.endpoints), default=0)
+        worst_s = max((_worst_batch_s(e, max_records) for e in self.settings.activation.endpoints), default=0)
         return KafkaConsumer(
             *([topic] if topic else []), bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
@@ -84,7 +81,6 @@ class Activation:
             outcome = future.result()
             if outcome.delivered:
                 self.stats.delivered += 1
-                self.stats.by_endpoint[name] = self.stats.by_endpoint.get(name, 0) + 1
             else:
                 self._dead_letter(record, change, name, outcome)
         self._producer.flush()
@@ -116,6 +112,13 @@ class Activation:
         for endpoint in self.endpoints.values():
             endpoint.close()
         self._producer.close()
+
+
+def _worst_batch_s(endpoint: WebhookEndpoint, records: int) -> float:
+    """Seconds ``records`` deliveries to ``endpoint`` can take if every attempt fails slowly."""
+    attempts = endpoint.retries + 1
+    slow = -(-records // endpoint.concurrency) * attempts * (endpoint.timeout + endpoint.backoff_max) / 1000
+    return slow + (records * attempts / endpoint.rate_limit if endpoint.rate_limit else 0)
 
 
 def group_id(settings: Settings) -> str:
