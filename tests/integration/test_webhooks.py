@@ -207,6 +207,12 @@ def test_replay_delivers_the_dead_letters_to_the_fixed_endpoint_once(stack, tmp_
         service.stop()
     assert not receiver.delivered("/fail") and {l["id"] for l in dlq(settings)} == ids
 
+    broken = [sys.executable, "-m", "personalization.activation", "replay", "--endpoint", "cms",
+              "--config", str(write_config(settings, tmp_path / "broken.yaml"))]
+    again = subprocess.run(broken, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert "0 delivered, 5 dead-lettered again" in again.stdout, again.stderr
+    assert len(dlq(settings)) == 10  # appended after the end the replay read to: it did not chase them
+
     fixed = settings.with_overrides(activation={"endpoints": [{**settings.activation.endpoints[0].model_dump(mode="json"),
                                                                "url": receiver.url + "/ok"}]})
     config = write_config(fixed, tmp_path / "fixed.yaml")
