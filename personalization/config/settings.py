@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from personalization.config.kafka import KafkaPropertiesError, check_properties
 
@@ -69,6 +70,14 @@ def _ip_address(value: Any) -> str:
         raise ValueError("expected an IP address, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (every interface)") from None
 
 
+def _http_url(value: str) -> str:
+    """An http(s) URL a client can use, kept as written."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    AnyHttpUrl(value)
+    return value
+
+
 RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
 IpAddress = Annotated[str, BeforeValidator(_ip_address)]
 StorageUri = Annotated[str, BeforeValidator(_storage_uri)]
@@ -90,6 +99,7 @@ class Topics(_Section):
     erasure: str = "erasure-requests"
     audit: str = "erasure-audit"
     alerts: str = "pipeline-alerts"
+    webhooks_dlq: str = "webhooks.dlq"
     partitions: int = Field(4, ge=1)
 
     @classmethod
@@ -286,6 +296,39 @@ class RulesConfig(_Section):
     stream_maxlen: int = Field(100_000, ge=1)
 
 
+class WebhookEndpoint(_Section):
+    """One receiver of segment changes: which changes go to it, and how hard to push."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: Annotated[str, AfterValidator(_http_url)]
+    segments: list[str] = Field(min_length=1)  # segment names; ["*"] = every segment
+    actions: list[Literal["enter", "exit"]] = Field(["enter", "exit"], min_length=1)
+    timeout: DurationMs = parse_duration_ms("5s")
+    retries: int = Field(5, ge=0, le=100)
+    backoff_initial: DurationMs = parse_duration_ms("200ms")
+    backoff_max: DurationMs = parse_duration_ms("30s")
+    concurrency: int = Field(4, ge=1, le=1_000)
+    rate_limit: float = Field(0, ge=0)  # requests per second, 0 = unlimited
+    secret_env: str = Field("PZ_WEBHOOK_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    def wants(self, segment: str, action: str) -> bool:
+        return action in self.actions and ("*" in self.segments or segment in self.segments)
+
+
+class ActivationConfig(_Section):
+    group_id: str = ""  # "" = <kafka.group_id>-activation
+    batch_size: int = Field(500, ge=1)
+    endpoints: list[WebhookEndpoint] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ActivationConfig":
+        names = [e.name for e in self.endpoints]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"endpoint names must be unique: {duplicates}")
+        return self
+
+
 class Settings(_Section):
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
@@ -298,6 +341,7 @@ class Settings(_Section):
     rules: RulesConfig = RulesConfig()
     learning: LearningConfig = LearningConfig()
     alerts: AlertsConfig = AlertsConfig()
+    activation: ActivationConfig = ActivationConfig()
     flink: FlinkConfig = FlinkConfig()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
