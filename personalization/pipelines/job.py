@@ -319,7 +319,7 @@ def dlq_sink_ddl(settings: Settings) -> str:
         **({"sink.transactional-id-prefix": f"{kafka.transactional_id_prefix}-{topic}",
             "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
         "properties.max.request.size": str(dlq_max_message_bytes(kafka.max_message_bytes)),
-        **{f"properties.{k}": v for k, v in kafka.properties.items()},
+        **{f"properties.{k}": v for k, v in flink_connector_properties(kafka.properties).items()},
     }
     with_clause = _with_clause(options)
     return f"""

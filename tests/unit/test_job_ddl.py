@@ -7,7 +7,7 @@ from personalization.config.settings import load_settings
 from personalization.core.dead_letter import HEADROOM_BYTES
 from personalization.pipelines.job import dlq_sink_ddl, source_ddl
 
-JAAS = "org.apache.kafka.common.security.plain.PlainLoginModule required username='a' password='b';"
+JAAS = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="a" password="it\'s";'
 
 
 def test_the_dlq_sink_writes_headers_and_takes_the_headroom() -> None:
@@ -22,7 +22,9 @@ def test_the_dlq_sink_writes_headers_and_takes_the_headroom() -> None:
 
 
 def test_option_values_are_quoted_as_sql_literals() -> None:
-    settings = load_settings().with_overrides(kafka={"properties": {"sasl.jaas.config": JAAS}})
-    quoted = JAAS.replace("'", "''")
+    settings = load_settings().with_overrides(kafka={"properties": {
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.jaas.config": JAAS}})
+    # the connector's Kafka clients are shaded: the login module is named in their package
+    quoted = ("org.apache.flink.kafka.shaded." + JAAS).replace("'", "''")
     for ddl in (dlq_sink_ddl(settings), source_ddl(settings)):
         assert f"'properties.sasl.jaas.config' = '{quoted}'" in ddl
