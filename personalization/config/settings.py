@@ -258,6 +258,7 @@ class FlinkConfig(_Section):
     checkpoint_timeout: DurationMs = parse_duration_ms("10m")
     tolerable_failed_checkpoints: int = Field(6, ge=0)
     savepoint_path: str = ""
+    savepoint_ignore_unclaimed_state: bool = False
     rest_port: int | None = Field(None, ge=0, le=65535)
     bind_address: IpAddress = "127.0.0.1"
     prometheus_port: str = ""

@@ -99,6 +99,7 @@ def flink_configuration(settings: Settings) -> Configuration:
     }
     if flink.savepoint_path:
         entries["execution.savepoint.path"] = flink.savepoint_path
+        entries["execution.savepoint.ignore-unclaimed-state"] = str(flink.savepoint_ignore_unclaimed_state).lower()
     if flink.rest_port is not None:
         entries["rest.port"] = flink.rest_port
     # Flink's default is every interface; its REST API is unauthenticated (cancel, jar upload).

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.monitor import FlinkRest
@@ -79,3 +81,26 @@ def _running(rest: FlinkRest) -> list[str] | None:
         return rest.running_jobs() or None
     except OSError:
         return None
+
+
+def test_a_savepoint_with_state_the_job_no_longer_has_is_refused_unless_told_to_drop_it(stack, tmp_path):
+    """The rate-alert detector (keyed state) in the savepoint's graph, not in the resumed one: an
+    operator removed by a release (as the DataStream DLQ sink was)."""
+    settings = isolated_settings(tmp_path, kafka={"bounded": False}, alerts={"event_rates": True})
+    reader = ProfileReader.from_settings(settings)
+    produce([_click("a1", "ann", T)], settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    client = start_job(settings)
+    wait_until(lambda: reader.get("ann") is not None, 120, "the first profile")
+    savepoint = stop_with_savepoint(client, (tmp_path / "savepoints").as_uri())
+
+    without_alerts = settings.with_overrides(alerts={"event_rates": False}, flink={"savepoint_path": savepoint})
+    with pytest.raises(Exception, match="(?s)Cannot map checkpoint/savepoint state for operator"):
+        start_job(without_alerts)   # the local runner refuses it at submission
+
+    produce([_click("a2", "ann", T + 1_000)], settings.kafka.bootstrap_servers, settings.kafka.topics.events,
+            progress=False)
+    resumed = start_job(without_alerts.with_overrides(flink={"savepoint_ignore_unclaimed_state": True}))
+    try:
+        wait_until(lambda: reader.get("ann")["events_total"] == 2, 120, "the event after the savepoint")
+    finally:
+        resumed.cancel().result()
