@@ -329,7 +329,7 @@ def show_api(settings: Settings, url: str, key: str) -> None:
     path = f"/v1/users/{quote(changes[0][1]['user_id'], safe='')}/segments"
     answer = httpx.get(url + path, headers={"X-API-Key": key}, timeout=10)
     console.print(f"ask the API (HTTP {answer.status_code}; the API stops with the demo, keep it with --serve):\n"
-                  f"  curl -H 'X-API-Key: {key}' {url}{path}\n  -> {answer.text[:300]}")
+                  f"  curl -H 'X-API-Key: {key}' {url}{path}\n  -> {answer.text[:300]}", soft_wrap=True)
 
 
 if __name__ == "__main__":
