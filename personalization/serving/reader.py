@@ -33,9 +33,8 @@ class ProfileReader:
 
     def get(self, user_id: str) -> dict[str, Any] | None:
         """The profile of a user id or anonymous id; an anonymous id stitched into a user's profile
-        gives that profile (its ``user_id`` says whose)."""
-        raw = self._client.hgetall(profile_key(self._prefix, self.resolve(user_id)))
-        return decode_profile(raw) if raw else None
+        gives that profile (its ``user_id`` says whose). One round trip (two for an alias)."""
+        return self.get_many([user_id])[user_id]
 
     def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Profiles of many ids in one round trip (a pipeline of alias lookups and profile reads);
