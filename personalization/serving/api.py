@@ -136,7 +136,8 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
                   description="Profiles, segments and predictions written by the personalization job.")
 
     def authorized(endpoint: str):
-        def check(x_api_key: str | None = Header(None, include_in_schema=False)) -> None:
+        async def check(x_api_key: str | None = Header(None, include_in_schema=False)) -> None:
+            # async: a hash needs no thread; a sync dependency would cost a thread-pool hop per request
             if endpoint in config.public_reads:
                 return
             if x_api_key is None or hashlib.sha256(x_api_key.encode()).digest() not in digests:
