@@ -146,7 +146,7 @@ def _line(r: dict[str, float]) -> str:
             f"  ({r['requests']:,} requests, {r['errors']} errors, client CPU {r['client_cpu']:.0%})")
 
 
-def report(results: dict, users: int, profile_bytes: int, rate: float, seconds: float) -> str:
+def report(results: dict, users: int, profile_bytes: int, rate: float, seconds: float, load: float) -> str:
     rows = "\n".join(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests']:,} | {r['errors']} "
                      f"| {r['client_cpu']:.0%} |"
                      for name, r in results.items())
@@ -160,7 +160,7 @@ machine with {os.cpu_count()} cores shared with other work. {users:,} real profi
 (httpx, one client per simulated client, on uvloop) in another process on the same cores; {seconds:.0f} s per closed-loop row,
 {2 * seconds:.0f} s for the open loop. Latency is per request as the client sees it (open loop: from
 its scheduled start). Load generator CPU near 100 % means the Python client, not the server, set
-the pace. Load average at the start: {os.getloadavg()[0]:.1f}.
+the pace. Load average (1 min) at the start: {load:.1f}.
 
 | load | requests/s | p50 ms | p99 ms | requests | errors | load generator CPU |
 |---|---:|---:|---:|---:|---:|---:|
@@ -176,6 +176,7 @@ Goal: single-read p99 <= 5 ms at {rate:,.0f} requests/s: **{'met' if met else 'n
 @click.option("--seconds", default=5.0, show_default=True, help="duration of each closed-loop measurement")
 @click.option("--rate", default=1_000.0, show_default=True, help="requests/s of the open-loop single reads")
 def main(events: int, seconds: float, rate: float) -> None:
+    load = os.getloadavg()[0]
     base = load_settings()
     settings = base.with_overrides(redis={"key_prefix": f"bench-api-{uuid.uuid4().hex[:8]}"})
     profiles = _profiles(settings, events)
@@ -194,7 +195,7 @@ def main(events: int, seconds: float, rate: float) -> None:
         ProfileReader(client, settings.redis.key_prefix).delete_all()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "api-load.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    (RESULTS / "api-load.md").write_text(report(results, len(users), profile_bytes, rate, seconds))
+    (RESULTS / "api-load.md").write_text(report(results, len(users), profile_bytes, rate, seconds, load))
     click.echo(f"report: {RESULTS / 'api-load.md'}")
 
 
