@@ -8,6 +8,7 @@ job writes while the client listens. Every other assertion compares the API's an
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import uuid
@@ -17,12 +18,13 @@ import httpx
 import orjson
 import pytest
 
+from personalization.config.settings import load_settings
 from personalization.pipelines.main import run_job
 from personalization.replay.producer import produce
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
-from personalization.serving.redis_store import connect
-from tests.support import free_port, isolated_settings, wait_until, write_config
+from personalization.serving.redis_store import ProfileWriter, connect
+from tests.support import RedisServer, free_port, isolated_settings, wait_until, write_config
 
 T = 1_511_658_000_000
 KEY = f"test-key-{uuid.uuid4().hex}"
@@ -205,3 +207,25 @@ def test_public_reads_and_cors(served):
         assert httpx.get(f"{url}/v1/users/{LIVE_USER}/segments").status_code == 401
         other = httpx.get(f"{url}/v1/users/{LIVE_USER}/profile", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_redis_down_is_503_and_ready_again_after(stack, tmp_path):
+    """A private Redis killed under the API: reads answer 503 (never 500), readiness says so,
+    liveness does not; the API serves again once Redis is back, without a restart."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        settings = load_settings().with_overrides(redis={"port": server.port, "key_prefix": "pzt:api-down"})
+        config = write_config(settings, tmp_path / "config.yaml")
+        ProfileWriter(connect(settings.redis), "pzt:api-down", 0).write({"user_id": "u1", "version": 1})
+        with api_process(config, free_port(), env={"PZ_API_KEYS": KEY}) as url:
+            assert httpx.get(f"{url}/v1/users/u1/profile", headers={"X-API-Key": KEY}).status_code == 200
+            assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+            down = httpx.get(f"{url}/v1/users/u1/profile", headers={"X-API-Key": KEY}, timeout=30)
+            assert down.status_code == 503 and down.headers["retry-after"] == "1"
+            assert httpx.get(f"{url}/readyz", timeout=30).status_code == 503
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            server.start()
+            wait_until(lambda: httpx.get(f"{url}/readyz", timeout=30).status_code == 200, 30, "readiness again")
+            assert httpx.get(f"{url}/v1/users/u1/profile", headers={"X-API-Key": KEY}).json()["version"] == 1
+    finally:
+        server.stop()
