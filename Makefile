@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-state stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test bench bench-api bench-state stack-up stack-down stack-status stack-reset lock run clean
 
 setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
@@ -22,7 +22,15 @@ demo: setup stack-up ## replay real data through the job on the local MiniCluste
 test: setup ## unit + integration tests; the tests start Kafka and Redis themselves
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-run: setup stack-up ## run the job unbounded against the local stack (Ctrl-C to stop)
+API_PORT ?= 8000
+
+# The HTTP API runs beside the job on 127.0.0.1:$(API_PORT) and is stopped when the job ends; its key
+# is $$PZ_API_KEYS, or one made up for this run and printed.
+run: setup stack-up ## run the job unbounded against the local stack, the HTTP API beside it (Ctrl-C to stop)
+	@export PZ_API_KEYS="$${PZ_API_KEYS:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
+	$(PY) -m personalization.serving.api $(RUN_ARGS) --set api.host=127.0.0.1 --set api.port=$(API_PORT) & api=$$!; \
+	trap 'kill $$api 2>/dev/null; wait $$api' EXIT; \
+	echo "HTTP API: curl -H 'X-API-Key: $${PZ_API_KEYS%%,*}' http://127.0.0.1:$(API_PORT)/v1/users/<user id>/profile"; \
 	$(PY) -m personalization.pipelines.main $(RUN_ARGS)
 
 stack-up:
@@ -48,6 +56,9 @@ clean:
 
 bench: setup stack-up ## throughput + latency benchmark on the local stack (report in bench/results/)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-api: setup stack-up ## HTTP API load test on loopback (bench/results/api-load.md)
+	$(PY) -m bench.api_load $(BENCH_ARGS)
 
 bench-state: setup stack-up ## memory and checkpoint size/time with 1M users in state (bench/results/state-scale.md)
 	$(PY) -m bench.state_scale $(BENCH_ARGS)

@@ -330,6 +330,19 @@ class ActivationConfig(_Section):
         return self
 
 
+class ApiConfig(_Section):
+    """The HTTP read API (``python -m personalization.serving.api``). API keys never live here:
+    they come from the environment variable ``keys_env`` or the file ``keys_file``."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (printed at start)
+    keys_env: str = Field("PZ_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    keys_file: str = ""
+    public_reads: list[Literal["profile", "segments", "predictions"]] = []
+    cors_origins: list[str] = []
+    batch_max: int = Field(100, ge=1, le=1_000)
+    stream_poll: DurationMs = Field(parse_duration_ms("1s"), gt=0)
+
+
 class Settings(_Section):
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
@@ -344,6 +357,7 @@ class Settings(_Section):
     alerts: AlertsConfig = AlertsConfig()
     activation: ActivationConfig = ActivationConfig()
     flink: FlinkConfig = FlinkConfig()
+    api: ApiConfig = ApiConfig()
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""

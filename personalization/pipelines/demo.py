@@ -11,14 +11,19 @@ to a picture of the segment sizes over event time (``segment-sizes.png``).
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import click
+import httpx
 import orjson
+import yaml
 from kafka import KafkaProducer
 from rich.console import Console
 from rich.live import Live
@@ -43,6 +48,7 @@ from personalization.pipelines.story import (
 from personalization.pipelines.topics import client_config, ensure_topics, read_topic, topic_size
 from personalization.replay.datasets import locate_datasets
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events
+from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 
 console = Console(record=True)  # the summary is saved as text too
@@ -260,7 +266,8 @@ def _utc(ms: int | None) -> str:
                    "rules (the replay spans ~37 minutes; 'off' keeps the rules file as it is).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEMO_OUT, show_default=True,
               help="Where the summary, the picture and the compressed rules are written.")
-def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window, out) -> None:
+@click.option("--serve", is_flag=True, help="Keep the HTTP API up after the job has finished, until Ctrl-C.")
+def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window, out, serve) -> None:
     try:
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
                                                *overrides])
@@ -297,11 +304,35 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     produced = summary.sent + len(MALFORMED)
     console.print(f"produced {summary}, plus {len(MALFORMED)} malformed records for the DLQ")
 
-    elapsed = run_with_progress(settings, produced)
-    show_summary(settings, produced, elapsed)
-    tell_story(settings, out)
-    console.save_text(str(out / "summary.txt"))
-    console.print(f"summary saved: {out / 'summary.txt'}")
+    key = secrets.token_urlsafe(24)  # this run's API key, handed to the API process only through its environment
+    out.mkdir(parents=True, exist_ok=True)
+    api_config = out / "api-config.yaml"
+    api_config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    with api_process(api_config, settings.api.port or _free_port(), env={settings.api.keys_env: key}) as api_url:
+        console.print(f"HTTP API beside the job: {api_url} (docs: {api_url}/docs)")
+        elapsed = run_with_progress(settings, produced)
+        show_summary(settings, produced, elapsed)
+        tell_story(settings, out)
+        show_api(settings, api_url, key)
+        console.save_text(str(out / "summary.txt"))
+        console.print(f"summary saved: {out / 'summary.txt'}")
+        if serve:
+            console.print(f"serving {api_url} until Ctrl-C")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+
+
+def show_api(settings: Settings, url: str, key: str) -> None:
+    """A curl line for the segments of the first user with a segment change, and what it answers."""
+    changes = ProfileReader.from_settings(settings).changes(count=1)
+    if not changes:
+        return
+    path = f"/v1/users/{quote(changes[0][1]['user_id'], safe='')}/segments"
+    answer = httpx.get(url + path, headers={"X-API-Key": key}, timeout=10)
+    console.print(f"ask the API (HTTP {answer.status_code}; the API stops with the demo, keep it with --serve):\n"
+                  f"  curl -H 'X-API-Key: {key}' {url}{path}\n  -> {answer.text[:300]}", soft_wrap=True)
 
 
 if __name__ == "__main__":

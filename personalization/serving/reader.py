@@ -28,11 +28,38 @@ class ProfileReader:
     def from_settings(cls, settings: Settings) -> "ProfileReader":
         return cls(connect(settings.redis), settings.redis.key_prefix)
 
+    def ping(self) -> None:
+        """Raise a ``redis.RedisError`` unless the server answers (readiness checks)."""
+        self._client.ping()
+
     def get(self, user_id: str) -> dict[str, Any] | None:
         """The profile of a user id or anonymous id; an anonymous id stitched into a user's profile
-        gives that profile (its ``user_id`` says whose)."""
-        raw = self._client.hgetall(profile_key(self._prefix, self.resolve(user_id)))
-        return decode_profile(raw) if raw else None
+        gives that profile (its ``user_id`` says whose). One round trip (two for an alias)."""
+        return self.get_many([user_id])[user_id]
+
+    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Profiles of many ids in one round trip (a pipeline of alias lookups and profile reads);
+        a second one only for ids that are aliases of a stitched user."""
+        pipe = self._client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.get(alias_key(self._prefix, user_id))
+            pipe.hgetall(profile_key(self._prefix, user_id))
+        replies = pipe.execute()
+        out = {user_id: decode_profile(raw) if raw else None
+               for user_id, raw in zip(user_ids, replies[1::2])}
+        aliased = {user_id: alias.decode() for user_id, alias in zip(user_ids, replies[0::2]) if alias is not None}
+        if aliased:
+            pipe = self._client.pipeline(transaction=False)
+            for target in aliased.values():
+                pipe.hgetall(profile_key(self._prefix, target))
+            for user_id, raw in zip(aliased, pipe.execute()):
+                out[user_id] = decode_profile(raw) if raw else None
+        return out
+
+    def version(self, user_id: str) -> int | None:
+        """The profile's version alone (cheap to poll), None if there is no profile."""
+        value = self._client.hget(profile_key(self._prefix, self.resolve(user_id)), "version")
+        return None if value is None else int(value)
 
     def resolve(self, user_id: str) -> str:
         """The id whose profile holds ``user_id``'s behaviour: the user an anonymous id was
@@ -79,12 +106,21 @@ class ProfileReader:
     def follow(self, last_id: str = "$", block_ms: int = 5_000) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield changes as they are appended (XREAD); ``last_id`` ``$`` = only new ones, ``0`` = from
         the oldest kept. Resume after a restart by passing the last id you processed."""
-        key = changes_key(self._prefix)
         while True:
-            for _, entries in self._client.xread({key: last_id}, count=500, block=block_ms) or ():
-                for entry_id, fields in entries:
-                    last_id = entry_id.decode()
-                    yield last_id, decode_change(fields)
+            for entry in self.changes_after(last_id, block_ms):
+                last_id = entry[0]
+                yield entry
+
+    def changes_after(self, last_id: str, block_ms: int, count: int = 500) -> list[tuple[str, dict[str, Any]]]:
+        """The changes after entry ``last_id``, waiting up to ``block_ms`` for one (XREAD); [] if none came."""
+        replies = self._client.xread({changes_key(self._prefix): last_id}, count=count, block=block_ms) or ()
+        return [(entry_id.decode(), decode_change(fields)) for _, entries in replies for entry_id, fields in entries]
+
+    def last_change_id(self) -> str:
+        """The id of the newest change in the stream (``0-0`` if there is none): where a reader
+        that wants only new changes starts."""
+        newest = self._client.xrevrange(changes_key(self._prefix), count=1)
+        return newest[0][0].decode() if newest else "0-0"
 
     def all_profiles(self, batch: int = 500) -> list[dict[str, Any]]:
         """Every profile under the prefix (SCAN, so it does not block the server)."""

@@ -599,6 +599,26 @@ def test_submitter_overrides_are_valid_job_config():
     assert settings.flink.parallelism == 4
 
 
+def test_api_service_serves_the_job_config_beside_redis():
+    """The HTTP API: its entry point exists, its overrides are valid config that point it at the
+    redis service, its published port is the one it listens on, bound to loopback, and its
+    health check asks the readiness endpoint; its keys come from the environment."""
+    service = services()["api"]
+    entry = service["entrypoint"]
+    assert entry[entry.index("-m") + 1] == "personalization.serving.api"
+    assert (REPO / "personalization" / "serving" / "api.py").is_file()
+    assert option_value(entry, "--config") == "/opt/personalization/config/default.yaml"
+    tokens = service["command"]
+    overrides = dict(tokens[i + 1].split("=", 1) for i, token in enumerate(tokens) if token == "--set")
+    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    redis_service = next(n for n, s in services().items() if image_repository(s["image"]) == "redis")
+    assert settings.redis.host == redis_service and settings.api.host == "0.0.0.0"
+    assert service["ports"] == [f"127.0.0.1:{settings.api.port}:{settings.api.port}"]
+    assert service["depends_on"][redis_service]["condition"] == "service_healthy"
+    assert f"localhost:{settings.api.port}/readyz" in " ".join(service["healthcheck"]["test"])
+    assert settings.api.keys_env in service["environment"]  # from the shell or docker/.env
+    assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
+
 def test_connector_jar_matches_the_pom():
     version = connector_version()
     jar = f"/opt/flink/lib/flink-sql-connector-kafka-{version}.jar"
