@@ -503,7 +503,7 @@ def secret_path(service: dict, name: str) -> str:
 
 def test_compose_secrets_are_git_ignored_files():
     secrets = compose()["secrets"]
-    assert set(secrets) == {"redis_password", "grafana_admin_password"}
+    assert set(secrets) == {"redis_password", "grafana_admin_password", "api_keys"}
     for name, secret in secrets.items():
         assert secret["file"] == f"./secrets/{name}", name
     ignored = subprocess.run(["git", "check-ignore", "-q", str(DOCKER / "secrets" / "redis_password")], cwd=REPO)
@@ -602,7 +602,7 @@ def test_submitter_overrides_are_valid_job_config():
 def test_api_service_serves_the_job_config_beside_redis():
     """The HTTP API: its entry point exists, its overrides are valid config that point it at the
     redis service, its published port is the one it listens on, bound to loopback, and its
-    health check asks the readiness endpoint; its keys come from the environment."""
+    health check asks the readiness endpoint; its keys come from a secret."""
     service = services()["api"]
     entry = service["entrypoint"]
     assert entry[entry.index("-m") + 1] == "personalization.serving.api"
@@ -616,8 +616,9 @@ def test_api_service_serves_the_job_config_beside_redis():
     assert service["ports"] == [f"127.0.0.1:{settings.api.port}:{settings.api.port}"]
     assert service["depends_on"][redis_service]["condition"] == "service_healthy"
     assert f"localhost:{settings.api.port}/readyz" in " ".join(service["healthcheck"]["test"])
-    assert settings.api.keys_env in service["environment"]  # from the shell or docker/.env
+    assert settings.api.keys_file == secret_path(service, "api_keys")
     assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
+
 
 def test_connector_jar_matches_the_pom():
     version = connector_version()
