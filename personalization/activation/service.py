@@ -21,7 +21,7 @@ from kafka.errors import CommitFailedError
 from personalization.activation.delivery import Change, Endpoint, Outcome
 from personalization.activation.signing import load_secret
 from personalization.config.settings import Settings, WebhookEndpoint
-from personalization.pipelines.topics import _client_properties
+from personalization.pipelines.topics import kafka_client
 
 log = logging.getLogger("personalization.activation")
 MAX_RAW_BYTES = 64 * 1024  # of an unparseable record kept in its DLQ entry (its offset points at all of it)
@@ -43,20 +43,18 @@ class Activation:
         cfg = settings.activation
         self.endpoints = {e.name: Endpoint(e, load_secret(e.secret_env)) for e in cfg.endpoints}
         self.stats = Stats()
-        self._producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all",
-                                       **_client_properties(settings))
+        self._producer = kafka_client(KafkaProducer, settings, acks="all")
 
     def consumer(self, group_id: str, topic: str | None, max_records: int) -> KafkaConsumer:
         # A batch may take its worst case (every delivery retried to the end) before its commit:
         # the poll interval allows it, so the group does not evict a slow but live service. A
         # crashed one is noticed by its missing heartbeats (session timeout) instead.
         worst_s = max((_worst_batch_s(e, max_records) for e in self.settings.activation.endpoints), default=0)
-        return KafkaConsumer(
-            *([topic] if topic else []), bootstrap_servers=self.settings.kafka.bootstrap_servers, group_id=group_id,
+        return kafka_client(
+            KafkaConsumer, self.settings, *([topic] if topic else []), group_id=group_id,
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             max_poll_records=max_records, max_poll_interval_ms=max(300_000, int(worst_s * 1000) + 60_000),
-            session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
-            **_client_properties(self.settings))
+            session_timeout_ms=10_000, heartbeat_interval_ms=3_000)
 
     def process(self, records: Iterable[ConsumerRecord]) -> None:
         """Deliver every record to every endpoint that wants it; return once each delivery
