@@ -357,8 +357,13 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def close(self) -> None:
         # At the end of a bounded input processing-time timers no longer fire: send the rest.
+        # Nothing can be emitted any more: a refusal here is logged and counted only.
         if hasattr(self, "_writes"):
             self._writes.flush()
+            for (profile, _), error in self._writes.take_refused():
+                self._writes_refused.inc()
+                log.error("user %r: Redis refused the last profile write (at close, not in the DLQ): %s",
+                          profile["user_id"], error)
 
 
 class RouteOutputs(ProcessFunction):

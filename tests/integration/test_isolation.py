@@ -55,7 +55,9 @@ def test_a_write_redis_refuses_goes_to_the_dlq_and_the_job_goes_on(stack, tmp_pa
     """Something else holds a string under one user's profile key: that user's profile write gets
     WRONGTYPE. It is dead-lettered (reason redis_write_refused, with the profile), counted, and the
     other users are written; no restart is allowed, so an exception anywhere fails the run."""
-    settings = isolated_settings(tmp_path, flink={"restart_attempts": 0})
+    # Written through (no batch held back): a batch still held when a bounded input ends is
+    # sent as the operator closes, when a refusal can no longer be emitted (only logged).
+    settings = isolated_settings(tmp_path, flink={"restart_attempts": 0}, redis={"batch_delay": 0})
     prefix = settings.redis.key_prefix
     client = connect(settings.redis)
     client.set(profile_key(prefix, "squatted"), "not a hash")
