@@ -20,12 +20,12 @@ from pathlib import Path
 import click
 import orjson
 import yaml
-from kafka import KafkaProducer
 
 from bench.poll import wait_for
 from bench.run import _run_settings, remove_runs
 from bench.webhook_receiver import Receiver
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
+from personalization.replay.producer import RawRecord, produce_raw
 
 
 def changes(count: int) -> list[bytes]:
@@ -36,13 +36,9 @@ def changes(count: int) -> list[bytes]:
 
 
 def publish(settings: Settings, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20)
-    try:
-        for value in values:
-            producer.send(settings.kafka.topics.segment_changes, value)
-        producer.flush()
-    finally:
-        producer.close()
+    """The values onto the segment-changes topic, every one acknowledged."""
+    produce_raw([RawRecord(value) for value in values], settings.kafka.bootstrap_servers,
+                settings.kafka.topics.segment_changes, progress=False)
 
 
 def measure(count: int, concurrency: int) -> dict:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from bench.webhook_receiver import Receiver
 from personalization.activation.service import group_id, run
 from personalization.activation.signing import change_id
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.pipelines.topics import read_topic
+from personalization.replay.producer import RawRecord, produce_raw
 from tests.support import free_port, isolated_settings, read_all, replayed_run, wait_until, write_config
 
 SECRET = "s3cret-for-tests"
@@ -63,13 +64,9 @@ def change(user: str, segment: str, seq: int, action: str = "enter") -> dict:
 
 
 def publish(settings: Settings, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    try:
-        for value in values:
-            producer.send(settings.kafka.topics.segment_changes, value)
-        producer.flush()
-    finally:
-        producer.close()
+    """The values onto the segment-changes topic, every one acknowledged."""
+    produce_raw([RawRecord(value) for value in values], settings.kafka.bootstrap_servers,
+                settings.kafka.topics.segment_changes, progress=False)
 
 
 def dlq(settings: Settings) -> list[dict]:
