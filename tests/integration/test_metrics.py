@@ -41,7 +41,11 @@ def test_custom_metrics_are_exported_to_prometheus(stack, tmp_path):
     try:
         metrics = wait_until(lambda: (m := _scrape()) and _value(m, "events_processed") == 5 and m,
                              120, "events_processed = 5 on the Prometheus endpoint")
-        status = FlinkRest(f"http://127.0.0.1:{rest_port}").status(str(client.get_job_id()))
+        # The REST view lags the reporter (Flink's metric fetcher caches for seconds): wait until it
+        # too has the user operator's count; the parse counters upstream are then final in it.
+        rest, job_id = FlinkRest(f"http://127.0.0.1:{rest_port}"), str(client.get_job_id())
+        status = wait_until(lambda: (s := rest.status(job_id)).counters.get("events_processed") == 5 and s,
+                            60, "events_processed = 5 on the REST API")
         rest_bound = listening_addresses(rest_port)
         prometheus_bound = set().union(*(listening_addresses(port) for port in PORTS))
     finally:
