@@ -57,6 +57,8 @@ CONNECTOR_JAR=$JARS_DIR/flink-sql-connector-kafka-$FLINK_KAFKA_CONNECTOR_VERSION
 KAFKA_MAIN_JAR=$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar
 FETCH_MARKER=$KAFKA_LIBS/.fetched   # holds the sha256 of the pom the jars were fetched with
 TOOLS_DIR=$STACK_DIR/tools
+REPORTER_SRC=$REPO_DIR/jvm/metrics-reporter
+REPORTER_JAR=$JARS_DIR/host-bound-prometheus-reporter.jar  # flink.prometheus_port binds flink.bind_address
 PROMTOOL=$TOOLS_DIR/promtool       # checks docker/alerts.yml (tests/static/test_docker.py)
 
 LOG_ROTATE_BYTES=$((64 * 1024 * 1024))
@@ -185,8 +187,8 @@ jars_ok() {
 }
 
 install_java_maven() {
-  if ! command -v "$JAVA" >/dev/null 2>&1; then
-    apt_install openjdk-17-jre-headless
+  if ! command -v "$JAVA" >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+    apt_install openjdk-17-jdk-headless  # javac: build_reporter
   fi
   if ! command -v "$MVN" >/dev/null 2>&1; then
     apt_install maven
@@ -257,8 +259,34 @@ install_promtool() {
   say "promtool ready: $("$PROMTOOL" --version 2>&1 | head -n1) at ${PROMTOOL#"$REPO_DIR"/} ($(elapsed "$t0") s)"
 }
 
+# The Prometheus reporter of the local MiniCluster: Flink's own listens on every interface (it has
+# no host option), this one on flink.bind_address. Compiled against the venv's PyFlink jars.
+build_reporter() {
+  local pyflink sources
+  sources=("$REPORTER_SRC"/src/org/apache/flink/metrics/prometheus/*.java)
+  if [[ -f $REPORTER_JAR ]] && [[ -z $(find "${sources[@]}" "$REPORTER_SRC/resources" -newer "$REPORTER_JAR") ]]; then
+    return 0
+  fi
+  if [[ ! -x $REPO_DIR/.venv/bin/python ]]; then
+    say "not building ${REPORTER_JAR#"$REPO_DIR"/} yet: it compiles against the venv's PyFlink (make setup)"
+    return 0
+  fi
+  command -v javac >/dev/null 2>&1 || install_java_maven
+  pyflink=$("$REPO_DIR/.venv/bin/python" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')
+  local t0 classes; t0=$(now_us); classes=$(mktemp -d)
+  javac -d "$classes" --release 11 -nowarn \
+    -cp "$(printf '%s:' "$pyflink"/lib/flink-dist-*.jar "$pyflink"/plugins/metrics-prometheus/*.jar)" "${sources[@]}" \
+    || { rm -rf "$classes"; die "javac failed on $REPORTER_SRC"; }
+  cp -r "$REPORTER_SRC/resources/." "$classes/"
+  mkdir -p "$JARS_DIR"
+  jar cf "$REPORTER_JAR.tmp" -C "$classes" . && mv "$REPORTER_JAR.tmp" "$REPORTER_JAR"
+  rm -rf "$classes"
+  say "built ${REPORTER_JAR#"$REPO_DIR"/} ($(elapsed "$t0") s)"
+}
+
 cmd_install() {
   install_jars
+  build_reporter
   install_redis
   install_promtool
   command -v "$JAVA" >/dev/null 2>&1 || install_java_maven

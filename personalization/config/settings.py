@@ -266,6 +266,7 @@ class FlinkConfig(_Section):
     restart_delay: DurationMs = parse_duration_ms("2s")
     checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()
     connector_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    prometheus_reporter_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "host-bound-prometheus-reporter.jar"
     python_executable: str = ""
 
     @model_validator(mode="after")

@@ -11,9 +11,7 @@ SQL connector writes Kafka headers, where a dead letter keeps what is not the or
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import logging
 import os
 import site
 import sys
@@ -106,13 +104,9 @@ def flink_configuration(settings: Settings) -> Configuration:
     entries["rest.bind-address"] = flink.bind_address
     entries["rest.address"] = flink.bind_address
     if flink.prometheus_port:
-        if ipaddress.ip_address(flink.bind_address).is_loopback:
-            logging.getLogger(__name__).warning(
-                "flink.prometheus_port %s: Flink's Prometheus reporter has no host option and listens on every "
-                "interface, not flink.bind_address %s: close the port with a firewall", flink.prometheus_port,
-                flink.bind_address)
         entries["metrics.reporter.prom.factory.class"] = (
-            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory")
+            "org.apache.flink.metrics.prometheus.HostBoundPrometheusReporterFactory")
+        entries["metrics.reporter.prom.host"] = flink.bind_address
         entries["metrics.reporter.prom.port"] = flink.prometheus_port
     for key, value in entries.items():
         conf.set_string(key, str(value))
@@ -129,10 +123,16 @@ def _expose_interpreter_paths() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([existing] if existing else [])])
 
 
-def _add_prometheus_reporter_to_classpath() -> None:
+def _add_prometheus_reporter_to_classpath(settings: Settings) -> None:
     """The local MiniCluster loads metric reporters from the JVM classpath, not from plugins/.
-    PyFlink's gateway launcher appends HADOOP_CLASSPATH to that classpath: its only hook."""
-    jars = [str(jar) for jar in (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("*.jar")]
+    PyFlink's gateway launcher appends HADOOP_CLASSPATH to that classpath: its only hook. Flink's
+    Prometheus jar and ``flink.prometheus_reporter_jar`` (its reporter, bound to one address)."""
+    reporter = settings.flink.prometheus_reporter_jar
+    if settings.flink.prometheus_port and not reporter.is_file():
+        raise FileNotFoundError(f"flink.prometheus_reporter_jar: {reporter} does not exist "
+                                "(run `make setup` to build it from jvm/metrics-reporter)")
+    plugin = Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus"
+    jars = [str(jar) for jar in (*plugin.glob("*.jar"), *([reporter] if reporter.is_file() else []))]
     existing = os.environ.get("HADOOP_CLASSPATH", "")
     missing = [jar for jar in jars if jar not in existing.split(os.pathsep)]
     os.environ["HADOOP_CLASSPATH"] = os.pathsep.join([*missing, *([existing] if existing else [])])
@@ -142,7 +142,7 @@ def create_environment(settings: Settings) -> StreamExecutionEnvironment:
     _expose_interpreter_paths()
     # Always, not only when this job wants it: the gateway JVM starts once per process, with the
     # classpath it had then (a later job that enables the reporter would not find it).
-    _add_prometheus_reporter_to_classpath()
+    _add_prometheus_reporter_to_classpath(settings)
     if not settings.flink.connector_jar.is_file():
         raise FileNotFoundError(
             f"flink.connector_jar: {settings.flink.connector_jar} does not exist "

@@ -59,6 +59,4 @@ def test_custom_metrics_are_exported_to_prometheus(stack, tmp_path):
     assert status.counters["events_valid"] == 5 and status.counters["events_rejected_not_json"] == 1
     assert status.restarts == 0
     assert rest_bound == {"127.0.0.1"}  # flink.bind_address, not Flink's every-interface default
-    # Flink 2.2's PrometheusReporter has no host option: it binds every interface (README
-    # "Security"; it is off unless flink.prometheus_port is set). Fails if that ever changes.
-    assert prometheus_bound and prometheus_bound <= {"0.0.0.0", "::"}
+    assert prometheus_bound == {"127.0.0.1"}  # the host-bound reporter (jvm/metrics-reporter), likewise
