@@ -2,7 +2,8 @@
 free loopback port that records every request. Paths pick the behaviour:
 
 - ``/ok``: 200;  ``/fail``: 500;  ``/flaky``: 500 the first time a key is seen, then 200;
-- ``/slow``: answers only when released (``close``), so the client times out first.
+- ``/slow``: answers only when released (``close``), so the client times out first;
+- ``/busy``: 429 with ``Retry-After: 1`` the first time a key is seen, then 200.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Receiver:
         self.requests: list[Request] = []
         self.max_in_flight: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
-        self._seen_flaky: set[str] = set()
+        self._seen: dict[str, set[str]] = {"/flaky": set(), "/busy": set()}
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -59,11 +60,11 @@ class Receiver:
             return 200
         if path == "/fail":
             return 500
-        if path == "/flaky":
+        if path in self._seen:
             with self._lock:
-                first = key not in self._seen_flaky
-                self._seen_flaky.add(key)
-            return 500 if first else 200
+                first = key not in self._seen[path]
+                self._seen[path].add(key)
+            return (500 if path == "/flaky" else 429) if first else 200
         return 200 if path == "/ok" else 404
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -88,6 +89,8 @@ class Receiver:
                     receiver.requests.append(Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status, at))
                 try:
                     self.send_response(status)
+                    if status == 429:
+                        self.send_header("Retry-After", "1")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:  # the client gave up (timed out) before the answer

@@ -8,10 +8,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from personalization.activation.signing import (
     IDEMPOTENCY_HEADER,
@@ -62,7 +63,42 @@ class Outcome:
 
 
 class _Retryable(Exception):
-    pass
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s  # the receiver's Retry-After, when it sent one
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds from now: delta-seconds or an HTTP-date (RFC 9110);
+    None when absent or unreadable (then the backoff alone decides)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+class _HonourRetryAfter:
+    """Tenacity wait: the jittered backoff, or longer when the receiver asked for longer
+    (``Retry-After`` on a 429 or 503), capped at ``backoff_max``: a receiver cannot park a
+    delivery thread for longer than the endpoint's own longest wait."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._backoff = wait_random_exponential(multiplier=initial_s, max=max_s)
+        self._max_s = max_s
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self._backoff(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        asked = getattr(error, "retry_after_s", None)
+        return wait if asked is None else max(wait, min(asked, self._max_s))
 
 
 class _Permanent(Exception):
@@ -110,7 +146,7 @@ class Endpoint:
         cfg = self.config
         retrying = Retrying(
             stop=stop_after_attempt(cfg.retries + 1),
-            wait=wait_random_exponential(multiplier=cfg.backoff_initial / 1000, max=cfg.backoff_max / 1000),
+            wait=_HonourRetryAfter(cfg.backoff_initial / 1000, cfg.backoff_max / 1000),
             retry=retry_if_exception_type(_Retryable), reraise=True)
         body = payload(change)
         attempts = 0
@@ -138,7 +174,7 @@ class Endpoint:
             return
         reason = f"HTTP {response.status_code}: {response.text[:200]!r}"
         if response.status_code in RETRYABLE_STATUS:
-            raise _Retryable(reason)
+            raise _Retryable(reason, retry_after_seconds(response.headers.get("Retry-After")))
         raise _Permanent(reason)
 
     def close(self) -> None:

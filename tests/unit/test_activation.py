@@ -13,9 +13,10 @@ from urllib.parse import unquote
 import orjson
 import pytest
 
-from personalization.activation.delivery import Change, RateLimit, payload
+from bench.webhook_receiver import Receiver
+from personalization.activation.delivery import Change, Endpoint, RateLimit, payload, retry_after_seconds
 from personalization.activation.signing import SecretMissing, change_id, load_secret, signature
-from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.config.settings import ConfigError, Settings, WebhookEndpoint, load_settings
 
 
 def record(**overrides) -> dict:
@@ -104,3 +105,42 @@ def test_endpoint_config_is_validated() -> None:
         with pytest.raises(ConfigError, match=problem):
             Settings().with_overrides(activation={"endpoints": bad})
     assert load_settings().activation.endpoints == []
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("7", 7.0), (" 0 ", 0.0), ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0), ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+    (None, None), ("", None), ("soon", None), ("-3", None), ("1.5", None)])
+def test_retry_after_reads_seconds_or_an_http_date(header, seconds) -> None:
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_seconds(header, now=now) == seconds
+
+
+def test_a_retry_waits_as_long_as_the_receivers_retry_after_asks() -> None:
+    """A real receiver answers 429 with Retry-After: 1, then 200. The endpoint's own backoff is
+    10 ms, so only the header can explain a second attempt a second later."""
+    receiver = Receiver()
+    endpoint = Endpoint(WebhookEndpoint(name="busy", url=f"{receiver.url}/busy", segments=["*"],
+                                        backoff_initial="10ms", backoff_max="5s"), b"secret")
+    try:
+        outcome = endpoint.deliver(Change.parse(orjson.dumps(record())))
+    finally:
+        endpoint.close()
+        receiver.close()
+    first, second = receiver.requests
+    assert (first.status, second.status) == (429, 200)
+    assert outcome.delivered and outcome.attempts == 2
+    assert second.at - first.at >= 1.0
+
+
+def test_retry_after_is_capped_at_backoff_max() -> None:
+    receiver = Receiver()
+    endpoint = Endpoint(WebhookEndpoint(name="busy", url=f"{receiver.url}/busy", segments=["*"],
+                                        backoff_initial="10ms", backoff_max="200ms"), b"secret")
+    try:
+        outcome = endpoint.deliver(Change.parse(orjson.dumps(record())))
+    finally:
+        endpoint.close()
+        receiver.close()
+    first, second = receiver.requests
+    assert outcome.delivered
+    assert 0.0 < second.at - first.at < 1.0  # the receiver asked for 1 s; the cap is 200 ms
