@@ -26,6 +26,9 @@ def cli() -> None:
 def run_command(config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Consume kafka.topics.segment_changes until SIGTERM/SIGINT (then finish the batch in hand)."""
     settings = settings_or_exit(config_path, overrides)
+    if not settings.activation.endpoints:  # it would commit the changes it read, delivered nowhere
+        click.echo("error: no webhook endpoints configured (activation.endpoints)", err=True)
+        sys.exit(2)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -237,6 +237,14 @@ def test_without_a_secret_the_service_refuses_to_start(stack, tmp_path, receiver
     assert result.returncode == 2 and "PZ_WEBHOOK_SECRET" in result.stderr
 
 
+def test_without_endpoints_the_service_refuses_to_start(stack, tmp_path):
+    """It would read and commit changes it delivers nowhere."""
+    config = write_config(settings_with(tmp_path), tmp_path / "c.yaml")
+    result = subprocess.run([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no webhook endpoints configured" in result.stderr
+
+
 def test_sigkill_mid_stream_and_restart_loses_nothing(stack, tmp_path, receiver):
     """Every change is delivered (deduplicated by Idempotency-Key) or dead-lettered, none lost."""
     secret_file = tmp_path / "secret"

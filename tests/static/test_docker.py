@@ -503,7 +503,7 @@ def secret_path(service: dict, name: str) -> str:
 
 def test_compose_secrets_are_git_ignored_files():
     secrets = compose()["secrets"]
-    assert set(secrets) == {"redis_password", "grafana_admin_password", "api_keys"}
+    assert set(secrets) == {"redis_password", "grafana_admin_password", "api_keys", "webhook_secret"}
     for name, secret in secrets.items():
         assert secret["file"] == f"./secrets/{name}", name
     ignored = subprocess.run(["git", "check-ignore", "-q", str(DOCKER / "secrets" / "redis_password")], cwd=REPO)
@@ -532,7 +532,7 @@ def test_redis_requires_the_password_of_its_secret():
 
 def test_flink_processes_read_the_redis_password_from_the_secret():
     for name, service in services().items():
-        if service.get("image", "").startswith("personalization-job"):
+        if service.get("image", "").startswith("personalization-job") and name != "activation":  # no Redis
             assert service["environment"]["PZ_REDIS_PASSWORD_FILE"] == secret_path(service, "redis_password"), name
 
 
@@ -617,6 +617,30 @@ def test_api_service_serves_the_job_config_beside_redis():
     assert service["depends_on"][redis_service]["condition"] == "service_healthy"
     assert f"localhost:{settings.api.port}/readyz" in " ".join(service["healthcheck"]["test"])
     assert settings.api.keys_file == secret_path(service, "api_keys")
+    assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
+
+
+def test_activation_service_runs_the_webhook_service_on_the_job_config():
+    """The webhook service: its entry point exists, its overrides are valid config pointing at the
+    compose broker, endpoints come from PZ_WEBHOOK_ENDPOINTS, the secret from a compose secret, and
+    it is started only on request (profile)."""
+    service = services()["activation"]
+    entry = service["entrypoint"]
+    assert entry[entry.index("-m") + 1:entry.index("-m") + 3] == ["personalization.activation", "run"]
+    assert (REPO / "personalization" / "activation" / "__main__.py").is_file()
+    assert option_value(entry, "--config") == "/opt/personalization/config/default.yaml"
+    assert service["profiles"] == ["activation"]
+    tokens = service["command"]
+    overrides = dict(tokens[i + 1].split("=", 1) for i, token in enumerate(tokens) if token == "--set")
+    assert "activation.endpoints=${PZ_WEBHOOK_ENDPOINTS:-[]}" in COMPOSE.read_text()
+    assert overrides["activation.endpoints"] == "[]"  # unset: the service exits 2 (tests/integration/test_webhooks.py)
+    overrides["activation.endpoints"] = '[{name: cms, url: "https://cms.example/hooks", segments: ["*"]}]'
+    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    kafka_service = next(n for n, s in services().items() if image_repository(s["image"]) == "apache/kafka")
+    assert settings.kafka.bootstrap_servers == f"{kafka_service}:9092"
+    assert [e.name for e in settings.activation.endpoints] == ["cms"]
+    secret_env = settings.activation.endpoints[0].secret_env
+    assert service["environment"][f"{secret_env}_FILE"] == secret_path(service, "webhook_secret")
     assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
 
 
