@@ -114,12 +114,31 @@ class ErasureRequest(NamedTuple):
         return self._asdict()
 
 
+ERASE, RESET, OPT_OUT, OPT_IN = "erase", "reset", "opt_out", "opt_in"
+CONTROL_ACTIONS = (RESET, OPT_OUT, OPT_IN)
+
+
+class ControlRequest(NamedTuple):
+    """A user's control over their personalization, as read from the erasure topic (``action``
+    besides ``erase``): ``reset`` clears the profile (counters, interests, segments, predictions)
+    and keeps consent; ``opt_out`` resets and records consent denied; ``opt_in`` records it granted."""
+
+    user_id: str
+    request_id: str
+    requested_at: int
+    action: str
+
+    def as_record(self) -> dict:
+        return self._asdict()
+
+
 class InvalidErasureRequest(ValueError):
-    """The text is not an erasure request; the message says what is wrong."""
+    """The text is not an erasure or control request; the message says what is wrong."""
 
 
-def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> ErasureRequest:
-    """``{"user_id": str, "request_id": str, "requested_at": epoch ms}``; raises InvalidErasureRequest.
+def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> ErasureRequest | ControlRequest:
+    """``{"user_id": str, "request_id": str, "requested_at": epoch ms[, "action": str]}``; raises
+    InvalidErasureRequest. ``action``: ``erase`` (the default), ``reset``, ``opt_out`` or ``opt_in``.
 
     ``pseudonym``: applied to the user id, as to the events' (``privacy.pseudonymize``), so the
     request is keyed like the user's events."""
@@ -129,7 +148,7 @@ def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> E
         raise InvalidErasureRequest(f"not JSON: {err}") from None
     if not isinstance(payload, dict):
         raise InvalidErasureRequest("expected a JSON object")
-    unknown = sorted(set(payload) - set(ErasureRequest._fields))
+    unknown = sorted(set(payload) - set(ControlRequest._fields))
     if unknown:
         raise InvalidErasureRequest(f"unknown fields {unknown}")
     for name in ("user_id", "request_id"):
@@ -139,11 +158,23 @@ def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> E
     at = payload.get("requested_at")
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise InvalidErasureRequest("requested_at must be a non-negative integer (epoch ms)")
+    action = payload.get("action", ERASE)
+    if action not in (ERASE, *CONTROL_ACTIONS):
+        raise InvalidErasureRequest(f"action must be one of {[ERASE, *CONTROL_ACTIONS]}")
     user = payload["user_id"]
-    return ErasureRequest(user if pseudonym is None else pseudonym(user), payload["request_id"], at)
+    user = user if pseudonym is None else pseudonym(user)
+    if action == ERASE:
+        return ErasureRequest(user, payload["request_id"], at)
+    return ControlRequest(user, payload["request_id"], at, action)
 
 
 def audit_record(request: ErasureRequest, erased_at: int, state_cleared: bool, redis_keys_deleted: int) -> dict:
     """The confirmation written to the audit topic once the user's state and Redis keys are gone."""
     return {"request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
             "erased_at": erased_at, "state_cleared": state_cleared, "redis_keys_deleted": redis_keys_deleted}
+
+
+def control_audit_record(request: ControlRequest, done_at: int, state_cleared: bool) -> dict:
+    """The confirmation written to the audit topic once a control request is carried out."""
+    return {"request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
+            "action": request.action, "done_at": done_at, "state_cleared": state_cleared}

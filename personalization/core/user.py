@@ -187,17 +187,34 @@ class UserLogic:
     def hand_over(self, state: UserState, user_id: str) -> Result:
         """The anonymous profile's last step before it becomes an alias of ``user_id``: it leaves
         every segment (cause ``identity.merged``), so audiences and change consumers drop it."""
-        result = Result()
-        if self.rules is not None and state.segments is not None and state.segments.members:
-            at = state.features.clock if state.features.clock is not None else (state.last_seen or 0)
-            self._step(state, self.rules.leave_all(state.segments, Cause("identity.merged", {"user_id": user_id}), at),
-                       result)
-        return result
+        return self._leave_all(state, Cause("identity.merged", {"user_id": user_id}))
+
+    def reset(self, state: UserState, cause: str) -> tuple[UserState, Result]:
+        """A user's reset of their personalization: the user leaves every segment (cause
+        ``cause``), and a fresh state replaces the old one. Kept: consent, stitched anonymous ids,
+        the event ids seen (a redelivered old event must not count again) and the numbering of
+        versions and changes (both go on increasing: readers compare them)."""
+        result = self._leave_all(state, Cause(cause, {}))
+        fresh = self.new_state(state.user_id)
+        fresh.version = state.version + 1
+        fresh.changes_made = state.changes_made
+        fresh.unwritten_changes = state.unwritten_changes
+        fresh.seen_event_ids, fresh.seen_floor = state.seen_event_ids, state.seen_floor
+        fresh.consent, fresh.anonymous_ids = state.consent, state.anonymous_ids
+        result.profile_changed = True
+        return fresh, result
 
     def on_timer(self, state: UserState, watermark: int, final_watermark: int | None = None) -> Result:
         """``final_watermark``: at the end of input, how far rule deadlines may fire (see above)."""
         result = Result()
         self._advance(state, watermark, result, final_watermark)
+        return result
+
+    def _leave_all(self, state: UserState, cause: Cause) -> Result:
+        result = Result()
+        if self.rules is not None and state.segments is not None and state.segments.members:
+            at = state.features.clock if state.features.clock is not None else (state.last_seen or 0)
+            self._step(state, self.rules.leave_all(state.segments, cause, at), result)
         return result
 
     def profile(self, state: UserState) -> dict:

@@ -1,24 +1,28 @@
-"""Parse erasure requests from the erasure topic; invalid ones go to the DLQ, never fail the job.
+"""Parse erasure and control requests from the erasure topic; invalid ones go to the DLQ, never
+fail the job.
 
 A valid request is keyed like the events (its ``user_id``, pseudonymized the same way when
-``privacy.pseudonymize`` is on) and passes the link index and the identity resolver
+``privacy.pseudonymize`` is on). An erasure passes the link index and the identity resolver
 (``operators.identity``: they forget the id and its stitched anonymous ids) on its way to the
-user operator, which carries it out (``operators.user_profile``).
+user operator, which carries it out (``operators.user_profile``); a control request (reset,
+opt-out, opt-in: nothing for the identity operators to forget) goes straight to the user
+operator, on the ``CONTROLS`` side output.
 """
 
 from __future__ import annotations
 
 import time
 
-from pyflink.datastream import ProcessFunction, RuntimeContext
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
-from personalization.core.privacy import InvalidErasureRequest, parse_erasure
+from personalization.core.privacy import ControlRequest, InvalidErasureRequest, parse_erasure
 from personalization.operators.parse import DLQ
 from personalization.udfs.pseudonymize import Pseudonymizer
 from personalization.udfs.validation import control_dead_letter
 
 INVALID_ERASURE_REQUEST = "invalid_erasure_request"  # DLQ reason
+CONTROLS = OutputTag("user-controls")  # core.privacy.ControlRequest, pickled
 
 
 class ParseErasures(ProcessFunction):
@@ -40,4 +44,7 @@ class ParseErasures(ProcessFunction):
             yield DLQ, control_dead_letter(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
                                            int(time.time() * 1000)).to_wire()
             return
-        yield request
+        if isinstance(request, ControlRequest):
+            yield CONTROLS, request
+        else:
+            yield request

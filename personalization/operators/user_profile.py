@@ -36,14 +36,17 @@ from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
 from personalization.core.learning.interests import InterestRules
-from personalization.core.privacy import Admission, ConsentRules, ErasureRequest, Suppressed, audit_record
+from personalization.core.privacy import (CONTROL_ACTIONS, DENIED, GRANTED, OPT_IN, OPT_OUT, Admission,
+                                          ConsentRules, ControlRequest, ErasureRequest, Suppressed, audit_record,
+                                          control_audit_record)
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
-from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
+from personalization.serving.redis_store import (ProfileWriter, WriteBehind, check_connection, connect,
+                                                 predictions_key, profile_key, retry_while_down)
 from personalization.state.cached import CachedValueState
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
@@ -114,6 +117,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._rules_rejected = metrics.counter("rules_rejected")
         self._revocations = metrics.counter("consent_revocations")
         self._erasures = metrics.counter("erasures")
+        self._controls = {action: metrics.counter(f"user_controls_{action}") for action in CONTROL_ACTIONS}
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
         self._processing_errors = metrics.counter("processing_errors")
@@ -168,6 +172,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
     def _process(self, value: Event | Stitch | HandOver | Erasure, ctx):
         if isinstance(value, (ErasureRequest, ForgetLink)):
             yield from self._erase(value, ctx)
+            return
+        if isinstance(value, ControlRequest):
+            yield from self._control(value, ctx)
             return
         if not isinstance(value, Event):
             yield from self._stitch(value, ctx)
@@ -303,6 +310,43 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
         yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
+    def _control(self, request: ControlRequest, ctx):
+        """A user's control over their personalization (README "User controls").
+
+        ``reset`` and ``opt_out``: the user leaves every segment (cause ``user.reset`` /
+        ``user.opt_out``: audiences and webhooks see the exits), a fresh state replaces the old
+        one (consent, stitched ids, seen event ids and the version and change numbering kept,
+        ``UserLogic.reset``), the trainer forgets the user, and the predictions are deleted.
+        After a reset the fresh profile is written; after an opt-out the exits are written at
+        once and then the profile is deleted, consent is recorded as denied (later events are
+        not profiled, as after a revocation) until an ``opt_in`` or an event states a grant.
+        ``opt_in`` records consent granted (a fresh profile after an erasure or a denial)."""
+        user = ctx.get_current_key()
+        stored = self._state.value(user)
+        self._controls[request.action].inc()
+        cleared = isinstance(stored, UserState)
+        if request.action == OPT_IN:
+            state = stored if isinstance(stored, UserState) else self._logic.new_state(user)
+            state.consent = GRANTED
+            self._state.update(user, state)
+        elif isinstance(stored, UserState):
+            fresh, result = self._logic.reset(stored, f"user.{request.action}")
+            if request.action == OPT_OUT:
+                fresh.consent = DENIED
+            yield from self._carry_out(fresh, result, ctx)
+            prefix = self._settings.redis.key_prefix
+            doomed = [predictions_key(prefix, user)]
+            if request.action == OPT_OUT:  # the exits go out first, then the profile goes
+                self._writes.flush()
+                doomed.append(profile_key(prefix, user))
+            retry_while_down(lambda: self._client.delete(*doomed), self._settings.redis.retry_backoff_max)
+            if self._logic.learning is not None:
+                yield LEARN, erase_record(user)
+        elif request.action == OPT_OUT:  # no profile: consent denied is all there is to keep
+            self._state.update(user, Suppressed())
+        log.info("user control %r (%s) carried out", request.request_id, request.action)
+        yield AUDIT, orjson.dumps(control_audit_record(request, int(time.time() * 1000), cleared)).decode()
+
     def _carry_out(self, state, result: Result, ctx):
         for kind, n in result.dropped.items():
             self._dropped[kind].inc(n)
@@ -350,9 +394,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             if self._writes.is_pending(user):
                 self._writes.flush()
             return
-        # Set before a restore: the write it guarded may have been lost with the old buffer.
-        state = self._state.value(user)
-        if isinstance(state, UserState) and self._writes.put(self._logic.profile(state), state.unwritten_changes):
+        # Set before a restore: the write it guarded may have been lost with the old buffer. Not
+        # for a user no longer profiled (an opt-out deleted the profile: it must stay deleted).
+        state = self._consent.profiled(self._state.value(user))
+        if state is not None and self._writes.put(self._logic.profile(state), state.unwritten_changes):
             self._flush_within_delay(user, ctx)
 
     def close(self) -> None:

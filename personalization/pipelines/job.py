@@ -33,7 +33,7 @@ from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.dead_letter import DeadLetter, dlq_max_message_bytes
 from personalization.core.identity import index_key, is_link, profile_key, resolver_key
 from personalization.core.rules import RuleSet
-from personalization.operators.erasure import ParseErasures
+from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
@@ -277,7 +277,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     by_identity = anonymous.union(indexed).key_by(resolver_key, key_type=Types.STRING())
     _set_key_by_uid(by_identity, "key-by-identity")
     routed = by_identity.process(ResolveIdentities(settings)).uid("identity").name("identity resolution")
-    by_user = events.union(routed).key_by(profile_key, key_type=Types.STRING())
+    controls = erasures.get_side_output(CONTROLS).uid("user-controls")  # reset, opt-out, opt-in
+    by_user = events.union(routed, controls).key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)

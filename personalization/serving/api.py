@@ -1,5 +1,6 @@
 """HTTP read API: profiles, segments and predictions from Redis, a batch read, and a live stream
-of one user's segment changes (Server-Sent Events). ``python -m personalization.serving.api``.
+of one user's segment changes (Server-Sent Events); and a user's controls (reset, opt-out,
+opt-in), published for the job to carry out. ``python -m personalization.serving.api``.
 
 Every read goes through ``ProfileReader`` (the key schema stays in ``redis_store``). Endpoints
 are plain ``def``: they run in Starlette's thread pool, so a slow Redis never blocks the event
@@ -16,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import click
 import httpx
@@ -24,6 +25,7 @@ import orjson
 import redis
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
+from kafka.errors import KafkaError
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from personalization.config.cli import config_options, settings_or_exit
 from personalization.config.settings import ApiConfig, Settings
+from personalization.serving.controls import RequestPublisher, new_request
 from personalization.serving.reader import SEGMENT_FIELDS, ProfileReader
 
 log = logging.getLogger(__name__)
@@ -204,6 +207,24 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
 
     # GET /v1/users/{user_id}/recommendations belongs here once the job writes recommendations
     # (issue 20); it is meant to be the one endpoint a public, key-less deployment opens.
+
+    publisher: list[RequestPublisher] = []  # made at the first control request: reads need no Kafka
+
+    @app.post("/v1/users/{user_id:path}/controls/{action}", status_code=202, dependencies=[authorized("controls")])
+    def user_control(user_id: str, action: Literal["reset", "opt-out", "opt-in"]) -> Response:
+        """A user's control over their personalization, carried out by the job (README "User
+        controls"): ``reset`` clears profile, segments and predictions and keeps consent;
+        ``opt-out`` resets and profiles nothing more until ``opt-in``. 202 with the request as
+        published; the job confirms it on the audit topic by ``request_id``."""
+        request = new_request(check_id(user_id), action.replace("-", "_"))
+        try:
+            if not publisher:
+                publisher.append(RequestPublisher(settings))
+            record = publisher[0].publish(request)
+        except KafkaError as err:
+            log.warning("control request not published: %s", err)
+            raise ApiError(503, "the request queue is unavailable, retry later", {"Retry-After": "1"}) from None
+        return Response(record, status_code=202, media_type="application/json")
 
     @app.post("/v1/profiles/batch", dependencies=[authorized("batch")])
     def batch(request: BatchRequest) -> Response:

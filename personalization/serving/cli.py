@@ -6,20 +6,20 @@
     python -m personalization.serving.cli sizes               # members per segment
     python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
     python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
+    python -m personalization.serving.cli control reset <user> # reset / opt-out / opt-in the user's personalization
 """
 
 from __future__ import annotations
 
 import sys
-import time
-import uuid
 
 import click
 import orjson
 
 from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
-from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
+from personalization.core.privacy import ERASE, InvalidErasureRequest
 from personalization.pipelines.topics import publish_record
+from personalization.serving.controls import new_request, request_record
 from personalization.serving.reader import ProfileReader
 
 
@@ -87,20 +87,38 @@ def follow(reader: ProfileReader, start: str, limit: int | None) -> None:
             return
 
 
+REQUEST_ID = click.option("--request-id", default=None, help="Id to find the confirmation by (default: a new UUID).")
+
+
 @cli.command()
 @click.argument("user_id")
-@click.option("--request-id", default=None, help="Id to find the confirmation by (default: a new UUID).")
+@REQUEST_ID
 @click.pass_context
 def erase(ctx: click.Context, user_id: str, request_id: str | None) -> None:
     """Request the erasure of a user (raw id: the job pseudonymizes it like the events).
 
     Publishes {user_id, request_id, requested_at} to kafka.topics.erasure and prints it; the job
     confirms on kafka.topics.audit with the same request_id."""
-    settings = ctx.meta["settings"]
-    request = ErasureRequest(user_id, request_id or str(uuid.uuid4()), int(time.time() * 1000))
-    record = orjson.dumps(request.as_record())
+    _publish(ctx.meta["settings"], new_request(user_id, ERASE, request_id))
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["reset", "opt-out", "opt-in"]))
+@click.argument("user_id")
+@REQUEST_ID
+@click.pass_context
+def control(ctx: click.Context, action: str, user_id: str, request_id: str | None) -> None:
+    """A user's control over their personalization (raw id), carried out by the job:
+
+    reset (profile, segments, predictions cleared; consent kept), opt-out (reset, then nothing
+    profiled until an opt-in), opt-in. Published to kafka.topics.erasure with an "action"; the
+    job confirms on kafka.topics.audit with the same request_id."""
+    _publish(ctx.meta["settings"], new_request(user_id, action.replace("-", "_"), request_id))
+
+
+def _publish(settings, request) -> None:
     try:
-        parse_erasure(record.decode())  # refuse here what the job would send to the DLQ
+        record = request_record(request)
     except InvalidErasureRequest as err:
         click.echo(f"error: {err} (not published)", err=True)
         sys.exit(2)

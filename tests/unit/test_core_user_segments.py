@@ -16,7 +16,7 @@ import pytest
 from personalization.core.events import Event
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
-from personalization.core.user import END_OF_INPUT, UserLogic
+from personalization.core.user import END_OF_INPUT, Outcome, UserLogic
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -238,3 +238,37 @@ def test_state_restored_after_the_windows_changed_keeps_the_kept_windows() -> No
 
     assert [w.size_ms for w in user.state.features.windows] == list(LOGIC.window_sizes)
     assert (purchases(30 * DAY), purchases(HOUR)) == (2, 1)  # a kept window keeps its history
+
+
+def test_a_reset_leaves_every_segment_and_starts_afresh_keeping_consent_ids_and_numbering() -> None:
+    user = Driver()
+    for n in range(3):
+        user.event(T + n * MIN, "product_view", category_id="c1")
+    user.event(T + 3 * MIN, "add_to_cart")
+    user.advance(T + 4 * MIN)
+    user.state.consent, user.state.anonymous_ids = "granted", ["anon-1"]
+    members, old = dict(user.state.segments.members), user.state
+    assert members  # something to leave
+    fresh, result = LOGIC.reset(old, "user.reset")
+    exits = [c.as_record() for c in result.changes]
+    assert sorted(c["segment"] for c in exits) == sorted(members)
+    assert {(c["action"], c["cause"]["rule"]) for c in exits} == {("exit", "user.reset")}
+    assert [c["seq"] for c in exits] == list(range(len(user.changes) + 1, len(user.changes) + 1 + len(exits)))
+    assert result.profile_changed and fresh.version > old.version
+    assert fresh.changes_made == old.changes_made == exits[-1]["seq"]
+    assert (fresh.consent, fresh.anonymous_ids, fresh.seen_event_ids) == ("granted", ["anon-1"], old.seen_event_ids)
+    profile = LOGIC.profile(fresh)
+    assert (profile["events_total"], profile["segments"], profile["top_categories"], profile["first_seen"]) == \
+        (0, {}, [], None)
+    assert fresh.session_state.events == [] and fresh.learning is None
+    # a redelivered old event is still a duplicate; a new one counts from zero
+    again = LOGIC.on_event(fresh, Event("product_view-" + str(T), "product_view", T, "u"), T + 4 * MIN)
+    assert again.outcome is Outcome.DUPLICATE
+    LOGIC.on_event(fresh, Event("new", "page_view", T + 5 * MIN, "u"), T + 4 * MIN)
+    assert LOGIC.profile(fresh)["events_total"] == 1
+
+
+def test_a_reset_of_a_user_in_no_segment_changes_nothing_but_the_state() -> None:
+    user = Driver()
+    fresh, result = LOGIC.reset(user.state, "user.reset")
+    assert result.changes == [] and fresh.version == user.state.version + 1

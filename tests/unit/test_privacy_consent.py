@@ -11,7 +11,7 @@ from personalization.core.events import Event
 from personalization.core.learning.feed import erase_record
 from personalization.core.learning.trainer import Trainer, TrainerRules
 from personalization.core.privacy import (
-    DENIED, ERASED, GRANTED, NOT_GRANTED, ConsentRules, ErasureRequest, InvalidErasureRequest, Suppressed,
+    DENIED, ERASED, GRANTED, NOT_GRANTED, ConsentRules, ControlRequest, ErasureRequest, InvalidErasureRequest, Suppressed,
     audit_record, parse_erasure,
 )
 from personalization.core.sessions import SessionRules
@@ -114,6 +114,18 @@ def test_erasure_requests_parse_or_name_the_problem():
                           ('{"user_id": "u", "request_id": "r", "requested_at": 1, "x": 1}', "unknown fields")]:
         with pytest.raises(InvalidErasureRequest, match=problem):
             parse_erasure(text)
+
+
+def test_control_requests_parse_by_action_and_an_unknown_action_is_refused():
+    text = '{"user_id": "tb-1", "request_id": "r1", "requested_at": 5, "action": "%s"}'
+    assert parse_erasure(text % "erase") == ErasureRequest("tb-1", "r1", 5)
+    for action in ("reset", "opt_out", "opt_in"):
+        assert parse_erasure(text % action) == ControlRequest("tb-1", "r1", 5, action)
+    for action in ("delete", "RESET", ""):
+        with pytest.raises(InvalidErasureRequest, match="action must be one of"):
+            parse_erasure(text % action)
+    with pytest.raises(InvalidErasureRequest, match="action must be one of"):
+        parse_erasure('{"user_id": "u", "request_id": "r", "requested_at": 1, "action": 3}')
 
 
 def test_an_erasure_request_is_pseudonymized_like_the_events(monkeypatch):

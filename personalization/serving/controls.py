@@ -1,0 +1,50 @@
+"""Publishing a user's privacy request (erasure, reset, opt-out, opt-in) to the job's erasure
+topic: one place for the CLI and the HTTP API. The job carries it out and confirms on the audit
+topic (README "Privacy controls" and "User controls")."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+from kafka import KafkaProducer
+
+from personalization.config.settings import Settings
+from personalization.core.privacy import ERASE, ControlRequest, ErasureRequest, parse_erasure
+from personalization.pipelines.topics import kafka_client
+
+Request = ErasureRequest | ControlRequest
+
+
+def new_request(user_id: str, action: str, request_id: str | None = None) -> Request:
+    """A request made now (``request_id``: a new UUID unless given). ``action``: ``erase``,
+    ``reset``, ``opt_out`` or ``opt_in``."""
+    request_id, now = request_id or str(uuid.uuid4()), int(time.time() * 1000)
+    if action == ERASE:
+        return ErasureRequest(user_id, request_id, now)
+    return ControlRequest(user_id, request_id, now, action)
+
+
+def request_record(request: Request) -> bytes:
+    """The record as the job reads it; raises ``InvalidErasureRequest`` for what the job would
+    send to the DLQ (refused here rather than published)."""
+    record = orjson.dumps(request.as_record())
+    parse_erasure(record.decode())
+    return record
+
+
+class RequestPublisher:
+    """A producer kept open (the HTTP API publishes many requests); each send waits for the broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.kafka.topics.erasure
+        self._producer = kafka_client(KafkaProducer, settings)
+
+    def publish(self, request: Request, timeout_s: float = 30) -> bytes:
+        record = request_record(request)
+        self._producer.send(self._topic, record).get(timeout=timeout_s)
+        return record
+
+    def close(self) -> None:
+        self._producer.close()
