@@ -11,13 +11,17 @@ to a picture of the segment sizes over event time (``segment-sizes.png``).
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 import click
@@ -29,6 +33,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from personalization.activation.receiver import SignedReceiver
 from personalization.config.settings import REPO_ROOT, ConfigError, Settings, load_settings
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.rules import RulesError
@@ -54,6 +59,7 @@ from personalization.serving.reader import ProfileReader
 console = Console(record=True)  # the summary is saved as text too
 DEMO_OUT = REPO_ROOT / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
+WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
 
 # A few hostile records so the DLQ path is visible in the summary.
 MALFORMED = [
@@ -308,12 +314,16 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     out.mkdir(parents=True, exist_ok=True)
     api_config = out / "api-config.yaml"
     api_config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
-    with api_process(api_config, settings.api.port or _free_port(), env={settings.api.keys_env: key}) as api_url:
+    with api_process(api_config, settings.api.port or _free_port(), env={settings.api.keys_env: key}) as api_url, \
+            webhooks_beside(settings, out) as receiver:
         console.print(f"HTTP API beside the job: {api_url} (docs: {api_url}/docs)")
+        console.print(f"webhook service beside the job: {WEBHOOK_SEGMENT} entries to {receiver.url}{WEBHOOK_PATH}",
+                      soft_wrap=True)
         elapsed = run_with_progress(settings, produced)
         show_summary(settings, produced, elapsed)
         tell_story(settings, out)
         show_api(settings, api_url, key)
+        show_webhooks(settings, receiver)
         console.save_text(str(out / "summary.txt"))
         console.print(f"summary saved: {out / 'summary.txt'}")
         if serve:
@@ -322,6 +332,40 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
                 threading.Event().wait()
             except KeyboardInterrupt:
                 pass
+
+
+@contextmanager
+def webhooks_beside(settings: Settings, out: Path) -> Iterator[SignedReceiver]:
+    """The activation service (a child process, as in production) posting the demo's
+    ``WEBHOOK_SEGMENT`` entries to a signature-checking receiver on loopback."""
+    secret = secrets.token_urlsafe(24)
+    receiver = SignedReceiver(secret.encode())
+    endpoint = {"name": "demo", "url": receiver.url + WEBHOOK_PATH, "segments": [WEBHOOK_SEGMENT], "actions": ["enter"]}
+    config = out / "activation-config.yaml"
+    config.write_text(yaml.safe_dump(settings.with_overrides(activation={"endpoints": [endpoint]}).model_dump(mode="json")))
+    service = subprocess.Popen([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+                               env={**os.environ, "PZ_WEBHOOK_SECRET": secret}, stdout=subprocess.DEVNULL,
+                               stderr=(out / "activation.log").open("w"))
+    try:
+        yield receiver
+    finally:
+        service.terminate()  # SIGTERM: it finishes the batch in hand
+        service.wait(timeout=60)
+        receiver.close()
+
+
+def show_webhooks(settings: Settings, receiver: SignedReceiver, timeout_s: float = 60) -> None:
+    """Wait until every ``WEBHOOK_SEGMENT`` entry the job wrote has reached the receiver, then show one."""
+    entries = [c for c in read_topic(settings, settings.kafka.topics.segment_changes)
+               if c["segment"] == WEBHOOK_SEGMENT and c["action"] == "enter"]
+    deadline = time.monotonic() + timeout_s
+    while len(receiver.deliveries()) < len(entries) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    deliveries = receiver.deliveries()
+    console.print(f"webhooks: {len(deliveries):,} of {len(entries):,} {WEBHOOK_SEGMENT} entries delivered, each "
+                  f"signed (HMAC-SHA256, verified by the receiver; {receiver.refused} refused); one of them:")
+    if deliveries:
+        console.print(f"  Idempotency-Key: {deliveries[0].key}\n  {deliveries[0].body.decode()[:400]}", soft_wrap=True)
 
 
 def show_api(settings: Settings, url: str, key: str) -> None:
