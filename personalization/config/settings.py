@@ -144,6 +144,9 @@ class RedisConfig(_Section):
     retry_backoff_max: DurationMs = parse_duration_ms("5s")
     batch_size: int = Field(256, ge=1)
     batch_delay: DurationMs = parse_duration_ms("20ms")
+    # The largest profile written (its fields' JSON bytes): a larger one goes to the DLQ
+    # (output_too_large) instead; below kafka.max_message_bytes so a refused write's dead letter fits.
+    max_value_bytes: int = Field(512 * 1024, ge=1024)
 
 
 class WindowsConfig(_Section):

@@ -31,7 +31,7 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
                                 TimeDomain)
 
 from personalization.config.settings import Settings
-from personalization.core.dead_letter import DeadLetter
+from personalization.core.dead_letter import DeadLetter, output_limit, oversized_output
 from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
@@ -43,7 +43,8 @@ from personalization.core.user import Outcome, Result, StateCaps, UserLogic, Use
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
-from personalization.serving.redis_store import ProfileWriter, WriteBehind, check_connection, connect
+from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
+                                                 check_connection, connect)
 from personalization.state.cached import CachedValueState
 from personalization.state.descriptors import CONTROL_STATE, USER_STATE
 
@@ -102,7 +103,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._consent = ConsentRules(self._settings.privacy.consent_default)
         self._route_refused = self._settings.privacy.without_consent == "route"
         self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
-                                     self._settings.rules.stream_maxlen)
+                                     self._settings.rules.stream_maxlen, cfg.max_value_bytes)
         self._writes = WriteBehind(self._writer, cfg.batch_size if cfg.batch_delay else 1)
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
@@ -117,7 +118,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
         self._processing_errors = metrics.counter("processing_errors")
-        self._writes_refused = metrics.counter("redis_writes_refused")
+        self._writes_refused = {REDIS_WRITE_REFUSED: metrics.counter("redis_writes_refused"),
+                                OUTPUT_TOO_LARGE: metrics.counter("profiles_too_large")}
         self._errors_logged: set[type] = set()
         self._dropped = {cap.name: metrics.counter(f"state_dropped_{cap.name}") for cap in dataclasses.fields(StateCaps)}
 
@@ -157,13 +159,15 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         yield from self._refused_writes()
 
     def _refused_writes(self):
-        """Writes Redis refused for a reason of their own (e.g. ``WRONGTYPE``): not retried, each
-        to the DLQ (reason ``redis_write_refused``, topic ``redis``) with the profile and changes."""
-        for (profile, changes), error in self._writes.take_refused():
-            self._writes_refused.inc()
-            log.error("user %r: Redis refused the profile write: %s", profile["user_id"], error)
-            record = orjson.dumps({"profile": profile, "segment_changes": changes})
-            yield DLQ, DeadLetter(record, "redis_write_refused", error, "redis", int(time.time() * 1000)).to_wire()
+        """Writes not carried out for a reason of their own: Redis refused them (e.g. ``WRONGTYPE``,
+        reason ``redis_write_refused``, with the profile and changes) or the profile is above
+        ``redis.max_value_bytes`` (``output_too_large``, summarized). Not retried; each to the DLQ
+        (topic ``redis``) and counted by reason."""
+        for (profile, _), refusal in self._writes.take_refused():
+            self._writes_refused[refusal.reason].inc()
+            log.error("user %r: profile not written (%s): %s", profile["user_id"], refusal.reason, refusal.detail)
+            yield DLQ, DeadLetter(refusal.value, refusal.reason, refusal.detail, "redis",
+                                  int(time.time() * 1000)).to_wire()
 
     def _process(self, value: Event | Stitch | HandOver | Erasure, ctx):
         if isinstance(value, (ErasureRequest, ForgetLink)):
@@ -360,21 +364,39 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         # Nothing can be emitted any more: a refusal here is logged and counted only.
         if hasattr(self, "_writes"):
             self._writes.flush()
-            for (profile, _), error in self._writes.take_refused():
-                self._writes_refused.inc()
-                log.error("user %r: Redis refused the last profile write (at close, not in the DLQ): %s",
-                          profile["user_id"], error)
+            for (profile, _), refusal in self._writes.take_refused():
+                self._writes_refused[refusal.reason].inc()
+                log.error("user %r: the last profile write not written (%s, at close, not in the DLQ): %s",
+                          profile["user_id"], refusal.reason, refusal.detail)
 
 
 class RouteOutputs(ProcessFunction):
     """``(kind, json)`` -> the side output of that kind (one per Kafka topic), and the learning
     records, most of the records, on the main output: the trainer's key-by chains onto it in
-    the same Python call, where a side output is one call into the JVM per record."""
+    the same Python call, where a side output is one call into the JVM per record. A record too
+    large for its Kafka topic goes to the DLQ instead (``output_too_large``, counted)."""
+
+    def __init__(self, settings: Settings) -> None:
+        topics = settings.kafka.topics
+        self._topics = {SESSIONS: topics.sessions, LATE: topics.late, SEGMENT_CHANGES: topics.segment_changes,
+                        NO_CONSENT: topics.no_consent, AUDIT: topics.audit}
+        self._limit = output_limit(settings.kafka.max_message_bytes)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._too_large = runtime_context.get_metrics_group().add_group("personalization").counter(
+            "outputs_too_large")
 
     def process_element(self, value, ctx: ProcessFunction.Context):
         kind, record = value
         if kind == LEARN:
             yield record
+            return
+        letter = None if kind == DLQ else oversized_output(record, self._topics[kind], self._limit,
+                                                            int(time.time() * 1000))
+        if letter is not None:
+            self._too_large.inc()
+            log.error("an output for %r not written (output_too_large): %s", letter.topic, letter.detail)
+            yield ROUTES[DLQ], letter.to_wire()
         else:
             yield ROUTES[kind], record
 

@@ -6,6 +6,7 @@
     python -m personalization.serving.cli sizes               # members per segment
     python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
     python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
+    python -m personalization.serving.cli index-for-erasure   # once: index keys written before the erasure indexes
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import orjson
 from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
 from personalization.pipelines.topics import publish_record
+from personalization.serving.erasure import index_existing
 from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import connect
 
 
 @click.group(cls=KafkaCommands)
@@ -106,6 +109,16 @@ def erase(ctx: click.Context, user_id: str, request_id: str | None) -> None:
         sys.exit(2)
     publish_record(settings, settings.kafka.topics.erasure, record)
     click.echo(record.decode())
+
+
+@cli.command("index-for-erasure")
+@click.pass_context
+def index_for_erasure(ctx: click.Context) -> None:
+    """Index the audience memberships and change-stream entries written before the erasure
+    indexes (run once, with the job stopped; idempotent)."""
+    settings = ctx.meta["settings"]
+    memberships, entries = index_existing(connect(settings.redis), settings.redis.key_prefix)
+    click.echo(f"indexed {memberships} audience memberships and {entries} stream entries")
 
 
 if __name__ == "__main__":
