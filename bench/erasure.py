@@ -64,7 +64,7 @@ def main(users: int, erasures: int) -> None:
         times, removed = [], []
         for n in random.Random(1).sample(range(users), erasures):
             started = time.perf_counter()
-            removed.append(erase_user(client, prefix, f"bench-{n}"))
+            removed.append(erase_user(client, prefix, f"bench-{n}") - 2)  # less the two index keys
             times.append(time.perf_counter() - started)
     finally:
         ProfileReader(client, prefix).delete_all()
@@ -75,7 +75,7 @@ def main(users: int, erasures: int) -> None:
         f"(all prefixes); {audience_sets} audience sets, {stream_entries:,} stream entries under the bench prefix",
         f"- {erasures:,} erasures of random users, one at a time: median {statistics.median(times_ms):.2f} ms, "
         f"p99 {times_ms[int(len(times_ms) * 0.99) - 1]:.2f} ms, max {times_ms[-1]:.2f} ms; "
-        f"{statistics.mean(removed):.1f} keys/entries/memberships removed per erasure",
+        f"{statistics.mean(removed):.1f} keys/entries/memberships removed per erasure besides the two index keys",
         f"- before the indexes, each erasure also ran: the SCAN for audience sets {scan_s:.2f} s, "
         f"and a read of the whole change stream {stream_s:.2f} s", ""])
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
                                                  check_connection, connect)
 from personalization.state.cached import CachedValueState
-from personalization.state.descriptors import CONTROL_STATE, USER_STATE
+from personalization.state.descriptors import CONTROL_STATE, user_state
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         window_buckets=time_cfg.windows.buckets,
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
-        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories),
+        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories,
+                       session_events=settings.profile.max_session_events),
         device_of=enrich if settings.enrichment.user_agent else None,
         learning=learning_feed(settings),
     )
@@ -96,7 +97,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._logic = user_logic(self._settings, self._start_rules)
         self._restored = False
         self._clock: int | None = None
-        self._state = CachedValueState(runtime_context.get_state(USER_STATE), self._settings.flink.state_cache_size)
+        ttl = self._settings.profile.state_ttl
+        self._state = CachedValueState(runtime_context.get_state(user_state(ttl)), self._settings.flink.state_cache_size,
+                                       ttl)
         cfg = self._settings.redis
         self._client = client = connect(cfg)
         check_connection(client, cfg)
@@ -284,7 +287,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def _erase(self, erasure: Erasure, ctx):
         """Right to be forgotten: the keyed state becomes a marker (the user's only keyed state is
-        ``USER_STATE``; the cache holds the marker too), the held-back write is dropped, every Redis
+        ``user_state``; the cache holds the marker too), the held-back write is dropped, every Redis
         key of the user is deleted, the trainer forgets the user, and the audit topic confirms.
         The marker is in the next checkpoint, and the Redis deletes are idempotent: a restore from
         an earlier checkpoint re-reads the request and erases again. A ``ForgetLink`` (this key is

@@ -7,6 +7,7 @@
     python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
     python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
     python -m personalization.serving.cli index-for-erasure   # once: index keys written before the erasure indexes
+    python -m personalization.serving.cli expire-audiences    # now and then: drop members whose profile expired
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
 from personalization.pipelines.topics import publish_record
+from personalization.serving.audiences import expire_audiences
 from personalization.serving.erasure import index_existing
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
@@ -119,6 +121,16 @@ def index_for_erasure(ctx: click.Context) -> None:
     settings = ctx.meta["settings"]
     memberships, entries = index_existing(connect(settings.redis), settings.redis.key_prefix)
     click.echo(f"indexed {memberships} audience memberships and {entries} stream entries")
+
+
+@cli.command("expire-audiences")
+@click.pass_context
+def expire_audiences_command(ctx: click.Context) -> None:
+    """Remove from every audience set the users whose profile expired (redis.profile_ttl); run it
+    now and then, e.g. daily."""
+    settings = ctx.meta["settings"]
+    removed = expire_audiences(connect(settings.redis), settings.redis.key_prefix)
+    click.echo(f"removed {removed} audience memberships of expired profiles")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def user_keys(prefix: str, user_id: str) -> list[str]:
 
 
 def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000) -> int:
-    """Remove the user from Redis; the number of keys, stream entries and set memberships removed
-    (the index keys are bookkeeping, not counted)."""
+    """Remove the user from Redis; the number of keys (the index keys too), stream entries and set
+    memberships removed."""
     return retry_while_down(lambda: _erase(client, prefix, user_id), backoff_max_ms)
 
 
@@ -60,7 +60,7 @@ def _erase(client: redis.Redis, prefix: str, user_id: str) -> int:
     for key in data_keys:
         pipe.delete(key)
     pipe.delete(segments_index, entries_index)  # last: a retry after a cut finds the rest again
-    return sum(pipe.execute()[:-1])
+    return sum(pipe.execute())
 
 
 def index_existing(client: redis.Redis, prefix: str) -> tuple[int, int]:

@@ -68,8 +68,8 @@ def test_an_erasure_removes_exactly_the_users_keys_without_scanning(clients):
 
     removed = erase_user(eraser, PREFIX, erased)
 
-    # profile, predictions, version mark; membership of b; three entries (the index keys are not counted)
-    assert removed == 3 + 1 + 3
+    # profile, predictions, version mark, the two index keys; membership of b; three entries
+    assert removed == 5 + 1 + 3
     assert traces(admin, erased) == {"keys": [], "sets": [], "entries": []}
     assert {user: traces(admin, user) for user in others} == {user: before[user] for user in others}
     assert erase_user(eraser, PREFIX, erased) == 0  # idempotent
@@ -100,5 +100,21 @@ def test_keys_written_before_the_index_are_indexed_and_then_erased(clients):
         segments, entries = indexes[user]
         assert admin.smembers(segments_index_key(PREFIX, user)) == {b"b"} and b"a" in segments
         assert admin.lrange(entries_index_key(PREFIX, user), 0, -1) == entries
-    assert erase_user(eraser, PREFIX, USERS[0]) == 3 + 1 + 3
+    assert erase_user(eraser, PREFIX, USERS[0]) == 5 + 1 + 3
     assert traces(admin, USERS[0]) == {"keys": [], "sets": [], "entries": []}
+
+
+def test_members_whose_profile_expired_leave_the_audiences(clients, server):
+    from personalization.serving.audiences import expire_audiences
+    from personalization.serving.redis_store import profile_key
+
+    admin, _ = clients
+    write_users(admin)
+    gone, kept = USERS[:2], USERS[2:]
+    for user in gone:  # what redis.profile_ttl does
+        admin.delete(profile_key(PREFIX, user))
+    assert expire_audiences(admin, PREFIX) == len(gone)  # each was in b only
+    assert {m.decode() for m in admin.smembers(members_key(PREFIX, "b"))} == set(kept)
+    assert all(admin.smembers(segments_index_key(PREFIX, user)) == {b"a"} for user in gone)
+    assert all(admin.smembers(segments_index_key(PREFIX, user)) == {b"a", b"b"} for user in kept)
+    assert expire_audiences(admin, PREFIX) == 0
