@@ -125,6 +125,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                 OUTPUT_TOO_LARGE: metrics.counter("profiles_too_large")}
         self._errors_logged: set[type] = set()
         self._dropped = {cap.name: metrics.counter(f"state_dropped_{cap.name}") for cap in dataclasses.fields(StateCaps)}
+        self._dropped_anonymous_ids = metrics.counter("state_dropped_anonymous_ids")
 
     def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
@@ -217,7 +218,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                                  self._settings.identity.max_anonymous_ids)
             self._stitched.inc()
             self._merged.inc(len(record.events))
-            if unlisted:
+            if unlisted:  # beyond identity.max_anonymous_ids
+                self._dropped_anonymous_ids.inc(len(unlisted))
                 self._writer.drop_aliases(unlisted)
             yield from self._carry_out(state, result, ctx)
             return

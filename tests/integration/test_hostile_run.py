@@ -138,6 +138,7 @@ def runs(stack, datasets, tmp_path_factory):
         wait_until(lambda: reader.get(SENTINEL), 180, "the sentinel, read after every other record")
         assert running()
         stop_with_savepoint(client, (tmp / "drained").as_uri(), drain=True)
+        client.get_job_execution_result().result()  # ended: the operator's last batch is written
         yield {"clean": clean, "hostile": settings, "expected": expected, "events": events, "sent": sent,
                "reader": reader, "dlq": dead_letters(settings)}
     finally:
