@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-api bench-state stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test bench bench-api bench-state bench-erasure bench-hot-user stack-up stack-down stack-status stack-reset lock run clean
 
 setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
@@ -62,3 +62,9 @@ bench-api: setup stack-up ## HTTP API load test on loopback (bench/results/api-l
 
 bench-state: setup stack-up ## memory and checkpoint size/time with 1M users in state (bench/results/state-scale.md)
 	$(PY) -m bench.state_scale $(BENCH_ARGS)
+
+bench-erasure: setup stack-up ## erasure time with 1M users in Redis (bench/results/erasure.md)
+	$(PY) -m bench.erasure $(BENCH_ARGS)
+
+bench-hot-user: setup ## ordinary users' events/s with and without one user sending 1M events (bench/results/hot-user.md)
+	$(PY) -m bench.hot_user $(BENCH_ARGS)

@@ -121,7 +121,8 @@ def start_job(settings: Settings):
 def redis_state(settings: Settings) -> dict[str, object]:
     """Every key under the run's prefix with its content, minus what the wall clock decides:
     a hash's ``updated_at`` field and the ids of stream entries (a stream is compared as the
-    sorted list of its entries: how users interleave in it depends on scheduling)."""
+    sorted list of its entries: how users interleave in it depends on scheduling; a list, the
+    erasure index of a user's stream ids, by its length)."""
     cfg = settings.redis
     client = connect(cfg)
     state: dict[str, object] = {}
@@ -136,6 +137,8 @@ def redis_state(settings: Settings) -> dict[str, object]:
             value = sorted(sorted(fields.items()) for _, fields in client.xrange(key))
         elif kind == "string":
             value = client.get(key)
+        elif kind == "list":
+            value = client.llen(key)
         else:
             raise AssertionError(f"unexpected {kind} key {key!r}")
         state[key.decode().removeprefix(cfg.key_prefix)] = value

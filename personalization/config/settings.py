@@ -144,6 +144,9 @@ class RedisConfig(_Section):
     retry_backoff_max: DurationMs = parse_duration_ms("5s")
     batch_size: int = Field(256, ge=1)
     batch_delay: DurationMs = parse_duration_ms("20ms")
+    # The largest profile written (its fields' JSON bytes): a larger one goes to the DLQ
+    # (output_too_large) instead; below kafka.max_message_bytes so a refused write's dead letter fits.
+    max_value_bytes: int = Field(512 * 1024, ge=1024)
 
 
 class WindowsConfig(_Section):
@@ -189,6 +192,8 @@ class ProfileConfig(_Section):
     dedup_horizon: DurationMs = parse_duration_ms("24h")
     max_seen_ids: int = Field(10_000, ge=1)
     max_categories: int = Field(1_000, ge=1)
+    max_session_events: int = Field(2_000, ge=1)
+    state_ttl: DurationMs = Field(0, ge=0)  # 0 = a user's state is kept for ever
 
 
 class IdentityConfig(_Section):
@@ -360,6 +365,20 @@ class Settings(_Section):
     flink: FlinkConfig = FlinkConfig()
     api: ApiConfig = ApiConfig()
 
+    @model_validator(mode="after")
+    def _state_outlives_profile_and_windows(self) -> "Settings":
+        """A user's state may expire only after their Redis profile (else the next event starts a
+        fresh state at version 1, which the profile's compare-and-set refuses until it catches
+        up) and after their longest window."""
+        ttl = self.profile.state_ttl
+        if ttl and (not self.redis.profile_ttl or ttl < self.redis.profile_ttl):
+            raise ValueError(f"profile.state_ttl ({ttl} ms) must be at least redis.profile_ttl "
+                             f"({self.redis.profile_ttl} ms), which must not be 0: the profile must expire first")
+        if ttl and ttl < max(self.time.windows.sizes):
+            raise ValueError(f"profile.state_ttl ({ttl} ms) is shorter than the longest window "
+                             f"({max(self.time.windows.sizes)} ms)")
+        return self
+
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")
@@ -429,7 +448,7 @@ def _validate(data: dict, source: str) -> Settings:
                 problems.append(f"{key}: unknown key (got {got})")
             else:
                 message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{key}: {message} (got {got})")
+                problems.append(f"{key}: {message}" + (f" (got {got})" if error["loc"] else ""))  # not the whole file
         raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None
 
 

@@ -129,3 +129,28 @@ def dlq_max_message_bytes(events_max_message_bytes: int) -> int:
     """The record size the DLQ topic (``max.message.bytes``) and its producer (``max.request.size``)
     must accept, so that a dead letter of any record the events topic accepted can be written."""
     return events_max_message_bytes + HEADROOM_BYTES
+
+
+OUTPUT_TOO_LARGE = "output_too_large"  # DLQ reason: an output the job cannot write (too large for Kafka or Redis)
+OUTPUT_OVERHEAD_BYTES = 1024  # what a Kafka record and its batch add to the value, with a margin
+OUTPUT_HEAD_CHARS = 1024      # how much of an oversized output its dead letter keeps
+
+
+def output_limit(max_message_bytes: int) -> int:
+    """The largest value the job writes to a Kafka output topic (whose records the broker takes up to
+    ``kafka.max_message_bytes``)."""
+    return max_message_bytes - OUTPUT_OVERHEAD_BYTES
+
+
+def oversized_output(record: str, topic: str, limit: int, now_ms: int) -> DeadLetter | None:
+    """The dead letter of an output record above ``limit`` bytes, or None when it fits: written, it
+    would fail the sink (RecordTooLargeException) and the job at every restart. The dead letter
+    keeps the size and the record's head (its ids), not the record (it would not fit either)."""
+    if len(record) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character: no need to encode
+        return None
+    size = len(record.encode())
+    if size <= limit:
+        return None
+    return DeadLetter(orjson.dumps({"bytes": size, "head": record[:OUTPUT_HEAD_CHARS]}), OUTPUT_TOO_LARGE,
+                      f"a record of {size} bytes for {topic!r}, above the {limit} a Kafka output takes "
+                      f"(kafka.max_message_bytes less {OUTPUT_OVERHEAD_BYTES}); not written", topic, now_ms)

@@ -96,11 +96,22 @@ def session_id(user_id: str, start: int) -> str:
     return hashlib.blake2b(f"{user_id}|{start}".encode(), digest_size=8).hexdigest()
 
 
-def add_event(state: SessionState, event: Event) -> None:
+def add_event(state: SessionState, event: Event, max_events: int | None = None) -> bool:
+    """Hold the event for the sessions; False (not held) when ``max_events`` are held already.
+
+    Why a cap: the held events are every event a late arrival could still regroup (sessions
+    not yet final), re-split at each of the user's steps, so a user sending thousands of events
+    an hour (a bot) would make each of its events cost more than the one before. The cap bounds
+    that work and, with it, what derives from held events: a session's item and category lists
+    and the rules' armed deadlines (each armed by an event given to the rules, and fired before
+    the event is final)."""
+    if max_events is not None and len(state.events) >= max_events:
+        return False
     bisect.insort(state.events, SessionEvent(
         event.ts, event.event_id, event.event_type, event.item_id, event.category_id,
         event.scroll_depth, event.dwell_ms,
     ))
+    return True
 
 
 def split(events: list[SessionEvent], rules: SessionRules) -> list[list[SessionEvent]]:

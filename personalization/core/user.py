@@ -110,6 +110,7 @@ class StateCaps:
 
     seen_ids: int = 10_000    # event ids remembered for deduplication; beyond, the oldest arrivals
     categories: int = 1_000   # categories counted; beyond, the least counted quarter is forgotten
+    session_events: int = 2_000  # events held for sessions and rules; beyond, only counted (sessions.add_event)
 
 
 @dataclass(slots=True)
@@ -165,8 +166,10 @@ class UserLogic:
         if lateness > self.session_rules.allowed_lateness_ms:
             return Result(Outcome.LATE, lateness_ms=lateness)
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
-        self._apply(state, event, watermark, result)
-        self._advance(state, watermark, result)
+        if self._apply(state, event, watermark, result):
+            self._advance(state, watermark, result)
+        else:  # beyond the held-events cap: counted, O(1); the profile goes out at the user's next step
+            result.profile_changed, result.state_changed = False, True
         return result
 
     def merge(self, state: UserState, anonymous_id: str, events: tuple[Event, ...], watermark: int,
@@ -258,13 +261,17 @@ class UserLogic:
             "rules_version": state.rules_version,
         }
 
-    def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> None:
+    def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> bool:
+        """False when the event is counted but not held for sessions and rules (``caps.session_events``)."""
         self._remember(state, event, watermark, result)
         self._count(state, event, result)
-        sessions.add_event(state.session_state, event)
+        if not sessions.add_event(state.session_state, event, self.caps.session_events):
+            _add(result.dropped, "session_events", 1)
+            return False
         if self.rules is not None and state.released_to is not None and event.ts <= state.released_to:
             self._adopt_rules(state, result)
             self._give(state, _compact(event), result)  # behind what the rules have seen: at once
+        return True
 
     def _remember(self, state: UserState, event: Event, watermark: int, result: Result) -> None:
         """Ids are forgotten once the watermark is a dedup horizon past their event time, and the

@@ -31,7 +31,7 @@ from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, Proces
                                 TimeDomain)
 
 from personalization.config.settings import Settings
-from personalization.core.dead_letter import DeadLetter
+from personalization.core.dead_letter import DeadLetter, output_limit, oversized_output
 from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
 from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
@@ -45,10 +45,11 @@ from personalization.core.user import Outcome, Result, StateCaps, UserLogic, Use
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
-from personalization.serving.redis_store import (ProfileWriter, WriteBehind, check_connection, connect,
-                                                 predictions_key, profile_key, retry_while_down)
+from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
+                                                 check_connection, connect, predictions_key, profile_key,
+                                                 retry_while_down)
 from personalization.state.cached import CachedValueState
-from personalization.state.descriptors import CONTROL_STATE, USER_STATE
+from personalization.state.descriptors import CONTROL_STATE, user_state
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         window_buckets=time_cfg.windows.buckets,
         dedup_horizon_ms=settings.profile.dedup_horizon,
         top_categories=settings.profile.top_categories,
-        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories),
+        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories,
+                       session_events=settings.profile.max_session_events),
         device_of=enrich if settings.enrichment.user_agent else None,
         learning=learning_feed(settings),
     )
@@ -98,14 +100,16 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._logic = user_logic(self._settings, self._start_rules)
         self._restored = False
         self._clock: int | None = None
-        self._state = CachedValueState(runtime_context.get_state(USER_STATE), self._settings.flink.state_cache_size)
+        ttl = self._settings.profile.state_ttl
+        self._state = CachedValueState(runtime_context.get_state(user_state(ttl)), self._settings.flink.state_cache_size,
+                                       ttl)
         cfg = self._settings.redis
         self._client = client = connect(cfg)
         check_connection(client, cfg)
         self._consent = ConsentRules(self._settings.privacy.consent_default)
         self._route_refused = self._settings.privacy.without_consent == "route"
         self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
-                                     self._settings.rules.stream_maxlen)
+                                     self._settings.rules.stream_maxlen, cfg.max_value_bytes)
         self._writes = WriteBehind(self._writer, cfg.batch_size if cfg.batch_delay else 1)
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
@@ -121,9 +125,11 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._stitched = metrics.counter("identity_stitches")
         self._merged = metrics.counter("identity_events_merged")
         self._processing_errors = metrics.counter("processing_errors")
-        self._writes_refused = metrics.counter("redis_writes_refused")
+        self._writes_refused = {REDIS_WRITE_REFUSED: metrics.counter("redis_writes_refused"),
+                                OUTPUT_TOO_LARGE: metrics.counter("profiles_too_large")}
         self._errors_logged: set[type] = set()
         self._dropped = {cap.name: metrics.counter(f"state_dropped_{cap.name}") for cap in dataclasses.fields(StateCaps)}
+        self._dropped_anonymous_ids = metrics.counter("state_dropped_anonymous_ids")
 
     def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
@@ -161,13 +167,15 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         yield from self._refused_writes()
 
     def _refused_writes(self):
-        """Writes Redis refused for a reason of their own (e.g. ``WRONGTYPE``): not retried, each
-        to the DLQ (reason ``redis_write_refused``, topic ``redis``) with the profile and changes."""
-        for (profile, changes), error in self._writes.take_refused():
-            self._writes_refused.inc()
-            log.error("user %r: Redis refused the profile write: %s", profile["user_id"], error)
-            record = orjson.dumps({"profile": profile, "segment_changes": changes})
-            yield DLQ, DeadLetter(record, "redis_write_refused", error, "redis", int(time.time() * 1000)).to_wire()
+        """Writes not carried out for a reason of their own: Redis refused them (e.g. ``WRONGTYPE``,
+        reason ``redis_write_refused``, with the profile and changes) or the profile is above
+        ``redis.max_value_bytes`` (``output_too_large``, summarized). Not retried; each to the DLQ
+        (topic ``redis``) and counted by reason."""
+        for (profile, _), refusal in self._writes.take_refused():
+            self._writes_refused[refusal.reason].inc()
+            log.error("user %r: profile not written (%s): %s", profile["user_id"], refusal.reason, refusal.detail)
+            yield DLQ, DeadLetter(refusal.value, refusal.reason, refusal.detail, "redis",
+                                  int(time.time() * 1000)).to_wire()
 
     def _process(self, value: Event | Stitch | HandOver | Erasure, ctx):
         if isinstance(value, (ErasureRequest, ForgetLink)):
@@ -217,7 +225,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                                  self._settings.identity.max_anonymous_ids)
             self._stitched.inc()
             self._merged.inc(len(record.events))
-            if unlisted:
+            if unlisted:  # beyond identity.max_anonymous_ids
+                self._dropped_anonymous_ids.inc(len(unlisted))
                 self._writer.drop_aliases(unlisted)
             yield from self._carry_out(state, result, ctx)
             return
@@ -287,7 +296,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def _erase(self, erasure: Erasure, ctx):
         """Right to be forgotten: the keyed state becomes a marker (the user's only keyed state is
-        ``USER_STATE``; the cache holds the marker too), the held-back write is dropped, every Redis
+        ``user_state``; the cache holds the marker too), the held-back write is dropped, every Redis
         key of the user is deleted, the trainer forgets the user, and the audit topic confirms.
         The marker is in the next checkpoint, and the Redis deletes are idempotent: a restore from
         an earlier checkpoint re-reads the request and erases again. A ``ForgetLink`` (this key is
@@ -405,21 +414,39 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         # Nothing can be emitted any more: a refusal here is logged and counted only.
         if hasattr(self, "_writes"):
             self._writes.flush()
-            for (profile, _), error in self._writes.take_refused():
-                self._writes_refused.inc()
-                log.error("user %r: Redis refused the last profile write (at close, not in the DLQ): %s",
-                          profile["user_id"], error)
+            for (profile, _), refusal in self._writes.take_refused():
+                self._writes_refused[refusal.reason].inc()
+                log.error("user %r: the last profile write not written (%s, at close, not in the DLQ): %s",
+                          profile["user_id"], refusal.reason, refusal.detail)
 
 
 class RouteOutputs(ProcessFunction):
     """``(kind, json)`` -> the side output of that kind (one per Kafka topic), and the learning
     records, most of the records, on the main output: the trainer's key-by chains onto it in
-    the same Python call, where a side output is one call into the JVM per record."""
+    the same Python call, where a side output is one call into the JVM per record. A record too
+    large for its Kafka topic goes to the DLQ instead (``output_too_large``, counted)."""
+
+    def __init__(self, settings: Settings) -> None:
+        topics = settings.kafka.topics
+        self._topics = {SESSIONS: topics.sessions, LATE: topics.late, SEGMENT_CHANGES: topics.segment_changes,
+                        NO_CONSENT: topics.no_consent, AUDIT: topics.audit}
+        self._limit = output_limit(settings.kafka.max_message_bytes)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._too_large = runtime_context.get_metrics_group().add_group("personalization").counter(
+            "outputs_too_large")
 
     def process_element(self, value, ctx: ProcessFunction.Context):
         kind, record = value
         if kind == LEARN:
             yield record
+            return
+        letter = None if kind == DLQ else oversized_output(record, self._topics[kind], self._limit,
+                                                            int(time.time() * 1000))
+        if letter is not None:
+            self._too_large.inc()
+            log.error("an output for %r not written (output_too_large): %s", letter.topic, letter.detail)
+            yield ROUTES[DLQ], letter.to_wire()
         else:
             yield ROUTES[kind], record
 

@@ -212,6 +212,7 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
             .build())
         .set_delivery_guarantee(
             DeliveryGuarantee.EXACTLY_ONCE if exactly_once else DeliveryGuarantee.AT_LEAST_ONCE)
+        .set_property("max.request.size", str(kafka.max_message_bytes))  # RouteOutputs keeps records below it
     )
     if exactly_once:
         builder = (builder.set_transactional_id_prefix(f"{kafka.transactional_id_prefix}-{topic}")
@@ -285,7 +286,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         .process(UserProfiles(settings, rules), output_type=KIND_AND_JSON)
         .uid("user-profiles").name("user profiles")
     )
-    outputs = users.process(RouteOutputs(), output_type=Types.STRING()).uid("route-outputs").name("route outputs")
+    outputs = users.process(RouteOutputs(settings), output_type=Types.STRING()).uid("route-outputs").name("route outputs")
     topics = settings.kafka.topics
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),

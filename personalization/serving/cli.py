@@ -7,6 +7,8 @@
     python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
     python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
     python -m personalization.serving.cli control reset <user> # reset / opt-out / opt-in the user's personalization
+    python -m personalization.serving.cli index-for-erasure   # once: index keys written before the erasure indexes
+    python -m personalization.serving.cli expire-audiences    # now and then: drop members whose profile expired
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import orjson
 from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
 from personalization.core.privacy import ERASE, InvalidErasureRequest
 from personalization.pipelines.topics import publish_record
+from personalization.serving.audiences import expire_audiences
 from personalization.serving.controls import new_request, request_record
+from personalization.serving.erasure import index_existing
 from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import connect
 
 
 @click.group(cls=KafkaCommands)
@@ -124,6 +129,26 @@ def _publish(settings, request) -> None:
         sys.exit(2)
     publish_record(settings, settings.kafka.topics.erasure, record)
     click.echo(record.decode())
+
+
+@cli.command("index-for-erasure")
+@click.pass_context
+def index_for_erasure(ctx: click.Context) -> None:
+    """Index the audience memberships and change-stream entries written before the erasure
+    indexes (run once, with the job stopped; idempotent)."""
+    settings = ctx.meta["settings"]
+    memberships, entries = index_existing(connect(settings.redis), settings.redis.key_prefix)
+    click.echo(f"indexed {memberships} audience memberships and {entries} stream entries")
+
+
+@cli.command("expire-audiences")
+@click.pass_context
+def expire_audiences_command(ctx: click.Context) -> None:
+    """Remove from every audience set the users whose profile expired (redis.profile_ttl); run it
+    now and then, e.g. daily."""
+    settings = ctx.meta["settings"]
+    removed = expire_audiences(connect(settings.redis), settings.redis.key_prefix)
+    click.echo(f"removed {removed} audience memberships of expired profiles")
 
 
 if __name__ == "__main__":

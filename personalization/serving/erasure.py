@@ -1,54 +1,92 @@
-"""Erasing a user from Redis: every key of the key schema (``serving.redis_store``) that names the user.
+"""Erasing a user from Redis: every key of the key schema (``serving.redis_store``) that names the user,
+found through the user's two index keys, so an erasure reads no key of anyone else (no ``SCAN``).
 
 - ``<prefix>:{<user>}:profile`` and ``<prefix>:{<user>}:predictions`` (deleted),
 - ``<prefix>:{segment-changes}:user:<user>`` (the stream's deduplication mark, deleted),
 - ``<prefix>:{<user>}:alias`` (an anonymous id's alias, deleted; the user operator erases each
   anonymous id stitched into an erased user's profile too, see ``core.identity``),
-- the user's entries in the change stream ``<prefix>:{segment-changes}`` (``XDEL``),
-- the user's membership of every audience set ``<prefix>:segment:{<segment>}:members`` (``SREM``
-  on every such set, found by ``SCAN``: a set of a segment a rules update removed still counts).
+- the user's entries in the change stream ``<prefix>:{segment-changes}`` (``XDEL`` of the ids
+  listed in ``<prefix>:{segment-changes}:entries:<user>``),
+- the user's membership of every audience set the user ever entered (``SREM`` on the sets of the
+  segments in ``<prefix>:{<user>}:segments``: a set of a segment a rules update removed still counts),
+- then the two index keys.
 
-Every step is idempotent, so an erasure repeated after a restore deletes nothing more and fails
-nothing; the whole erasure is retried while Redis is down (``retry_while_down``). The shared
-model hash (``<prefix>:model``) names no user.
+Two round trips whatever the size of Redis: the indexes are read, then one pipeline removes what
+they name and deletes them last, so an erasure cut short (Redis lost mid-pipeline) finds them
+again when it is retried. Every step is idempotent, so an erasure repeated after a restore
+deletes nothing more and fails nothing; the whole erasure is retried while Redis is down
+(``retry_while_down``). The shared model hash (``<prefix>:model``) names no user. Keys written
+before the indexes existed are indexed once by ``index_existing`` (README, key schema migration).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import redis
 
 from personalization.serving.redis_store import (
-    alias_key, changes_key, members_key_pattern, predictions_key, profile_key, retry_while_down, streamed_version_key,
+    alias_key, batched, changes_key, entries_index_key, members_key, members_key_pattern, predictions_key,
+    profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
 )
 
-STREAM_PAGE = 1_000  # change-stream entries read per round trip while looking for the user's
+XDEL_CHUNK = 1_000  # stream ids per XDEL command
+STREAM_PAGE = 10_000  # stream entries read per round trip by index_existing
 
 
 def user_keys(prefix: str, user_id: str) -> list[str]:
-    """The keys that belong to the user alone."""
+    """The keys that belong to the user alone, the two index keys last."""
     return [profile_key(prefix, user_id), predictions_key(prefix, user_id), streamed_version_key(prefix, user_id),
-            alias_key(prefix, user_id)]
+            alias_key(prefix, user_id), segments_index_key(prefix, user_id), entries_index_key(prefix, user_id)]
 
 
 def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000) -> int:
-    """Remove the user from Redis; the number of keys, stream entries and set memberships removed."""
+    """Remove the user from Redis; the number of keys (the index keys too), stream entries and set
+    memberships removed."""
     return retry_while_down(lambda: _erase(client, prefix, user_id), backoff_max_ms)
 
 
 def _erase(client: redis.Redis, prefix: str, user_id: str) -> int:
-    removed = sum(client.delete(key) for key in user_keys(prefix, user_id))
-    for key in client.scan_iter(match=members_key_pattern(prefix), count=1_000):  # every audience set
-        removed += client.srem(key, user_id)
-    return removed + _erase_changes(client, changes_key(prefix), user_id.encode())
+    read = client.pipeline(transaction=False)
+    read.smembers(segments_index_key(prefix, user_id))
+    read.lrange(entries_index_key(prefix, user_id), 0, -1)
+    segments, entries = read.execute()
+    pipe = client.pipeline(transaction=False)
+    for segment in segments:
+        pipe.srem(members_key(prefix, segment.decode()), user_id)
+    for chunk in batched(entries, XDEL_CHUNK):
+        pipe.xdel(changes_key(prefix), *chunk)
+    *data_keys, segments_index, entries_index = user_keys(prefix, user_id)
+    for key in data_keys:
+        pipe.delete(key)
+    pipe.delete(segments_index, entries_index)  # last: a retry after a cut finds the rest again
+    return sum(pipe.execute())
 
 
-def _erase_changes(client: redis.Redis, stream: str, user: bytes) -> int:
-    removed, start = 0, "-"
-    while True:
-        page = client.xrange(stream, min=start, max="+", count=STREAM_PAGE)
-        if not page:
-            return removed
-        ids = [entry_id for entry_id, fields in page if fields.get(b"user_id") == user]
-        if ids:
-            removed += client.xdel(stream, *ids)
+def index_existing(client: redis.Redis, prefix: str) -> tuple[int, int]:
+    """Build the erasure indexes of keys written before them (run once, job stopped): every
+    audience set's members get its segment in their ``:segments`` set, and every stream entry's id
+    is listed under its user, oldest first. Idempotent (the lists are rewritten whole). Returns
+    (memberships, stream entries) indexed."""
+    memberships = 0
+    for key in client.scan_iter(match=members_key_pattern(prefix), count=1_000):
+        segment = segment_of(key.decode(), prefix)
+        for chunk in batched(client.sscan_iter(key, count=1_000), 1_000):
+            pipe = client.pipeline(transaction=False)
+            for member in chunk:
+                pipe.sadd(segments_index_key(prefix, member.decode()), segment)
+            pipe.execute()
+            memberships += len(chunk)
+    ids: dict[str, list[bytes]] = defaultdict(list)
+    start = "-"
+    while page := client.xrange(changes_key(prefix), min=start, max="+", count=STREAM_PAGE):
+        for entry_id, fields in page:
+            ids[fields[b"user_id"].decode()].append(entry_id)
         start = b"(" + page[-1][0]
+    for chunk in batched(ids.items(), 1_000):
+        pipe = client.pipeline(transaction=False)
+        for user, entry_ids in chunk:
+            pipe.delete(entries_index_key(prefix, user))
+            pipe.rpush(entries_index_key(prefix, user), *entry_ids)
+        pipe.execute()
+    return memberships, sum(map(len, ids.values()))

@@ -3,7 +3,6 @@ without knowing the key layout."""
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import Any, Iterator
 
 import orjson
@@ -12,8 +11,8 @@ import redis
 from personalization.config.settings import Settings
 from personalization.serving.model_store import read_model, read_predictions
 from personalization.serving.redis_store import (
-    alias_key, changes_key, connect, decode_change, decode_profile, members_key, members_key_pattern, profile_key,
-    profile_key_pattern, segment_of,
+    alias_key, batched, changes_key, connect, decode_change, decode_profile, members_key, members_key_pattern,
+    profile_key, profile_key_pattern, segment_of,
 )
 
 SEGMENT_FIELDS = ("segments", "primary_segment", "scores", "rules_version")
@@ -126,7 +125,7 @@ class ProfileReader:
         """Every profile under the prefix (SCAN, so it does not block the server)."""
         keys = self._client.scan_iter(match=profile_key_pattern(self._prefix), count=1000)
         out: list[dict[str, Any]] = []
-        for chunk in _batched(keys, batch):
+        for chunk in batched(keys, batch):
             pipe = self._client.pipeline(transaction=False)
             for key in chunk:
                 pipe.hgetall(key)
@@ -136,12 +135,6 @@ class ProfileReader:
     def delete_all(self) -> int:
         """Remove every key under the prefix (demo and test resets)."""
         deleted = 0
-        for chunk in _batched(self._client.scan_iter(match=f"{self._prefix}:*", count=1000), 1000):
+        for chunk in batched(self._client.scan_iter(match=f"{self._prefix}:*", count=1000), 1000):
             deleted += self._client.unlink(*chunk)
         return deleted
-
-
-def _batched(iterable, size: int) -> Iterator[list]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk

@@ -13,6 +13,12 @@ id>`` and ``<segment>`` stand for the id as ``encode_id`` writes it (below):
 - ``<prefix>:{segment-changes}:user:<user>``  string: the ``seq`` of the user's newest change
   already in the stream (deduplication under replay; expires with the profile).
 - ``<prefix>:segment:{<segment>}:members``  set of the user ids currently in a segment.
+- ``<prefix>:{<user>}:segments``  set: every segment the user entered (erasure index: the audience
+  sets an erasure must ``SREM`` the user from; written in the same pipeline as the ``SADD``, never
+  shrunk by an exit, no TTL, like the audience sets).
+- ``<prefix>:{segment-changes}:entries:<user>``  list: the stream ids of the user's entries, oldest
+  first (erasure index: the entries an erasure ``XDEL``s; appended by the same script as the
+  entries, and its ids older than the stream's oldest entry dropped there; no TTL).
 - ``<prefix>:{<anonymous id>}:alias``  string: the user id an anonymous id was stitched into
   (``core.identity``); written when its profile hash is deleted, expires like a profile.
 - ``<prefix>:model``  hash of the shared models' state (``serving.model_store``).
@@ -41,7 +47,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NamedTuple, Sequence
+from itertools import islice
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 from urllib.parse import quote, unquote
 
 import orjson
@@ -49,6 +56,7 @@ import redis
 import tenacity
 
 from personalization.config.settings import RedisConfig, redis_password
+from personalization.core.dead_letter import OUTPUT_TOO_LARGE
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +74,36 @@ return 1
 
 # Append a user's changes to the stream, skipping those already there: ``KEYS[2]`` remembers the
 # seq of the user's newest change appended (same hash tag as the stream: works on a cluster too).
+# ``KEYS[3]`` lists the ids of the user's entries (the erasure index); ids the stream has trimmed
+# leave it from the head, so it never holds more than the stream does (amortized O(1) per entry).
 # ARGV: maxlen, ttl ms, pairs per entry, then per change: seq and the entry's field/value pairs.
 _APPEND_CHANGES = """
+local function older(a, b)
+  local ams, aseq = string.match(a, '(%d+)-(%d+)')
+  local bms, bseq = string.match(b, '(%d+)-(%d+)')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local maxlen, ttl, width = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local added = 0
 for i = 4, #ARGV, width + 1 do
   local seq = tonumber(ARGV[i])
   if seq > last then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + width))
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + width))
+    redis.call('RPUSH', KEYS[3], id)
     last = seq
     added = added + 1
   end
 end
 if added > 0 then
   if ttl > 0 then redis.call('SET', KEYS[2], last, 'PX', ttl) else redis.call('SET', KEYS[2], last) end
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+  local head = redis.call('LINDEX', KEYS[3], 0)
+  while head and older(head, oldest) do
+    redis.call('LPOP', KEYS[3])
+    head = redis.call('LINDEX', KEYS[3], 0)
+  end
 end
 return added
 """
@@ -126,6 +149,16 @@ def streamed_version_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:{{segment-changes}}:user:{encode_id(user_id)}"
 
 
+def entries_index_key(prefix: str, user_id: str) -> str:
+    """The list of the stream ids of the user's change entries (erasure index)."""
+    return f"{prefix}:{{segment-changes}}:entries:{encode_id(user_id)}"
+
+
+def segments_index_key(prefix: str, user_id: str) -> str:
+    """The set of the segments the user entered (erasure index of the audience sets)."""
+    return f"{prefix}:{{{encode_id(user_id)}}}:segments"
+
+
 def alias_key(prefix: str, anonymous_id: str) -> str:
     return f"{prefix}:{{{encode_id(anonymous_id)}}}:alias"
 
@@ -142,6 +175,13 @@ def members_key_pattern(prefix: str) -> str:
 def segment_of(members_key_name: str, prefix: str) -> str:
     """The segment an audience set's key names."""
     return decode_id(members_key_name.removeprefix(f"{prefix}:segment:{{").removesuffix("}:members"))
+
+
+def batched(iterable: Iterable, size: int) -> Iterator[list]:
+    """Lists of ``size`` items (the last shorter): keys sent a bounded number per command."""
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def encode_change(record: dict[str, Any]) -> list[bytes]:
@@ -206,17 +246,44 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
                 state.outcome.exception(), state.attempt_number, state.next_action.sleep)
 
 
+REDIS_WRITE_REFUSED = "redis_write_refused"  # DLQ reason: Redis refused a command of the write
+LARGEST_FIELDS = 5                           # an oversized profile's dead letter names its largest fields
+
+
+class Refusal(NamedTuple):
+    """A user's write not carried out, as its dead letter tells it."""
+
+    reason: str    # REDIS_WRITE_REFUSED or OUTPUT_TOO_LARGE
+    detail: str    # what Redis answered, or the size and the cap
+    value: bytes   # the dead letter's value (JSON; an oversized profile is summarized, it would not fit)
+
+
 class Written(NamedTuple):
-    applied: int                 # profiles applied (the others: Redis held this or a newer version)
-    refused: dict[str, str]      # user -> what Redis answered to a command of the user's write
+    applied: int                  # profiles applied (the others: Redis held this or a newer version)
+    refused: dict[str, Refusal]   # user -> why the user's write was not carried out
 
 
 class WriteRefused(redis.ResponseError):
-    """Redis refused a command of a write for a reason of the write's own (not an outage)."""
+    """A write not carried out for a reason of the write's own (not an outage)."""
 
-    def __init__(self, refused: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{user}: {error}" for user, error in refused.items()))
+    def __init__(self, refused: dict[str, Refusal]) -> None:
+        super().__init__("; ".join(f"{user}: {refusal.detail}" for user, refusal in refused.items()))
         self.refused = refused
+
+
+def _oversized(profile: dict[str, Any], fields: list[bytes], size: int, cap: int) -> Refusal:
+    """The dead letter of a profile too large to write: its id, version, size and largest fields."""
+    sizes = {fields[i].decode(): len(fields[i + 1]) for i in range(0, len(fields), 2)}
+    largest = dict(sorted(sizes.items(), key=lambda item: -item[1])[:LARGEST_FIELDS])
+    summary = {"user_id": profile["user_id"], "version": profile["version"], "bytes": size, "largest_fields": largest}
+    return Refusal(OUTPUT_TOO_LARGE, f"profile of {size} bytes, above redis.max_value_bytes ({cap}); not written",
+                   orjson.dumps(summary))
+
+
+def _refused(writes: Sequence[Write], user: str, error: str) -> Refusal:
+    """The dead letter of a write Redis refused: the profile and its changes, whole."""
+    profile, changes = next(write for write in writes if write[0]["user_id"] == user)
+    return Refusal(REDIS_WRITE_REFUSED, error, orjson.dumps({"profile": profile, "segment_changes": changes}))
 
 
 class ProfileWriter:
@@ -230,8 +297,9 @@ class ProfileWriter:
     """
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000,
-                 stream_maxlen: int = 100_000) -> None:
+                 stream_maxlen: int = 100_000, max_value_bytes: int = 1 << 20) -> None:
         self._client = client
+        self._max_value_bytes = max_value_bytes
         self._prefix = prefix
         self._ttl_ms = ttl_ms
         self._backoff_max_s = backoff_max_ms / 1000
@@ -243,7 +311,7 @@ class ProfileWriter:
         """Write the profile and the segment changes (records with ``seq``) that led to it.
 
         True if the profile was applied, False if Redis already holds this or a newer version;
-        raises ``WriteRefused`` if Redis refused a command of it.
+        raises ``WriteRefused`` if Redis refused a command of it or the profile is too large.
         """
         written = self.write_many([(profile, list(changes))])
         if written.refused:
@@ -255,7 +323,9 @@ class ProfileWriter:
 
         A command Redis refuses for a reason of its own (e.g. ``WRONGTYPE``: a key of another
         type under the name) fails that user's write only: the others are applied and the
-        refusal is reported in ``Written.refused``. A transient error retries the whole batch."""
+        refusal is reported in ``Written.refused``. So is a profile whose encoded fields exceed
+        ``max_value_bytes`` (not sent: a huge value would stall Redis and every reader of it);
+        its segment changes are written all the same. A transient error retries the whole batch."""
         return retry_while_down(lambda: self._send(writes), round(self._backoff_max_s * 1000))
 
     def hand_over(self, anonymous_id: str, user_id: str) -> None:
@@ -285,11 +355,17 @@ class ProfileWriter:
         pipe = self._client.pipeline(transaction=False)
         now = int(time.time() * 1000)
         profile_calls, users = [], []  # the index of each profile's command; the user of each command
+        refused: dict[str, Refusal] = {}
         for profile, changes in writes:
             user = profile["user_id"]
-            profile_calls.append(len(pipe))
-            pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, user),
-                         profile["version"], self._ttl_ms, b"updated_at", now, *encode_profile(profile))
+            fields = encode_profile(profile)
+            size = sum(map(len, fields))
+            if size > self._max_value_bytes:
+                refused[user] = _oversized(profile, fields, size, self._max_value_bytes)
+            else:
+                profile_calls.append(len(pipe))
+                pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, user),
+                             profile["version"], self._ttl_ms, b"updated_at", now, *fields)
             if changes:
                 self._changes(pipe, user, changes)
             users += [user] * (len(pipe) - len(users))
@@ -298,12 +374,12 @@ class ProfileWriter:
             for script in (self._script, self._append):
                 self._client.script_load(script.script)
             return self._send(writes)
-        refused: dict[str, str] = {}
         for user, result in zip(users, results):
             if isinstance(result, Exception):
                 if is_transient(result):
                     raise result
-                refused.setdefault(user, f"{type(result).__name__}: {result}")
+                if user not in refused:
+                    refused[user] = _refused(writes, user, f"{type(result).__name__}: {result}")
         applied = sum(1 for i in profile_calls if results[i] and not isinstance(results[i], Exception))
         return Written(applied, refused)
 
@@ -311,11 +387,12 @@ class ProfileWriter:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
         for record in changes:
             args += [record["seq"], *encode_change(record)]
-        pipe.evalsha(self._append.sha, 2, changes_key(self._prefix), streamed_version_key(self._prefix, user_id),
-                     *args)
+        pipe.evalsha(self._append.sha, 3, changes_key(self._prefix), streamed_version_key(self._prefix, user_id),
+                     entries_index_key(self._prefix, user_id), *args)
         for record in changes:
             key = members_key(self._prefix, record["segment"])
             if record["action"] == "enter":
+                pipe.sadd(segments_index_key(self._prefix, user_id), record["segment"])  # before the set it indexes
                 pipe.sadd(key, user_id)
             else:
                 pipe.srem(key, user_id)
@@ -340,7 +417,7 @@ class WriteBehind:
         self._max_batch = max_batch
         self._pending: dict[str, Write] = {}
         self._written_through: dict[str, int] = {}  # user -> seq of the last change sent
-        self._refused: list[tuple[Write, str]] = []
+        self._refused: list[tuple[Write, Refusal]] = []
 
     def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> bool:
         """True when this write starts a held-back write for its user: the one the owner must
@@ -361,8 +438,8 @@ class WriteBehind:
         through = self._written_through.pop(user_id, None)
         return changes if through is None else [c for c in changes if c["seq"] > through]
 
-    def take_refused(self) -> list[tuple[Write, str]]:
-        """The writes Redis refused since the last call, each with what Redis answered."""
+    def take_refused(self) -> list[tuple[Write, Refusal]]:
+        """The writes not carried out since the last call, each with why."""
         refused, self._refused = self._refused, []
         return refused
 

@@ -9,44 +9,60 @@ be in the next checkpoint); only reads are saved. After a restart the cache star
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 V = TypeVar("V")
 
 
 class CachedValueState(Generic[V]):
-    def __init__(self, state, capacity: int) -> None:
+    """``ttl_ms`` (> 0): the state's time to live after a write (Flink ``StateTtlConfig``); a cached
+    object older than that is not served, so the cache never keeps alive what Flink expired."""
+
+    def __init__(self, state, capacity: int, ttl_ms: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self._state = state
+        self._clock = clock
         self._capacity = capacity
+        self._ttl_s = ttl_ms / 1000
+        self._written: dict[object, float] = {}  # key -> monotonic time of its last write (with a TTL only)
         # Least recently used first. Not a dict: evicting from the front of a dict leaves holes
         # that every later ``next(iter(...))`` walks over (2-6 % of a 1M-user run's Python time).
         self._live: OrderedDict[object, V] = OrderedDict()
 
     def value(self, key) -> V | None:
         live = self._live.get(key)
+        if live is not None and self._ttl_s and self._clock() - self._written.get(key, 0.0) >= self._ttl_s:
+            self.forget(key)
+            live = None
         if live is None:
             live = self._state.value()
             if live is None:
                 return None
+            if self._ttl_s:  # read back from Flink: written at most a TTL ago
+                self._written[key] = self._clock()
         self._remember(key, live)
         return live
 
     def update(self, key, value: V) -> None:
         self._state.update(value)
+        if self._ttl_s:
+            self._written[key] = self._clock()
         self._remember(key, value)
 
     def clear(self, key) -> None:
         """Delete the key's state (the current key's: Flink state is scoped to it)."""
         self._state.clear()
-        self._live.pop(key, None)
+        self.forget(key)
 
     def forget(self, key) -> None:
         """The caller changed the object without writing it: the next read must see the state."""
         self._live.pop(key, None)
+        self._written.pop(key, None)
 
     def _remember(self, key, value: V) -> None:
         self._live[key] = value
         self._live.move_to_end(key)
         if len(self._live) > self._capacity:
-            self._live.popitem(last=False)
+            evicted, _ = self._live.popitem(last=False)
+            self._written.pop(evicted, None)

@@ -3,12 +3,26 @@
 Renaming a descriptor or changing its type breaks restoring from existing savepoints.
 """
 
-from pyflink.common import Types
-from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
+from pyflink.common import Time, Types
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
-# The whole per-user state (core.user.UserState) as one pickled value: the Python state cache
-# keeps the live object between events, so it is pickled when written back, not read per event.
-USER_STATE = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
+
+def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
+    """The whole per-user state (core.user.UserState) as one pickled value: the Python state cache
+    keeps the live object between events, so it is pickled when written back, not read per event.
+
+    ``ttl_ms`` > 0 (``profile.state_ttl``): a user's state expires that long after its last write
+    (Flink state TTL, processing time; never served once expired; removed by the backend's
+    background cleanup), so users who stopped coming do not stay in state forever."""
+    descriptor = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
+    if ttl_ms:
+        descriptor.enable_time_to_live(
+            StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
+            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+            .build())
+    return descriptor
+
 
 # The identity resolver's state per anonymous id (core.identity.IdentityState, pickled): the user
 # it is linked to, and its events until then.

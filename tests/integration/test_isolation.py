@@ -12,7 +12,7 @@ from personalization.pipelines.main import run_job
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect, profile_key
-from tests.support import dead_letters, isolated_settings
+from tests.support import dead_letters, isolated_settings, sessions_of
 
 T = 1_511_658_000_000
 
@@ -71,3 +71,34 @@ def test_a_write_redis_refuses_goes_to_the_dlq_and_the_job_goes_on(stack, tmp_pa
     assert client.get(profile_key(prefix, "squatted")) == b"not a hash"
     reader = ProfileReader.from_settings(settings)
     assert [reader.get(user)["events_total"] for user in ("ann", "ben")] == [2, 2]
+
+
+def test_outputs_too_large_for_redis_or_kafka_go_to_the_dlq_and_the_job_goes_on(stack, tmp_path):
+    """A crawler views 60 products of 60 categories with 128-character ids in one session: its
+    profile (about 1.5 KB) is above ``redis.max_value_bytes`` and its session record (about
+    16 KB) above what a Kafka output takes with ``kafka.max_message_bytes`` at 4 KiB. Both go to
+    the DLQ as ``output_too_large``, summarized (size and ids, not the record); the other users'
+    profiles and sessions are written; no restart is allowed."""
+    settings = isolated_settings(tmp_path, flink={"restart_attempts": 0}, kafka={"max_message_bytes": 4096},
+                                 redis={"batch_delay": 0, "max_value_bytes": 1024})
+    crawler = [RawRecord(orjson.dumps({"schema_version": 1, "event_id": f"crawler-{i}", "event_type": "product_view",
+                                       "ts": T + i * 1_000, "user_id": "crawler", "item_id": f"{i:03d}" + "i" * 125,
+                                       "category_id": f"{i:03d}" + "c" * 125}), b"crawler", T + i * 1_000)
+               for i in range(60)]
+    produce_raw(crawler + _clicks({"ann": 2, "ben": 2}), settings.kafka.bootstrap_servers,
+                settings.kafka.topics.events, partitioner=0, progress=False)
+    run_job(settings)
+
+    letters = [letter for letter in dead_letters(settings) if letter.reason == "output_too_large"]
+    profiles = [orjson.loads(letter.value) for letter in letters if letter.topic == "redis"]
+    assert profiles and {p["user_id"] for p in profiles} == {"crawler"}
+    assert all(p["bytes"] > 1024 and "redis.max_value_bytes (1024)" in letter.detail
+               for p, letter in zip(profiles, (x for x in letters if x.topic == "redis")))
+    assert "top_categories" in profiles[-1]["largest_fields"]
+    sessions = [orjson.loads(letter.value) for letter in letters if letter.topic == settings.kafka.topics.sessions]
+    assert sessions and all(s["bytes"] > 4096 - 1024 and '"user_id":"crawler"' in s["head"] for s in sessions)
+    assert len(letters) == len(profiles) + len(sessions)  # nothing else was too large
+    reader = ProfileReader.from_settings(settings)
+    assert reader.get("crawler") is None or reader.get("crawler")["events_total"] < 60  # written while it fitted
+    assert [reader.get(user)["events_total"] for user in ("ann", "ben")] == [2, 2]
+    assert {s["user_id"] for s in sessions_of(settings)} == {"ann", "ben"}

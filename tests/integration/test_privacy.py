@@ -17,7 +17,7 @@ from kafka import KafkaConsumer
 
 from personalization.config.settings import REPO_ROOT
 from personalization.core.sessions import session_id
-from personalization.serving.redis_store import connect, decode_id, encode_id, streamed_version_key
+from personalization.serving.redis_store import connect, decode_id, encode_id, entries_index_key, streamed_version_key
 from personalization.udfs.pseudonymize import Pseudonymizer
 from tests.support import isolated_settings, redis_state, sessions_of, write_config
 
@@ -121,6 +121,8 @@ def _pseudonymized_state(state: dict, p) -> dict:
             out[f":{{{encode_id(p(user))}}}{suffix}"] = value
         elif key.startswith(":{segment-changes}:user:"):
             out[streamed_version_key("", p(decode_id(key.rsplit(":", 1)[1])))] = value
+        elif key.startswith(":{segment-changes}:entries:"):
+            out[entries_index_key("", p(decode_id(key.rsplit(":", 1)[1])))] = value
         elif key == ":{segment-changes}":
             entries = [sorted((f, p(v.decode()).encode() if f == b"user_id" else v) for f, v in entry)
                        for entry in value]

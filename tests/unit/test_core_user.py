@@ -509,3 +509,25 @@ def test_ids_past_the_dedup_horizon_are_forgotten_in_one_rebuild_not_one_per_eve
     assert len(state.seen_event_ids) == 101
     logic.on_event(state, ev(20_000, "y"), watermark=18_000)        # far past: one rebuild forgets them
     assert set(state.seen_event_ids) == {"x", "y"} and state.seen_floor == 10_000
+
+
+def test_events_beyond_the_held_events_cap_are_counted_only_until_the_held_sessions_are_final() -> None:
+    """A bot in one session (events 1 ms apart, gap 1 s): beyond 50 held events an event is
+    counted (counts, windows, dedup) but not held for sessions or the rules, and its profile
+    waits for the next step; once the watermark makes the held session final, events are held
+    again."""
+    logic = dataclasses.replace(LOGIC, caps=StateCaps(session_events=50))
+    state, dropped = fresh(), 0
+    for i in range(200):
+        result = logic.on_event(state, ev(1_000 + i, f"b{i}", "product_view", item_id=f"i{i}"), watermark=0)
+        dropped += result.dropped.get("session_events", 0)
+        assert result.profile_changed == (i < 50) and result.state_changed | result.profile_changed
+    assert dropped == 150 and len(state.session_state.events) == 50
+    assert state.counts == {"product_view": 200} and state.version == 200
+    assert logic.on_event(state, ev(1_150, "b150", "product_view"), watermark=0).outcome is Outcome.DUPLICATE
+    # the session (1,000..1,049) closes at 2,048 and is final at 1,049 + 1,000 + 500
+    closed = logic.on_timer(state, watermark=2_549)
+    assert [(s.event_count, len(s.items)) for s in closed.sessions] == [(50, 50)]
+    assert state.session_state.events == []
+    assert logic.on_event(state, ev(3_000, "later"), watermark=2_549).profile_changed  # held again
+    assert len(state.session_state.events) == 1

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from personalization.serving.redis_store import (
     alias_key, changes_key, decode_id, encode_id, members_key, members_key_pattern, model_key, predictions_key,
-    profile_key, profile_key_pattern, segment_of, streamed_version_key,
+    entries_index_key, profile_key, profile_key_pattern, segment_of, segments_index_key, streamed_version_key,
 )
 
 PREFIX = "pz:v2"
@@ -33,7 +33,8 @@ def hash_tag(key: str) -> str:
 
 def keys_of(user: str) -> list[str]:
     return [profile_key(PREFIX, user), predictions_key(PREFIX, user), alias_key(PREFIX, user),
-            streamed_version_key(PREFIX, user), members_key(PREFIX, user)]
+            streamed_version_key(PREFIX, user), members_key(PREFIX, user), segments_index_key(PREFIX, user),
+            entries_index_key(PREFIX, user)]
 
 
 def test_the_v1_collision_is_gone() -> None:
@@ -60,9 +61,10 @@ def test_encoded_ids_hold_no_tag_separator_or_glob_character_and_decode_back() -
 def test_a_users_keys_share_the_users_hash_tag() -> None:
     for user in HOSTILE_IDS:
         tags = {hash_tag(key) for key in (profile_key(PREFIX, user), predictions_key(PREFIX, user),
-                                          alias_key(PREFIX, user))}
+                                          alias_key(PREFIX, user), segments_index_key(PREFIX, user))}
         assert tags == {encode_id(user)}, user
-    assert hash_tag(streamed_version_key(PREFIX, "{}")) == hash_tag(changes_key(PREFIX)) == "segment-changes"
+    assert (hash_tag(streamed_version_key(PREFIX, "{}")) == hash_tag(entries_index_key(PREFIX, "{}"))
+            == hash_tag(changes_key(PREFIX)) == "segment-changes")  # one script writes the three
     for a, b in combinations(["a", "{a}", "a}", "{a"], 2):
         assert hash_tag(profile_key(PREFIX, a)) != hash_tag(profile_key(PREFIX, b))
 
@@ -72,7 +74,8 @@ def test_patterns_match_exactly_their_kind_of_key() -> None:
         assert fnmatchcase(profile_key(PREFIX, user), profile_key_pattern(PREFIX))
         assert fnmatchcase(members_key(PREFIX, user), members_key_pattern(PREFIX))
         assert segment_of(members_key(PREFIX, user), PREFIX) == user
-        for other in (predictions_key(PREFIX, user), alias_key(PREFIX, user), streamed_version_key(PREFIX, user)):
+        for other in (predictions_key(PREFIX, user), alias_key(PREFIX, user), streamed_version_key(PREFIX, user),
+                      segments_index_key(PREFIX, user), entries_index_key(PREFIX, user)):
             assert not fnmatchcase(other, profile_key_pattern(PREFIX))
             assert not fnmatchcase(other, members_key_pattern(PREFIX))
     assert fnmatchcase(profile_key(PREFIX, "probe-12"), profile_key_pattern(PREFIX, "probe-"))

@@ -39,3 +39,19 @@ def test_a_forgotten_or_evicted_key_is_read_from_the_state():
     state.stored = "from-state"
     assert cached.value("ann") == "a0" and cached.value("ben") == "from-state"
     assert cached.value("missing-key-reads-state") == "from-state"
+
+
+def test_with_a_ttl_an_object_written_longer_ago_is_read_from_the_state():
+    """Flink expires the state (profile.state_ttl); the cache must not keep the user alive."""
+    now = [100.0]
+    state = OneKeyState()
+    cached = CachedValueState(state, capacity=10, ttl_ms=4_000, clock=lambda: now[0])
+    cached.update("ann", "a1")
+    now[0] += 3.9
+    assert cached.value("ann") == "a1" and state.reads == 0
+    now[0] += 0.1  # 4 s after the write: Flink no longer returns it
+    state.stored = None
+    assert cached.value("ann") is None and state.reads == 1
+    cached.update("ann", "a2")  # a write starts the TTL again
+    now[0] += 3.9
+    assert cached.value("ann") == "a2" and state.reads == 1
