@@ -69,6 +69,8 @@ def _redis_dump(settings) -> bytes:
             parts += list(client.smembers(key))
         elif kind == "stream":
             parts += [b for _, fields in client.xrange(key) for kv in fields.items() for b in kv]
+        elif kind == "list":  # an erasure index: stream ids
+            parts += client.lrange(key, 0, -1)
         else:
             parts.append(client.get(key))
     return b"\n".join(parts)
