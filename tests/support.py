@@ -62,6 +62,14 @@ def replayed_run(tmp_path: Path, seed: int, limit: int | None, dataset: str = "t
     return settings, events
 
 
+def privacy_run_settings(tmp_path: Path) -> Settings:
+    """An unbounded run on one partition (the input order is the order written), short sessions,
+    refused events routed, no restarts: the privacy tests' runs, driven in phases."""
+    return isolated_settings(tmp_path, kafka={"bounded": False, "topics": {"partitions": 1}},
+                             time={"session_gap": "30s", "idle_timeout": "1h"},
+                             privacy={"without_consent": "route"}, flink={"restart_attempts": 0})
+
+
 def write_config(settings: Settings, path: Path) -> Path:
     """The settings as a YAML file, for running the job as a separate process (`--config`)."""
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))

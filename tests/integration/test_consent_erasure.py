@@ -35,7 +35,7 @@ from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import (
     alias_key, changes_key, connect, encode_id, members_key_pattern, predictions_key, profile_key,
 )
-from tests.support import isolated_settings, sessions_of, start_job, wait_until, write_config
+from tests.support import privacy_run_settings, sessions_of, start_job, wait_until, write_config
 
 EVENTS = 3_000
 REVOKE_AT = 3  # R's events before its revocation (the fourth event revokes)
@@ -94,9 +94,7 @@ def _traces(client, settings, user: str) -> list[str]:
 @pytest.fixture(scope="module")
 def run(stack, datasets, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("consent")
-    settings = isolated_settings(tmp, kafka={"bounded": False, "topics": {"partitions": 1}},
-                                 time={"session_gap": "30s", "idle_timeout": "1h"},
-                                 privacy={"without_consent": "route"}, flink={"restart_attempts": 0})
+    settings = privacy_run_settings(tmp)
     config = write_config(settings, tmp / "job.yaml")
     topics, bootstrap = settings.kafka.topics, settings.kafka.bootstrap_servers
     redis, reader = connect(settings.redis), ProfileReader.from_settings(settings)

@@ -27,7 +27,7 @@ from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 from personalization.core.rules import RuleSet
 from personalization.serving.redis_store import changes_key, connect, members_key, predictions_key, profile_key
-from tests.support import free_port, isolated_settings, start_job, wait_until, write_config
+from tests.support import free_port, privacy_run_settings, start_job, wait_until, write_config
 
 EVENTS = 2_000
 KEY = "controls-test-key"
@@ -55,9 +55,7 @@ def _changes(redis, prefix: str, user: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def run(stack, datasets, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("controls")
-    settings = isolated_settings(tmp, kafka={"bounded": False, "topics": {"partitions": 1}},
-                                 time={"session_gap": "30s", "idle_timeout": "1h"},
-                                 privacy={"without_consent": "route"}, flink={"restart_attempts": 0})
+    settings = privacy_run_settings(tmp)
     config = write_config(settings, tmp / "job.yaml")
     topics, bootstrap, prefix = settings.kafka.topics, settings.kafka.bootstrap_servers, settings.redis.key_prefix
     redis, reader = connect(settings.redis), ProfileReader.from_settings(settings)

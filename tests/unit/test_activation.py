@@ -115,12 +115,12 @@ def test_retry_after_reads_seconds_or_an_http_date(header, seconds) -> None:
     assert retry_after_seconds(header, now=now) == seconds
 
 
-def test_a_retry_waits_as_long_as_the_receivers_retry_after_asks() -> None:
-    """A real receiver answers 429 with Retry-After: 1, then 200. The endpoint's own backoff is
-    10 ms, so only the header can explain a second attempt a second later."""
+def deliver_to_a_busy_receiver(backoff_max: str):
+    """One change to a real receiver that answers 429 with Retry-After: 1, then 200; the
+    endpoint's own backoff starts at 10 ms. Returns the outcome and the two requests."""
     receiver = Receiver()
     endpoint = Endpoint(WebhookEndpoint(name="busy", url=f"{receiver.url}/busy", segments=["*"],
-                                        backoff_initial="10ms", backoff_max="5s"), b"secret")
+                                        backoff_initial="10ms", backoff_max=backoff_max), b"secret")
     try:
         outcome = endpoint.deliver(Change.parse(orjson.dumps(record())))
     finally:
@@ -128,19 +128,16 @@ def test_a_retry_waits_as_long_as_the_receivers_retry_after_asks() -> None:
         receiver.close()
     first, second = receiver.requests
     assert (first.status, second.status) == (429, 200)
+    return outcome, first, second
+
+
+def test_a_retry_waits_as_long_as_the_receivers_retry_after_asks() -> None:
+    outcome, first, second = deliver_to_a_busy_receiver("5s")
     assert outcome.delivered and outcome.attempts == 2
-    assert second.at - first.at >= 1.0
+    assert second.at - first.at >= 1.0  # only the header explains a second's wait
 
 
 def test_retry_after_is_capped_at_backoff_max() -> None:
-    receiver = Receiver()
-    endpoint = Endpoint(WebhookEndpoint(name="busy", url=f"{receiver.url}/busy", segments=["*"],
-                                        backoff_initial="10ms", backoff_max="200ms"), b"secret")
-    try:
-        outcome = endpoint.deliver(Change.parse(orjson.dumps(record())))
-    finally:
-        endpoint.close()
-        receiver.close()
-    first, second = receiver.requests
+    outcome, first, second = deliver_to_a_busy_receiver("200ms")
     assert outcome.delivered
     assert 0.0 < second.at - first.at < 1.0  # the receiver asked for 1 s; the cap is 200 ms
