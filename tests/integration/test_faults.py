@@ -19,9 +19,11 @@ import threading
 
 import pytest
 import redis
+from kafka import KafkaAdminClient
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
+from personalization.pipelines.topics import kafka_client
 from personalization.serving.reader import ProfileReader
 from tests.support import (RedisServer, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run,
                            sessions_of, start_job, wait_until, write_config)
@@ -51,6 +53,16 @@ def _drain_when_done(client, settings, total: int, tmp_path) -> None:
 
 def _processed(settings) -> int:
     return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
+
+
+def _committed(settings) -> int:
+    """Records of the events topic below the offsets the job's consumer group committed."""
+    admin = kafka_client(KafkaAdminClient, settings)
+    try:
+        offsets = admin.list_group_offsets(settings.kafka.group_id)[settings.kafka.group_id]
+    finally:
+        admin.close()
+    return sum(meta.offset for partition, meta in offsets.items() if partition.topic == settings.kafka.topics.events)
 
 
 def _ends_within(client, seconds: float) -> bool:
@@ -93,6 +105,9 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
     assert 0 < _processed(settings) < total  # really killed mid-stream
+    # The source commits a checkpoint's offsets once the checkpoint is complete: what the group
+    # committed is covered by the latest checkpoint, so the restore starts past those records.
+    assert 0 < _committed(settings) < total
 
     checkpoint = latest_checkpoint(settings.flink.checkpoint_dir)
     client = start_job(settings.with_overrides(flink={"savepoint_path": checkpoint}))
