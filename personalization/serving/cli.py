@@ -1,11 +1,11 @@
-"""Operator CLI over the reader library.
+"""Operator commands over the reader library (``pz profile|segments|members|sizes|follow|erase``).
 
-    python -m personalization.serving.cli profile <user>      # the whole profile
-    python -m personalization.serving.cli segments <user>     # segments, primary, scores
-    python -m personalization.serving.cli members <segment>   # the segment's audience
-    python -m personalization.serving.cli sizes               # members per segment
-    python -m personalization.serving.cli follow [--from 0]   # segment changes as they happen
-    python -m personalization.serving.cli erase <user>        # request the user's erasure (right to be forgotten)
+    pz profile <user>      # the whole profile
+    pz segments <user>     # segments, primary, scores
+    pz members <segment>   # the segment's audience
+    pz sizes               # members per segment
+    pz follow [--from 0]   # segment changes as they happen
+    pz erase <user>        # request the user's erasure (right to be forgotten)
 """
 
 from __future__ import annotations
@@ -17,86 +17,78 @@ import uuid
 import click
 import orjson
 
-from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
+from personalization.config.cli import with_settings
+from personalization.config.settings import Settings
 from personalization.core.privacy import ErasureRequest, InvalidErasureRequest, parse_erasure
 from personalization.pipelines.topics import publish_record
 from personalization.serving.reader import ProfileReader
 
 
-@click.group(cls=KafkaCommands)
-@config_options
-@click.pass_context
-def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    ctx.meta["settings"] = settings = settings_or_exit(config_path, overrides)
-    ctx.obj = ProfileReader.from_settings(settings)
-
-
-@cli.command()
+@click.command()
 @click.argument("user_id")
-@click.pass_obj
-def profile(reader: ProfileReader, user_id: str) -> None:
+@with_settings
+def profile(settings: Settings, user_id: str) -> None:
     """Print a user's profile as JSON (exit 1 if there is none)."""
-    found = reader.get(user_id)
+    found = ProfileReader.from_settings(settings).get(user_id)
     if found is None:
         click.echo(f"no profile for user {user_id!r}", err=True)
         sys.exit(1)
     click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 
 
-@cli.command()
+@click.command()
 @click.argument("user_id")
-@click.pass_obj
-def segments(reader: ProfileReader, user_id: str) -> None:
+@with_settings
+def segments(settings: Settings, user_id: str) -> None:
     """Print a user's segments, primary segment and scores as JSON (exit 1 if there is no profile)."""
-    found = reader.segments(user_id)
+    found = ProfileReader.from_settings(settings).segments(user_id)
     if found is None:
         click.echo(f"no profile for user {user_id!r}", err=True)
         sys.exit(1)
     click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 
 
-@cli.command()
+@click.command()
 @click.argument("segment")
-@click.pass_obj
-def members(reader: ProfileReader, segment: str) -> None:
+@with_settings
+def members(settings: Settings, segment: str) -> None:
     """Print the users currently in a segment, one per line."""
-    for user_id in sorted(reader.members(segment)):
+    for user_id in sorted(ProfileReader.from_settings(settings).members(segment)):
         click.echo(user_id)
 
 
-@cli.command()
-@click.pass_obj
-def sizes(reader: ProfileReader) -> None:
+@click.command()
+@with_settings
+def sizes(settings: Settings) -> None:
     """Print the number of members of every segment."""
-    for segment, size in sorted(reader.segment_sizes().items()):
+    for segment, size in sorted(ProfileReader.from_settings(settings).segment_sizes().items()):
         click.echo(f"{segment}\t{size}")
 
 
-@cli.command()
+@click.command()
 @click.option("--from", "start", default="$", show_default=True,
               help="Stream id to start after: $ = only new changes, 0 = from the oldest kept.")
 @click.option("--limit", type=int, default=None, help="Stop after this many changes.")
-@click.pass_obj
-def follow(reader: ProfileReader, start: str, limit: int | None) -> None:
+@with_settings
+def follow(settings: Settings, start: str, limit: int | None) -> None:
     """Print segment changes as JSON lines as they are appended (Ctrl-C to stop)."""
     seen = 0
-    for entry_id, record in reader.follow(start):
+    for entry_id, record in ProfileReader.from_settings(settings).follow(start):
         click.echo(orjson.dumps({"id": entry_id, **record}).decode())
         seen += 1
         if limit is not None and seen >= limit:
             return
 
 
-@cli.command()
+@click.command()
 @click.argument("user_id")
 @click.option("--request-id", default=None, help="Id to find the confirmation by (default: a new UUID).")
-@click.pass_context
-def erase(ctx: click.Context, user_id: str, request_id: str | None) -> None:
+@with_settings
+def erase(settings: Settings, user_id: str, request_id: str | None) -> None:
     """Request the erasure of a user (raw id: the job pseudonymizes it like the events).
 
     Publishes {user_id, request_id, requested_at} to kafka.topics.erasure and prints it; the job
     confirms on kafka.topics.audit with the same request_id."""
-    settings = ctx.meta["settings"]
     request = ErasureRequest(user_id, request_id or str(uuid.uuid4()), int(time.time() * 1000))
     record = orjson.dumps(request.as_record())
     try:
@@ -108,5 +100,4 @@ def erase(ctx: click.Context, user_id: str, request_id: str | None) -> None:
     click.echo(record.decode())
 
 
-if __name__ == "__main__":
-    cli()
+COMMANDS = (profile, segments, members, sizes, follow, erase)
