@@ -5,7 +5,7 @@ events (one partition, so the input order is the order written), in phases.
    event; user R revokes at its fourth event and sends more without a consent field. A last
    sentinel event marks the end of the phase.
 2. A user A who has a profile, predictions, closed sessions, an audience membership and entries
-   in the change stream is erased with the CLI (``serving.cli erase``).
+   in the change stream is erased with the CLI (``pz erase``).
 3. Three more events of A without consent, then a grant and two more, then a filler event far
    ahead that moves the watermark past A's new session.
 
