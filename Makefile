@@ -3,24 +3,31 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+PZ := $(VENV)/bin/pz
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-api bench-state bench-erasure bench-hot-user stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test package-check bench bench-api bench-state bench-erasure bench-hot-user stack-up stack-down stack-status stack-reset lock run clean
 
-setup: $(VENV)/.installed ## Python venv from pinned requirements + Kafka/connector jars + redis-server
+setup: $(VENV)/.installed ## Python venv from pinned requirements (+ this project, editable: the pz command) + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
+# The project goes in editable (--no-deps: its dependencies are the pinned requirements above), so
+# `pz` runs the checkout's code; pyproject.toml is a prerequisite: a new command or version reinstalls.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip==25.3
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -c requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 demo: setup stack-up ## replay real data through the job on the local MiniCluster
-	$(PY) -m personalization.pipelines.demo $(DEMO_ARGS)
+	$(PZ) demo $(DEMO_ARGS)
 
 test: setup ## unit + integration tests; the tests start Kafka and Redis themselves
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+package-check: setup ## build wheel + sdist, install the wheel in a fresh venv, run pz outside the repo
+	PYTHON=$(PYTHON) bash .ci/package-check
 
 API_PORT ?= 8000
 
@@ -28,10 +35,10 @@ API_PORT ?= 8000
 # is $$PZ_API_KEYS, or one made up for this run and printed.
 run: setup stack-up ## run the job unbounded against the local stack, the HTTP API beside it (Ctrl-C to stop)
 	@export PZ_API_KEYS="$${PZ_API_KEYS:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
-	$(PY) -m personalization.serving.api $(RUN_ARGS) --set api.host=127.0.0.1 --set api.port=$(API_PORT) & api=$$!; \
+	$(PZ) api $(RUN_ARGS) --set api.host=127.0.0.1 --set api.port=$(API_PORT) & api=$$!; \
 	trap 'kill $$api 2>/dev/null; wait $$api' EXIT; \
 	echo "HTTP API: curl -H 'X-API-Key: $${PZ_API_KEYS%%,*}' http://127.0.0.1:$(API_PORT)/v1/users/<user id>/profile"; \
-	$(PY) -m personalization.pipelines.main $(RUN_ARGS)
+	$(PZ) run $(RUN_ARGS)
 
 stack-up:
 	bash stack/stack.sh up

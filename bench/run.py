@@ -4,7 +4,7 @@ Measured, in this order and on the same events (real Taobao + JD replay, looped 
 event ids and user suffixes when more events are asked for than the data holds):
 
 a. the plain-Python core (validate + UserLogic + profile) in a loop: the limit;
-b. the tuned job (config/default.yaml) on the local MiniCluster;
+b. the tuned job (the default config) on the local MiniCluster;
 c. the job with PyFlink's defaults (process mode, 100,000-record / 1 s bundles, 1,000-key
    state cache, Flink's 32 KB network buffers): the naive baseline;
 d. the lean PyFlink floor (``bench.lean_job``): the same source, events and Flink settings as b,
@@ -340,7 +340,7 @@ def write_report(report: dict, out: Path) -> None:
         f"Machine: {report['machine']}. Command: `{report['command']}`. Events: {report['events']:,}.", "",
         "| run | events/s |", "|---|---|",
         f"| a. plain-Python core (the limit) | {t['core']:,.0f} |",
-        f"| b. tuned job (config/default.yaml) | {t['tuned']:,.0f} |",
+        f"| b. tuned job (default config) | {t['tuned']:,.0f} |",
         f"| c. PyFlink defaults | {t['defaults']:,.0f} |",
         f"| d. lean PyFlink floor (keyed state + Redis write per event, nothing else) | {t['lean']:,.0f} |", "",
         f"Ratios: b/a = {t['tuned'] / t['core']:.3f}, b/c = {t['tuned'] / t['defaults']:.2f}, "

@@ -51,7 +51,7 @@ def measure(count: int, concurrency: int) -> dict:
         config = Path(tmp) / "config.yaml"
         config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
         env = {**os.environ, "PZ_WEBHOOK_SECRET": "bench"}
-        service = subprocess.Popen([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+        service = subprocess.Popen([sys.executable, "-m", "personalization", "webhooks", "run", "--config", str(config)],
                                    cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: len(receiver.requests) >= count, 600, f"{count} deliveries", interval_s=0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from personalization.replay.producer import produce, replay_events
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
+PZ = (sys.executable, "-m", "personalization")  # `pz` of this checkout (test_cli runs the installed script)
 TOPIC_KEYS = tuple(Topics.keys())
 TEST_PREFIX = "pzt"       # Redis key prefix of every test run (pzt:<run>:...)
 TEST_TOPIC_PREFIX = "t-"  # Kafka topics of every test run (t-<run>-<name>)

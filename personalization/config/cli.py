@@ -1,7 +1,8 @@
-"""The ``--config`` / ``--set`` options every command-line tool of the project shares."""
+"""The ``--config`` / ``--set`` options every ``pz`` command that reads the config shares."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Callable
 
@@ -15,10 +16,21 @@ _SETTINGS = "personalization.settings"
 
 
 def config_options(command: Callable) -> Callable:
+    """The one declaration of ``--config`` and ``--set``: passed as ``config_path`` and ``overrides``."""
     command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override one config key, e.g. --set time.session_gap=10m (repeatable).")(command)
     return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                        help="YAML config file (default: config/default.yaml).")(command)
+                        help="YAML config file (default: the packaged config/default.yaml, `pz config show`)."
+                        )(command)
+
+
+def with_settings(command: Callable) -> Callable:
+    """``--config``/``--set`` on a command that gets the loaded, validated Settings as its first
+    argument (a bad config exits with status 2 before the command runs)."""
+    @functools.wraps(command)
+    def load_first(*args, config_path: str | None, overrides: tuple[str, ...], **kwargs):
+        return command(settings_or_exit(config_path, overrides), *args, **kwargs)
+    return config_options(load_first)
 
 
 def settings_or_exit(config_path: str | None, overrides: tuple[str, ...] | list[str]) -> Settings:

@@ -1,7 +1,9 @@
 """Job configuration: one YAML file, command-line overrides, validated before anything runs.
 
-Every key has a documented default in ``config/default.yaml``. Validation is pydantic with
-``extra="forbid"`` so a misspelt key is an error, not a silently ignored setting.
+Every key has a documented default in ``personalization/config/default.yaml`` (package data,
+like the shipped rules and event schema, so an installed ``pz`` finds them from any directory).
+Validation is pydantic with ``extra="forbid"`` so a misspelt key is an error, not a silently
+ignored setting.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
 
@@ -19,7 +22,24 @@ from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, Co
 from personalization.config.kafka import KafkaPropertiesError, check_properties
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
+
+
+def packaged(name: str) -> Path:
+    """A data file shipped inside the package (``config/default.yaml``, ``rules/default.yaml``,
+    ``schemas/event-v1.schema.json``): the same file in a checkout and in an installed wheel."""
+    return Path(str(resources.files("personalization").joinpath(name)))
+
+
+def _base_dir() -> Path:
+    """Where relative paths in the config start: the root of a source checkout (so the tools
+    work from any directory in it), else the working directory (an installed package)."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+BASE_DIR = _base_dir()
+DEFAULT_CONFIG = packaged("config/default.yaml")
+DEFAULT_RULES = packaged("rules/default.yaml")
+EVENT_SCHEMA = packaged("schemas/event-v1.schema.json")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -52,15 +72,20 @@ def parse_duration_ms(value: Any) -> int:
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 
 
-def _repo_path(value: Any) -> Path:
-    """Relative paths in the config are relative to the repository root, not the cwd."""
+def _base_path(value: Any) -> Path:
+    """Relative paths in the config start at ``BASE_DIR`` (the checkout's root), not the cwd."""
     path = Path(value)
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else BASE_DIR / path
+
+
+def _or_packaged(default: Path) -> BeforeValidator:
+    """A path key whose empty value means the file shipped with the package."""
+    return BeforeValidator(lambda value: _base_path(value) if value not in ("", None) else default)
 
 
 def _storage_uri(value: Any) -> str:
     value = str(value)
-    return value if "://" in value else _repo_path(value).resolve().as_uri()
+    return value if "://" in value else _base_path(value).resolve().as_uri()
 
 
 def _ip_address(value: Any) -> str:
@@ -78,7 +103,7 @@ def _http_url(value: str) -> str:
     return value
 
 
-RepoPath = Annotated[Path, BeforeValidator(_repo_path)]
+BasePath = Annotated[Path, BeforeValidator(_base_path)]
 IpAddress = Annotated[str, BeforeValidator(_ip_address)]
 StorageUri = Annotated[str, BeforeValidator(_storage_uri)]
 
@@ -184,7 +209,7 @@ class ValidationConfig(_Section):
     max_event_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew: DurationMs = parse_duration_ms("5m")
     max_event_age: DurationMs = 0  # 0 = no limit
-    schema_path: RepoPath = REPO_ROOT / "schemas" / "event-v1.schema.json"
+    schema_path: Annotated[Path, _or_packaged(EVENT_SCHEMA)] = EVENT_SCHEMA
 
 
 class ProfileConfig(_Section):
@@ -213,7 +238,7 @@ class EnrichmentConfig(_Section):
 
     @property
     def catalog_path(self) -> Path | None:
-        return _repo_path(self.item_catalog) if self.item_catalog else None
+        return _base_path(self.item_catalog) if self.item_catalog else None
 
 
 class PrivacyConfig(_Section):
@@ -233,7 +258,7 @@ class LearningConfig(_Section):
     interests_max_categories: int = Field(20, ge=1, le=1_000)
     cold_start_min_events: int = Field(5, ge=0)
     trending_window: DurationMs = parse_duration_ms("1h")
-    snapshot_dir: RepoPath = REPO_ROOT / ".stack" / "models"
+    snapshot_dir: BasePath = BASE_DIR / ".stack" / "models"
     export_every: int = Field(10_000, ge=0)
     start_from: str = ""
 
@@ -247,7 +272,7 @@ class LearningConfig(_Section):
 
     @property
     def start_from_path(self) -> Path | None:
-        return _repo_path(self.start_from) if self.start_from else None
+        return _base_path(self.start_from) if self.start_from else None
 
 
 class FlinkConfig(_Section):
@@ -269,9 +294,9 @@ class FlinkConfig(_Section):
     prometheus_port: str = ""
     restart_attempts: int = Field(3, ge=0)
     restart_delay: DurationMs = parse_duration_ms("2s")
-    checkpoint_dir: StorageUri = (REPO_ROOT / ".stack" / "checkpoints").as_uri()
-    connector_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
-    prometheus_reporter_jar: RepoPath = REPO_ROOT / ".stack" / "jars" / "host-bound-prometheus-reporter.jar"
+    checkpoint_dir: StorageUri = (BASE_DIR / ".stack" / "checkpoints").as_uri()
+    connector_jar: BasePath = BASE_DIR / ".stack" / "jars" / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    prometheus_reporter_jar: BasePath = BASE_DIR / ".stack" / "jars" / "host-bound-prometheus-reporter.jar"
     python_executable: str = ""
 
     @model_validator(mode="after")
@@ -299,7 +324,7 @@ class AlertsConfig(_Section):
 
 
 class RulesConfig(_Section):
-    path: RepoPath = REPO_ROOT / "rules" / "default.yaml"
+    path: Annotated[Path, _or_packaged(DEFAULT_RULES)] = DEFAULT_RULES
     stream_maxlen: int = Field(100_000, ge=1)
 
 
@@ -337,7 +362,7 @@ class ActivationConfig(_Section):
 
 
 class ApiConfig(_Section):
-    """The HTTP read API (``python -m personalization.serving.api``). API keys never live here:
+    """The HTTP read API (``pz api``). API keys never live here:
     they come from the environment variable ``keys_env`` or the file ``keys_file``."""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (printed at start)

@@ -34,7 +34,8 @@ from rich.live import Live
 from rich.table import Table
 
 from personalization.activation.receiver import SignedReceiver
-from personalization.config.settings import REPO_ROOT, ConfigError, Settings, load_settings
+from personalization.config.cli import config_options
+from personalization.config.settings import BASE_DIR, ConfigError, Settings, load_settings
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
@@ -57,7 +58,7 @@ from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 
 console = Console(record=True)  # the summary is saved as text too
-DEMO_OUT = REPO_ROOT / ".stack" / "demo"
+DEMO_OUT = BASE_DIR / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
 WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
 
@@ -259,8 +260,7 @@ def _utc(ms: int | None) -> str:
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@config_options
 @click.option("--dataset", type=click.Choice(["all", "taobao", "jd"]), default="all",
               help="Real dataset to replay (falls back to synthetic when the data is missing).")
 @click.option("--limit", type=click.IntRange(min=0), default=100_000, show_default=True,
@@ -274,6 +274,8 @@ def _utc(ms: int | None) -> str:
               help="Where the summary, the picture and the compressed rules are written.")
 @click.option("--serve", is_flag=True, help="Keep the HTTP API up after the job has finished, until Ctrl-C.")
 def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window, out, serve) -> None:
+    """Replay real data (else a synthetic stream) through the job on the local stack and show what it made
+    (recreates the job's topics and deletes its Redis keys first)."""
     try:
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
                                                *overrides])
@@ -343,7 +345,7 @@ def webhooks_beside(settings: Settings, out: Path) -> Iterator[SignedReceiver]:
     endpoint = {"name": "demo", "url": receiver.url + WEBHOOK_PATH, "segments": [WEBHOOK_SEGMENT], "actions": ["enter"]}
     config = out / "activation-config.yaml"
     config.write_text(yaml.safe_dump(settings.with_overrides(activation={"endpoints": [endpoint]}).model_dump(mode="json")))
-    service = subprocess.Popen([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+    service = subprocess.Popen([sys.executable, "-m", "personalization", "webhooks", "run", "--config", str(config)],
                                env={**os.environ, "PZ_WEBHOOK_SECRET": secret}, stdout=subprocess.DEVNULL,
                                stderr=(out / "activation.log").open("w"))
     try:
@@ -377,7 +379,3 @@ def show_api(settings: Settings, url: str, key: str) -> None:
     answer = httpx.get(url + path, headers={"X-API-Key": key}, timeout=10)
     console.print(f"ask the API (HTTP {answer.status_code}; the API stops with the demo, keep it with --serve):\n"
                   f"  curl -H 'X-API-Key: {key}' {url}{path}\n  -> {answer.text[:300]}", soft_wrap=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """Inspect the dead-letter topic, and re-publish selected records after a fix.
 
-    python -m personalization.pipelines.dlq inspect --reason schema_violation --since 2026-05-01T00:00
-    python -m personalization.pipelines.dlq inspect --json | jq .detail
-    python -m personalization.pipelines.dlq replay --reason timestamp_mismatch --dry-run
-    python -m personalization.pipelines.dlq replay --reason timestamp_mismatch
+    pz dlq list --reason schema_violation --since 2026-05-01T00:00
+    pz dlq list --json | jq .detail
+    pz dlq replay --reason timestamp_mismatch --dry-run
+    pz dlq replay --reason timestamp_mismatch
 
 The topic is ``kafka.topics.dlq`` of the config (``--config``, ``--set``). Reading is bounded:
 the end offsets are taken when the command starts, so a job still writing to the DLQ cannot
@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from personalization.config.cli import KafkaCommands, config_options, settings_or_exit
+from personalization.config.cli import with_settings
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import DeadLetter, DeadLetterError
 from personalization.pipelines.topics import client_config, kafka_client
@@ -227,26 +227,23 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> i
 
 
 def _selection_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The filters shared by ``inspect`` and ``replay``."""
+    """The filters shared by ``list`` and ``replay``."""
     command = click.option("--limit", type=click.IntRange(min=0), default=None, help="at most N records")(command)
     command = click.option("--since", callback=_since,
                            help="rejected at or after: epoch ms or ISO time (UTC if no offset)")(command)
     return click.option("--reason", "reasons", multiple=True, help="only this reason (repeatable)")(command)
 
 
-@click.group(cls=KafkaCommands, context_settings={"help_option_names": ["-h", "--help"]})
-@config_options
-@click.pass_context
-def cli(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    """Inspect and replay the dead-letter topic (kafka.topics.dlq)."""
-    ctx.obj = settings_or_exit(config_path, overrides)
+@click.group()
+def cli() -> None:
+    """List and replay the dead-letter topic (kafka.topics.dlq)."""
 
 
-@cli.command("inspect")
+@cli.command("list")
 @_selection_options
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line: the dead letter plus its DLQ position")
-@click.pass_obj
-def inspect_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
+@with_settings
+def list_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
                     as_json: bool) -> None:
     """Show rejected records: reason, detail, JSON path, source position, payload preview."""
     topic = settings.kafka.topics.dlq
@@ -266,7 +263,7 @@ def inspect_command(settings: Settings, reasons: tuple[str, ...], since: int | N
 @_selection_options
 @click.option("--to", "target", default=None, help="topic to publish to [default: kafka.topics.events]")
 @click.option("--dry-run", is_flag=True, help="count what would be re-published, publish nothing")
-@click.pass_obj
+@with_settings
 def replay_command(settings: Settings, reasons: tuple[str, ...], since: int | None, limit: int | None,
                    target: str | None, dry_run: bool) -> None:
     """Re-publish the original bytes of the selected records (original timestamps)."""
@@ -287,7 +284,3 @@ def replay_command(settings: Settings, reasons: tuple[str, ...], since: int | No
         raise click.ClickException(f"{err}\nrecords sent before the failure stay sent: a re-run sends them again "
                                    f"and the job drops the repeats by event_id") from None
     click.echo(f"re-published {count} record(s) to topic {target!r}")
-
-
-if __name__ == "__main__":
-    cli()

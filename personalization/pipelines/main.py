@@ -1,9 +1,9 @@
-"""Entry point: ``python -m personalization.pipelines.main [--config FILE] [--set key=value ...]``.
+"""The job's commands: ``pz run`` (run the job) and ``pz config check|show``.
 
-Also the ``flink run --python`` entry point on a cluster. The config and the rules file are
-validated before the job graph is built, so a bad key or rule stops the job (exit code 2) before
-it reads a single record; so does a DLQ topic too small for the dead letters of the events
-topic's largest records.
+This file is also the ``flink run --python`` entry point on a cluster (its arguments are those of
+``pz run``). The config and the rules file are validated before the job graph is built, so a bad
+key or rule stops the job (exit code 2) before it reads a single record; so does a DLQ topic too
+small for the dead letters of the events topic's largest records.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from personalization.config.settings import ConfigError, Settings, load_settings
+from personalization.config.cli import with_settings
+from personalization.config.settings import DEFAULT_CONFIG, Settings
 from personalization.core.rules import RuleSet, RulesError
 from personalization.pipelines.rules import load_rules
 from personalization.pipelines.topics import dlq_size_problem
@@ -34,19 +35,11 @@ def run_job(settings: Settings, wait: bool = True, job_name: str = "personalizat
     return env.execute_async(job_name)
 
 
-@click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config file (default: config/default.yaml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one config key, e.g. --set time.session_gap=10m (repeatable).")
-@click.option("--check", is_flag=True, help="Validate the config and exit.")
-def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> None:
+def checked_rules(settings: Settings) -> RuleSet:
+    """The start-up rules, once everything the job checks before it starts is fine (else exit 2):
+    the rules file against the config, and the pseudonym key when ids are pseudonymized."""
     try:
-        settings = load_settings(config_path, list(overrides))
         rules = load_rules(settings)
-    except ConfigError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
     except RulesError as err:
         click.echo(f"error: invalid rules: {err}", err=True)
         sys.exit(2)
@@ -56,9 +49,14 @@ def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> No
         except PseudonymKeyError as err:
             click.echo(f"error: privacy.pseudonymize: {err}", err=True)
             sys.exit(2)
-    if check:
-        click.echo(f"config ok, rules ok (version {rules.version!r})")
-        return
+    return rules
+
+
+@click.command("run")
+@with_settings
+def run_command(settings: Settings) -> None:
+    """Run the job (local MiniCluster, or the cluster of `flink run`) until it ends or Ctrl-C."""
+    rules = checked_rules(settings)
     problem = dlq_size_problem(settings)
     if problem:  # the DLQ sink would fail on the first large reject, at every restart
         click.echo(f"error: {problem}", err=True)
@@ -66,5 +64,24 @@ def main(config_path: str | None, overrides: tuple[str, ...], check: bool) -> No
     run_job(settings, rules=rules)
 
 
-if __name__ == "__main__":
-    main()
+@click.group("config")
+def config_cli() -> None:
+    """The job's configuration: check a config, show the default one."""
+
+
+@config_cli.command("check")
+@with_settings
+def check_command(settings: Settings) -> None:
+    """Validate the config and its rules file as the job does at start-up (exit 2 naming the problem)."""
+    rules = checked_rules(settings)
+    click.echo(f"config ok, rules ok (version {rules.version!r}, {len(rules.segments)} segments)")
+
+
+@config_cli.command("show")
+def show_command() -> None:
+    """Print the default config (every key with its default and what it does): a start for your own."""
+    click.echo(DEFAULT_CONFIG.read_text(), nl=False)
+
+
+if __name__ == "__main__":  # flink run --python personalization/pipelines/main.py [--config ...] [--set ...]
+    run_command()

@@ -1,8 +1,9 @@
 """Operator CLI for model snapshot files (the trainer writes them to ``learning.snapshot_dir``).
 
-    python -m personalization.pipelines.models list                 # the rollback menu, oldest first
-    python -m personalization.pipelines.models show FILE            # header, metrics, clusters (checks the file)
-    python -m personalization.pipelines.models export FILE OUT.json # the model parameters as plain JSON
+    pz models list                  # the rollback menu, oldest first
+    pz models show FILE             # header, metrics, clusters (checks the file)
+    pz models export FILE OUT.json  # the model parameters as plain JSON
+    pz models quality               # the propensity model's progressive validation on replays
 
 Start a job from a snapshot, or roll a running job back to one (README "Online learning"):
 stop the job with a savepoint, then resume it with ``--set learning.start_from=FILE`` (and the
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from personalization.config.cli import config_options, settings_or_exit
 from personalization.core.learning.shared import SharedModels, SnapshotError, import_snapshot, list_snapshots, read_header
+from personalization.pipelines import propensity_quality
 
 
 def format_metric(value: float | None) -> str:
@@ -57,7 +59,7 @@ def parameters(models: SharedModels) -> dict:
 
 @click.group()
 def cli() -> None:
-    """Model snapshot files: list, show, export."""
+    """Model snapshot files: list, show, export; the propensity model's quality on replays."""
 
 
 @cli.command("list")
@@ -101,5 +103,5 @@ def export(path: str, out: str) -> None:
     click.echo(f"{out}: parameters of {Path(path).name} ({header['examples_learned']:,} examples learned)")
 
 
-if __name__ == "__main__":
-    cli()
+
+cli.add_command(propensity_quality.main, "quality")

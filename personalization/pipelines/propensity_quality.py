@@ -6,8 +6,8 @@ the watermark passes them, so what it learns and every prediction are the job's,
 arrival order or watermark steps (``tests/unit/test_learning_trainer.py``). No Kafka, no Flink:
 the quick way to compare a model change on the datasets the demo and the tests replay.
 
-    .venv/bin/python -m personalization.pipelines.propensity_quality            # all replays below
-    .venv/bin/python -m personalization.pipelines.propensity_quality --replay jd
+    pz models quality               # all replays below
+    pz models quality --replay jd
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def measure(replay: Replay) -> dict[str, float | int]:
 @click.option("--replay", "names", type=click.Choice(list(REPLAYS)), multiple=True,
               help="Replays to measure (default: all).")
 def main(names: tuple[str, ...]) -> None:
+    """The propensity model's progressive log loss and ROC AUC on replays, against baselines."""
     table = Table(title="propensity, progressive validation (plain-Python replay of the job's learning)")
     for column in ("replay", "labelled (converted)", "log loss", "base rate, progressive", "base rate, hindsight",
                    "ROC AUC", "has add-to-cart"):
@@ -113,7 +114,3 @@ def main(names: tuple[str, ...]) -> None:
                       f"{m['log_loss_base_rate']:.3f}", f"{m['log_loss_hindsight']:.3f}",
                       f"{m['roc_auc']:.3f}", f"{m['roc_auc_add_to_cart']:.3f}")
     Console().print(table)
-
-
-if __name__ == "__main__":
-    main()

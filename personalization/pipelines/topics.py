@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
+import click
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from personalization.config.cli import with_settings
 from personalization.config.kafka import python_client_config
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import dlq_max_message_bytes
@@ -27,8 +29,8 @@ def partitions_of(settings: Settings, name: str) -> int:
     return 1 if name == settings.kafka.topics.rules else settings.kafka.topics.partitions
 
 
-def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float = 30.0) -> None:
-    """Create missing topics; with ``recreate`` delete them first so a run starts empty."""
+def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics (returns their names); with ``recreate`` delete them first so a run starts empty."""
     admin = kafka_client(KafkaAdminClient, settings)
     try:
         names = topic_names(settings)
@@ -39,6 +41,7 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
             _wait(lambda: _create(admin, name, partitions_of(settings, name), topic_configs(settings, name)),
                   timeout_s, f"creation of topic {name}")
+        return missing
     finally:
         admin.close()
 
@@ -137,6 +140,27 @@ def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> l
         consumer.close()
 
 
+def last_record(settings: Settings, topic: str, partition: int = 0, timeout_s: float = 30.0) -> bytes | None:
+    """The value of a partition's newest record (None if the partition is empty or the topic missing)."""
+    consumer = kafka_client(KafkaConsumer, settings, enable_auto_commit=False, isolation_level="read_committed")
+    try:
+        if partition not in (consumer.partitions_for_topic(topic) or ()):
+            return None
+        tp = TopicPartition(topic, partition)
+        end, start = consumer.end_offsets([tp])[tp], consumer.beginning_offsets([tp])[tp]
+        if end <= start:
+            return None
+        consumer.assign([tp])
+        consumer.seek(tp, end - 1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for message in consumer.poll(timeout_ms=500).get(tp, []):
+                return message.value
+        raise TimeoutError(f"no record of {topic!r} partition {partition} at offset {end - 1} within {timeout_s:.0f} s")
+    finally:
+        consumer.close()
+
+
 def topic_size(settings: Settings, topic: str) -> int:
     """Records in a topic (end minus beginning offsets over all partitions)."""
     consumer = kafka_client(KafkaConsumer, settings)
@@ -147,3 +171,31 @@ def topic_size(settings: Settings, topic: str) -> int:
         return sum(ends[p] - starts[p] for p in partitions)
     finally:
         consumer.close()
+
+
+@click.group()
+def cli() -> None:
+    """The job's Kafka topics (kafka.topics): list them, create the missing ones."""
+
+
+@cli.command("list")
+@with_settings
+def list_command(settings: Settings) -> None:
+    """Every topic of the config: key, name, partitions and records (or "missing")."""
+    consumer = kafka_client(KafkaConsumer, settings)
+    try:
+        for key in settings.kafka.topics.keys():
+            name = getattr(settings.kafka.topics, key)
+            partitions = consumer.partitions_for_topic(name)
+            shown = f"{len(partitions)}\t{topic_size(settings, name)}" if partitions else "missing"
+            click.echo(f"{key}\t{name}\t{shown}")
+    finally:
+        consumer.close()
+
+
+@cli.command("create")
+@with_settings
+def create_command(settings: Settings) -> None:
+    """Create the missing topics (partitions: kafka.topics.partitions; the rules topic has one)."""
+    created = ensure_topics(settings)
+    click.echo(f"created {len(created)} topic(s){': ' + ', '.join(created) if created else ''}")

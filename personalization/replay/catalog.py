@@ -1,6 +1,6 @@
 """Derive an item catalog (item_id -> category_id CSV) from the shared datasets.
 
-    python -m personalization.replay.catalog --dataset taobao --out .stack/catalog.csv
+    pz catalog --dataset taobao --out .stack/catalog.csv
 
 One dataset per catalog: item ids are a namespace per shop, and Taobao's and JD's collide
 (e.g. item 584871 is category 3160926 on Taobao and 689 at JD).
@@ -33,10 +33,7 @@ def catalog_pairs(dataset: str, datasets_dir: Path | None = None):
               help="default: $PZ_DATASETS_DIR, else ../shared/datasets")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 def main(dataset: str, datasets_dir: Path | None, out: Path) -> None:
+    """Write an item catalog (item_id,category_id CSV) derived from a dataset, for enrichment.item_catalog."""
     out.parent.mkdir(parents=True, exist_ok=True)
     items = write_catalog(catalog_pairs(dataset, datasets_dir), out)
     click.echo(f"{items} items -> {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ deadlines (record ``i`` is due at ``i / rate`` s), so fast rates sleep once per
 batch, not per record, and the rate does not drift. Any failed send raises: a
 replay that returns has had every record acknowledged.
 
-    python -m personalization.replay.producer --dataset taobao --augment --rate 2000
+    pz produce --dataset taobao --augment --rate 2000
 """
 
 from __future__ import annotations
@@ -321,7 +321,3 @@ def main(
     else:
         summary = write_jsonl(events, output, progress=progress)
     click.echo(str(summary), err=output is not None)
-
-
-if __name__ == "__main__":
-    main()

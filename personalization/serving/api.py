@@ -1,6 +1,6 @@
 """HTTP read API: profiles, segments and predictions from Redis, a batch read, and a live stream
 of one user's segment changes (Server-Sent Events); and a user's controls (reset, opt-out,
-opt-in), published for the job to carry out. ``python -m personalization.serving.api``.
+opt-in), published for the job to carry out. ``pz api``.
 
 Every read goes through ``ProfileReader`` (the key schema stays in ``redis_store``). Endpoints
 are plain ``def``: they run in Starlette's thread pool, so a slow Redis never blocks the event
@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.cli import with_settings
 from personalization.config.settings import ApiConfig, Settings
 from personalization.serving.controls import RequestPublisher, new_request
 from personalization.serving.reader import SEGMENT_FIELDS, ProfileReader
@@ -306,7 +306,7 @@ def api_process(config_path: Path, port: int, env: dict[str, str] | None = None,
                 overrides: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[str]:
     """Run the API as a child process on 127.0.0.1:``port`` until the block ends; yields its
     base URL once ``/readyz`` answers 200 (the job's tools and the tests start it this way)."""
-    args = [sys.executable, "-m", "personalization.serving.api", "--config", str(config_path),
+    args = [sys.executable, "-m", "personalization", "api", "--config", str(config_path),
             "--set", "api.host=127.0.0.1", "--set", f"api.port={port}"]
     for override in overrides:
         args += ["--set", override]
@@ -338,10 +338,9 @@ def _ready(url: str) -> bool:
 
 
 @click.command()
-@config_options
-def main(config_path: str | None, overrides: tuple[str, ...]) -> None:
+@with_settings
+def main(settings: Settings) -> None:
     """Serve the HTTP read API on api.host:api.port (OpenAPI docs at /docs)."""
-    settings = settings_or_exit(config_path, overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
@@ -350,7 +349,3 @@ def main(config_path: str | None, overrides: tuple[str, ...]) -> None:
         sys.exit(2)
     click.echo(f"personalization API on http://{settings.api.host}:{settings.api.port} (docs: /docs)")
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False)
-
-
-if __name__ == "__main__":
-    main()

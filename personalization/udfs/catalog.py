@@ -15,7 +15,7 @@ broadcast state; that state is copied into every checkpoint of every task, a pri
 paying only for a live catalog.
 
 The file is CSV, ``item_id,category_id`` per line, an optional header line
-``item_id,category_id``; ``python -m personalization.replay.catalog`` derives one from the
+``item_id,category_id``; ``pz catalog`` derives one from the
 datasets.
 """
 

@@ -1,4 +1,4 @@
-"""The HTTP read API as a real process (``python -m personalization.serving.api``) on a free port,
+"""The HTTP read API as a real process (``pz api``) on a free port,
 reading real Redis written by one real job run that the whole module shares.
 
 A live stream (SSE) is opened before the job starts, so the change it must deliver is one the

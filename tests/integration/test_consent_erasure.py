@@ -5,7 +5,7 @@ events (one partition, so the input order is the order written), in phases.
    event; user R revokes at its fourth event and sends more without a consent field. A last
    sentinel event marks the end of the phase.
 2. A user A who has a profile, predictions, closed sessions, an audience membership and entries
-   in the change stream is erased with the CLI (``serving.cli erase``).
+   in the change stream is erased with the CLI (``pz erase``).
 3. Three more events of A without consent, then a grant and two more, then a filler event far
    ahead that moves the watermark past A's new session.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import subprocess
-import sys
 
 import pytest
 
@@ -35,7 +34,7 @@ from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import (
     alias_key, changes_key, connect, encode_id, members_key_pattern, predictions_key, profile_key,
 )
-from tests.support import privacy_run_settings, sessions_of, start_job, wait_until, write_config
+from tests.support import PZ, privacy_run_settings, sessions_of, start_job, wait_until, write_config
 
 EVENTS = 3_000
 REVOKE_AT = 3  # R's events before its revocation (the fourth event revokes)
@@ -103,8 +102,7 @@ def run(stack, datasets, tmp_path_factory):
     total = lambda user: (reader.get(user) or {}).get("events_total")  # noqa: E731
 
     def erase(user: str, request: str) -> None:
-        cli = subprocess.run([sys.executable, "-m", "personalization.serving.cli", "--config", str(config),
-                              "erase", user, "--request-id", request],
+        cli = subprocess.run([*PZ, "erase", user, "--request-id", request, "--config", str(config)],
                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0, cli.stderr
 

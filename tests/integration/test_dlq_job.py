@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 
 import orjson
 import pytest
@@ -26,7 +25,7 @@ from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import dlq_size_problem
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
-from tests.support import dead_letters, isolated_settings, read_all
+from tests.support import PZ, dead_letters, isolated_settings, read_all
 
 T = 1_511_658_000_000
 RECORD_OVERHEAD = 200  # a one-record batch's header and record fields, well above what Kafka adds
@@ -108,8 +107,8 @@ def test_the_dlq_cli_replays_them_byte_for_byte(run):
     settings = run["settings"]
     topics = settings.kafka.topics
     before = {(r.partition, r.offset) for r in read_all(settings, topics.events)}
-    result = CliRunner().invoke(cli, ["--set", f"kafka.topics.dlq={topics.dlq}",
-                                      "--set", f"kafka.topics.events={topics.events}", "replay"])
+    result = CliRunner().invoke(cli, ["replay", "--set", f"kafka.topics.dlq={topics.dlq}",
+                                      "--set", f"kafka.topics.events={topics.events}"])
     assert result.exit_code == 0, result.output
     assert "re-published 5 record(s)" in result.output
     replayed = [r for r in read_all(settings, topics.events) if (r.partition, r.offset) not in before]
@@ -128,7 +127,7 @@ def test_a_dlq_topic_too_small_for_the_dead_letters_stops_the_job_before_it_star
     try:
         needed = settings.kafka.max_message_bytes + HEADROOM_BYTES
         result = subprocess.run(
-            [sys.executable, "-m", "personalization.pipelines.main", "--set", f"kafka.topics.dlq={small}",
+            [*PZ, "run", "--set", f"kafka.topics.dlq={small}",
              "--set", f"kafka.topics.events={settings.kafka.topics.events}", "--set", "kafka.bounded=true"],
             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
         assert result.returncode == 2, result.stderr

@@ -1,4 +1,4 @@
-"""The DLQ CLI on the real broker: inspect, dry run and replay of dead letters (``core.dead_letter``).
+"""The DLQ CLI on the real broker: list, dry run and replay of dead letters (``core.dead_letter``).
 
 No Flink job: the dead letters are produced directly, as the job writes them (value and headers), into
 a fresh DLQ/events topic pair that is deleted afterwards.
@@ -67,14 +67,14 @@ def settings(stack) -> Iterator[Settings]:
 
 def dlq_cli(settings: Settings, *args: str) -> Result:
     topics = settings.kafka.topics
-    result = CliRunner().invoke(cli, ["--set", f"kafka.topics.dlq={topics.dlq}",
-                                      "--set", f"kafka.topics.events={topics.events}", *args])
+    result = CliRunner().invoke(cli, [*args, "--set", f"kafka.topics.dlq={topics.dlq}",
+                                      "--set", f"kafka.topics.events={topics.events}"])
     assert result.exit_code == 0, result.output
     return result
 
 
 def test_inspect_json_shows_every_dead_letter_with_its_dlq_position(settings: Settings) -> None:
-    lines = dlq_cli(settings, "inspect", "--json").output.splitlines()
+    lines = dlq_cli(settings, "list", "--json").output.splitlines()
     shown = [orjson.loads(line) for line in lines]
     positions = [record.pop("dlq") for record in shown]
     expected = [letter.as_json() for letter in LETTERS]
@@ -82,13 +82,13 @@ def test_inspect_json_shows_every_dead_letter_with_its_dlq_position(settings: Se
     assert {p["topic"] for p in positions} == {settings.kafka.topics.dlq}
     assert sorted((p["partition"], p["offset"]) for p in positions) == [(0, 0), (0, 1), (1, 0)]
 
-    filtered = dlq_cli(settings, "inspect", "--json", "--reason", "not_utf8").output.splitlines()
+    filtered = dlq_cli(settings, "list", "--json", "--reason", "not_utf8").output.splitlines()
     assert [orjson.loads(line)["payload_encoding"] for line in filtered] == ["base64"]
-    since = dlq_cli(settings, "inspect", "--json", "--since", str(REJECTED + 1_000)).output.splitlines()
+    since = dlq_cli(settings, "list", "--json", "--since", str(REJECTED + 1_000)).output.splitlines()
     assert sorted(orjson.loads(line)["reason"] for line in since) == ["not_utf8", "schema_violation"]
-    assert len(dlq_cli(settings, "inspect", "--json", "--limit", "1").output.splitlines()) == 1
+    assert len(dlq_cli(settings, "list", "--json", "--limit", "1").output.splitlines()) == 1
 
-    table = dlq_cli(settings, "inspect").output
+    table = dlq_cli(settings, "list").output
     for reason in ("timestamp_mismatch", "not_utf8", "schema_violation"):
         assert reason in table
     assert "$.ts" in table  # paths are printed as text, not swallowed as rich markup
@@ -125,7 +125,7 @@ def test_replay_with_a_limit_into_the_dlq_itself(settings: Settings) -> None:
     assert read_all(settings, settings.kafka.topics.events) == []
 
     # Those plain events are not dead letters: inspecting the DLQ now fails, naming where, instead of skipping them.
-    failed = CliRunner().invoke(cli, ["--set", f"kafka.topics.dlq={settings.kafka.topics.dlq}", "inspect", "--json"])
+    failed = CliRunner().invoke(cli, ["list", "--json", "--set", f"kafka.topics.dlq={settings.kafka.topics.dlq}"])
     assert failed.exit_code == 1
     assert "is not a dead letter: missing header(s) dlq.reason, dlq.topic, dlq.rejected_at" in failed.output
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -25,7 +24,7 @@ from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.topics import kafka_client
 from personalization.serving.reader import ProfileReader
-from tests.support import (RedisServer, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run,
+from tests.support import (PZ, RedisServer, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run,
                            sessions_of, start_job, wait_until, write_config)
 
 SLICE = 20_000
@@ -94,7 +93,7 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
     baseline_settings, total = baseline
     settings = _same_input(baseline_settings, tmp_path, flink={"checkpoint_interval": 1_000})
     config = write_config(settings, tmp_path / "job.yaml")
-    job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
                            cwd=REPO_ROOT, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

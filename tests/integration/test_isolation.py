@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import orjson
 
-from personalization.config.settings import REPO_ROOT
+from personalization.config.settings import DEFAULT_RULES
 from personalization.pipelines.main import run_job
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
@@ -33,7 +33,7 @@ def test_a_step_the_rules_cannot_evaluate_goes_to_the_dlq_and_the_job_goes_on(st
     """Rules that pass every load-time check but overflow for some users: views_7d to the power
     2,048 is an int no float holds for a user with two views, and dividing it raises
     OverflowError. A user with one view (1 to that power) is evaluated as usual."""
-    rules = (REPO_ROOT / "rules" / "default.yaml").read_text().replace(
+    rules = DEFAULT_RULES.read_text().replace(
         "entry: purchases_30d > 3", f"entry: {_power('views_7d', 11)} / 3 > 1_000", 1)
     assert rules.count("* views_7d") == 1_024
     rules_file = tmp_path / "rules.yaml"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
 from tests.kafka_broker import SaslKafka
-from tests.support import TEST_PREFIX, write_config
+from tests.support import PZ, TEST_PREFIX, write_config
 
 PASSWORD = "alice-Pw-0f-the-test"
 FAST_FAIL = {"bootstrap.timeout.ms": "5000"}  # kafka-python's own wait for a first broker (default 30 s)
@@ -47,8 +46,8 @@ def settings_for(broker: SaslKafka, tmp_path: Path, properties: dict[str, str]) 
     )
 
 
-def cli(module: str, config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, "--config", str(config), *args], cwd=REPO_ROOT,
+def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*PZ, *args, "--config", str(config)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
@@ -66,11 +65,11 @@ def test_job_and_clis_connect_with_credentials(broker: SaslKafka, tmp_path: Path
     assert PASSWORD not in config.read_text()
     topics = settings.kafka.topics
 
-    rules = cli("personalization.pipelines.rules", config, "publish", str(settings.rules.path))
+    rules = cli(config, "rules", "publish", str(settings.rules.path))
     assert rules.returncode == 0, rules.stderr
     assert raw_records(settings, topics.rules) == [settings.rules.path.read_bytes()]
 
-    erase = cli("personalization.serving.cli", config, "erase", "sasl-erased-user")
+    erase = cli(config, "erase", "sasl-erased-user")
     assert erase.returncode == 0, erase.stderr
     assert [r["user_id"] for r in read_topic(settings, topics.erasure)] == ["sasl-erased-user"]
 
@@ -80,13 +79,13 @@ def test_job_and_clis_connect_with_credentials(broker: SaslKafka, tmp_path: Path
                  RawRecord(b"\x00not json", None, event["ts"])],
                 settings.kafka.bootstrap_servers, topics.events, progress=False,
                 config=client_config(KafkaProducer, settings))
-    job = cli("personalization.pipelines.main", config)  # bounded: ends at the offsets latest at its start
+    job = cli(config, "run")  # bounded: ends at the offsets latest at its start
     assert job.returncode == 0, job.stderr[-3000:]
     assert PASSWORD not in job.stdout + job.stderr
     reader = ProfileReader(connect(settings.redis), settings.redis.key_prefix)
     try:
         assert reader.get("sasl-user") is not None
-        dlq = cli("personalization.pipelines.dlq", config, "inspect", "--json")
+        dlq = cli(config, "dlq", "list", "--json")
         assert dlq.returncode == 0, dlq.stderr
         assert len(dlq.stdout.splitlines()) == 1  # the malformed record, read back through SASL
     finally:
@@ -110,9 +109,9 @@ def test_clis_fail_clearly_without_credentials(broker: SaslKafka, tmp_path: Path
     config = write_config(settings_for(broker, tmp_path, {**properties, **FAST_FAIL}).with_overrides(
         kafka={"topics": good.kafka.topics.model_dump()}), tmp_path / "bad.yaml")
     runs = {
-        "rules": cli("personalization.pipelines.rules", config, "publish", str(good.rules.path)),
-        "erase": cli("personalization.serving.cli", config, "erase", "someone"),
-        "dlq": cli("personalization.pipelines.dlq", config, "inspect"),
+        "rules": cli(config, "rules", "publish", str(good.rules.path)),
+        "erase": cli(config, "erase", "someone"),
+        "dlq": cli(config, "dlq", "list"),
     }
     for name, run in runs.items():
         assert run.returncode == 1, (name, run.stdout, run.stderr)

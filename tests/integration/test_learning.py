@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -33,7 +32,7 @@ from personalization.pipelines.topics import read_topic
 from personalization.serving.model_store import read_model
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
-from tests.support import (isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
+from tests.support import (PZ, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
                            write_config)
 
 SLICE = 12_000
@@ -82,7 +81,7 @@ def test_process_mode_gives_the_same_models_and_profiles(baseline, tmp_path) -> 
     baseline_settings, _, examples = baseline
     settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
                                  flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300})
-    subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--config",
+    subprocess.run([*PZ, "run", "--config",
                     str(write_config(settings, tmp_path / "job.yaml"))],
                    cwd=REPO_ROOT, check=True, timeout=900, stdout=subprocess.DEVNULL)
     assert sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"]) == examples
@@ -159,7 +158,7 @@ def test_sigkill_then_restore_learns_every_label_once_and_ends_equal(baseline, t
                                  kafka={**EXACTLY_ONCE, "bounded": False}, time={"idle_timeout": "1h"},
                                  flink={"checkpoint_interval": 1_000}, learning={"checkpoint_every": 300})
     config = write_config(settings, tmp_path / "job.yaml")
-    job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
                            cwd=REPO_ROOT, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,7 +6,6 @@ One job run serves all assertions of this module (a job run costs ~15 s on 2 cor
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import orjson
 import pytest
@@ -17,7 +16,7 @@ from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import RawRecord, produce, produce_raw
 from personalization.serving.reader import ProfileReader
-from tests.support import dead_letters, isolated_settings
+from tests.support import PZ, dead_letters, isolated_settings
 
 T = 1_511_658_000_000  # 2017-11-26 01:00:00 UTC
 MIN = 60_000
@@ -130,7 +129,7 @@ def test_every_hostile_record_is_in_the_dlq_with_its_reason(run):
 
 def test_bad_config_stops_before_the_job_starts():
     result = subprocess.run(
-        [sys.executable, "-m", "personalization.pipelines.main", "--set", "time.session_gap=soon",
+        [*PZ, "run", "--set", "time.session_gap=soon",
          "--set", "kafka.no_such_key=1"],
         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
     )

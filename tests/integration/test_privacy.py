@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ from personalization.config.settings import REPO_ROOT
 from personalization.core.sessions import session_id
 from personalization.serving.redis_store import connect, decode_id, encode_id, entries_index_key, streamed_version_key
 from personalization.udfs.pseudonymize import Pseudonymizer
-from tests.support import isolated_settings, redis_state, sessions_of, write_config
+from tests.support import PZ, isolated_settings, redis_state, sessions_of, write_config
 
 KEY_ENV = "PZ_TEST_PSEUDONYM_KEY"
 SECRET = "pz-test-pseudonym-key-Vq93-0123456789abcdef"  # >= 32 bytes
@@ -33,7 +32,7 @@ def run(real_replay, tmp_path_factory):
                                  **clean["overrides"], privacy={"pseudonymize": True, "pseudonym_key_env": KEY_ENV})
     config = write_config(settings, tmp / "privacy.yaml")
     env = {**os.environ, KEY_ENV: SECRET}
-    job = subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+    job = subprocess.run([*PZ, "run", "--config", str(config)],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, job.stderr[-3000:]
     logs = job.stdout + job.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +11,7 @@ from personalization.config.settings import REPO_ROOT, load_settings
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import ProfileWriter, check_connection, connect
-from tests.support import TEST_PREFIX, RedisServer, isolated_settings, write_config
+from tests.support import PZ, TEST_PREFIX, RedisServer, isolated_settings, write_config
 
 SECRET = "s3cr3t-Zq81-not-in-logs"
 
@@ -85,7 +84,7 @@ def test_job_authenticates_with_the_secret_from_the_environment_only(stack, secu
             progress=False)
     config_file = write_config(settings.with_overrides(redis={"port": secured_redis.port},
                                                        flink={"restart_attempts": 0}), tmp_path / "job.yaml")
-    command = [sys.executable, "-m", "personalization.pipelines.main", "--config", str(config_file)]
+    command = [*PZ, "run", "--config", str(config_file)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PZ_REDIS_PASSWORD")}
 
     refused = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import redis
@@ -15,7 +14,7 @@ from personalization.config.settings import REPO_ROOT, load_settings
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import check_connection, connect
-from tests.support import TEST_PREFIX, RedisServer, isolated_settings, make_tls_files, write_config
+from tests.support import PZ, TEST_PREFIX, RedisServer, isolated_settings, make_tls_files, write_config
 
 USER, SECRET = "pz-job", "tls-acl-Secret-42"
 
@@ -63,7 +62,7 @@ def test_job_writes_profiles_over_tls_as_the_acl_user(stack, tls_redis, tmp_path
               "user_id": "erin"}], settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
     config_file = write_config(settings, tmp_path / "job.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PZ_REDIS_PASSWORD")}
-    run = subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config_file)],
+    run = subprocess.run([*PZ, "run", "--config", str(config_file)],
                          cwd=REPO_ROOT, env={**env, "PZ_REDIS_PASSWORD": SECRET}, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -17,17 +17,17 @@ Two job runs serve the whole module:
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import duckdb
 import pytest
 
+from personalization.config.settings import DEFAULT_RULES as DEFAULT_RULES_FILE
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.rules import publish
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
-from tests.support import dead_letters, isolated_settings, replayed_run, start_job, wait_until
+from tests.support import PZ, dead_letters, isolated_settings, replayed_run, start_job, wait_until
 
 T = 1_511_658_000_000  # 2017-11-26 01:00:00 UTC, a multiple of every bucket width below 12 h
 S = 1_000
@@ -35,7 +35,7 @@ MIN = 60 * S
 HOUR = 60 * MIN
 DAY = 24 * HOUR
 WEEK = 7 * DAY
-DEFAULT_RULES = (REPO_ROOT / "rules" / "default.yaml").read_text()
+DEFAULT_RULES = DEFAULT_RULES_FILE.read_text()
 
 
 def ev(user: str, event_type: str, ts: int, eid: str | None = None, **fields) -> dict:
@@ -379,7 +379,7 @@ def test_segment_members_of_a_real_replay_equal_an_independent_duckdb_computatio
 def test_a_bad_rules_file_stops_the_job_before_it_starts(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(INVALID_RULES)
-    result = subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--set", f"rules.path={bad}"],
+    result = subprocess.run([*PZ, "run", "--set", f"rules.path={bad}"],
                             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: invalid rules: {bad}:{INVALID_LINE}: segment 'high_intent' entry: "
@@ -387,11 +387,10 @@ def test_a_bad_rules_file_stops_the_job_before_it_starts(tmp_path):
 
 
 def test_rules_that_read_a_window_the_job_does_not_keep_stop_the_job(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "personalization.pipelines.main",
-                             "--set", "time.windows.sizes=[10m, 7d]", "--check"],
+    result = subprocess.run([*PZ, "config", "check", "--set", "time.windows.sizes=[10m, 7d]"],
                             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2
-    assert ("rules/default.yaml: feature 'purchases_30d': reads a 30d window, but the job keeps only 10m, 7d "
+    assert ("personalization/rules/default.yaml: feature 'purchases_30d': reads a 30d window, but the job keeps only 10m, 7d "
             "(add it to time.windows.sizes)") in result.stderr
 
 
@@ -400,10 +399,10 @@ def test_publishing_a_bad_rules_file_is_refused(stack, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(INVALID_RULES)
     topic = settings.kafka.topics.rules
-    command = [sys.executable, "-m", "personalization.pipelines.rules", "--set", f"kafka.topics.rules={topic}"]
-    result = subprocess.run(command + ["publish", str(bad)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    command = [*PZ, "rules", "publish", "--set", f"kafka.topics.rules={topic}"]
+    result = subprocess.run(command + [str(bad)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 2 and "(not published)" in result.stderr
-    result = subprocess.run(command + ["publish", "rules/default.yaml"], capture_output=True, text=True, timeout=60,
+    result = subprocess.run(command + [str(DEFAULT_RULES_FILE)], capture_output=True, text=True, timeout=60,
                             cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert "published rules version 'default-2'" in result.stdout
@@ -453,11 +452,9 @@ def test_replayed_writes_add_each_change_to_the_stream_once_and_sets_converge(st
 
 def test_the_reader_cli_shows_segments_members_sizes_and_follows_changes(live):
     settings = live["settings"]
-    command = [sys.executable, "-m", "personalization.serving.cli", "--set",
-               f"redis.key_prefix={settings.redis.key_prefix}"]
-
     def cli(*args: str) -> str:
-        result = subprocess.run(command + list(args), capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        result = subprocess.run([*PZ, *args, "--set", f"redis.key_prefix={settings.redis.key_prefix}"],
+                                capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

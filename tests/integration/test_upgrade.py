@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +13,7 @@ from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.monitor import FlinkRest
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
-from tests.support import free_port, isolated_settings, start_job, wait_until, write_config
+from tests.support import PZ, free_port, isolated_settings, start_job, wait_until, write_config
 
 T = 1_511_658_000_000
 
@@ -26,9 +25,8 @@ def _click(event_id: str, user: str, ts: int) -> dict:
 def _next_release(tmp_path):
     """A copy of the project whose UserState gained a field in the middle, shown in the profile."""
     release = tmp_path / "release"
-    for folder in ("personalization", "config", "schemas", "rules"):
-        if (REPO_ROOT / folder).exists():
-            shutil.copytree(REPO_ROOT / folder, release / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "personalization", release / "personalization",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     user_py = release / "personalization" / "core" / "user.py"
     source = user_py.read_text()
     patched = source.replace("    user_id: str\n", '    user_id: str\n    loyalty_tier: str = "new"\n', 1)
@@ -58,7 +56,7 @@ def test_a_release_with_an_added_profile_field_restores_an_old_savepoint(stack, 
     config = write_config(settings.with_overrides(flink={"savepoint_path": savepoint, "rest_port": rest_port}),
                           tmp_path / "release.yaml")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
                            cwd=release, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         rest = FlinkRest(f"http://127.0.0.1:{rest_port}")

@@ -4,7 +4,7 @@ Taobao events (one partition, so the input order is the order written), in phase
 1. The first 2,000 Taobao events (seeded synthetic signals) and a sentinel; two users R and O
    with a profile, predictions, audience memberships and entries in the change stream are
    picked.
-2. R is reset with the CLI (``serving.cli control reset``), O opts out through the HTTP API
+2. R is reset with the CLI (``pz control reset``), O opts out through the HTTP API
    (``POST /v1/users/<id>/controls/opt-out``, a real API process).
 3. Two more events of each, and a sentinel; then O opts in with the CLI, sends one more event,
    and a last sentinel.
@@ -15,7 +15,6 @@ Asserted on Redis and on the topics Flink wrote (audit, no-consent, the change s
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 import pytest
@@ -27,7 +26,7 @@ from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 from personalization.core.rules import RuleSet
 from personalization.serving.redis_store import changes_key, connect, members_key, predictions_key, profile_key
-from tests.support import free_port, privacy_run_settings, start_job, wait_until, write_config
+from tests.support import PZ, free_port, privacy_run_settings, start_job, wait_until, write_config
 
 EVENTS = 2_000
 KEY = "controls-test-key"
@@ -64,7 +63,7 @@ def run(stack, datasets, tmp_path_factory):
     audits = lambda n: (r := read_topic(settings, topics.audit, 500)) and len(r) == n and r  # noqa: E731
 
     def cli(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "personalization.serving.cli", "--config", str(config), *args],
+        done = subprocess.run([*PZ, *args, "--config", str(config)],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from personalization.activation.signing import change_id
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import RawRecord, produce_raw
-from tests.support import free_port, isolated_settings, read_all, replayed_run, wait_until, write_config
+from tests.support import PZ, free_port, isolated_settings, read_all, replayed_run, wait_until, write_config
 
 SECRET = "s3cret-for-tests"
 FAST = {"retries": 2, "backoff_initial": "10ms", "backoff_max": "50ms", "timeout": "2s"}
@@ -204,7 +203,7 @@ def test_replay_delivers_the_dead_letters_to_the_fixed_endpoint_once(stack, tmp_
         service.stop()
     assert not receiver.delivered("/fail") and {l["id"] for l in dlq(settings)} == ids
 
-    broken = [sys.executable, "-m", "personalization.activation", "replay", "--endpoint", "cms",
+    broken = [*PZ, "webhooks", "replay", "--endpoint", "cms",
               "--config", str(write_config(settings, tmp_path / "broken.yaml"))]
     again = subprocess.run(broken, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert "0 delivered, 5 dead-lettered again" in again.stdout, again.stderr
@@ -213,7 +212,7 @@ def test_replay_delivers_the_dead_letters_to_the_fixed_endpoint_once(stack, tmp_
     fixed = settings.with_overrides(activation={"endpoints": [{**settings.activation.endpoints[0].model_dump(mode="json"),
                                                                "url": receiver.url + "/ok"}]})
     config = write_config(fixed, tmp_path / "fixed.yaml")
-    replay = [sys.executable, "-m", "personalization.activation", "replay", "--endpoint", "cms", "--config", str(config)]
+    replay = [*PZ, "webhooks", "replay", "--endpoint", "cms", "--config", str(config)]
     first = subprocess.run(replay, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "5 delivered, 0 dead-lettered again" in first.stdout
@@ -231,7 +230,7 @@ def test_without_a_secret_the_service_refuses_to_start(stack, tmp_path, receiver
     monkeypatch.delenv("PZ_WEBHOOK_SECRET", raising=False)
     settings = settings_with(tmp_path, {"name": "ok", "url": receiver.url + "/ok", "segments": ["a"]})
     config = write_config(settings, tmp_path / "c.yaml")
-    result = subprocess.run([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+    result = subprocess.run([*PZ, "webhooks", "run", "--config", str(config)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                             env={k: v for k, v in os.environ.items() if not k.startswith("PZ_WEBHOOK_SECRET")})
     assert result.returncode == 2 and "PZ_WEBHOOK_SECRET" in result.stderr
@@ -240,7 +239,7 @@ def test_without_a_secret_the_service_refuses_to_start(stack, tmp_path, receiver
 def test_without_endpoints_the_service_refuses_to_start(stack, tmp_path):
     """It would read and commit changes it delivers nowhere."""
     config = write_config(settings_with(tmp_path), tmp_path / "c.yaml")
-    result = subprocess.run([sys.executable, "-m", "personalization.activation", "run", "--config", str(config)],
+    result = subprocess.run([*PZ, "webhooks", "run", "--config", str(config)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no webhook endpoints configured" in result.stderr
 
@@ -260,7 +259,7 @@ def test_sigkill_mid_stream_and_restart_loses_nothing(stack, tmp_path, receiver)
     config = write_config(settings, tmp_path / "config.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PZ_WEBHOOK_SECRET")}
     env["PZ_WEBHOOK_SECRET_FILE"] = str(secret_file)
-    command = [sys.executable, "-m", "personalization.activation", "run", "--config", str(config)]
+    command = [*PZ, "webhooks", "run", "--config", str(config)]
 
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=(tmp_path / "first.log").open("w"))

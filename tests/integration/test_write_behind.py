@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.monitor import FlinkRest
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
-from tests.support import (free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until,
+from tests.support import (PZ, free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until,
                            write_config)
 
 EVENTS = 600
@@ -42,7 +41,7 @@ def test_writes_held_back_at_a_completed_checkpoint_are_redone_after_restore(sta
         redis={"batch_delay": HELD_BACK, "batch_size": 1_000_000})
     rest_port = free_port()
     config = write_config(settings.with_overrides(flink={"rest_port": rest_port}), tmp_path / "job.yaml")
-    job = subprocess.Popen([sys.executable, "-m", "personalization.pipelines.main", "--config", str(config)],
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
                            cwd=REPO_ROOT, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

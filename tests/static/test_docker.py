@@ -2,7 +2,7 @@
 
 No Docker engine is needed: the files are parsed and checked against the Compose Specification
 schema (vendored, see tests/static/COMPOSE_SPEC_SOURCE.md), against each other, and against the
-versions the rest of the project pins (requirements.txt, stack/pom.xml, config/default.yaml).
+versions the rest of the project pins (requirements.txt, stack/pom.xml, personalization/config/default.yaml).
 Nothing here imports Flink.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from personalization.config.settings import load_settings
+from personalization.cli import COMMANDS
+from personalization.config.settings import DEFAULT_CONFIG, load_settings
 from personalization.core.dead_letter import dlq_max_message_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -554,7 +555,7 @@ def test_kafka_is_a_single_kraft_node():
 
 
 def test_topics_created_match_the_job_config():
-    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     topics = config["kafka"]["topics"]
     # every topic of the config (a new one cannot be forgotten), rules apart: it has one partition,
     # and the DLQ apart: it takes records larger by the dead-letter headers
@@ -578,7 +579,7 @@ def test_submitter_runs_the_python_entry_point():
     assert "--detached" in tokens or "-d" in tokens
     assert option_value(tokens, "--python") == "/opt/personalization/personalization/pipelines/main.py"
     assert (REPO / "personalization" / "pipelines" / "main.py").is_file()
-    assert option_value(tokens, "--config") == "/opt/personalization/config/default.yaml"
+    assert option_value(tokens, "--config") == "/opt/personalization/personalization/config/default.yaml"
     assert "personalization" in script.split("flink run")[0], "no check for an already running job"
     overrides = set_overrides()
     kafka_service = next(n for n, s in services().items()
@@ -594,7 +595,7 @@ def test_submitter_overrides_are_valid_job_config():
     from personalization.config.settings import load_settings
 
     overrides = {key: value.replace("$PZ_PARALLELISM", "4") for key, value in set_overrides().items()}
-    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    settings = load_settings(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
     assert settings.kafka.bootstrap_servers == overrides["kafka.bootstrap_servers"]
     assert settings.flink.parallelism == 4
 
@@ -605,12 +606,11 @@ def test_api_service_serves_the_job_config_beside_redis():
     health check asks the readiness endpoint; its keys come from a secret."""
     service = services()["api"]
     entry = service["entrypoint"]
-    assert entry[entry.index("-m") + 1] == "personalization.serving.api"
-    assert (REPO / "personalization" / "serving" / "api.py").is_file()
-    assert option_value(entry, "--config") == "/opt/personalization/config/default.yaml"
+    assert entry[1:3] == ["pz", "api"] and "api" in COMMANDS
+    assert option_value(entry, "--config") == "/opt/personalization/personalization/config/default.yaml"
     tokens = service["command"]
     overrides = dict(tokens[i + 1].split("=", 1) for i, token in enumerate(tokens) if token == "--set")
-    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    settings = load_settings(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
     redis_service = next(n for n, s in services().items() if image_repository(s["image"]) == "redis")
     assert settings.redis.host == redis_service and settings.api.host == "0.0.0.0"
     assert service["ports"] == [f"127.0.0.1:{settings.api.port}:{settings.api.port}"]
@@ -626,16 +626,15 @@ def test_activation_service_runs_the_webhook_service_on_the_job_config():
     it is started only on request (profile)."""
     service = services()["activation"]
     entry = service["entrypoint"]
-    assert entry[entry.index("-m") + 1:entry.index("-m") + 3] == ["personalization.activation", "run"]
-    assert (REPO / "personalization" / "activation" / "__main__.py").is_file()
-    assert option_value(entry, "--config") == "/opt/personalization/config/default.yaml"
+    assert entry[1:4] == ["pz", "webhooks", "run"] and "webhooks" in COMMANDS
+    assert option_value(entry, "--config") == "/opt/personalization/personalization/config/default.yaml"
     assert service["profiles"] == ["activation"]
     tokens = service["command"]
     overrides = dict(tokens[i + 1].split("=", 1) for i, token in enumerate(tokens) if token == "--set")
     assert "activation.endpoints=${PZ_WEBHOOK_ENDPOINTS:-[]}" in COMPOSE.read_text()
     assert overrides["activation.endpoints"] == "[]"  # unset: the service exits 2 (tests/integration/test_webhooks.py)
     overrides["activation.endpoints"] = '[{name: cms, url: "https://cms.example/hooks", segments: ["*"]}]'
-    settings = load_settings(REPO / "config" / "default.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    settings = load_settings(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
     kafka_service = next(n for n, s in services().items() if image_repository(s["image"]) == "apache/kafka")
     assert settings.kafka.bootstrap_servers == f"{kafka_service}:9092"
     assert [e.name for e in settings.activation.endpoints] == ["cms"]
@@ -771,12 +770,11 @@ def test_dockerfile_copies_the_project():
     copies = [rest.split() for keyword, rest in final_stage()["instructions"]
               if keyword == "COPY" and "--from" not in rest]
     sources = {c[0].rstrip("/") for c in copies}
-    assert {"personalization", "schemas", "config", "rules"} <= sources
+    assert "personalization" in sources  # with its package data: default config, rules, event schema
     home = {"PZ_HOME": "/opt/personalization"}
     targets = {c[0].rstrip("/"): resolve(c[-1], home).rstrip("/") for c in copies}
     assert targets["personalization"] == "/opt/personalization/personalization"
-    assert targets["config"] == "/opt/personalization/config"
-    assert targets["rules"] == "/opt/personalization/rules"  # rules.path (rules/default.yaml) resolves there
+    assert (REPO / "personalization" / "config" / "default.yaml").is_file()
 
 
 def test_dockerignore_lets_every_copied_file_in():

@@ -1,4 +1,4 @@
-"""Job configuration (personalization.config.settings): defaults documented in
+"""Job configuration (personalization.config.settings): defaults documented in the packaged
 config/default.yaml, overrides, path resolution, and a clear ConfigError for every bad input."""
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import yaml
 from pydantic import BaseModel
 
 from personalization.config.settings import (
+    BASE_DIR,
     DEFAULT_CONFIG,
+    DEFAULT_RULES,
+    EVENT_SCHEMA,
     REPO_ROOT,
     ConfigError,
     Settings,
@@ -36,9 +39,14 @@ def error_of(*args, **kwargs) -> str:
 
 # --- the documented defaults ----------------------------------------------------------------
 
-def test_repo_root_and_default_config_location() -> None:
-    assert REPO_ROOT == ROOT
-    assert DEFAULT_CONFIG == ROOT / "config" / "default.yaml"
+def test_repo_root_and_the_packaged_defaults() -> None:
+    """In a checkout relative paths start at its root; the default files are package data."""
+    assert REPO_ROOT == BASE_DIR == ROOT
+    package = ROOT / "personalization"
+    assert (DEFAULT_CONFIG, DEFAULT_RULES, EVENT_SCHEMA) == (
+        package / "config" / "default.yaml", package / "rules" / "default.yaml",
+        package / "schemas" / "event-v1.schema.json")
+    assert load_settings().rules.path == DEFAULT_RULES and Settings().validation.schema_path == EVENT_SCHEMA
 
 
 def test_default_yaml_loads_and_equals_the_code_defaults() -> None:
@@ -165,7 +173,7 @@ def test_relative_paths_resolve_against_the_repo_root_not_the_cwd(tmp_path: Path
     assert settings.flink.connector_jar == ROOT / "jars" / "x.jar"
     assert settings.flink.checkpoint_dir == (ROOT / "state" / "cp").as_uri()
     defaults = load_settings()
-    assert defaults.validation.schema_path == ROOT / "schemas" / "event-v1.schema.json"
+    assert defaults.validation.schema_path == EVENT_SCHEMA
     assert defaults.validation.schema_path.is_file()
     assert defaults.flink.checkpoint_dir == (ROOT / ".stack" / "checkpoints").as_uri()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core import aggregates
 from personalization.core.rules import Need, Requirements, RuleSet, RulesError
 from personalization.core.sessions import SessionEvent, SessionRules
@@ -143,4 +144,4 @@ def test_distinct_is_only_offered_over_a_session(feature, span) -> None:
 def test_the_default_rules_are_provided_by_the_default_windows() -> None:
     from personalization.config.settings import Settings
 
-    aggregates.check_provided(RuleSet.load("rules/default.yaml"), Settings().time.windows.sizes)
+    aggregates.check_provided(RuleSet.load(DEFAULT_RULES), Settings().time.windows.sizes)

@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.events import Event
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
@@ -22,7 +23,7 @@ MIN = 60_000
 HOUR = 60 * MIN
 DAY = 24 * HOUR
 T = 1_700_000_000_000
-RULES = RuleSet.load("rules/default.yaml")
+RULES = RuleSet.load(DEFAULT_RULES)
 LOGIC = UserLogic(SessionRules(30 * MIN, 4 * HOUR, HOUR), (10 * MIN, HOUR, DAY, 7 * DAY, 30 * DAY), 60,
                   dedup_horizon_ms=DAY, top_categories=3).with_rules(RULES)
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.events import Event
 from personalization.core.identity import (
     ForgetLink, HandOver, IdentityRules, IdentityState, LinkIndex, Resolution, Stitch, index_key, is_link,
@@ -27,7 +28,7 @@ HOUR = 60 * MIN
 DAY = 24 * HOUR
 T = 1_700_000_000_000
 LOGIC = UserLogic(SessionRules(30 * MIN, 4 * HOUR, HOUR), (10 * MIN, HOUR, DAY, 7 * DAY, 30 * DAY), 60,
-                  dedup_horizon_ms=DAY, top_categories=3).with_rules(RuleSet.load("rules/default.yaml"))
+                  dedup_horizon_ms=DAY, top_categories=3).with_rules(RuleSet.load(DEFAULT_RULES))
 RULES = IdentityRules(max_anonymous_events=3, allowed_lateness_ms=HOUR, consent=ConsentRules())
 
 

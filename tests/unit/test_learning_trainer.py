@@ -19,6 +19,7 @@ import zlib
 import pytest
 from river import metrics
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.events import Event
 from personalization.core.learning.feed import LearningFeed
 from personalization.core.learning.interests import InterestRules
@@ -33,7 +34,7 @@ T0 = 1_700_000_000_000
 SESSION_RULES = SessionRules(gap_ms=30 * MIN, max_length_ms=4 * HOUR, allowed_lateness_ms=HOUR)
 INTERESTS = InterestRules(half_life_ms=HOUR, max_categories=5, top_k=2, min_events=3)
 LOGIC = UserLogic(SESSION_RULES, (10 * MIN, HOUR, DAY, 7 * DAY, 30 * DAY), 60, dedup_horizon_ms=DAY, top_categories=3,
-                  learning=LearningFeed(SESSION_RULES, INTERESTS)).with_rules(RuleSet.load("rules/default.yaml"))
+                  learning=LearningFeed(SESSION_RULES, INTERESTS)).with_rules(RuleSet.load(DEFAULT_RULES))
 TRAINER_RULES = TrainerRules(horizon_ms=SESSION_RULES.gap_ms + SESSION_RULES.allowed_lateness_ms, top_k=2)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import fastjsonschema
 import pytest
 
+from personalization.config.settings import EVENT_SCHEMA
 from personalization.replay.datasets import (
     DATASETS_ENV,
     JD_EPOCH_MS,
@@ -24,7 +25,7 @@ from personalization.replay.datasets import (
 from personalization.replay.synthetic import augment
 
 REPO = Path(__file__).resolve().parents[2]
-validate = fastjsonschema.compile(json.loads((REPO / "schemas" / "event-v1.schema.json").read_text()))
+validate = fastjsonschema.compile(json.loads(EVENT_SCHEMA.read_text()))
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

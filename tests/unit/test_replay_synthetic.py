@@ -7,11 +7,11 @@ import json
 import random
 import statistics
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import fastjsonschema
 import pytest
 
+from personalization.config.settings import EVENT_SCHEMA
 from personalization.replay.datasets import EventDict
 from personalization.replay.synthetic import (
     DEFAULT_START_MS,
@@ -25,8 +25,7 @@ from personalization.replay.synthetic import (
     user_agent_for,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-validate = fastjsonschema.compile(json.loads((REPO / "schemas" / "event-v1.schema.json").read_text()))
+validate = fastjsonschema.compile(json.loads(EVENT_SCHEMA.read_text()))
 HOUR_MS = 3600 * 1000
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import pytest
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.rules import Aggregates, FeatureInputs, Need, RuleSet, SegmentChange, SegmentState
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 T0 = 1_700_000_000_000
-RULES = RuleSet.load("rules/default.yaml")
+RULES = RuleSet.load(DEFAULT_RULES)
 
 
 def inputs(*, product_views_10m: int = 0, max_scroll: float = 0.0, dwell_ms: int = 0, purchases_30d: int = 0,

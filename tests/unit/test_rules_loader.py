@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.rules import Need, RuleSet, RulesError
 from personalization.core.rules.features import Feature
 
@@ -85,7 +86,7 @@ def test_load_names_the_file_as_given(tmp_path: Path) -> None:
 
 
 def test_the_default_rules_file_loads() -> None:
-    rules = RuleSet.load("rules/default.yaml")
+    rules = RuleSet.load(DEFAULT_RULES)
     assert [s.name for s in rules.segments] == [
         "high_intent", "engaged_reader", "cart_abandoner", "engaged_buyer", "loyal_customer", "engaged",
         "casual_browser",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from personalization.config.settings import REPO_ROOT
+from personalization.config.settings import DEFAULT_RULES
 from personalization.core.rules import RuleSet
 from personalization.pipelines.story import compress_trigger, describe_cause, sizes_over_time, storyteller, timeline
 
@@ -37,7 +37,7 @@ def test_the_storyteller_entered_the_preferred_segment_and_its_timeline_is_in_se
 
 
 def test_compressing_a_trigger_changes_only_its_deadline_and_marks_the_version():
-    text = (REPO_ROOT / "rules" / "default.yaml").read_text()
+    text = DEFAULT_RULES.read_text()
     compressed = compress_trigger(text, "cart_abandoned", "10m")
     original, rules = RuleSet(text, "default"), RuleSet(compressed, "compressed")
     assert rules.version == f"{original.version}+cart_abandoned-within-10m"

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from personalization.config.settings import EVENT_SCHEMA
 from personalization.core.dead_letter import DeadLetter
 from personalization.core.events import EVENT_TYPES, Event
 from personalization.udfs.validation import EventValidator, Reason, Rejection, control_dead_letter, dead_letter
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "event-v1.schema.json"
+SCHEMA = EVENT_SCHEMA
 MAX_BYTES = 512
 SKEW = 300_000
 NOW = 1_700_000_000_000

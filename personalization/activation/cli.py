@@ -1,4 +1,4 @@
-"""``python -m personalization.activation run|replay``: the webhook service and its DLQ replay."""
+"""``pz webhooks run|replay``: the webhook service and its DLQ replay."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import click
 
 from personalization.activation.service import replay, run
 from personalization.activation.signing import SecretMissing
-from personalization.config.cli import config_options, settings_or_exit
+from personalization.config.cli import with_settings
+from personalization.config.settings import Settings
 
 
 @click.group()
@@ -22,10 +23,9 @@ def cli() -> None:
 
 
 @cli.command("run")
-@config_options
-def run_command(config_path: str | None, overrides: tuple[str, ...]) -> None:
+@with_settings
+def run_command(settings: Settings) -> None:
     """Consume kafka.topics.segment_changes until SIGTERM/SIGINT (then finish the batch in hand)."""
-    settings = settings_or_exit(config_path, overrides)
     if not settings.activation.endpoints:  # it would commit the changes it read, delivered nowhere
         click.echo("error: no webhook endpoints configured (activation.endpoints)", err=True)
         sys.exit(2)
@@ -43,17 +43,12 @@ def run_command(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
 @cli.command("replay")
 @click.option("--endpoint", required=True, help="Name of the endpoint whose dead letters to deliver again.")
-@config_options
-def replay_command(endpoint: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
+@with_settings
+def replay_command(settings: Settings, endpoint: str) -> None:
     """Deliver an endpoint's dead-lettered changes again, up to the DLQ's end now."""
-    settings = settings_or_exit(config_path, overrides)
     try:
         stats = replay(settings, endpoint)
     except (SecretMissing, KeyError) as err:
         click.echo(f"error: {err.args[0]}", err=True)
         sys.exit(2)
     click.echo(f"replayed for {endpoint}: {stats.delivered} delivered, {stats.dead_lettered} dead-lettered again")
-
-
-if __name__ == "__main__":
-    cli()
