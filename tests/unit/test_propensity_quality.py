@@ -13,7 +13,7 @@ import pickle
 import pytest
 from river import linear_model
 
-from personalization.core.learning.evaluation import log_loss_against_baselines
+from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.learning.propensity import CalibratedNaiveBayes, PlattScaling
 from personalization.pipelines.propensity_quality import REPLAYS, learned_examples
 from personalization.replay.producer import replay_events
@@ -44,15 +44,18 @@ def test_one_class_seen_so_far_gives_no_certainty() -> None:
     assert 0.5 < calibration.predict(20.0) < 0.96 and calibration.predict(-20.0) < 0.96
 
 
-def test_a_model_pickled_with_the_sgd_calibration_loads_and_calibrates_afresh() -> None:
-    """Snapshot files and savepoints outlive the code: the naive Bayes counts are kept."""
+def test_a_model_pickled_with_an_earlier_encoding_loads_and_starts_afresh() -> None:
+    """Snapshot files and savepoints outlive the code: counts of features the model no longer
+    sees are dropped, with the SGD calibration of an older release."""
     old = CalibratedNaiveBayes()
     for i in range(30):
         old.learn_one({"a": float(i % 2)}, i % 3 == 0)
     old.calibration = linear_model.LogisticRegression()   # the layout before PlattScaling
+    del old.encoding                                       # the raw features' presence
     loaded = pickle.loads(pickle.dumps(old))
-    assert isinstance(loaded.calibration, PlattScaling)
-    assert loaded.naive_bayes.class_counts == old.naive_bayes.class_counts
+    assert isinstance(loaded.calibration, PlattScaling) and loaded.encoding == CalibratedNaiveBayes.ENCODING
+    assert dict(loaded.naive_bayes.class_counts) == {}
+    assert loaded.predict_proba_one({"a": 1.0})[True] == PlattScaling.PRIOR_RATE
     loaded.learn_one({"a": 1.0}, True)
     assert 0 < loaded.predict_proba_one({"a": 1.0})[True] < 1
 
@@ -83,11 +86,17 @@ def test_log_loss_beats_the_base_rate_learned_the_same_way(name, replayed, reque
     assert log_loss["model"] < log_loss["base_rate"]
 
 
-def test_jd_log_loss_is_that_of_the_refitted_calibration(replayed, request) -> None:
-    """0.415 with the SGD calibration; README "Online learning" gives 0.330."""
-    assert log_loss_against_baselines(_examples("jd", replayed, request))["model"] < 0.35
-
-
-def test_synthetic_log_loss_beats_even_the_base_rate_known_in_hindsight(replayed, request) -> None:
-    log_loss = log_loss_against_baselines(_examples("synthetic", replayed, request))
+@pytest.mark.parametrize("name", ["jd", "synthetic"])
+def test_log_loss_beats_even_the_base_rate_known_in_hindsight(name, replayed, request) -> None:
+    """Issue 27: labels of both classes reach the model at the session's close, so early labels
+    are no longer all positives. (Not on the Taobao slice: no label comes before its end, so
+    every prediction is the prior; README "Online learning".)"""
+    log_loss = log_loss_against_baselines(_examples(name, replayed, request))
     assert log_loss["model"] < log_loss["base_rate_hindsight"]
+
+
+def test_jd_roc_auc_is_at_least_0_03_above_the_add_to_cart_rule(replayed, request) -> None:
+    """Issue 27; the rule "the session has an add-to-cart" scored over the same examples."""
+    auc = against_baselines(_examples("jd", replayed, request))
+    print(f"\njd: ROC AUC {auc}")
+    assert auc["model"] >= auc["has_add_to_cart"] + 0.03
