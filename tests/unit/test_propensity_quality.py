@@ -100,3 +100,27 @@ def test_jd_roc_auc_is_at_least_0_03_above_the_add_to_cart_rule(replayed, reques
     auc = against_baselines(_examples("jd", replayed, request))
     print(f"\njd: ROC AUC {auc}")
     assert auc["model"] >= auc["has_add_to_cart"] + 0.03
+
+
+# the demo's calibration labels after 1,500 of them (bin -> [negatives, positives]), where
+# unguarded Newton steps went back and forth between two fits for thousands of labels
+DEMO_BINS = {-40: [635, 1], -31: [101, 0], -30: [6, 0], -29: [71, 0], -28: [87, 0], -26: [211, 0], -25: [43, 0],
+             -24: [81, 0], -23: [20, 0], -22: [32, 0], -21: [22, 0], -20: [60, 0], -19: [8, 0], -18: [18, 0],
+             -17: [7, 0], -16: [8, 0], -15: [13, 0], -14: [4, 0], -12: [3, 0], -11: [3, 0], -10: [2, 0],
+             -7: [1, 0], -6: [1, 0], -5: [12, 0], -4: [9, 0], -3: [12, 0], -2: [17, 0], 0: [1, 0], 3: [1, 0],
+             5: [2, 0], 6: [1, 0], 7: [1, 0], 13: [1, 0], 14: [0, 1], 22: [1, 0], 23: [1, 0], 24: [1, 0],
+             26: [1, 0]}
+
+
+def test_refits_on_saturated_scores_settle_instead_of_going_back_and_forth() -> None:
+    calibration = PlattScaling()
+    calibration.bins = {k: list(v) for k, v in DEMO_BINS.items()}
+    calibration.positives, calibration.negatives = 2, 1_498
+    calibration.slope, calibration.intercept = 1.087, -1.223   # one of the two fits it alternated between
+    fits = []
+    for _ in range(200):
+        calibration.learn(-20.0, False)
+        fits.append((calibration.slope, calibration.intercept))
+    steps = [abs(a2 - a1) + abs(b2 - b1) for (a1, b1), (a2, b2) in zip(fits[-100:], fits[-99:])]
+    assert max(steps) < 0.05
+    assert calibration.predict(-20.0) < calibration.predict(0.0) < 0.05

@@ -105,6 +105,10 @@ def features(
 LOG_ODDS_LIMIT = 20.0   # |log-odds| passed on: early on, naive Bayes is all but certain of anything
 
 
+def _softplus(z: float) -> float:
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
 def _sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
@@ -174,9 +178,26 @@ class PlattScaling:
                 hab += w * s
                 hbb += w
             det = haa * hbb - hab * hab
-            a -= min(max((hbb * ga - hab * gb) / det, -self.MAX_STEP), self.MAX_STEP)
-            b -= min(max((haa * gb - hab * ga) / det, -self.MAX_STEP), self.MAX_STEP)
+            da = min(max((hbb * ga - hab * gb) / det, -self.MAX_STEP), self.MAX_STEP)
+            db = min(max((haa * gb - hab * ga) / det, -self.MAX_STEP), self.MAX_STEP)
+            # Backtracking: a full step from a saturated fit (scores up to 20) can overshoot to a
+            # point whose step comes straight back (it did in the demo, for thousands of labels).
+            loss, t = self._loss(a, b, target_pos, target_neg), 1.0
+            while t > 1e-3 and self._loss(a - t * da, b - t * db, target_pos, target_neg) > loss:
+                t /= 2
+            if t > 1e-3:
+                a, b = a - t * da, b - t * db
         self.slope, self.intercept = a, b
+
+    def _loss(self, a: float, b: float, target_pos: float, target_neg: float) -> float:
+        """The penalised cross-entropy the Newton steps minimise."""
+        total = (self.SLOPE_L2 * a * a + self.INTERCEPT_L2 * b * b) / 2
+        for k, (neg, pos) in self.bins.items():
+            z = a * k * self.BIN_WIDTH + b
+            log_p, log_q = -_softplus(-z), -_softplus(z)   # log sigmoid(z), log (1 - sigmoid(z))
+            total -= pos * (target_pos * log_p + (1 - target_pos) * log_q)
+            total -= neg * (target_neg * log_p + (1 - target_neg) * log_q)
+        return total
 
 
 LEVEL_WIDTH = 0.25   # of a level feature's bins (log1p units; ratios in [0, 1] give 5 bins)
