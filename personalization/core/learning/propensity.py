@@ -1,10 +1,10 @@
 """Purchase propensity: P(the user's current session ends in a purchase), scored on every event.
 
-Model: ``CalibratedNaiveBayes``, Bernoulli naive Bayes over which behaviours are present,
-calibrated online. The features are a fixed set: the type of the event the prediction is made at
-(one-hot: "the user has just added to cart", which session counts cannot tell), and log-scaled
-counts and durations (naive Bayes reads each as present or not). Its state is a few counts per
-feature and class plus the calibration's label counts per log-odds bin (at most 81 bins; bounded,
+Model: ``CalibratedNaiveBayes``, Bernoulli naive Bayes over indicators of the session so far,
+calibrated online. The features are a fixed set (``features``): the type of the event the
+prediction is made at (one-hot: "the user has just added to cart", which session counts cannot
+tell), and log-scaled counts and durations; naive Bayes reads the event type and four of them
+as binned levels (``encode``). Its state is a few counts per indicator and class plus the calibration's label counts per log-odds bin (at most 81 bins; bounded,
 whatever the traffic), it gives
 probabilities for log loss, and a prediction costs microseconds, which matters because every
 event is scored.
@@ -227,7 +227,7 @@ def encode(x: Mapping[str, float]) -> dict[str, float]:
 
 
 class CalibratedNaiveBayes(base.Classifier):
-    """Bernoulli naive Bayes over the features' presence (> 0), its log-odds calibrated online
+    """Bernoulli naive Bayes over ``encode``'s indicators, its log-odds calibrated online
     (``PlattScaling``).
 
     Why not a logistic regression over the features, the model before: naive Bayes learns by
@@ -238,7 +238,8 @@ class CalibratedNaiveBayes(base.Classifier):
     correlated behaviours as independent evidence: its probabilities had a log loss of 1.28.
     Calibrated by a one-feature logistic regression learning by SGD it was 0.415 (2.47 in the
     demo): starting at 0.5 and taking hundreds of labels to reach a low base rate, with steps
-    scaled by log-odds up to 20; refitted on every label it is 0.330 (README "Online learning").
+    scaled by log-odds up to 20; refitted on every label it was 0.330. With labels at the close,
+    the prior and ``encode``: ROC AUC 0.727, log loss 0.223 (README "Online learning").
     """
 
     ENCODING = 2   # of ``encode``: 1 (no attribute) was the raw features' presence
