@@ -116,8 +116,9 @@ def test_progressive_quality_on_real_sessions_beats_the_constant_and_the_add_to_
     assert abs(published["roc_auc"] - auc["model"]) <= 1e-9   # the job's figure is the one of these examples
     assert abs(published["log_loss"] - log_loss["model"]) <= 1e-9
     assert log_loss["model"] < log_loss["base_rate"]   # the constant predictor, learned the same way
+    assert log_loss["model"] < log_loss["base_rate_hindsight"]   # even knowing the run's rate (issue 27)
     assert auc["model"] > auc["constant"]
-    assert auc["model"] > auc["has_add_to_cart"]   # the named simple baseline (README "Online learning")
+    assert auc["model"] >= auc["has_add_to_cart"] + 0.03   # the named simple baseline (issue 27)
 
 
 def test_profiles_carry_predictions_interests_and_clusters(baseline) -> None:

@@ -10,6 +10,7 @@ import pytest
 from personalization.core import evolvable as module
 from personalization.core.evolvable import evolvable
 from personalization.core.learning.interests import Interests
+from personalization.core.learning.propensity import LabelState, Pending
 
 
 @evolvable
@@ -70,3 +71,12 @@ def test_positional_keeps_the_pickled_form_of_a_slots_dataclass():
     state = Interests(as_of=5, scores={"c": 1.5})
     assert state.__getstate__() == Plain(as_of=5, scores={"c": 1.5}).__getstate__() == [5, {"c": 1.5}]
     assert pickle.loads(pickle.dumps(state)) == state
+
+
+def test_positional_fills_a_field_appended_since_the_pickle_with_its_default():
+    """``LabelState.converted`` was appended: a savepoint's label states hold two fields."""
+    restored = LabelState.__new__(LabelState)
+    restored.__setstate__([{"s": Pending(1, {}, 0.1)}, {}])
+    assert restored == LabelState(pending={"s": Pending(1, {}, 0.1)}, labelled={}, converted={})
+    restored.converted["t"] = Pending(2, {}, 0.2)
+    assert LabelState().converted == {}   # the default factory, not one shared dict

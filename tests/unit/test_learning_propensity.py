@@ -12,6 +12,7 @@ import math
 import pickle
 import random
 from fractions import Fraction
+from unittest.mock import ANY
 
 import pytest
 from river import evaluate, metrics
@@ -94,13 +95,19 @@ def test_session_closed_without_purchase_learns_one_negative_from_its_last_event
     assert state.pending == {}
 
 
-def test_purchase_learns_one_positive_from_the_last_event_before_it(model: Propensity) -> None:
+def test_purchase_learns_one_positive_from_the_last_event_before_it_when_the_session_closes(
+        model: Propensity) -> None:
+    """Learned at the close, as a negative is: labels reach the model in no order of class."""
     state = LabelState()
     on_event(model, state, span("s", 0, 0), xn(1), 0, False)
     before = on_event(model, state, span("s", 0, 10), xn(2), 10, False)
     score = on_event(model, state, span("s", 0, 20), xn(2), 20, True)
-    assert score == Score(1.0, True, Learned("s", True, xn(2), before.probability))
+    assert score == Score(1.0, True, None)
+    assert model.learned == 0 and list(state.converted) == ["s"]
+    learned = on_session(model, state, span("s", 0, 20, "closed", converted=True))
+    assert learned == Learned("s", True, xn(2), before.probability)
     assert (model.learned, model.positives, model.negatives) == (1, 1, 0)
+    assert state.converted == {} and state.pending == {}
 
 
 def test_after_the_purchase_nothing_in_the_session_is_learned_again(model: Propensity) -> None:
@@ -110,7 +117,7 @@ def test_after_the_purchase_nothing_in_the_session_is_learned_again(model: Prope
     assert on_event(model, state, span("s", 0, 30), xn(2), 30, False) == Score(1.0, True, None)
     assert on_event(model, state, span("s", 0, 40), xn(2), 40, True) == Score(1.0, True, None)
     assert state.pending == {}
-    assert on_session(model, state, span("s", 0, 40, "closed", converted=True)) is None
+    assert on_session(model, state, span("s", 0, 40, "closed", converted=True)).label is True
     assert on_session(model, state, span("s", 0, 45, "updated", converted=True)) is None
     assert on_session(model, state, span("s", 0, 45, "retracted", converted=True)) is None
     assert (model.learned, model.labels, model.positives) == (1, 1, 1)
@@ -162,8 +169,8 @@ def test_merging_an_open_session_into_a_labelled_one_learns_nothing_more(model: 
     on_event(model, state, span("A", 0, 10), xn(1), 10, True)      # A: positive
     on_event(model, state, span("B", 40, 40), xn(1), 40, False)     # B: pending
     on_event(model, state, span("A", 0, 40), xn(2), 25, False)      # bridging event: one session
-    assert on_session(model, state, span("A", 0, 40, "closed", converted=True)) is None
-    assert state.pending == {}
+    assert on_session(model, state, span("A", 0, 40, "closed", converted=True)) == Learned("A", True, xn(1), ANY)
+    assert state.pending == {} and state.converted == {}
     assert (model.learned, model.positives) == (1, 1)
 
 
@@ -194,7 +201,7 @@ def test_a_session_that_goes_on_after_its_purchase_keeps_its_label_until_it_ends
     on_event(model, state, span("s", 0, 900), xn(2), 900, False)
     forget(state, watermark=1_600, horizon_ms=1_500)       # past the purchase + horizon, not the session's end
     assert on_event(model, state, span("s", 0, 1_800), xn(3), 1_800, False) == Score(1.0, True, None)
-    assert on_session(model, state, span("s", 0, 1_800, "closed", converted=True)) is None
+    assert on_session(model, state, span("s", 0, 1_800, "closed", converted=True)).label is True
     assert (model.learned, model.positives) == (1, 1)
 
 
@@ -302,15 +309,15 @@ def test_hand_made_stream_one_example_per_labelled_session() -> None:
     model = operator.model
     assert [(a.session_id, a.label) for _, a in operator.answers] == [
         (session_id("u1", 0), True), (session_id("u2", 100), False),
-        (session_id("u2", 5_100), True), (session_id("u1", 5_000), False),
+        (session_id("u1", 5_000), False), (session_id("u2", 5_100), True),
     ]
     assert (model.learned, model.labels, model.positives, model.negatives, model.unscored) == (4, 4, 2, 2, 1)
     # the positive examples are the features at the event right before the purchase
-    u1_positive = operator.answers[0][1]
+    u1_positive = operator.answers[0][1]   # (labels come at the close, in the operator's timer order)
     assert math.expm1(u1_positive.x["session_add_to_cart"]) == pytest.approx(1)
     assert math.expm1(u1_positive.x["session_page_view"]) == pytest.approx(1)
     # at the end nothing is pending and every labelled span has been forgotten
-    assert all(labels.pending == {} and labels.labelled == {} for _, labels in operator.users.values())
+    assert all(labels.empty() for _, labels in operator.users.values())
 
 
 def test_a_shuffled_stream_within_the_bound_still_labels_each_session_exactly_once() -> None:

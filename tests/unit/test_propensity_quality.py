@@ -13,7 +13,7 @@ import pickle
 import pytest
 from river import linear_model
 
-from personalization.core.learning.evaluation import log_loss_against_baselines
+from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.learning.propensity import CalibratedNaiveBayes, PlattScaling
 from personalization.pipelines.propensity_quality import REPLAYS, learned_examples
 from personalization.replay.producer import replay_events
@@ -44,15 +44,18 @@ def test_one_class_seen_so_far_gives_no_certainty() -> None:
     assert 0.5 < calibration.predict(20.0) < 0.96 and calibration.predict(-20.0) < 0.96
 
 
-def test_a_model_pickled_with_the_sgd_calibration_loads_and_calibrates_afresh() -> None:
-    """Snapshot files and savepoints outlive the code: the naive Bayes counts are kept."""
+def test_a_model_pickled_with_an_earlier_encoding_loads_and_starts_afresh() -> None:
+    """Snapshot files and savepoints outlive the code: counts of features the model no longer
+    sees are dropped, with the SGD calibration of an older release."""
     old = CalibratedNaiveBayes()
     for i in range(30):
         old.learn_one({"a": float(i % 2)}, i % 3 == 0)
     old.calibration = linear_model.LogisticRegression()   # the layout before PlattScaling
+    del old.encoding                                       # the raw features' presence
     loaded = pickle.loads(pickle.dumps(old))
-    assert isinstance(loaded.calibration, PlattScaling)
-    assert loaded.naive_bayes.class_counts == old.naive_bayes.class_counts
+    assert isinstance(loaded.calibration, PlattScaling) and loaded.encoding == CalibratedNaiveBayes.ENCODING
+    assert dict(loaded.naive_bayes.class_counts) == {}
+    assert loaded.predict_proba_one({"a": 1.0})[True] == PlattScaling.PRIOR_RATE
     loaded.learn_one({"a": 1.0}, True)
     assert 0 < loaded.predict_proba_one({"a": 1.0})[True] < 1
 
@@ -83,11 +86,41 @@ def test_log_loss_beats_the_base_rate_learned_the_same_way(name, replayed, reque
     assert log_loss["model"] < log_loss["base_rate"]
 
 
-def test_jd_log_loss_is_that_of_the_refitted_calibration(replayed, request) -> None:
-    """0.415 with the SGD calibration; README "Online learning" gives 0.330."""
-    assert log_loss_against_baselines(_examples("jd", replayed, request))["model"] < 0.35
-
-
-def test_synthetic_log_loss_beats_even_the_base_rate_known_in_hindsight(replayed, request) -> None:
-    log_loss = log_loss_against_baselines(_examples("synthetic", replayed, request))
+@pytest.mark.parametrize("name", ["jd", "synthetic"])
+def test_log_loss_beats_even_the_base_rate_known_in_hindsight(name, replayed, request) -> None:
+    """Issue 27: labels of both classes reach the model at the session's close, so early labels
+    are no longer all positives. (Not on the Taobao slice: no label comes before its end, so
+    every prediction is the prior; README "Online learning".)"""
+    log_loss = log_loss_against_baselines(_examples(name, replayed, request))
     assert log_loss["model"] < log_loss["base_rate_hindsight"]
+
+
+def test_jd_roc_auc_is_at_least_0_03_above_the_add_to_cart_rule(replayed, request) -> None:
+    """Issue 27; the rule "the session has an add-to-cart" scored over the same examples."""
+    auc = against_baselines(_examples("jd", replayed, request))
+    print(f"\njd: ROC AUC {auc}")
+    assert auc["model"] >= auc["has_add_to_cart"] + 0.03
+
+
+# the demo's calibration labels after 1,500 of them (bin -> [negatives, positives]), where
+# unguarded Newton steps went back and forth between two fits for thousands of labels
+DEMO_BINS = {-40: [635, 1], -31: [101, 0], -30: [6, 0], -29: [71, 0], -28: [87, 0], -26: [211, 0], -25: [43, 0],
+             -24: [81, 0], -23: [20, 0], -22: [32, 0], -21: [22, 0], -20: [60, 0], -19: [8, 0], -18: [18, 0],
+             -17: [7, 0], -16: [8, 0], -15: [13, 0], -14: [4, 0], -12: [3, 0], -11: [3, 0], -10: [2, 0],
+             -7: [1, 0], -6: [1, 0], -5: [12, 0], -4: [9, 0], -3: [12, 0], -2: [17, 0], 0: [1, 0], 3: [1, 0],
+             5: [2, 0], 6: [1, 0], 7: [1, 0], 13: [1, 0], 14: [0, 1], 22: [1, 0], 23: [1, 0], 24: [1, 0],
+             26: [1, 0]}
+
+
+def test_refits_on_saturated_scores_settle_instead_of_going_back_and_forth() -> None:
+    calibration = PlattScaling()
+    calibration.bins = {k: list(v) for k, v in DEMO_BINS.items()}
+    calibration.positives, calibration.negatives = 2, 1_498
+    calibration.slope, calibration.intercept = 1.087, -1.223   # one of the two fits it alternated between
+    fits = []
+    for _ in range(200):
+        calibration.learn(-20.0, False)
+        fits.append((calibration.slope, calibration.intercept))
+    steps = [abs(a2 - a1) + abs(b2 - b1) for (a1, b1), (a2, b2) in zip(fits[-100:], fits[-99:])]
+    assert max(steps) < 0.05
+    assert calibration.predict(-20.0) < calibration.predict(0.0) < 0.05

@@ -186,7 +186,7 @@ class Trainer:
             state = self.labels[user]
             spans = len(state.labelled)
             propensity.forget(state, until, self.rules.horizon_ms)
-            if not state.pending and not state.labelled:
+            if state.empty():
                 del self.labels[user]
                 self._changed.add(user)
             elif len(state.labelled) != spans:
@@ -267,7 +267,7 @@ class Trainer:
             out.write(user, self.processed, {"user_id": user, "cluster": models.clusters.assign(record["f"]),
                                              "cluster_at": t})
         propensity.forget(labels, t, self.rules.horizon_ms)
-        if not labels.pending and not labels.labelled:
+        if labels.empty():
             del self.labels[user]
 
     def _erase(self, user: str, out: Outputs) -> None:
