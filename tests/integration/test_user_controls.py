@@ -19,12 +19,12 @@ import subprocess
 import httpx
 import pytest
 
-from personalization.config.settings import REPO_ROOT
+from personalization.config.settings import DEFAULT_RULES, REPO_ROOT
+from personalization.core.rules import RuleSet
 from personalization.pipelines.topics import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
-from personalization.core.rules import RuleSet
 from personalization.serving.redis_store import changes_key, connect, members_key, predictions_key, profile_key
 from tests.support import PZ, free_port, privacy_run_settings, start_job, wait_until, write_config
 
@@ -38,7 +38,7 @@ def _event(user: str, n: int, ts: int, consent: str | None = None) -> dict:
     return {**event, "consent": {"personalization": consent}} if consent else event
 
 
-SEGMENTS = [segment.name for segment in RuleSet.load("rules/default.yaml").segments]
+SEGMENTS = [segment.name for segment in RuleSet.load(DEFAULT_RULES).segments]
 
 
 def _memberships(redis, prefix: str, user: str) -> list[str]:
