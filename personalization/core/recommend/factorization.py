@@ -29,7 +29,6 @@ class ImplicitMF:
         self.rng = np.random.default_rng(seed)
         self.item_factors = self.rng.normal(0.0, 0.1, (max_items, dim))
         self.item_bias = np.zeros(max_items)
-        self.used = np.zeros(max_items, dtype=bool)
         self.slots: OrderedDict[str, int] = OrderedDict()
         self.items: list[str | None] = [None] * max_items
         self.users: dict[str, np.ndarray] = {}
@@ -49,9 +48,9 @@ class ImplicitMF:
         self.seen += 1
 
     def scores(self, user: str, recent: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
-        """Every slot's score for ``user`` (-inf for empty slots), and the item in each slot."""
-        raw = self.item_factors @ self._user_vector(user, recent) + self.item_bias
-        return np.where(self.used, raw, -np.inf), self.items
+        """The score of every item held for ``user``, and the item in each slot (slots fill from 0)."""
+        held = len(self.slots)
+        return self.item_factors[:held] @ self._user_vector(user, recent) + self.item_bias[:held], self.items
 
     def _step(self, user: str, vector: np.ndarray, positive: int, negative: int, weight: float) -> None:
         pos, neg = self.item_factors[positive], self.item_factors[negative]
@@ -83,7 +82,6 @@ class ImplicitMF:
             _, slot = self.slots.popitem(last=False)
         self.slots[item] = slot
         self.items[slot] = item
-        self.used[slot] = True
         self.item_factors[slot] = self.rng.normal(0.0, 0.1, self.item_factors.shape[1])
         self.item_bias[slot] = 0.0
         return slot

@@ -144,8 +144,10 @@ class Recommender:
         if source == "mf":
             scores, items = self.mf.scores(user_id, history)
             depth = min(depth, len(scores))
+            if not depth:
+                return []
             top = np.argpartition(-scores, depth - 1)[:depth]
-            return [items[i] for i in sorted(top, key=lambda i: -scores[i]) if np.isfinite(scores[i])]
+            return [items[i] for i in sorted(top, key=lambda i: -scores[i])]
         raise ValueError(f"unknown recommendation source {source!r}; expected one of {SOURCES}")
 
     def _trending(self, user: UserHistory, history: list[str], depth: int) -> list[str]:
