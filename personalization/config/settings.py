@@ -20,6 +20,7 @@ from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, Co
                       field_validator, model_validator)
 
 from personalization.config.kafka import KafkaPropertiesError, check_properties
+from personalization.core.recommend.config import RecoConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -275,6 +276,47 @@ class LearningConfig(_Section):
         return _base_path(self.start_from) if self.start_from else None
 
 
+class RecommendationsConfig(_Section):
+    top_n: int = Field(10, ge=1, le=1_000)
+    event_weights: dict[Literal["product_view", "favorite", "add_to_cart", "purchase"], Annotated[float, Field(ge=0)]] = {
+        "product_view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}
+    history_length: int = Field(20, ge=1, le=1_000)
+    session_gap: DurationMs = parse_duration_ms("30m")
+    knn_neighbours: int = Field(50, ge=1, le=10_000)
+    knn_half_life: DurationMs = Field(parse_duration_ms("7d"), gt=0)
+    knn_max_items: int = Field(200_000, ge=1)
+    mf_dim: int = Field(16, ge=1, le=512)
+    mf_learning_rate: float = Field(0.05, gt=0, le=1)
+    mf_regularization: float = Field(0.01, ge=0)
+    mf_negatives: int = Field(3, ge=1, le=100)
+    mf_max_items: int = Field(50_000, ge=1)
+    mf_seed: int = 0
+    blend_weights: dict[Literal["knn", "mf", "recent", "trending"], Annotated[float, Field(ge=0)]] = {
+        "knn": 1.0, "mf": 0.3, "recent": 0.5, "trending": 0.2}
+    blend_rank_offset: int = Field(10, ge=1)
+    trending_window: DurationMs = parse_duration_ms("1h")
+    trending_bucket: DurationMs = Field(parse_duration_ms("5m"), gt=0)
+    trending_max_items: int = Field(1_000, ge=1)
+    cold_start_min_events: int = Field(1, ge=0)
+    exclude_purchased: bool = True
+    max_per_category: int = Field(3, ge=0)
+    cap_impressions: int = Field(3, ge=1)
+    cap_duration: DurationMs = parse_duration_ms("1d")
+
+    @model_validator(mode="after")
+    def _checks(self) -> "RecommendationsConfig":
+        if self.trending_window <= 0 or self.trending_window % self.trending_bucket:
+            raise ValueError("trending_window must be a positive multiple of trending_bucket")
+        return self
+
+    def core(self) -> RecoConfig:
+        """The plain parameters the core recommender takes (durations in ms)."""
+        values = self.model_dump()
+        renamed = {f"{key}_ms" if f"{key}_ms" in RecoConfig.__dataclass_fields__ else key: value
+                   for key, value in values.items()}
+        return RecoConfig(**renamed)
+
+
 class FlinkConfig(_Section):
     parallelism: int = Field(1, ge=1)
     python_execution_mode: Literal["thread", "process"] = "thread"
@@ -385,6 +427,7 @@ class Settings(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     rules: RulesConfig = RulesConfig()
     learning: LearningConfig = LearningConfig()
+    recommendations: RecommendationsConfig = RecommendationsConfig()
     alerts: AlertsConfig = AlertsConfig()
     activation: ActivationConfig = ActivationConfig()
     flink: FlinkConfig = FlinkConfig()

@@ -1,0 +1,65 @@
+"""From ranked candidates to the top-N shown: exclusions, diversity and frequency capping.
+
+Frequency capping needs exposure feedback: every impression of an item counts against it, a click
+on it clears the count, and an item shown ``cap_impressions`` times without a click is demoted
+(placed after every item that is not) until ``cap_duration_ms`` of event time has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Exposure:
+    """One user's impressions without a click, per item, and the items demoted until when."""
+
+    cap_impressions: int
+    cap_duration_ms: int
+    shown: dict[str, int] = field(default_factory=dict)
+    demoted_until: dict[str, int] = field(default_factory=dict)
+
+    def impression(self, items: Iterable[str], ts: int) -> None:
+        for item in items:
+            count = self.shown.get(item, 0) + 1
+            if count >= self.cap_impressions:
+                self.demoted_until[item] = ts + self.cap_duration_ms
+                count = 0
+            self.shown[item] = count
+
+    def click(self, item: str) -> None:
+        self.shown.pop(item, None)
+        self.demoted_until.pop(item, None)
+
+    def demoted(self, item: str, now: int) -> bool:
+        until = self.demoted_until.get(item)
+        if until is not None and until <= now:
+            del self.demoted_until[item]
+            return False
+        return until is not None
+
+
+def select(ranked: Iterable[str], n: int, *, exclude: Container[str], category_of: Callable[[str], str | None],
+           max_per_category: int, demoted: Callable[[str], bool] = lambda item: False) -> list[str]:
+    """The first ``n`` of ``ranked`` not excluded, at most ``max_per_category`` per category (0 = no limit);
+    demoted items only fill the places left after every other candidate."""
+    chosen: list[str] = []
+    later: list[str] = []
+    per_category: dict[str | None, int] = {}
+    seen: set[str] = set()
+    for item in ranked:
+        if item in seen or item in exclude:
+            continue
+        seen.add(item)
+        category = category_of(item)
+        if max_per_category and category is not None and per_category.get(category, 0) >= max_per_category:
+            continue
+        if demoted(item):
+            later.append(item)
+            continue
+        per_category[category] = per_category.get(category, 0) + 1
+        chosen.append(item)
+        if len(chosen) == n:
+            return chosen
+    return (chosen + later)[:n]
