@@ -20,6 +20,7 @@ COMMANDS = {  # name -> "module:click command"
     "dlq": "personalization.pipelines.dlq:cli",
     "rules": "personalization.pipelines.rules:cli",
     "models": "personalization.pipelines.models:cli",
+    "reco-quality": "personalization.pipelines.reco_quality:main",
     "config": "personalization.pipelines.main:config_cli",
     "api": "personalization.serving.api:main",
     "webhooks": "personalization.activation.cli:cli",

@@ -126,6 +126,7 @@ def plot(results: list[Quality], path: Path) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PLOT,
               show_default=True, help="Where to write the HR@10-over-the-stream PNG.")
 def main(datasets: tuple[str, ...], limit: int | None, plot_path: Path) -> None:
+    """Prequential HR@10 / MRR@10 of the recommenders on the real datasets (predict, then learn)."""
     results = [measure(name, limit) for name in datasets or ("taobao", "jd")]
     table = Table(title="recommendations, prequential HR@10 / MRR@10 (predict, then learn)")
     table.add_column("source")
@@ -149,6 +150,3 @@ def ratio(quality: Quality, baseline: str) -> float:
     base = quality.hr(baseline)
     return quality.hr("blend") / base if base else float("inf")
 
-
-if __name__ == "__main__":
-    main()
