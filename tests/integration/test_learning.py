@@ -88,7 +88,8 @@ def test_process_mode_gives_the_same_models_and_profiles(baseline, tmp_path) -> 
     and working directory, and the jobs that later tests start as subprocesses would inherit them."""
     baseline_settings, _, examples = baseline
     settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                                 flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300})
+                                 flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300},
+                                 time=SESSIONS_CLOSE)
     subprocess.run([sys.executable, "-m", "personalization.pipelines.main", "--config",
                     str(write_config(settings, tmp_path / "job.yaml"))],
                    cwd=REPO_ROOT, check=True, timeout=900, stdout=subprocess.DEVNULL)
