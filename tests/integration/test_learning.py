@@ -39,9 +39,16 @@ SLICE = 12_000
 EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 
+# Labels are learned when sessions close; the slice spans 8 minutes of event time, less than the
+# default 30-minute gap, so with it nothing would be learned before the end of input (and the
+# crash test could not kill the job after the trainer had learned).
+SESSIONS_CLOSE = {"session_gap": "2m"}
+
+
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=7, limit=SLICE, kafka=EXACTLY_ONCE)
+    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=7, limit=SLICE, kafka=EXACTLY_ONCE,
+                                    time=SESSIONS_CLOSE)
     examples = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
     return settings, len(events), examples
 
@@ -80,7 +87,8 @@ def test_process_mode_gives_the_same_models_and_profiles(baseline, tmp_path) -> 
     and working directory, and the jobs that later tests start as subprocesses would inherit them."""
     baseline_settings, _, examples = baseline
     settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                                 flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300})
+                                 flink={"python_execution_mode": "process"}, learning={"checkpoint_every": 300},
+                                 time=SESSIONS_CLOSE)
     subprocess.run([*PZ, "run", "--config",
                     str(write_config(settings, tmp_path / "job.yaml"))],
                    cwd=REPO_ROOT, check=True, timeout=900, stdout=subprocess.DEVNULL)
@@ -156,7 +164,7 @@ def test_sigkill_then_restore_learns_every_label_once_and_ends_equal(baseline, t
     """
     baseline_settings, total, examples = baseline
     settings = isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                                 kafka={**EXACTLY_ONCE, "bounded": False}, time={"idle_timeout": "1h"},
+                                 kafka={**EXACTLY_ONCE, "bounded": False}, time={"idle_timeout": "1h", **SESSIONS_CLOSE},
                                  flink={"checkpoint_interval": 1_000}, learning={"checkpoint_every": 300})
     config = write_config(settings, tmp_path / "job.yaml")
     job = subprocess.Popen([*PZ, "run", "--config", str(config)],
