@@ -7,7 +7,7 @@ import random
 
 from click.testing import CliRunner
 
-from personalization.core.learning.propensity import FEATURE_NAMES
+from personalization.core.learning.propensity import FEATURE_NAMES, TOP_LEVEL, encode
 from personalization.core.learning.shared import SharedModels, export_snapshot
 from personalization.pipelines.models import cli
 
@@ -39,7 +39,10 @@ def test_list_show_and_export(tmp_path) -> None:
     assert exported.exit_code == 0, exported.output
     params = json.loads(out.read_text())
     counts = params["propensity"]["naive_bayes"]["presence_counts"]
-    assert set(counts) <= set(FEATURE_NAMES) and counts
+    # the model's inputs as encode() names them: event types, and "level=bin" indicators
+    levels = {name.split("=")[0] for name in encode({}) if "=" in name}
+    bins = {f"{level}={n}" for level in levels for n in range(TOP_LEVEL + 1)}
+    assert counts and set(counts) <= bins | {f for f in encode({}) if "=" not in f}
     assert sum(params["propensity"]["naive_bayes"]["class_counts"].values()) == 40
     assert params["propensity"]["calibration"]["slope"] != 0
     assert params["snapshot"]["sha256"] and params["clusters"]
