@@ -9,7 +9,7 @@ fields with defaults, never change a field's meaning.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, Field, fields
 from typing import TypeVar
 
 T = TypeVar("T", bound=type)
@@ -25,15 +25,7 @@ def evolvable(cls: T) -> T:
 
     def __setstate__(self, state: dict) -> None:
         for f in known:
-            if f.name in state:
-                value = state[f.name]
-            elif f.default is not MISSING:
-                value = f.default
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            else:
-                raise TypeError(f"restored {cls.__name__} lacks required field {f.name!r}")
-            object.__setattr__(self, f.name, value)
+            object.__setattr__(self, f.name, state[f.name] if f.name in state else _default(cls, f))
 
     cls.__getstate__ = __getstate__
     cls.__setstate__ = __setstate__
@@ -56,14 +48,17 @@ def positional(cls: T) -> T:
         for name, value in zip(names, state):
             object.__setattr__(self, name, value)
         for f in known[len(state):]:   # appended since the state was pickled: its default
-            if f.default is not MISSING:
-                value = f.default
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            else:
-                raise TypeError(f"restored {cls.__name__} lacks required field {f.name!r}")
-            object.__setattr__(self, f.name, value)
+            object.__setattr__(self, f.name, _default(cls, f))
 
     cls.__getstate__ = __getstate__
     cls.__setstate__ = __setstate__
     return cls
+
+
+def _default(cls: type, f: Field):
+    """A field's value in a restored state that lacks it; an error if it has no default."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise TypeError(f"restored {cls.__name__} lacks required field {f.name!r}")
