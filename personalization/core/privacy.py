@@ -136,9 +136,9 @@ class InvalidErasureRequest(ValueError):
     """The text is not an erasure or control request; the message says what is wrong."""
 
 
-def parse_erasure(text: str, pseudonym: Callable[[str], str] | None = None) -> ErasureRequest | ControlRequest:
-    """``{"user_id": str, "request_id": str, "requested_at": epoch ms[, "action": str]}``; raises
-    InvalidErasureRequest. ``action``: ``erase`` (the default), ``reset``, ``opt_out`` or ``opt_in``.
+def parse_erasure(text: bytes | str, pseudonym: Callable[[str], str] | None = None) -> ErasureRequest | ControlRequest:
+    """``{"user_id": str, "request_id": str, "requested_at": epoch ms[, "action": str]}`` in UTF-8
+    (bytes as read from the topic) or text; raises InvalidErasureRequest. ``action``: ``erase`` (the default), ``reset``, ``opt_out`` or ``opt_in``.
 
     ``pseudonym``: applied to the user id, as to the events' (``privacy.pseudonymize``), so the
     request is keyed like the user's events."""

@@ -36,12 +36,12 @@ class ParseErasures(ProcessFunction):
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._rejected = metrics.counter(f"erasures_rejected_{INVALID_ERASURE_REQUEST}")
 
-    def process_element(self, text: str, ctx: ProcessFunction.Context):
+    def process_element(self, raw: bytes, ctx: ProcessFunction.Context):
         try:
-            request = parse_erasure(text, self._pseudonym)
+            request = parse_erasure(raw, self._pseudonym)
         except InvalidErasureRequest as err:
             self._rejected.inc()
-            yield DLQ, control_dead_letter(INVALID_ERASURE_REQUEST, str(err), self._topic, text,
+            yield DLQ, control_dead_letter(INVALID_ERASURE_REQUEST, str(err), self._topic, raw,
                                            int(time.time() * 1000)).to_wire()
             return
         if isinstance(request, ControlRequest):

@@ -262,7 +262,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._rules_rejected.inc()
             log.warning("rules update rejected, the running rules (version %r) stay: %s",
                         self._logic.rules.version, err)
-            yield DLQ, control_dead_letter("invalid_rules", str(err), self._settings.kafka.topics.rules, payload,
+            yield DLQ, control_dead_letter("invalid_rules", str(err), self._settings.kafka.topics.rules,
+                                           payload.encode("utf-8"),
                                            int(time.time() * 1000),
                                            running_rules_version=self._logic.rules.version).to_wire()
             return

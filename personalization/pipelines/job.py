@@ -20,7 +20,7 @@ from pathlib import Path
 import pyflink
 
 from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
-from pyflink.common.serialization import SimpleStringSchema
+from pyflink.common.serialization import ByteArraySchema, SimpleStringSchema
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
@@ -38,9 +38,10 @@ from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
+from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import (
-    AUDIT, KIND_AND_JSON, LATE, NO_CONSENT, ROUTES, RULES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
+    AUDIT, KIND_AND_JSON, LATE, NO_CONSENT, ROUTES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
     UserProfiles,
 )
 from personalization.pipelines.rules import load_rules
@@ -223,7 +224,8 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
 
 
 def control_source(settings: Settings, topic: str) -> KafkaSource:
-    """A control topic (rules texts, erasure requests), read like the events (same start and bound)."""
+    """A control topic (rules texts, erasure requests), read like the events (same start and
+    bound), as bytes: the operators decode them, so a record that is not UTF-8 reaches the DLQ as it was."""
     kafka = settings.kafka
     starting = {"earliest": KafkaOffsetsInitializer.earliest(), "latest": KafkaOffsetsInitializer.latest(),
                 "committed": KafkaOffsetsInitializer.committed_offsets()}[kafka.starting_offsets]
@@ -233,7 +235,7 @@ def control_source(settings: Settings, topic: str) -> KafkaSource:
         .set_topics(topic)
         .set_group_id(f"{kafka.group_id}-{topic}")
         .set_starting_offsets(starting)
-        .set_value_only_deserializer(SimpleStringSchema())
+        .set_value_only_deserializer(ByteArraySchema())
     )
     if kafka.bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -261,7 +263,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
                         WatermarkStrategy.for_monotonous_timestamps().with_idleness(Duration.of_seconds(1)),
                         "rules updates")
         .uid("rules-source")
-        .map(lambda text: (RULES, text), output_type=KIND_AND_JSON).uid("rules-tag").name("rules updates")
+        .process(DecodeRules(settings.kafka.topics.rules), output_type=KIND_AND_JSON)
+        .uid("rules-tag").name("rules updates")
     )
     clock = events.get_side_output(CLOCK).uid("parse-clock")
     control = rule_updates.union(clock).broadcast(CONTROL_STATE)
@@ -290,6 +293,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     topics = settings.kafka.topics
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),
+        rule_updates.get_side_output(DLQ).uid("rules-dlq"),
         outputs.get_side_output(ROUTES[USER_DLQ]).uid("route-dlq"))
     _add_dlq_sink(t_env, dlq, settings)
     for stream, topic in ((outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),

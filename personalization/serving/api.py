@@ -15,9 +15,9 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, AsyncIterator, Iterator, Literal
 
 import click
 import httpx
@@ -135,7 +135,14 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
         log.warning("no API keys (set %s or api.keys_file): only public_reads %s are answered",
                     config.keys_env, config.public_reads)
     metrics = Metrics()
-    app = FastAPI(title="personalization read API", version="1",
+    publisher = RequestPublisher(settings)  # user controls' producer, closed when the server stops
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        publisher.close()
+
+    app = FastAPI(title="personalization read API", version="1", lifespan=lifespan,
                   description="Profiles, segments and predictions written by the personalization job.")
 
     def authorized(endpoint: str):
@@ -208,8 +215,6 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
     # GET /v1/users/{user_id}/recommendations belongs here once the job writes recommendations
     # (issue 20); it is meant to be the one endpoint a public, key-less deployment opens.
 
-    publisher: list[RequestPublisher] = []  # made at the first control request: reads need no Kafka
-
     @app.post("/v1/users/{user_id:path}/controls/{action}", status_code=202, dependencies=[authorized("controls")])
     def user_control(user_id: str, action: Literal["reset", "opt-out", "opt-in"]) -> Response:
         """A user's control over their personalization, carried out by the job (README "User
@@ -218,9 +223,7 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
         published; the job confirms it on the audit topic by ``request_id``."""
         request = new_request(check_id(user_id), action.replace("-", "_"))
         try:
-            if not publisher:
-                publisher.append(RequestPublisher(settings))
-            record = publisher[0].publish(request)
+            record = publisher.publish(request)
         except KafkaError as err:
             log.warning("control request not published: %s", err)
             raise ApiError(503, "the request queue is unavailable, retry later", {"Retry-After": "1"}) from None

@@ -21,9 +21,8 @@ import orjson
 from personalization.config.cli import with_settings
 from personalization.config.settings import Settings
 from personalization.core.privacy import ERASE, InvalidErasureRequest
-from personalization.pipelines.topics import publish_record
 from personalization.serving.audiences import expire_audiences
-from personalization.serving.controls import new_request, request_record
+from personalization.serving.controls import Request, RequestPublisher, new_request
 from personalization.serving.erasure import index_existing
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
@@ -114,13 +113,15 @@ def control(settings: Settings, action: str, user_id: str, request_id: str | Non
     _publish(settings, new_request(user_id, action.replace("-", "_"), request_id))
 
 
-def _publish(settings: Settings, request) -> None:
+def _publish(settings: Settings, request: Request) -> None:
+    publisher = RequestPublisher(settings)
     try:
-        record = request_record(request)
+        record = publisher.publish(request)
     except InvalidErasureRequest as err:
         click.echo(f"error: {err} (not published)", err=True)
         sys.exit(2)
-    publish_record(settings, settings.kafka.topics.erasure, record)
+    finally:
+        publisher.close()
     click.echo(record.decode())
 
 

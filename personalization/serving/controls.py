@@ -30,21 +30,26 @@ def request_record(request: Request) -> bytes:
     """The record as the job reads it; raises ``InvalidErasureRequest`` for what the job would
     send to the DLQ (refused here rather than published)."""
     record = orjson.dumps(request.as_record())
-    parse_erasure(record.decode())
+    parse_erasure(record)
     return record
 
 
 class RequestPublisher:
-    """A producer kept open (the HTTP API publishes many requests); each send waits for the broker."""
+    """A producer kept open between requests (the HTTP API publishes many), made at the first
+    request (an API that only reads needs no Kafka); each send waits for the broker."""
 
     def __init__(self, settings: Settings) -> None:
-        self._topic = settings.kafka.topics.erasure
-        self._producer = kafka_client(KafkaProducer, settings)
+        self._settings = settings
+        self._producer: KafkaProducer | None = None
 
     def publish(self, request: Request, timeout_s: float = 30) -> bytes:
         record = request_record(request)
-        self._producer.send(self._topic, record).get(timeout=timeout_s)
+        if self._producer is None:
+            self._producer = kafka_client(KafkaProducer, self._settings)
+        self._producer.send(self._settings.kafka.topics.erasure, record).get(timeout=timeout_s)
         return record
 
     def close(self) -> None:
-        self._producer.close()
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None

@@ -94,12 +94,11 @@ def dead_letter(raw: bytes, rejection: Rejection, topic: str, partition: int, of
                       partition, offset, record_ts)
 
 
-def control_dead_letter(reason: str, detail: str, topic: str, text: str, rejected_at_ms: int,
+def control_dead_letter(reason: str, detail: str, topic: str, value: bytes, rejected_at_ms: int,
                         **extra: str) -> DeadLetter:
-    """A rejected control record (a rules text, an erasure request): read as text by a DataStream
-    source, so it has no partition, offset or timestamp, and its value is the text in UTF-8."""
-    return DeadLetter(text.encode("utf-8", "surrogatepass"), reason, detail, topic, rejected_at_ms,
-                      extra=tuple(extra.items()))
+    """A rejected control record (a rules text, an erasure request), its bytes as read: a
+    DataStream source gives no partition, offset or timestamp."""
+    return DeadLetter(value, reason, detail, topic, rejected_at_ms, extra=tuple(extra.items()))
 
 
 def _present(value: object) -> bool:

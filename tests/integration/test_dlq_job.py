@@ -1,4 +1,5 @@
-"""Every record the broker accepts on ``events`` reaches the DLQ whole (issue 19, point 1).
+"""Every record the broker accepts on ``events`` reaches the DLQ whole (issue 19, point 1), and so
+does every bad record on the control topics (rules, erasure requests).
 
 A real job run: random bytes just under the broker's record limit, 180 KB of control bytes (their
 JSON-escaped envelope was 1 MB, and the job crash-looped on it) and small rejects of other
@@ -19,7 +20,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from personalization.config.settings import REPO_ROOT
-from personalization.core.dead_letter import HEADROOM_BYTES
+from personalization.core.dead_letter import HEADROOM_BYTES, dlq_max_message_bytes
 from personalization.pipelines.dlq import cli
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import dlq_size_problem
@@ -137,3 +138,31 @@ def test_a_dlq_topic_too_small_for_the_dead_letters_stops_the_job_before_it_star
     finally:
         admin.delete_topics([small])
         admin.close()
+
+
+def test_random_bytes_on_the_control_topics_reach_the_dlq_whole_and_the_job_goes_on(stack, tmp_path):
+    """A megabyte of random bytes on the rules or the erasure topic once restarted the job forever:
+    read as a string, each invalid byte became U+FFFD (three bytes), and the dead letter outgrew
+    the DLQ's limit. The control topics are now read as bytes."""
+    settings = isolated_settings(tmp_path, flink={"restart_attempts": 0})  # any exception fails the run
+    topics, bootstrap = settings.kafka.topics, settings.kafka.bootstrap_servers
+    limit = topic_limit(settings, topics.events)
+    noise = os.urandom(limit - RECORD_OVERHEAD)
+    assert len(noise.decode("utf-8", "replace").encode()) > dlq_max_message_bytes(limit)  # the old fault
+    not_json = b'{"user_id": "{}:*'
+    produce_raw([RawRecord(click("v1", "ann", T), b"ann", T)], bootstrap, topics.events, progress=False)
+    for topic, values in ((topics.erasure, [noise, not_json]), (topics.rules, [noise])):
+        assert topic_limit(settings, topic) == limit
+        produce_raw([RawRecord(value, None, T) for value in values], bootstrap, topic, partitioner=0,
+                    progress=False, config={"max_request_size": limit})
+    run_job(settings)
+    letters = dead_letters(settings)
+    by_topic = {topic: [(letter.value, letter.reason) for letter in letters if letter.topic == topic]
+                for topic in (topics.erasure, topics.rules)}
+    assert by_topic == {topics.erasure: [(noise, "invalid_erasure_request"), (not_json, "invalid_erasure_request")],
+                        topics.rules: [(noise, "invalid_rules")]}
+    assert len(letters) == 3
+    details = {letter.value: letter.detail for letter in letters if letter.topic == topics.erasure}
+    assert details[noise].startswith("not JSON") and details[not_json].startswith("not JSON")
+    assert next(letter.detail for letter in letters if letter.topic == topics.rules).startswith("not UTF-8")
+    assert ProfileReader.from_settings(settings).get("ann")["events_total"] == 1

@@ -281,7 +281,7 @@ def test_dead_letter_of_a_non_utf8_payload_keeps_the_original_bytes() -> None:
 
 
 def test_dead_letter_of_a_control_record_has_no_source_position() -> None:
-    letter = control_dead_letter("invalid_rules", "bad", "rules", "version: x\n", NOW, running_rules_version="v1")
+    letter = control_dead_letter("invalid_rules", "bad", "rules", b"version: x\n", NOW, running_rules_version="v1")
     assert DeadLetter.from_headers(letter.value, letter.headers().items()) == letter
     assert letter.value == b"version: x\n"
     assert letter.headers()["dlq.running_rules_version"] == b"v1"
