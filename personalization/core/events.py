@@ -12,6 +12,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "add_to_cart",
     "favorite",
     "purchase",
+    "exposure",  # the user saw an experiment's variant (core.experiments)
 )
 
 
@@ -29,11 +30,14 @@ class Event:
     session_id: str | None = None
     consent: str | None = None  # consent.personalization as stated by the event (core.privacy)
     anonymous_id: str | None = None  # as sent; with a different user_id the event links the two (core.identity)
+    revenue: float | None = None  # price * quantity (quantity 1 if absent), when the event has a price
+    experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
+    variant: str | None = None
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
-        dwell = payload.get("dwell_ms")
+        dwell, price = payload.get("dwell_ms"), payload.get("price")
         return cls(  # JSON Schema calls 1000.0 an integer: make it one, or ids and sums drift
             event_id=payload["event_id"],
             event_type=payload["event_type"],
@@ -47,4 +51,7 @@ class Event:
             session_id=payload.get("session_id"),
             consent=(payload.get("consent") or {}).get("personalization"),
             anonymous_id=payload.get("anonymous_id") or None,
+            revenue=None if price is None else price * payload.get("quantity", 1),
+            experiment=payload.get("experiment"),
+            variant=payload.get("variant"),
         )
