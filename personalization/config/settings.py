@@ -509,11 +509,10 @@ class Settings(_Section):
                              f"({max(self.time.windows.sizes)} ms)")
         return self
 
-    def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
+    def with_overrides(self, **sections: Any) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")
-        for section, values in sections.items():
-            _deep_merge(data.setdefault(section, {}), values)
+        _deep_merge(data, sections)  # a section that is a list (experiments) is replaced whole
         return _validate(data, source="overrides")
 
 
