@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EVENT_TYPES: tuple[str, ...] = (
+# What users do: what counters, windows, sessions, rules and models see.
+BEHAVIOUR_TYPES: tuple[str, ...] = (
     "page_view",
     "product_view",
     "click",
@@ -12,8 +13,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "add_to_cart",
     "favorite",
     "purchase",
-    "exposure",  # the user saw an experiment's variant (core.experiments)
 )
+# The contract's types: behaviour, and what the site reports about the user (not behaviour):
+# ``exposure``, the user saw an experiment's variant (core.experiments).
+EVENT_TYPES: tuple[str, ...] = (*BEHAVIOUR_TYPES, "exposure")
 
 
 @dataclass(frozen=True, slots=True)
