@@ -20,13 +20,14 @@ import time
 import httpx
 import orjson
 import pytest
+from rich.console import Console
 
 from personalization.core.experiments import EXPOSURE, report
 from personalization.pipelines.main import run_job
 from personalization.replay.exposures import Planted, with_exposures
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events
 from personalization.serving.api import api_process
-from personalization.serving.experiments import as_record, experiment_report
+from personalization.serving.experiments import as_record, experiment_report, render
 from personalization.serving.reader import ProfileReader
 from tests.support import PZ, dead_letters, free_port, isolated_settings, write_config
 
@@ -63,7 +64,7 @@ def test_a_a_experiment_on_real_data_shows_no_significant_difference(run) -> Non
     settings, _ = run
     rep = experiment_report(settings, "aa")
     (comparison,) = rep.comparisons
-    print(as_record(rep))
+    Console(width=170).print(render(rep))
     assert all(t.users > 2_000 and t.converted_users > 20 for t in rep.totals), rep.totals
     assert comparison.conversion.p_value > 0.05
     assert comparison.conversion.interval[0] < 0 < comparison.conversion.interval[1]
@@ -75,6 +76,7 @@ def test_a_planted_effect_is_detected(run) -> None:
     settings, _ = run
     rep = experiment_report(settings, "planted")
     (comparison,) = rep.comparisons
+    Console(width=170).print(render(rep))
     assert comparison.conversion.p_value < 0.001
     assert comparison.conversion.interval[0] > 0 and comparison.conversion.lift > 0.5
     assert not rep.sample_ratio_mismatch
