@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from itertools import zip_longest
 
 # What users do: what counters, windows, sessions, rules and models see.
 BEHAVIOUR_TYPES: tuple[str, ...] = (
@@ -36,6 +37,13 @@ class Event:
     revenue: float | None = None  # price * quantity (quantity 1 if absent), when the event has a price
     experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
     variant: str | None = None
+
+    def __setstate__(self, state: list) -> None:
+        """Unpickle the field values in order (the form a frozen slots dataclass pickles to); an
+        event pickled before the last fields were added (held in a savepoint's identity state)
+        gets their defaults. Fields are only ever appended, with defaults."""
+        for f, value in zip_longest(fields(self), state, fillvalue=MISSING):
+            object.__setattr__(self, f.name, f.default if value is MISSING else value)
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":

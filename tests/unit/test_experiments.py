@@ -5,6 +5,7 @@ planted effect the report must detect (and an A/A split it must not)."""
 from __future__ import annotations
 
 import math
+import pickle
 import random
 
 import numpy as np
@@ -237,3 +238,13 @@ def _record(variant: str, rng: random.Random, p: float) -> dict:
 
 def _moments(values: list[float]) -> tuple[int, float, float]:
     return len(values), sum(values), sum(v * v for v in values)
+
+
+def test_an_event_pickled_before_the_experiment_fields_restores_with_their_defaults() -> None:
+    """Identity state holds pickled events (``IdentityState.held``): a savepoint's older events
+    are lists of the fields they had."""
+    old = Event.__new__(Event)
+    old.__setstate__(["e", "click", 1, "u", "i", None, None, None, None, None, None, "a"])
+    assert old == Event("e", "click", 1, "u", item_id="i", anonymous_id="a")
+    new = Event("e", "exposure", 1, "u", revenue=2.0, experiment="ab", variant="control")
+    assert pickle.loads(pickle.dumps(new)) == new
