@@ -72,36 +72,27 @@ class ExperimentOutcome:
 
 
 def expose(experiments: Mapping[str, Experiment], outcomes: dict[str, ExperimentOutcome], user_id: str,
-           segments: Collection[str], name: str | None, variant: str | None, ts: int) -> bool:
-    """An exposure event; True if it changed ``outcomes``. The earliest exposure read is the
-    start (an exposure that arrives late moves it back)."""
+           segments: Collection[str], name: str | None, variant: str | None, ts: int) -> None:
+    """An exposure event. The earliest exposure read is the start (an exposure that arrives late
+    moves it back)."""
     experiment = experiments.get(name or "")
     if experiment is None or not experiment.eligible(ts, segments):
-        return False
+        return
     assigned = experiment.variant_of(user_id)
-    outcome = outcomes.get(experiment.name)
-    if outcome is None:
-        outcome = outcomes[experiment.name] = ExperimentOutcome(assigned, ts)
-    elif ts < outcome.exposed_at:
-        outcome.exposed_at = ts
-    elif variant == assigned:
-        return False  # a repeated exposure: nothing new
+    outcome = outcomes.setdefault(experiment.name, ExperimentOutcome(assigned, ts))
+    outcome.exposed_at = min(outcome.exposed_at, ts)
     if variant != assigned:
         outcome.mismatched += 1
-    return True
 
 
 def on_purchase(experiments: Mapping[str, Experiment], outcomes: dict[str, ExperimentOutcome], ts: int,
-                revenue: float) -> bool:
+                revenue: float) -> None:
     """A purchase: kept for every experiment the user was exposed to by then, before its end."""
-    changed = False
     for name, outcome in outcomes.items():
         experiment = experiments.get(name)
         if (experiment is not None and outcome.exposed_at <= ts < experiment.end
                 and len(outcome.purchases) < MAX_TRACKED):
             outcome.purchases.append((ts, revenue))
-            changed = True
-    return changed
 
 
 def on_sessions(experiments: Mapping[str, Experiment], outcomes: dict[str, ExperimentOutcome],

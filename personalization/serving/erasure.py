@@ -29,8 +29,8 @@ from collections.abc import Iterable
 import redis
 
 from personalization.serving.redis_store import (
-    alias_key, batched, changes_key, entries_index_key, experiment_key, members_key, members_key_pattern, predictions_key,
-    profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
+    alias_key, batched, changes_key, entries_index_key, experiment_key, members_key, members_key_pattern,
+    predictions_key, profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
 )
 
 XDEL_CHUNK = 1_000  # stream ids per XDEL command
