@@ -8,6 +8,7 @@ import sys
 
 import click
 import orjson
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -27,33 +28,34 @@ def experiment_report(settings: Settings, name: str, alpha: float = 0.05) -> Rep
 
 
 def render(rep: Report) -> Group:
-    """The report for a terminal: totals per variant, then each variant against the control."""
+    """The report for a terminal (fits 80 columns): per variant, exposed users, buyers (a purchase
+    after exposure), user conversion, sessions, purchases, revenue, revenue per session and
+    mismatched exposures; then each variant against the control, each difference and lift over
+    its confidence interval."""
     exp = rep.experiment
-    totals = Table(title=f"experiment {exp.name!r}: exposed users per variant "
-                         f"(audience: {exp.audience or 'every user'})", title_justify="left")
-    for column in ("variant", "weight", "users", "converted", "conversion", "sessions", "conv. sessions",
-                   "purchases", "revenue", "revenue/session", "mismatched"):
+    weights = ":".join(f"{t.weight:g}" for t in rep.totals)
+    totals = Table(title=f"experiment {exp.name!r} (weights {weights}, audience: {exp.audience or 'every user'})",
+                   title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("variant", "users", "buyers", "conv.", "sess.", "buys", "revenue", "rev/sess.", "mism."):
         totals.add_column(column, justify="left" if column == "variant" else "right")
     for t in rep.totals:
-        totals.add_row(t.variant, f"{t.weight:g}", f"{t.users:,}", f"{t.converted_users:,}", _pct(t.conversion),
-                       f"{t.sessions:,}", f"{t.converted_sessions:,}", f"{t.purchases:,}", f"{t.revenue:,.2f}",
-                       _num(t.revenue_per_session), f"{t.mismatched:,}")
+        totals.add_row(t.variant, f"{t.users:,}", f"{t.converted_users:,}", _pct(t.conversion), f"{t.sessions:,}",
+                       f"{t.purchases:,}", f"{t.revenue:,.0f}", _num(t.revenue_per_session), f"{t.mismatched:,}")
     level = f"{1 - rep.alpha:.0%}"
-    tests = Table(title=f"against the control {rep.totals[0].variant!r} (two-sided, alpha {rep.alpha:g}, "
-                        f"{level} intervals)", title_justify="left")
-    for column in ("variant", "metric", "difference", f"{level} CI", "lift", f"lift {level} CI", "statistic",
-                   "p-value", "significant"):
+    tests = Table(title=f"against the control {rep.totals[0].variant!r} (two-sided, alpha {rep.alpha:g}; "
+                        f"[{level} interval])", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("variant", "metric", "difference", "lift", "p-value", "signif."):
         tests.add_column(column, justify="left" if column in ("variant", "metric") else "right")
     for c in rep.comparisons:
-        for metric, test, fmt, stat in (("user conversion", c.conversion, _pp, "z"),
-                                        ("revenue/session", c.revenue_per_session, _num, "t")):
-            tests.add_row(c.variant, metric, fmt(test.difference), _interval(test.interval, fmt), _lift(test.lift),
-                          _interval(test.lift_interval, _lift),
-                          "n/a" if test.statistic is None else f"{stat}={test.statistic:.3f}"
-                          + (f" (df {test.df:.0f})" if test.df else ""),
-                          "n/a" if test.p_value is None else f"{test.p_value:.4f}", _verdict(test, rep.alpha))
+        for metric, test, fmt, stat in (("conversion", c.conversion, _pp, "z"),
+                                        ("rev/session", c.revenue_per_session, _num, "t")):
+            statistic = "n/a" if test.statistic is None else f"{stat}={test.statistic:.3f}" + (
+                f", df {test.df:.0f}" if test.df else "")
+            tests.add_row(c.variant, f"{metric}\n{statistic}", f"{fmt(test.difference)}\n{_interval(test.interval, fmt)}",
+                          f"{_lift(test.lift)}\n{_interval(test.lift_interval, _lift)}",
+                          _p(test.p_value), _verdict(test, rep.alpha))
     srm = ("sample ratio: n/a (no exposed user)" if rep.srm_p_value is None else
-           f"sample ratio: chi-square {rep.srm_chi2:.3f}, p {rep.srm_p_value:.4f}: "
+           f"sample ratio: chi-square {rep.srm_chi2:.3f}, p {_p(rep.srm_p_value)}: "
            + ("MISMATCH (p < 0.001): the split is broken, do not trust the results" if rep.sample_ratio_mismatch
               else "no mismatch"))
     lines = [totals, tests, Text(srm, style="red" if rep.sample_ratio_mismatch else "")]
@@ -97,6 +99,10 @@ def _verdict(test: Test, alpha: float) -> str:
     return "n/a" if test.p_value is None else ("yes" if test.p_value < alpha else "no")
 
 
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
@@ -106,11 +112,11 @@ def _lift(value: float | None) -> str:
 
 
 def _pp(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:+.2f} pp"
+    return "n/a" if value is None else f"{value * 100:+.2f}pp"
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.3f}"
+    return "n/a" if value is None else f"{value:,.2f}"
 
 
 def _interval(interval: tuple[float, float] | None, fmt) -> str:
