@@ -24,6 +24,7 @@ COMMANDS = {  # name -> "module:click command"
     "config": "personalization.pipelines.main:config_cli",
     "api": "personalization.serving.api:main",
     "webhooks": "personalization.activation.cli:cli",
+    "experiment-report": "personalization.serving.experiments:report_command",
     **{name: f"personalization.serving.cli:{name}"
        for name in ("profile", "segments", "members", "sizes", "follow", "erase", "control")},
     "index-for-erasure": "personalization.serving.cli:index_for_erasure",

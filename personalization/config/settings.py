@@ -8,6 +8,7 @@ ignored setting.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -20,6 +21,7 @@ from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, Co
                       field_validator, model_validator)
 
 from personalization.config.kafka import KafkaPropertiesError, check_properties
+from personalization.core.experiments import Experiment
 from personalization.core.recommend.config import RecoConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +73,26 @@ def parse_duration_ms(value: Any) -> int:
 
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+def parse_instant_ms(value: Any) -> int:
+    """An instant as epoch ms: an ISO 8601 date-time with its offset (``2017-11-25T00:00:00Z``;
+    YAML reads one unquoted as a datetime) or a non-negative integer of ms."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 date-time with its offset, e.g. 2017-11-25T00:00:00Z") from None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("expected a date-time with its offset (Z or +hh:mm): event time is UTC")
+        return round(value.timestamp() * 1000)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError("expected an ISO 8601 date-time with its offset or epoch milliseconds")
+
+
+InstantMs = Annotated[int, BeforeValidator(parse_instant_ms)]
 
 
 def _base_path(value: Any) -> Path:
@@ -410,10 +432,38 @@ class ApiConfig(_Section):
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (printed at start)
     keys_env: str = Field("PZ_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     keys_file: str = ""
-    public_reads: list[Literal["profile", "segments", "predictions"]] = []
+    public_reads: list[Literal["profile", "segments", "predictions", "experiments"]] = []
     cors_origins: list[str] = []
     batch_max: int = Field(100, ge=1, le=1_000)
     stream_poll: DurationMs = Field(parse_duration_ms("1s"), gt=0)
+
+
+class VariantConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    weight: float = Field(1.0, gt=0)
+
+
+class ExperimentConfig(_Section):
+    """An A/B experiment (README "Experiments"): the first variant is the control."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    variants: list[VariantConfig] = Field(min_length=2)
+    audience: str | None = None  # a segment of the rules; None: every user
+    start: InstantMs             # event time, inclusive
+    end: InstantMs               # event time, exclusive
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.name!r}: variant names must be unique (got {names})")
+        if self.end <= self.start:
+            raise ValueError(f"experiment {self.name!r}: end must be after start")
+        return self
+
+    def experiment(self) -> Experiment:
+        return Experiment(self.name, tuple((v.name, v.weight) for v in self.variants), self.start, self.end,
+                          self.audience)
 
 
 class Settings(_Section):
@@ -432,6 +482,18 @@ class Settings(_Section):
     activation: ActivationConfig = ActivationConfig()
     flink: FlinkConfig = FlinkConfig()
     api: ApiConfig = ApiConfig()
+    experiments: list[ExperimentConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_experiments(self) -> "Settings":
+        names = [e.name for e in self.experiments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment names must be unique (got {names})")
+        return self
+
+    def experiment_map(self) -> dict[str, Experiment]:
+        """The configured experiments by name, as the core takes them."""
+        return {e.name: e.experiment() for e in self.experiments}
 
     @model_validator(mode="after")
     def _state_outlives_profile_and_windows(self) -> "Settings":
@@ -447,11 +509,10 @@ class Settings(_Section):
                              f"({max(self.time.windows.sizes)} ms)")
         return self
 
-    def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
+    def with_overrides(self, **sections: Any) -> "Settings":
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")
-        for section, values in sections.items():
-            _deep_merge(data.setdefault(section, {}), values)
+        _deep_merge(data, sections)  # a section that is a list (experiments) is replaced whole
         return _validate(data, source="overrides")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from itertools import zip_longest
 
-EVENT_TYPES: tuple[str, ...] = (
+# What users do: what counters, windows, sessions, rules and models see.
+BEHAVIOUR_TYPES: tuple[str, ...] = (
     "page_view",
     "product_view",
     "click",
@@ -13,6 +15,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "favorite",
     "purchase",
 )
+# The contract's types: behaviour, and what the site reports about the user (not behaviour):
+# ``exposure``, the user saw an experiment's variant (core.experiments).
+EVENT_TYPES: tuple[str, ...] = (*BEHAVIOUR_TYPES, "exposure")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +34,21 @@ class Event:
     session_id: str | None = None
     consent: str | None = None  # consent.personalization as stated by the event (core.privacy)
     anonymous_id: str | None = None  # as sent; with a different user_id the event links the two (core.identity)
+    revenue: float | None = None  # price * quantity (quantity 1 if absent), when the event has a price
+    experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
+    variant: str | None = None
+
+    def __setstate__(self, state: list) -> None:
+        """Unpickle the field values in order (the form a frozen slots dataclass pickles to); an
+        event pickled before the last fields were added (held in a savepoint's identity state)
+        gets their defaults. Fields are only ever appended, with defaults."""
+        for f, value in zip_longest(fields(self), state, fillvalue=MISSING):
+            object.__setattr__(self, f.name, f.default if value is MISSING else value)
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
-        dwell = payload.get("dwell_ms")
+        dwell, price = payload.get("dwell_ms"), payload.get("price")
         return cls(  # JSON Schema calls 1000.0 an integer: make it one, or ids and sums drift
             event_id=payload["event_id"],
             event_type=payload["event_type"],
@@ -47,4 +62,7 @@ class Event:
             session_id=payload.get("session_id"),
             consent=(payload.get("consent") or {}).get("personalization"),
             anonymous_id=payload.get("anonymous_id") or None,
+            revenue=None if price is None else price * payload.get("quantity", 1),
+            experiment=payload.get("experiment"),
+            variant=payload.get("variant"),
         )

@@ -26,11 +26,12 @@ import enum
 import heapq
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Mapping, NamedTuple, Protocol
 
-from personalization.core import aggregates, sessions
+from personalization.core import aggregates, experiments, sessions
 from personalization.core.aggregates import FeatureState
 from personalization.core.events import Event
+from personalization.core.experiments import EXPOSURE, Experiment, ExperimentOutcome
 from personalization.core.evolvable import evolvable
 from personalization.core.learning.feed import LearningFeed, LearningState
 from personalization.core.rules import Cause, RuleSet, SegmentChange, SegmentState
@@ -90,6 +91,7 @@ class UserState:
     last_device: tuple[int, str, str, str, str] | None = None
     consent: str | None = None  # the user's latest stated consent, granted or denied (core.privacy)
     anonymous_ids: list[str] = field(default_factory=list)  # stitched into this profile, oldest first (core.identity)
+    experiments: dict[str, ExperimentOutcome] = field(default_factory=dict)  # exposed to, by name (core.experiments)
 
 
 class NumberedChange(NamedTuple):
@@ -141,6 +143,7 @@ class UserLogic:
     # user agent -> Device (a cached parser, see udfs.enrichment); None: no device enrichment
     device_of: Callable[[str], Device] | None = None
     caps: StateCaps = StateCaps()
+    experiments: Mapping[str, Experiment] = field(default_factory=dict)  # by name (core.experiments)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
@@ -204,6 +207,7 @@ class UserLogic:
         fresh.unwritten_changes = state.unwritten_changes
         fresh.seen_event_ids, fresh.seen_floor = state.seen_event_ids, state.seen_floor
         fresh.consent, fresh.anonymous_ids = state.consent, state.anonymous_ids
+        fresh.experiments = state.experiments  # an experiment's record, not personalization
         result.profile_changed = True
         return fresh, result
 
@@ -244,6 +248,8 @@ class UserLogic:
             "sessions_converted": state.session_state.converted_count,
             "current_session": _session_brief(current),
             "last_session": _session_brief(state.last_session),
+            "experiments": experiments.profile_view(self.experiments, state.experiments, state.user_id,
+                                                    state.last_seen, _members(state)),
             "windows_as_of": anchor,
             "windows": {window_name(w.size_ms): w.counts(anchor) for w in state.windows},
             **self._segments_view(state),
@@ -264,6 +270,11 @@ class UserLogic:
     def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> bool:
         """False when the event is counted but not held for sessions and rules (``caps.session_events``)."""
         self._remember(state, event, watermark, result)
+        if event.event_type == EXPOSURE:  # the experiment's alone: not behaviour (counts, sessions, rules)
+            state.version += 1
+            experiments.expose(self.experiments, state.experiments, state.user_id, _members(state),
+                               event.experiment, event.variant, event.ts)
+            return True
         self._count(state, event, result)
         if not sessions.add_event(state.session_state, event, self.caps.session_events):
             _add(result.dropped, "session_events", 1)
@@ -316,6 +327,8 @@ class UserLogic:
             window.add(event.ts, event.event_type, state.last_seen)
         if event.user_agent and self.device_of is not None:
             self._count_device(state, event)
+        if event.event_type == "purchase" and state.experiments:
+            experiments.on_purchase(self.experiments, state.experiments, event.ts, event.revenue or 0.0)
 
     def _count_device(self, state: UserState, event: Event) -> None:
         """Counters are order-independent; the latest device is the one of the greatest
@@ -337,6 +350,8 @@ class UserLogic:
                                    watermark, end_of_input)
         if self.learning is not None:
             result.learning.extend(self.learning.on_session(_learning(state), s) for s in emitted)
+        if emitted and state.experiments:
+            experiments.on_sessions(self.experiments, state.experiments, emitted)
         if emitted:
             # One version step per applied event and per session emission, never per call:
             # the same input then gives the same versions however timers happen to batch.
@@ -437,6 +452,10 @@ def add_anonymous_id(ids: list[str], anonymous_id: str, limit: int) -> list[str]
     dropped = ids[: max(len(ids) - limit, 0)]
     del ids[: len(dropped)]
     return dropped
+
+
+def _members(state: UserState) -> Mapping[str, int]:
+    return state.segments.members if state.segments is not None else {}
 
 
 def _most_counted(category: tuple[str, int]) -> tuple[int, str]:

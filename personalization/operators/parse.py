@@ -40,8 +40,10 @@ class ParseEvents(ProcessFunction):
     table source; the record's rowtime is event_time (= record_ts unless too far in the future)."""
 
     def __init__(self, config: ValidationConfig, enrichment: EnrichmentConfig | None = None,
-                 privacy: PrivacyConfig | None = None) -> None:
+                 privacy: PrivacyConfig | None = None, experiments: dict[str, tuple[str, ...]] | None = None) -> None:
+        """``experiments``: name -> variants, what exposure events are checked against."""
         self._config = config
+        self._experiments = experiments or {}
         self._enrichment = enrichment or EnrichmentConfig()
         self._privacy = privacy or PrivacyConfig()
         self._validator: EventValidator | None = None
@@ -49,7 +51,8 @@ class ParseEvents(ProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._validator = EventValidator(self._config.schema_path, self._config.max_event_bytes,
-                                         self._config.max_future_skew, self._config.max_event_age)
+                                         self._config.max_future_skew, self._config.max_event_age,
+                                         self._experiments)
         self._metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._valid = self._metrics.counter("events_valid")
         self._clock = None

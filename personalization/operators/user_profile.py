@@ -76,6 +76,7 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
                        session_events=settings.profile.max_session_events),
         device_of=enrich if settings.enrichment.user_agent else None,
         learning=learning_feed(settings),
+        experiments=settings.experiment_map(),
     )
     return logic if rules is None else logic.with_rules(rules)
 
@@ -309,8 +310,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         erased_at = int(time.time() * 1000)
         self._writes.discard(user)
         self._state.update(user, Suppressed(request.request_id, erased_at))
+        exposed = tuple(stored.experiments) if isinstance(stored, UserState) else ()
         deleted = sum(erase_user(self._client, self._settings.redis.key_prefix, who,
-                                 self._settings.redis.retry_backoff_max)
+                                 self._settings.redis.retry_backoff_max, exposed)
                       for who in (user, *(stored.anonymous_ids if isinstance(stored, UserState) else ())))
         if self._logic.learning is not None:
             yield LEARN, erase_record(user)

@@ -52,15 +52,23 @@ from personalization.pipelines.story import (
     timeline,
 )
 from personalization.pipelines.topics import client_config, ensure_topics, read_topic, topic_size
-from personalization.replay.datasets import locate_datasets
+from personalization.replay.datasets import JD_EPOCH_MS, locate_datasets
+from personalization.replay.exposures import with_exposures
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events
 from personalization.serving.api import api_process
+from personalization.serving.experiments import experiment_report, render
 from personalization.serving.reader import ProfileReader
 
 console = Console(record=True)  # the summary is saved as text too
 DEMO_OUT = BASE_DIR / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
 WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
+
+# An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~6,000 users:
+# seconds of job time): what no difference looks like on real data. Its window is where the datasets
+# start; the synthetic fallback starts in 2024 and has no exposures.
+DEMO_EXPERIMENT = {"name": "demo_aa", "variants": [{"name": "a1"}, {"name": "a2"}],
+                   "start": JD_EPOCH_MS, "end": JD_EPOCH_MS + 10 * 60_000}
 
 # A few hostile records so the DLQ path is visible in the summary.
 MALFORMED = [
@@ -279,6 +287,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     try:
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
                                                *overrides])
+        settings = settings.with_overrides(experiments=[*settings.model_dump(mode="json")["experiments"],
+                                                        DEMO_EXPERIMENT])
         if cart_window != "off":
             compressed = _compressed_rules(settings, cart_window, out)
             settings = settings.with_overrides(rules={"path": str(compressed)})
@@ -303,8 +313,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     ensure_topics(settings, recreate=True)
     console.print(f"  deleted {ProfileReader.from_settings(settings).delete_all():,} Redis keys")
 
-    events = replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
-                           limit=limit or None)
+    events = with_exposures(replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
+                                          limit=limit or None), [settings.experiment_map()[DEMO_EXPERIMENT["name"]]])
     security = client_config(KafkaProducer, settings)
     summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, config=security)
     produce_raw([RawRecord(value, None, 1511658000000) for value in MALFORMED],
@@ -326,6 +336,7 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
         tell_story(settings, out)
         show_api(settings, api_url, key)
         show_webhooks(settings, receiver)
+        console.print(render(experiment_report(settings, DEMO_EXPERIMENT["name"])))
         console.save_text(str(out / "summary.txt"))
         console.print(f"summary saved: {out / 'summary.txt'}")
         if serve:

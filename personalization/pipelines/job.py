@@ -254,7 +254,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     t_env.execute_sql(source_ddl(settings))
     raw: DataStream = t_env.to_data_stream(t_env.from_path("raw_events"))
 
-    events = (raw.process(ParseEvents(settings.validation, settings.enrichment, settings.privacy))
+    events = (raw.process(ParseEvents(settings.validation, settings.enrichment, settings.privacy,
+                                       {e.name: e.variant_names for e in settings.experiment_map().values()}))
               .uid("parse").name("parse + validate"))
     # Rule updates are rare and carry no event time: the source goes idle after a second, so it
     # never holds back the watermark of the user operator (the min of its two inputs).

@@ -235,7 +235,7 @@ def _session(rng: random.Random, engaged: bool, t: int, user: str, session: str,
             break
     if rng.random() < CART_P:
         t += int(rng.uniform(2_000, 10_000))
-        price = _price(item)
+        price = item_price(item)
         cart = emit("add_to_cart", t, item_id=item, category_id=category, quantity=1, price=price)
         events.extend(_follow_ups(cart, cart["event_id"], rng, engaged, FOLLOW_UP_WINDOW_MS))
         if rng.random() < PURCHASE_GIVEN_CART_P:
@@ -250,6 +250,6 @@ def _category(rng: random.Random) -> str:
     return f"syn-c{rng.choices(range(CATEGORIES), cum_weights=_CATEGORY_WEIGHTS)[0]}"
 
 
-def _price(item: str) -> float:
+def item_price(item: str) -> float:
     """A stable list price per item (lognormal, median 25)."""
     return round(random.Random(f"price/{item}").lognormvariate(math.log(25), 0.8), 2)

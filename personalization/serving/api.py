@@ -203,6 +203,15 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
                 **{name: found.get(name) for name in SEGMENT_FIELDS}}
         return tagged(body, f'"{found["version"]}"', if_none_match)
 
+    @app.get("/v1/users/{user_id:path}/experiments", dependencies=[authorized("experiments")])
+    def experiments(user_id: str, if_none_match: str | None = Header(None)) -> Response:
+        """The user's experiments: name -> assigned ``variant``, ``exposed_at`` (null until an
+        exposure was read) and the outcome so far; same ETag as the profile (they are part of it)."""
+        found = profile_or_404(user_id)
+        body = {"user_id": found["user_id"], "version": found["version"],
+                "experiments": found.get("experiments", {})}
+        return tagged(body, f'"{found["version"]}"', if_none_match)
+
     @app.get("/v1/users/{user_id:path}/predictions", dependencies=[authorized("predictions")])
     def predictions(user_id: str, if_none_match: str | None = Header(None)) -> Response:
         """The online models' view: propensity, cluster, interests (404 until the trainer has

@@ -9,6 +9,8 @@ found through the user's two index keys, so an erasure reads no key of anyone el
   listed in ``<prefix>:{segment-changes}:entries:<user>``),
 - the user's membership of every audience set the user ever entered (``SREM`` on the sets of the
   segments in ``<prefix>:{<user>}:segments``: a set of a segment a rules update removed still counts),
+- the user's field in the outcome hash of every experiment the user was exposed to (the caller
+  names them: the user operator reads them from the user's state),
 - then the two index keys.
 
 Two round trips whatever the size of Redis: the indexes are read, then one pipeline removes what
@@ -22,12 +24,13 @@ before the indexes existed are indexed once by ``index_existing`` (README, key s
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 import redis
 
 from personalization.serving.redis_store import (
-    alias_key, batched, changes_key, entries_index_key, members_key, members_key_pattern, predictions_key,
-    profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
+    alias_key, batched, changes_key, entries_index_key, experiment_key, members_key, members_key_pattern,
+    predictions_key, profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
 )
 
 XDEL_CHUNK = 1_000  # stream ids per XDEL command
@@ -40,13 +43,14 @@ def user_keys(prefix: str, user_id: str) -> list[str]:
             alias_key(prefix, user_id), segments_index_key(prefix, user_id), entries_index_key(prefix, user_id)]
 
 
-def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000) -> int:
-    """Remove the user from Redis; the number of keys (the index keys too), stream entries and set
-    memberships removed."""
-    return retry_while_down(lambda: _erase(client, prefix, user_id), backoff_max_ms)
+def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000,
+               experiments: Iterable[str] = ()) -> int:
+    """Remove the user from Redis; the number of keys (the index keys too), stream entries, set
+    memberships and experiment records removed."""
+    return retry_while_down(lambda: _erase(client, prefix, user_id, tuple(experiments)), backoff_max_ms)
 
 
-def _erase(client: redis.Redis, prefix: str, user_id: str) -> int:
+def _erase(client: redis.Redis, prefix: str, user_id: str, experiments: tuple[str, ...]) -> int:
     read = client.pipeline(transaction=False)
     read.smembers(segments_index_key(prefix, user_id))
     read.lrange(entries_index_key(prefix, user_id), 0, -1)
@@ -56,6 +60,8 @@ def _erase(client: redis.Redis, prefix: str, user_id: str) -> int:
         pipe.srem(members_key(prefix, segment.decode()), user_id)
     for chunk in batched(entries, XDEL_CHUNK):
         pipe.xdel(changes_key(prefix), *chunk)
+    for experiment in experiments:
+        pipe.hdel(experiment_key(prefix, experiment), user_id)
     *data_keys, segments_index, entries_index = user_keys(prefix, user_id)
     for key in data_keys:
         pipe.delete(key)

@@ -11,7 +11,8 @@ import redis
 from personalization.config.settings import Settings
 from personalization.serving.model_store import read_model, read_predictions
 from personalization.serving.redis_store import (
-    alias_key, batched, changes_key, connect, decode_change, decode_profile, members_key, members_key_pattern,
+    alias_key, batched, changes_key, connect, decode_change, decode_profile, experiment_key, members_key,
+    members_key_pattern,
     profile_key, profile_key_pattern, segment_of,
 )
 
@@ -83,6 +84,19 @@ class ProfileReader:
         if all(value is None for value in values):
             return None
         return {name: None if value is None else orjson.loads(value) for name, value in zip(SEGMENT_FIELDS, values)}
+
+    def experiments(self, user_id: str) -> dict[str, Any] | None:
+        """The user's experiments, name -> ``variant`` (the assignment) and ``exposed_at`` (None
+        until an exposure was read) with the outcome so far (``core.experiments``); None if there
+        is no profile."""
+        value = self._client.hget(profile_key(self._prefix, self.resolve(user_id)), "experiments")
+        return None if value is None else orjson.loads(value)
+
+    def experiment_outcomes(self, experiment: str) -> list[dict[str, Any]]:
+        """Every exposed user's outcome record in ``experiment`` (HSCAN: a large experiment does
+        not block the server), what ``pz experiment-report`` aggregates."""
+        return [orjson.loads(value) for _, value in
+                self._client.hscan_iter(experiment_key(self._prefix, experiment), count=1000)]
 
     def members(self, segment: str) -> set[str]:
         """Every user currently in ``segment`` (SSCAN, so large audiences do not block the server)."""

@@ -22,6 +22,10 @@ id>`` and ``<segment>`` stand for the id as ``encode_id`` writes it (below):
 - ``<prefix>:{<anonymous id>}:alias``  string: the user id an anonymous id was stitched into
   (``core.identity``); written when its profile hash is deleted, expires like a profile.
 - ``<prefix>:model``  hash of the shared models' state (``serving.model_store``).
+- ``<prefix>:experiment:{<experiment>}:users``  hash, one field per exposed user (the id) whose
+  value is the user's outcome record in the experiment (JSON, ``core.experiments.outcome_record``),
+  overwritten by every write of the user's profile: a replay or restore ends in the same hash. No
+  TTL (the report needs every exposed user); an erasure deletes the user's fields.
 
 Ids in keys are percent-encoded (``encode_id``): the UTF-8 bytes of every character but
 ``A-Z a-z 0-9 - _ . ~`` become ``%XX``, and the empty id is ``%``. So an encoded id holds no
@@ -165,6 +169,10 @@ def alias_key(prefix: str, anonymous_id: str) -> str:
 
 def members_key(prefix: str, segment: str) -> str:
     return f"{prefix}:segment:{{{encode_id(segment)}}}:members"
+
+
+def experiment_key(prefix: str, experiment: str) -> str:
+    return f"{prefix}:experiment:{{{encode_id(experiment)}}}:users"
 
 
 def members_key_pattern(prefix: str) -> str:
@@ -368,6 +376,9 @@ class ProfileWriter:
                              profile["version"], self._ttl_ms, b"updated_at", now, *fields)
             if changes:
                 self._changes(pipe, user, changes)
+            for experiment, record in profile.get("experiments", {}).items():
+                if record["exposed_at"] is not None:  # an exposed user's outcome (core.experiments)
+                    pipe.hset(experiment_key(self._prefix, experiment), user, orjson.dumps(record))
             users += [user] * (len(pipe) - len(users))
         results = pipe.execute(raise_on_error=False)
         if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):

@@ -8,6 +8,7 @@ cheapest to dearest, and the first failing one names the reason.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Reason(str, enum.Enum):
     TS_IN_FUTURE = "ts_in_future"
     TS_TOO_OLD = "ts_too_old"
     TIMESTAMP_MISMATCH = "timestamp_mismatch"
+    UNKNOWN_EXPERIMENT = "unknown_experiment"  # an exposure to an experiment or variant not in the config
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +43,16 @@ class EventValidator:
     """Holds the compiled contract; one instance per parallel parse task."""
 
     def __init__(self, schema_path: Path, max_event_bytes: int, max_future_skew_ms: int,
-                 max_event_age_ms: int = 0) -> None:
-        """``max_event_age_ms``: events older than this before the wall clock are rejected (0 = off)."""
+                 max_event_age_ms: int = 0, experiments: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        """``max_event_age_ms``: events older than this before the wall clock are rejected (0 = off).
+        ``experiments``: name -> variants of the configured experiments (exposures are checked
+        against them; None: not checked)."""
         schema = orjson.loads(Path(schema_path).read_bytes())
         self._validate = fastjsonschema.compile(schema)
         self._max_bytes = max_event_bytes
         self._max_skew = max_future_skew_ms
         self._max_age = max_event_age_ms
+        self._experiments = experiments
 
     def validate(self, raw: bytes, record_ts: int, now_ms: int) -> Event | Rejection:
         """``record_ts`` is the Kafka record timestamp the watermarks were built from."""
@@ -78,6 +83,10 @@ class EventValidator:
         if self._max_age and ts < now_ms - self._max_age:
             return Rejection(Reason.TS_TOO_OLD, f"ts {ts} is {now_ms - ts} ms before now "
                              f"(limit {self._max_age} ms)", "$.ts")
+        if event_type == "exposure" and self._experiments is not None:
+            rejection = self._check_exposure(payload["experiment"], payload["variant"])
+            if rejection is not None:
+                return rejection
         if ts != record_ts:
             return Rejection(
                 Reason.TIMESTAMP_MISMATCH,
@@ -85,6 +94,18 @@ class EventValidator:
                 "$.ts",
             )
         return Event.from_payload(payload)
+
+
+    def _check_exposure(self, experiment: str, variant: str) -> Rejection | None:
+        variants = self._experiments.get(experiment)
+        if variants is None:
+            known = ", ".join(sorted(self._experiments)) or "none"
+            return Rejection(Reason.UNKNOWN_EXPERIMENT, f"experiment {experiment!r} is not configured "
+                             f"(configured: {known})", "$.experiment")
+        if variant not in variants:
+            return Rejection(Reason.UNKNOWN_EXPERIMENT, f"variant {variant!r} is not a variant of experiment "
+                             f"{experiment!r} ({', '.join(variants)})", "$.variant")
+        return None
 
 
 def dead_letter(raw: bytes, rejection: Rejection, topic: str, partition: int, offset: int,

@@ -263,6 +263,7 @@ def test_hand_made_stream_profile_sessions_and_timers() -> None:
         "last_session": {"session_id": session_id(USER, 3_000), "start": 3_000, "end": 3_100,
                          "event_count": 2, "max_scroll_depth": 0.0, "dwell_ms": 0,
                          "converted": True},
+        "experiments": {},                        # none configured
         "windows_as_of": 3_100,
         "windows": {
             "10s": {"add_to_cart": 1, "click": 1, "page_view": 1, "product_view": 1, "purchase": 1},

@@ -58,7 +58,7 @@ def test_valid_event_with_user_id_and_every_optional_field() -> None:
     assert event == Event(
         event_id="e-1", event_type="product_view", ts=TS, user_id="u-1", item_id="i-1",
         category_id="c-1", scroll_depth=0.5, dwell_ms=1_200, user_agent="Mozilla/5.0",
-        session_id="s-1", anonymous_id="anon-1",
+        session_id="s-1", anonymous_id="anon-1", revenue=2 * 9.99,
     )
 
 
@@ -69,7 +69,8 @@ def test_valid_event_with_only_an_anonymous_id_is_keyed_by_it() -> None:
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 def test_every_contract_event_type_is_accepted(event_type: str) -> None:
-    assert check(payload(event_type=event_type)).event_type == event_type
+    exposure = {"experiment": "x", "variant": "a"} if event_type == "exposure" else {}
+    assert check(payload(event_type=event_type, **exposure)).event_type == event_type
 
 
 def test_boundary_values_are_accepted() -> None:

@@ -18,14 +18,14 @@ from typing import Mapping
 
 from river import cluster, preprocessing
 
-from personalization.core.events import EVENT_TYPES
+from personalization.core.events import BEHAVIOUR_TYPES
 
 CLUSTER_FEATURES: tuple[str, ...] = (
     "events_per_session",
     "purchase_rate",
     "dwell_s_per_event",
     "max_scroll_depth",
-    *(f"share_{t}" for t in EVENT_TYPES),
+    *(f"share_{t}" for t in BEHAVIOUR_TYPES),
 )
 
 
@@ -40,7 +40,7 @@ def profile_features(*, counts: Mapping[str, int], sessions_closed: int, session
         "dwell_s_per_event": dwell_ms / 1000 / events if events else 0.0,
         "max_scroll_depth": float(max_scroll_depth),
     }
-    for t in EVENT_TYPES:
+    for t in BEHAVIOUR_TYPES:
         x[f"share_{t}"] = counts.get(t, 0) / events if events else 0.0
     return x
 

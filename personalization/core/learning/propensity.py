@@ -47,11 +47,11 @@ from typing import Mapping, NamedTuple
 from river import base, metrics, naive_bayes, utils
 
 from personalization.core import sessions
-from personalization.core.events import EVENT_TYPES
+from personalization.core.events import BEHAVIOUR_TYPES
 from personalization.core.evolvable import positional
 from personalization.core.sessions import SessionRules, SessionState, SessionSummary
 
-SESSION_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "purchase")
+SESSION_EVENT_TYPES: tuple[str, ...] = tuple(t for t in BEHAVIOUR_TYPES if t != "purchase")
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"event_{t}" for t in SESSION_EVENT_TYPES),
     *(f"session_{t}" for t in SESSION_EVENT_TYPES),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from personalization.core.events import EVENT_TYPES
+from personalization.core.events import BEHAVIOUR_TYPES
 from personalization.core.rules.expressions import KEYWORDS, Condition, ExpressionError, Type, compile_condition
 from personalization.core.rules.features import (
     AGGREGATIONS, LIFETIME, NUMERIC_FIELDS, SESSION, TEXT_FIELDS, Feature,
@@ -93,7 +93,7 @@ def _feature(reader: Reader, name: str, node: Node) -> Feature:
         reader.fail(node, where, f"agg '{agg}' needs 'field'")
     if agg == "sessions" and over == SESSION:
         reader.fail(over_node, where, "agg 'sessions' needs over: lifetime or a window")
-    event_types = reader.choices(spec["event_type"], where, "event type", EVENT_TYPES) if "event_type" in spec else ()
+    event_types = reader.choices(spec["event_type"], where, "event type", BEHAVIOUR_TYPES) if "event_type" in spec else ()
     field = reader.choice(spec["field"], where, "field", _FIELDS) if "field" in spec else None
     if agg in ("sum", "max") and field not in NUMERIC_FIELDS:
         reader.fail(spec["field"], where, f"agg '{agg}' needs a numeric field ({', '.join(NUMERIC_FIELDS)}), "
@@ -110,7 +110,7 @@ def _score(reader: Reader, name: str, node: Node, features: set[str]) -> Score:
     if not weights:
         reader.fail(spec["weights"], where, "weights must not be empty")
     for event_type, weight in weights.items():
-        reader.choice(Node(event_type, weight.line, event_type), where, "event type", EVENT_TYPES)
+        reader.choice(Node(event_type, weight.line, event_type), where, "event type", BEHAVIOUR_TYPES)
     half_life = _duration(reader, spec["half_life"], where, "half_life") if "half_life" in spec else None
     return Score(name, {t: reader.number(w, where, f"weight of '{t}'") for t, w in weights.items()}, half_life)
 
@@ -159,8 +159,8 @@ def _trigger(reader: Reader, name: str, node: Node, segments: dict[str, Node]) -
         reader.fail(spec["unless"], where, "'unless' needs 'within'")
     return Trigger(
         name, action, segment,
-        on=reader.choices(spec["on"], where, "event type", EVENT_TYPES),
-        unless=reader.choices(spec["unless"], where, "event type", EVENT_TYPES) if "unless" in spec else (),
+        on=reader.choices(spec["on"], where, "event type", BEHAVIOUR_TYPES),
+        unless=reader.choices(spec["unless"], where, "event type", BEHAVIOUR_TYPES) if "unless" in spec else (),
         within_ms=_duration(reader, spec["within"], where, "within") if "within" in spec else None,
     )
 
