@@ -43,7 +43,7 @@ class Activation:
         cfg = settings.activation
         self.endpoints = {e.name: Endpoint(e, load_secret(e.secret_env)) for e in cfg.endpoints}
         self.stats = Stats()
-        self._producer = kafka_client(KafkaProducer, settings, acks="all")
+        self._producer = kafka_client(KafkaProducer, settings)
 
     def consumer(self, group_id: str, topic: str | None, max_records: int) -> KafkaConsumer:
         # A batch may take its worst case (every delivery retried to the end) before its commit:

@@ -168,7 +168,19 @@ class KafkaConfig(_Section):
     # or the topic's max.message.bytes): the DLQ topic and its producer take this plus the
     # dead-letter headers (core.dead_letter.HEADROOM_BYTES), so every accepted record fits there.
     max_message_bytes: int = Field(1_048_588, ge=1024)
+    # Replicas of every topic the tools create, and how many must have a write before acks=all
+    # succeeds (the topic's min.insync.replicas): 1 and 1 on the single-node stack; 3 and 2 on a
+    # 3-broker cluster survive one broker's loss without refusing writes or losing acknowledged ones.
+    replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int = Field(1, ge=1)
     properties: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> "KafkaConfig":
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"kafka.min_insync_replicas ({self.min_insync_replicas}) exceeds "
+                             f"kafka.replication_factor ({self.replication_factor}): every acks=all write would be refused")
+        return self
 
     @field_validator("properties")
     @classmethod

@@ -214,6 +214,7 @@ def kafka_sink(settings: Settings, topic: str) -> KafkaSink:
         .set_delivery_guarantee(
             DeliveryGuarantee.EXACTLY_ONCE if exactly_once else DeliveryGuarantee.AT_LEAST_ONCE)
         .set_property("max.request.size", str(kafka.max_message_bytes))  # RouteOutputs keeps records below it
+        .set_property("acks", "all")  # the clients' default, stated: replicated topics lose no acknowledged output
     )
     if exactly_once:
         builder = (builder.set_transactional_id_prefix(f"{kafka.transactional_id_prefix}-{topic}")
@@ -327,6 +328,7 @@ def dlq_sink_ddl(settings: Settings) -> str:
         **({"sink.transactional-id-prefix": f"{kafka.transactional_id_prefix}-{topic}",
             "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
         "properties.max.request.size": str(dlq_max_message_bytes(kafka.max_message_bytes)),
+        "properties.acks": "all",
         **{f"properties.{k}": v for k, v in flink_connector_properties(kafka.properties).items()},
     }
     with_clause = _with_clause(options)

@@ -39,7 +39,8 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
-            _wait(lambda: _create(admin, name, partitions_of(settings, name), topic_configs(settings, name)),
+            _wait(lambda: _create(admin, NewTopic(name, partitions_of(settings, name), settings.kafka.replication_factor,
+                                                  topic_configs=topic_configs(settings, name))),
                   timeout_s, f"creation of topic {name}")
         return missing
     finally:
@@ -63,10 +64,13 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
-    """The DLQ takes records up to the headers' headroom larger than the events topic does."""
-    if name != settings.kafka.topics.dlq:
-        return {}
-    return {"max.message.bytes": str(dlq_max_message_bytes(settings.kafka.max_message_bytes))}
+    """Every topic refuses acks=all writes with fewer in-sync replicas than kafka.min_insync_replicas
+    (set on the topic, not left to the brokers' default); the DLQ takes records up to the headers'
+    headroom larger than the events topic does."""
+    configs = {"min.insync.replicas": str(settings.kafka.min_insync_replicas)}
+    if name == settings.kafka.topics.dlq:
+        configs["max.message.bytes"] = str(dlq_max_message_bytes(settings.kafka.max_message_bytes))
+    return configs
 
 
 def dlq_size_problem(settings: Settings) -> str | None:
@@ -94,11 +98,11 @@ def dlq_size_problem(settings: Settings) -> str | None:
     return None
 
 
-def _create(admin: KafkaAdminClient, name: str, partitions: int, configs: dict[str, str]) -> bool:
+def _create(admin: KafkaAdminClient, topic: NewTopic) -> bool:
     try:
-        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        admin.create_topics([topic])
     except TopicAlreadyExistsError:
-        return name in set(admin.list_topics())
+        return topic.name in set(admin.list_topics())
     return True
 
 
@@ -111,9 +115,12 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 
 
 def kafka_client(cls: type[Client], settings: Settings, *topics: str, **arguments: Any) -> Client:
-    """A kafka-python client of the configured brokers, with ``kafka.properties`` (security) translated."""
+    """A kafka-python client of the configured brokers, with ``kafka.properties`` (security) translated.
+    Producers wait for every in-sync replica (acks=all, kafka-python's default is 1): a record
+    acknowledged by a leader that dies before its followers copied it would be lost."""
+    producing = {"acks": "all"} if cls is KafkaProducer else {}
     return cls(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
-               **{**client_config(cls, settings), **arguments})
+               **{**producing, **client_config(cls, settings), **arguments})
 
 
 def client_config(cls: type, settings: Settings) -> dict[str, Any]:

@@ -37,8 +37,9 @@ DATASETS = ("auto", "taobao", "jd", "all", "synthetic")
 MIN_SLEEP_S = 0.002
 PROGRESS_REFRESH_S = 0.1
 CLOSE_TIMEOUT_S = 10.0
-# A short linger keeps paced replays low-latency; large batches help as-fast-as-possible runs.
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 5, "batch_size": 256 * 1024}
+# A short linger keeps paced replays low-latency; large batches help as-fast-as-possible runs;
+# acks=all: an event acknowledged by a leader that dies before its followers copied it is lost.
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 5, "batch_size": 256 * 1024, "acks": "all"}
 
 T = TypeVar("T")
 

@@ -233,6 +233,8 @@ def test_zero_duration_where_a_positive_one_is_needed(key: str) -> None:
     ("redis.port=70000", "redis.port", "70000"),
     ("redis.db=-1", "redis.db", "-1"),
     ("kafka.topics.partitions=0", "kafka.topics.partitions", "0"),
+    ("kafka.replication_factor=0", "kafka.replication_factor", "0"),
+    ("kafka.min_insync_replicas=0", "kafka.min_insync_replicas", "0"),
     ("time.windows.buckets=0", "time.windows.buckets", "0"),
     ("profile.top_categories=0", "profile.top_categories", "0"),
     ("validation.max_event_bytes=100", "validation.max_event_bytes", "100"),
@@ -277,6 +279,13 @@ def test_window_size_not_divisible_by_buckets() -> None:
 @pytest.mark.parametrize("value, problem", [("6000", "must be a power of 2"), ("2048", "greater than or equal to 4096")])
 def test_network_buffer_bytes_is_a_flink_memory_page(value: str, problem: str) -> None:
     assert problem in error_of(overrides=[f"flink.network_buffer_bytes={value}"])
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
+    message = error_of(overrides=["kafka.replication_factor=2", "kafka.min_insync_replicas=3"])
+    assert "kafka: kafka.min_insync_replicas (3) exceeds kafka.replication_factor (2)" in message
+    settings = load_settings(overrides=["kafka.replication_factor=3", "kafka.min_insync_replicas=2"])
+    assert (settings.kafka.replication_factor, settings.kafka.min_insync_replicas) == (3, 2)
 
 
 def test_window_size_divisible_by_buckets_is_accepted() -> None:

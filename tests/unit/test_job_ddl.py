@@ -16,6 +16,7 @@ def test_the_dlq_sink_writes_headers_and_takes_the_headroom() -> None:
     assert "headers MAP<STRING, BYTES> METADATA" in ddl
     assert f"'properties.max.request.size' = '{2_000_000 + HEADROOM_BYTES}'" in ddl
     assert "'sink.delivery-guarantee' = 'at-least-once'" in ddl and "transactional" not in ddl
+    assert "'properties.acks' = 'all'" in ddl  # no acknowledged dead letter lost with a replicated DLQ
     exactly_once = dlq_sink_ddl(settings.with_overrides(kafka={"delivery_guarantee": "exactly-once"}))
     assert "'sink.delivery-guarantee' = 'exactly-once'" in exactly_once
     assert f"'sink.transactional-id-prefix' = 'personalization-{settings.kafka.topics.dlq}'" in exactly_once
