@@ -1,13 +1,16 @@
-"""A second, private Kafka broker with a SASL_PLAINTEXT (PLAIN) listener, for security tests.
+"""Private Kafka brokers next to the shared stack's, which they never touch: a SASL_PLAINTEXT
+(PLAIN) broker for security tests, and the 3-broker cluster of ``stack.sh kafka-cluster`` for
+replication tests.
 
-KRaft (combined broker + controller) from the jars stack/stack.sh installs under .stack/kafka,
-with its own data directory and free loopback ports; the shared stack's broker is not touched.
-Every client, including the broker itself, must authenticate: there is no PLAINTEXT listener.
+The SASL broker: KRaft (combined broker + controller) from the jars stack/stack.sh installs under
+.stack/kafka, with its own data directory and free loopback ports. Every client, including the
+broker itself, must authenticate: there is no PLAINTEXT listener.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,6 +22,7 @@ from personalization.config.settings import REPO_ROOT
 from tests.support import free_port, wait_until
 
 KAFKA_LIBS = REPO_ROOT / ".stack" / "kafka" / "libs"
+STACK = ("bash", str(REPO_ROOT / "stack" / "stack.sh"))
 JAVA = os.environ.get("JAVA", "java")
 ADMIN = ("admin", "admin-secret")  # the broker's own (inter-broker) login
 
@@ -98,6 +102,50 @@ class SaslKafka:
                 self._process.kill()
                 self._process.wait(timeout=10)
             self._process = None
+
+
+class KafkaCluster:
+    """The 3-node KRaft cluster (each node broker + controller) that ``stack.sh kafka-cluster``
+    runs on its own ports, with its state under ``workdir``: a fresh cluster per test."""
+
+    NODES = (1, 2, 3)
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.bootstrap = ""
+        # three JVMs starting side by side on a busy machine may take longer than one broker
+        self._env = {**os.environ, "KAFKA_CLUSTER_DIR": str(workdir), "STACK_TIMEOUT": "180"}
+
+    def _stack(self, *args: str) -> str:
+        done = subprocess.run([*STACK, "kafka-cluster", *args], env=self._env, capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"stack.sh kafka-cluster {' '.join(args)} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    def start(self) -> "KafkaCluster":
+        """Start every node that is not running; returns once all three are unfenced brokers."""
+        self.bootstrap = re.search(r"bootstrap (\S+)", self._stack("up")).group(1)
+        return self
+
+    def pid(self, node: int) -> int:
+        return int((self.workdir / f"node{node}" / "kafka.pid").read_text())
+
+    def kill(self, node: int) -> None:
+        """SIGKILL, as a crash would; returns once the process is gone."""
+        self._stack("kill", str(node))
+
+    def partitions(self, topics: list[str]) -> dict[tuple[str, int], dict]:
+        """(topic, partition) -> its metadata: ``leader_id`` (-1: none), ``replica_nodes``, ``isr_nodes``..."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        try:
+            return {(topic["name"], partition["partition_index"]): partition
+                    for topic in admin.describe_topics(topics) for partition in topic["partitions"]}
+        finally:
+            admin.close()
+
+    def stop(self) -> None:
+        self._stack("down")
 
 
 def _cluster_id() -> str:

@@ -17,10 +17,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from personalization.config.settings import Settings, Topics, load_settings
 from personalization.core.dead_letter import DeadLetter
+from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.dlq import read_dlq
 from personalization.pipelines.main import run_job
 from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.replay.producer import produce, replay_events
+from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
 
 T = TypeVar("T")
@@ -160,9 +162,12 @@ def dead_letters(settings: Settings) -> list[DeadLetter]:
     return [record.letter for record in read_dlq(settings)]
 
 
-def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
-    """Every record of ``topic`` up to its current end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+def read_all(settings: Settings, topic: str, timeout_s: float = 30.0,
+             isolation_level: str = "read_uncommitted") -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to its current end offsets (with ``read_committed``: up to the
+    last stable offsets, committed transactions only)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+                             isolation_level=isolation_level)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         ends = consumer.end_offsets(partitions)
@@ -177,6 +182,33 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Co
         return records
     finally:
         consumer.close()
+
+
+EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
+
+
+def fault_run_settings(baseline: Settings, tmp_path: Path, **sections) -> Settings:
+    """A run reading the baseline's input topic, unbounded and exactly-once, with outputs of its own.
+
+    Fault runs are unbounded, as in production (a Kafka source restored from a checkpoint does not
+    end at the bounded stopping offsets): once every event is processed, :func:`drain_when_done`
+    stops them, which ends event time exactly as the end of a bounded baseline does. No idleness:
+    Flink drops the drain's final watermark when the source is idle (FLINK-40499), and partitions
+    read to the end go idle after time.idle_timeout."""
+    kafka = {**EXACTLY_ONCE, "bounded": False, **sections.pop("kafka", {})}
+    return isolated_settings(tmp_path, events_topic=baseline.kafka.topics.events, kafka=kafka,
+                             time={"idle_timeout": "1h"}, **sections)
+
+
+def processed_events(settings: Settings) -> int:
+    """Events counted in the run's profiles."""
+    return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
+
+
+def drain_when_done(client, settings: Settings, total: int, tmp_path: Path) -> None:
+    """Stop an unbounded run with ``--drain`` once its profiles count all ``total`` events."""
+    wait_until(lambda: processed_events(settings) == total, 300, f"all {total} events to be processed")
+    stop_with_savepoint(client, (tmp_path / "drained").as_uri(), drain=True)
 
 
 def sessions_of(settings: Settings) -> list[dict]:

@@ -3,10 +3,7 @@
 All runs read the same real input topic, in exactly-once mode for the Kafka outputs; each has
 its own Redis prefix (or server) and output topics. Compared: every Redis key and field except
 the documented wall-clock ``updated_at``, and the ``sessions`` topic read with read_committed.
-
-Fault runs are unbounded, as in production (a Kafka source restored from a checkpoint does not
-end at the bounded stopping offsets): once every event is processed they are stopped with
-``--drain``, which ends event time exactly as the end of the bounded baseline does.
+Fault runs are unbounded and drained once every event is processed (tests.support.fault_run_settings).
 """
 
 from __future__ import annotations
@@ -22,37 +19,18 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from personalization.config.settings import REPO_ROOT
-from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.topics import kafka_client
-from personalization.serving.reader import ProfileReader
-from tests.support import (PZ, RedisServer, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run,
-                           sessions_of, start_job, wait_until, write_config)
+from tests.support import (EXACTLY_ONCE, PZ, RedisServer, drain_when_done, fault_run_settings, free_port,
+                           latest_checkpoint, processed_events, redis_state, replayed_run, sessions_of, start_job,
+                           wait_until, write_config)
 
 SLICE = 20_000
-EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
     settings, events = replayed_run(tmp_path_factory.mktemp("baseline"), seed=5, limit=SLICE, kafka=EXACTLY_ONCE)
     return settings, len(events)
-
-
-def _same_input(baseline_settings, tmp_path, **sections):
-    # No idleness: Flink drops the drain's final watermark when the source is idle (FLINK-40499),
-    # and partitions read to the end go idle after time.idle_timeout.
-    return isolated_settings(tmp_path, events_topic=baseline_settings.kafka.topics.events,
-                             kafka={**EXACTLY_ONCE, "bounded": False}, time={"idle_timeout": "1h"},
-                             **sections)
-
-
-def _drain_when_done(client, settings, total: int, tmp_path) -> None:
-    wait_until(lambda: _processed(settings) == total, 300, f"all {total} events to be processed")
-    stop_with_savepoint(client, (tmp_path / "drained").as_uri(), drain=True)
-
-
-def _processed(settings) -> int:
-    return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
 
 
 def _committed(settings) -> int:
@@ -94,7 +72,7 @@ def _assert_same_end_state(settings, baseline_settings) -> None:
 
 def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_path):
     baseline_settings, total = baseline
-    settings = _same_input(baseline_settings, tmp_path, flink={"checkpoint_interval": 1_000})
+    settings = fault_run_settings(baseline_settings, tmp_path, flink={"checkpoint_interval": 1_000})
     config = write_config(settings, tmp_path / "job.yaml")
     job = subprocess.Popen([*PZ, "run", "--config", str(config)],
                            cwd=REPO_ROOT, start_new_session=True,
@@ -102,37 +80,37 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
     try:
         # Killed once a completed checkpoint covers records: the source commits a checkpoint's
         # offsets to Kafka only after the checkpoint completed (and a moment after its files).
-        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and _processed(settings) > 0
+        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
                    and _committed(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
-    assert 0 < _processed(settings) < total  # really killed mid-stream
+    assert 0 < processed_events(settings) < total  # really killed mid-stream
     # What the group committed is covered by the latest checkpoint: the restore starts past those
     # records, and not past all of them.
     assert 0 < _committed(settings) < total
 
     checkpoint = latest_checkpoint(settings.flink.checkpoint_dir)
     client = start_job(settings.with_overrides(flink={"savepoint_path": checkpoint}))
-    _drain_when_done(client, settings, total, tmp_path)
+    drain_when_done(client, settings, total, tmp_path)
     _assert_same_end_state(settings, baseline_settings)
 
 
 def test_redis_outage_mid_stream_back_pressures_and_loses_nothing(baseline, tmp_path):
     baseline_settings, total = baseline
     server = RedisServer(tmp_path / "redis").start()
-    settings = _same_input(baseline_settings, tmp_path, redis={"port": server.port, "retry_backoff_max": 1_000})
+    settings = fault_run_settings(baseline_settings, tmp_path, redis={"port": server.port, "retry_backoff_max": 1_000})
     client = start_job(settings)
     try:
-        wait_until(lambda: _processed(settings) > 0, 120, "the first profiles")
+        wait_until(lambda: processed_events(settings) > 0, 120, "the first profiles")
         # Killed, not shut down: no final AOF rewrite or flush. What it acknowledged is in the
         # AOF already (written before the reply), so the restart loses none of it.
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         # Redis stays down for 5 s; the job must neither fail nor finish meanwhile.
         assert not _ends_within(client, 5), "the job ended while Redis was down"
         server.start()  # same data folder: AOF persistence brings the written profiles back
-        _drain_when_done(client, settings, total, tmp_path)
+        drain_when_done(client, settings, total, tmp_path)
         _assert_same_end_state(settings, baseline_settings)
     finally:
         server.stop()
@@ -148,20 +126,20 @@ def test_redis_read_only_then_out_of_memory_mid_stream_back_pressures_and_loses_
     (``maxmemory`` under ``noeviction``) in turn, each until the job's writes were refused."""
     baseline_settings, total = baseline
     server = RedisServer(tmp_path / "redis").start()
-    settings = _same_input(baseline_settings, tmp_path, redis={"port": server.port, "retry_backoff_max": 1_000})
+    settings = fault_run_settings(baseline_settings, tmp_path, redis={"port": server.port, "retry_backoff_max": 1_000})
     admin = redis.Redis(host="127.0.0.1", port=server.port)
     client = start_job(settings)
     try:
-        wait_until(lambda: _processed(settings) > 0, 120, "the first profiles")
+        wait_until(lambda: processed_events(settings) > 0, 120, "the first profiles")
         faults = ((("REPLICAOF", "127.0.0.1", str(free_port())), ("REPLICAOF", "NO", "ONE"), "READONLY"),
                   (("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0"), "OOM"))
         for fault, undo, error in faults:
             admin.execute_command(*fault)
             wait_until(lambda: _refused(admin, error) > 0, 60, f"the job's writes refused with {error}")
-            assert _processed(settings) < total  # mid-stream
+            assert processed_events(settings) < total  # mid-stream
             assert not _ends_within(client, 3), f"the job ended while Redis answered {error}"
             admin.execute_command(*undo)
-        _drain_when_done(client, settings, total, tmp_path)
+        drain_when_done(client, settings, total, tmp_path)
         _assert_same_end_state(settings, baseline_settings)
     finally:
         server.stop()
@@ -169,13 +147,13 @@ def test_redis_read_only_then_out_of_memory_mid_stream_back_pressures_and_loses_
 
 def test_kafka_broker_killed_mid_stream(baseline, tmp_path):
     baseline_settings, total = baseline
-    settings = _same_input(baseline_settings, tmp_path)
+    settings = fault_run_settings(baseline_settings, tmp_path)
     client = start_job(settings)
-    wait_until(lambda: _processed(settings) > 0, 120, "the first profiles")
+    wait_until(lambda: processed_events(settings) > 0, 120, "the first profiles")
     stack = ["bash", str(REPO_ROOT / "stack" / "stack.sh")]
     killed = subprocess.run(stack + ["kill", "kafka"], check=True, capture_output=True, text=True)
     assert "kafka killed (SIGKILL" in killed.stdout + killed.stderr
-    assert _processed(settings) < total  # the broker went away mid-stream
+    assert processed_events(settings) < total  # the broker went away mid-stream
     subprocess.run(stack + ["up"], check=True)
-    _drain_when_done(client, settings, total, tmp_path)
+    drain_when_done(client, settings, total, tmp_path)
     _assert_same_end_state(settings, baseline_settings)

@@ -566,8 +566,15 @@ def test_topics_created_match_the_job_config():
     assert set(match.group(1).split()) == expected
     assert re.search(rf"--partitions {topics['partitions']}\b", script)
     dlq_size = dlq_max_message_bytes(config["kafka"]["max_message_bytes"])
-    assert re.search(rf"--topic {re.escape(topics['dlq'])} --partitions {topics['partitions']} "
-                     rf"--replication-factor 1 --config max.message.bytes={dlq_size}\b", script)
+    assert re.search(rf"create --topic {re.escape(topics['dlq'])} --partitions {topics['partitions']} "
+                     rf"--config max.message.bytes={dlq_size}\b", script)
+    # every create has the replicas and min.insync.replicas of the environment, the config's defaults
+    assert len(re.findall(r"--create", script)) == 1 and script.count("create --topic") == 3
+    assert ('--replication-factor "$REPLICATION_FACTOR" --config "min.insync.replicas=$MIN_INSYNC_REPLICAS"'
+            in script)
+    (init,) = [svc for svc in services().values() if "kafka-topics.sh" in command_text(svc)]
+    assert int(init["environment"]["REPLICATION_FACTOR"]) == config["kafka"]["replication_factor"]
+    assert int(init["environment"]["MIN_INSYNC_REPLICAS"]) == config["kafka"]["min_insync_replicas"]
 
 
 def test_submitter_runs_the_python_entry_point():
@@ -641,6 +648,90 @@ def test_activation_service_runs_the_webhook_service_on_the_job_config():
     secret_env = settings.activation.endpoints[0].secret_env
     assert service["environment"][f"{secret_env}_FILE"] == secret_path(service, "webhook_secret")
     assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the clustered Kafka variant (docker/compose.kafka-cluster.yaml, an override of compose.yaml)
+
+KAFKA_CLUSTER = DOCKER / "compose.kafka-cluster.yaml"
+
+
+def merged(base, override):
+    """Docker Compose's merge of an override file, for the keys ours sets: mappings merge key by
+    key; anything else (command, entrypoint, a new service's ports) replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merged(base[key], value) if key in base else value
+                           for key, value in override.items()}}
+    return override
+
+
+@lru_cache(maxsize=None)
+def kafka_cluster_compose() -> dict:
+    """compose.yaml with the cluster override, as Docker Compose sees them with no variables set."""
+    return interpolate(merged(compose_raw(), yaml.safe_load(KAFKA_CLUSTER.read_text())), {})
+
+
+def kafka_nodes(project: dict) -> dict[str, dict]:
+    return {name: svc for name, svc in project["services"].items()
+            if image_repository(svc["image"]) == "apache/kafka" and "command" not in svc}
+
+
+def test_kafka_cluster_override_validates_against_the_compose_spec_schema():
+    import fastjsonschema
+
+    project = kafka_cluster_compose()
+    fastjsonschema.compile(compose_schema())(project)
+    assert f"-f docker/compose.yaml -f docker/{KAFKA_CLUSTER.name}" in COMPOSE.read_text()
+    base_kafka = {svc["image"] for svc in kafka_nodes(compose()).values()}
+    assert {svc["image"] for svc in kafka_nodes(project).values()} == base_kafka  # one pinned broker image
+
+
+def test_kafka_cluster_override_runs_three_kraft_nodes_with_replicated_internal_topics():
+    nodes = kafka_nodes(kafka_cluster_compose())
+    assert len(nodes) == 3
+    ids = {name: int(svc["environment"]["KAFKA_NODE_ID"]) for name, svc in nodes.items()}
+    assert sorted(ids.values()) == [1, 2, 3]
+    voters = ",".join(f"{ids[name]}@{name}:9093" for name in sorted(nodes, key=ids.get))
+    host_ports = []
+    for name, svc in nodes.items():
+        env = svc["environment"]
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters, f"{name}: another quorum"
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert f"INTERNAL://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert (env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"],
+                env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == (3, 3, 2, 2)
+        external = int(re.search(r"EXTERNAL://localhost:(\d+)", env["KAFKA_ADVERTISED_LISTENERS"]).group(1))
+        assert svc["ports"] == [f"127.0.0.1:{external}:{external}"]  # published where it is advertised
+        host_ports.append(external)
+        assert any(v.endswith(":/var/lib/kafka/data") for v in svc["volumes"])
+    assert len(set(host_ports)) == 3
+    assert len({svc["environment"]["CLUSTER_ID"] for svc in nodes.values()}) == 1
+    assert set(host_ports).isdisjoint({9092, 9093, 29092, 29093, 29094})  # stack.sh's single node and cluster
+
+
+def test_kafka_cluster_override_creates_replicated_topics_and_runs_the_job_on_every_node():
+    project = kafka_cluster_compose()
+    nodes = kafka_nodes(project)
+    every_node = {f"{name}:9092" for name in nodes}
+    (init,) = [svc for svc in project["services"].values() if "kafka-topics.sh" in command_text(svc)]
+    assert set(init["environment"]["KAFKA_BOOTSTRAP"].split(",")) == every_node
+    assert set(init["depends_on"]) == set(nodes)
+    # the submitter's PZ_JOB_ARGS ends its `flink run` line: valid job config, matching kafka-init
+    job_args = shlex.split(project["services"][submitter()[0]]["environment"]["PZ_JOB_ARGS"])
+    assert flink_run_tokens()[-1] == "$PZ_JOB_ARGS"
+    overrides = {**set_overrides(), **dict(job_args[i + 1].split("=", 1) for i, token in enumerate(job_args)
+                                          if token == "--set")}
+    overrides["flink.parallelism"] = "4"
+    settings = load_settings(DEFAULT_CONFIG, [f"{k}={v}" for k, v in overrides.items()])
+    assert set(settings.kafka.bootstrap_servers.split(",")) == every_node
+    assert settings.kafka.replication_factor == int(init["environment"]["REPLICATION_FACTOR"]) == 3
+    assert settings.kafka.min_insync_replicas == int(init["environment"]["MIN_INSYNC_REPLICAS"]) == 2
+    assert settings.kafka.delivery_guarantee == "exactly-once"
+    activation = project["services"]["activation"]["command"]
+    (bootstrap,) = [token.split("=", 1)[1] for token in activation if token.startswith("kafka.bootstrap_servers=")]
+    assert set(bootstrap.split(",")) == every_node
+    replay = project["services"]["replay"]["entrypoint"]
+    assert set(option_value(replay, "--bootstrap").split(",")) == every_node
 
 
 def test_connector_jar_matches_the_pom():
