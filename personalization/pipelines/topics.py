@@ -203,6 +203,7 @@ def list_command(settings: Settings) -> None:
 @cli.command("create")
 @with_settings
 def create_command(settings: Settings) -> None:
-    """Create the missing topics (partitions: kafka.topics.partitions; the rules topic has one)."""
+    """Create the missing topics (partitions: kafka.topics.partitions, the rules topic has one;
+    kafka.replication_factor replicas; min.insync.replicas: kafka.min_insync_replicas)."""
     created = ensure_topics(settings)
     click.echo(f"created {len(created)} topic(s){': ' + ', '.join(created) if created else ''}")

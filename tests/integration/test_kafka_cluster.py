@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError
 
 from tests.kafka_broker import KafkaCluster
 from tests.support import (EXACTLY_ONCE, drain_when_done, fault_run_settings, processed_events, read_all, redis_state,
@@ -50,6 +51,14 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _led_by_others(cluster: KafkaCluster, topics: list[str], partitions: list, victim: int) -> bool:
+    try:
+        now = cluster.partitions(topics)
+    except KafkaError:  # the client asked the killed node, still in the survivors' metadata: ask again
+        return False
+    return all(now[tp]["leader_id"] not in (victim, -1) for tp in partitions)
+
+
 def _min_insync(bootstrap: str, topics: list[str]) -> set[str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -80,8 +89,8 @@ def test_a_broker_killed_mid_stream_with_acks_all_and_exactly_once_changes_nothi
     assert processed_events(settings) < len(events)  # mid-stream
     moved = [tp for tp, leader in leaders.items() if leader == victim]
     assert len(moved) == led > 0
-    wait_until(lambda: all(kafka_cluster.partitions(topics)[tp]["leader_id"] not in (victim, -1) for tp in moved),
-               60, f"leadership of the {led} partitions node {victim} led to move")
+    wait_until(lambda: _led_by_others(kafka_cluster, topics, moved, victim), 60,
+               f"leadership of the {led} partitions node {victim} led to move")
 
     drain_when_done(client, settings, len(events), tmp_path)
     assert redis_state(settings) == redis_state(baseline)
