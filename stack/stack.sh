@@ -28,6 +28,7 @@ KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}
 KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-29092}                # node N: KAFKA_CLUSTER_PORT + N - 1
 KAFKA_CLUSTER_CONTROLLER_PORT=${KAFKA_CLUSTER_CONTROLLER_PORT:-29192}  # node N: ... + N - 1
 KAFKA_CLUSTER_HEAP_OPTS=${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx384m}
+KAFKA_CLUSTER_STOP_TIMEOUT=${KAFKA_CLUSTER_STOP_TIMEOUT:-30}  # seconds from SIGTERM to SIGKILL in `kafka-cluster down`
 JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
 MVN_ARGS=${MVN_ARGS:-}                         # extra maven args, e.g. -Dmaven.repo.local=...
@@ -596,12 +597,13 @@ cluster_up() {
 }
 
 # All nodes at once: one by one, the last broker's controlled shutdown waits for a controller
-# quorum that the others took with them.
+# quorum that the others took with them. A node still running KAFKA_CLUSTER_STOP_TIMEOUT after
+# SIGTERM is killed: the cluster holds test data only.
 cluster_down() {
   local n pid pids=()
   for n in "${KAFKA_CLUSTER_NODES[@]}"; do
     if pid=$(cluster_node_pid "$n"); then
-      stop_pid "kafka cluster node $n" "$pid" "$(cluster_node_dir "$n")/kafka.log" &
+      STACK_TIMEOUT=$KAFKA_CLUSTER_STOP_TIMEOUT stop_pid "kafka cluster node $n" "$pid" "$(cluster_node_dir "$n")/kafka.log" &
       pids+=($!)
     else say "kafka cluster node $n not running"; fi
   done

@@ -179,7 +179,8 @@ class KafkaConfig(_Section):
     def _insync_within_replicas(self) -> "KafkaConfig":
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(f"kafka.min_insync_replicas ({self.min_insync_replicas}) exceeds "
-                             f"kafka.replication_factor ({self.replication_factor}): every acks=all write would be refused")
+                             f"kafka.replication_factor ({self.replication_factor}): "
+                             "every acks=all write would be refused")
         return self
 
     @field_validator("properties")

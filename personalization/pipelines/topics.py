@@ -38,10 +38,10 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
             delete_topics(settings, timeout_s)
         missing = [name for name in names if name not in set(admin.list_topics())]
         for name in missing:
+            topic = NewTopic(name, partitions_of(settings, name), settings.kafka.replication_factor,
+                             topic_configs=topic_configs(settings, name))
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
-            _wait(lambda: _create(admin, NewTopic(name, partitions_of(settings, name), settings.kafka.replication_factor,
-                                                  topic_configs=topic_configs(settings, name))),
-                  timeout_s, f"creation of topic {name}")
+            _wait(lambda: _create(admin, topic), timeout_s, f"creation of topic {name}")
         return missing
     finally:
         admin.close()

@@ -1,7 +1,8 @@
 """Replicated Kafka: a broker of a 3-node KRaft cluster killed mid-stream (SIGKILL) changes nothing.
 
 The cluster is ``stack.sh kafka-cluster``'s, started for this test only (its own ports and state)
-and stopped after it; Redis is the shared stack's, under prefixes of the runs' own. Topics are
+and stopped after it; so is a private Redis server (both runs, under prefixes of their own): the
+test needs nothing of the shared stack. Topics are
 created by the tools with 3 replicas and min.insync.replicas 2; the producers (the replay's, the
 job's exactly-once sinks) write with acks=all. An uninterrupted run on the same events is the
 reference for the Redis end state and for every output topic, read to its end offsets with
@@ -19,8 +20,8 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from tests.kafka_broker import KafkaCluster
-from tests.support import (EXACTLY_ONCE, drain_when_done, fault_run_settings, processed_events, read_all, redis_state,
-                           replayed_run, start_job, wait_until)
+from tests.support import (EXACTLY_ONCE, RedisServer, drain_when_done, fault_run_settings, processed_events, read_all,
+                           redis_state, replayed_run, start_job, wait_until)
 
 SLICE = 3_000
 # The topics the job writes (besides Redis); events is the one it reads.
@@ -34,6 +35,15 @@ def kafka_cluster(tmp_path):
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
 
 
 def _outputs(settings) -> dict[str, list[bytes]]:
@@ -59,25 +69,31 @@ def _led_by_others(cluster: KafkaCluster, topics: list[str], partitions: list, v
     return all(now[tp]["leader_id"] not in (victim, -1) for tp in partitions)
 
 
-def _min_insync(bootstrap: str, topics: list[str]) -> set[str]:
+def _min_insync(bootstrap: str, topics: list[str]) -> set[tuple[str, str] | None]:
+    """(value, source) of each topic's min.insync.replicas; None while a broker does not know the topic yet."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t, ["min.insync.replicas"])
                                             for t in topics])
     finally:
         admin.close()
-    return {configs["min.insync.replicas"]["value"] for configs in described["topic"].values()}
+    found = {name: configs.get("min.insync.replicas") for name, configs in described["topic"].items()}
+    return {(c["value"], c["config_source"]) if c else None for c in (found.get(t) for t in topics)}
 
 
-def test_a_broker_killed_mid_stream_with_acks_all_and_exactly_once_changes_nothing(stack, datasets, kafka_cluster,
+def test_a_broker_killed_mid_stream_with_acks_all_and_exactly_once_changes_nothing(datasets, kafka_cluster, redis_port,
                                                                                      tmp_path):
     replicated = {"bootstrap_servers": kafka_cluster.bootstrap, "replication_factor": 3, "min_insync_replicas": 2}
-    baseline, events = replayed_run(tmp_path / "baseline", seed=5, limit=SLICE, kafka={**EXACTLY_ONCE, **replicated})
-    settings = fault_run_settings(baseline, tmp_path, kafka=replicated)
+    redis = {"port": redis_port}
+    baseline, events = replayed_run(tmp_path / "baseline", seed=5, limit=SLICE, kafka={**EXACTLY_ONCE, **replicated},
+                                    redis=redis)
+    settings = fault_run_settings(baseline, tmp_path, kafka=replicated, redis=redis)
     topics = [settings.kafka.topics.events, *(getattr(settings.kafka.topics, key) for key in OUTPUTS)]
     # as the tools created them, from the config
     assert {len(p["replica_nodes"]) for p in kafka_cluster.partitions(topics).values()} == {3}
-    assert _min_insync(kafka_cluster.bootstrap, topics) == {"2"}
+    # set on each topic (the brokers' default is 2 as well)
+    wait_until(lambda: _min_insync(kafka_cluster.bootstrap, topics) == {("2", "DYNAMIC_TOPIC_CONFIG")}, 30,
+               "min.insync.replicas 2 on every topic")
 
     client = start_job(settings)
     wait_until(lambda: processed_events(settings) > 0, 120, "the first profiles")
