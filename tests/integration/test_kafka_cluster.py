@@ -20,12 +20,12 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from tests.kafka_broker import KafkaCluster
-from tests.support import (EXACTLY_ONCE, RedisServer, drain_when_done, fault_run_settings, processed_events, read_all,
-                           redis_state, replayed_run, start_job, wait_until)
+from tests.support import (EXACTLY_ONCE, TOPIC_KEYS, RedisServer, drain_when_done, fault_run_settings, processed_events,
+                           read_all, redis_state, replayed_run, start_job, wait_until)
 
 SLICE = 3_000
-# The topics the job writes (besides Redis); events is the one it reads.
-OUTPUTS = ("dlq", "late", "sessions", "segment_changes", "examples", "no_consent", "audit", "alerts")
+# The topics the job writes (besides Redis): all but its inputs and the webhook service's DLQ.
+OUTPUTS = tuple(key for key in TOPIC_KEYS if key not in ("events", "rules", "erasure", "webhooks_dlq"))
 
 
 @pytest.fixture
