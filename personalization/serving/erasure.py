@@ -13,11 +13,12 @@ found through the user's two index keys, so an erasure reads no key of anyone el
 
 Three round trips whatever the size of Redis: the indexes are read, one pipeline removes what
 they name, and a last one deletes the indexes, so an erasure cut short (Redis lost mid-pipeline)
-finds them again when it is retried. The indexes get a round trip of their own because on a
-Redis Cluster a pipeline's commands to different nodes are sent in parallel, in no order. Every step is idempotent, so an erasure repeated after a restore
-deletes nothing more and fails nothing; the whole erasure is retried while Redis is down
-(``retry_while_down``). The shared model hash (``<prefix>:model``) names no user. Keys written
-before the indexes existed are indexed once by ``index_existing`` (README, key schema migration).
+finds them again when it is retried (the indexes get a round trip of their own because on a
+Redis Cluster a pipeline's commands to different nodes are sent in parallel, in no order). Every
+step is idempotent, so an erasure repeated after a restore deletes nothing more and fails nothing;
+the whole erasure is retried while Redis is down (``retry_while_down``). The shared model hash
+(``<prefix>:model``) names no user. Keys written before the indexes existed are indexed once by
+``index_existing`` (README, key schema migration).
 """
 
 from __future__ import annotations

@@ -400,8 +400,8 @@ class ProfileWriter:
         for record in changes:
             args += [record["seq"], *encode_change(record)]
         pipe.execute_command("EVALSHA", self._append.sha, 3, changes_key(self._prefix),
-                             streamed_version_key(self._prefix, user_id),
-                     entries_index_key(self._prefix, user_id), *args)
+                             streamed_version_key(self._prefix, user_id), entries_index_key(self._prefix, user_id),
+                             *args)
         for record in changes:
             key = members_key(self._prefix, record["segment"])
             if record["action"] == "enter":
@@ -493,17 +493,11 @@ def connect(config: RedisConfig) -> redis.Redis | RedisCluster:
     return redis.Redis(host=config.host, port=config.port, db=config.db, **options)
 
 
-def describe(config: RedisConfig) -> str:
-    """Where the client connects, for messages."""
-    if config.cluster_nodes:
-        return f"redis cluster {','.join(config.cluster_nodes)}"
-    return f"redis {config.host}:{config.port}"
-
-
 def check_connection(client: redis.Redis, config: RedisConfig) -> None:
     """Raise a readable error for refused credentials, naming where the secret comes from
     (never the secret itself)."""
-    where = describe(config)
+    where = (f"redis cluster {','.join(config.cluster_nodes)}" if config.cluster_nodes
+             else f"redis {config.host}:{config.port}")
     try:
         client.ping()
     except (redis.AuthenticationError, redis.ResponseError) as err:

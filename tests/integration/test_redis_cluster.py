@@ -103,12 +103,19 @@ def test_reader_api_and_cli_read_the_cluster_as_the_single_node(single, clustere
     user = min(members)
 
     config = write_config(clustered, tmp_path / "cluster.yaml")
-    shown = subprocess.run([*PZ, "profile", user, "--config", str(config)], cwd=REPO_ROOT, capture_output=True,
-                           text=True, timeout=120, check=True)
-    assert _without_updated_at(orjson.loads(shown.stdout)) == profiles[user]
-    listed = subprocess.run([*PZ, "sizes", "--config", str(config)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=120, check=True)
-    assert listed.stdout == "".join(f"{name}\t{n}\n" for name, n in sorted(sizes.items()))
+
+    def pz(*args: str) -> str:
+        return subprocess.run([*PZ, *args, "--config", str(config)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    assert _without_updated_at(orjson.loads(pz("profile", user))) == profiles[user]
+    assert pz("sizes") == "".join(f"{name}\t{n}\n" for name, n in sorted(sizes.items()))
+    # the maintenance CLIs: the indexes rebuilt from the audience sets and the stream are the
+    # ones the job wrote, and no profile has expired
+    before = redis_state(clustered)
+    assert pz("index-for-erasure") == (f"indexed {sum(sizes.values())} audience memberships and "
+                                       f"{len(reader.changes())} stream entries\n")
+    assert pz("expire-audiences") == "removed 0 audience memberships of expired profiles\n"
+    assert redis_state(clustered) == before
 
     with api_process(config, free_port(), env={"PZ_API_KEYS": KEY}) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
