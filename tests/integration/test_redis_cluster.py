@@ -4,11 +4,14 @@ deleted afterwards (the single-node stack is left alone).
 
 One run of the same real events on the single node is the reference: the cluster's end state
 must equal it key for key (``redis_state``: decoded values, minus the wall-clock ``updated_at``
-and stream ids), with and without a master SIGKILLed mid-stream.
+and stream ids): after an uninterrupted run, after a master SIGKILLed mid-stream, and after the
+job SIGKILLed mid-stream and restored from its checkpoint (test_faults' crash test).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 
 import httpx
@@ -22,7 +25,9 @@ from personalization.serving.api import api_process
 from personalization.serving.erasure import erase_user
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import changes_key, connect, encode_id
-from tests.support import PZ, free_port, isolated_settings, redis_state, replayed_run, start_job, wait_until, write_config
+from tests.integration.test_faults import _committed, _drain_when_done, _processed
+from tests.support import (PZ, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job,
+                           wait_until, write_config)
 
 STACK = ("bash", str(REPO_ROOT / "stack" / "stack.sh"), "redis-cluster")
 PORTS = range(7101, 7107)  # stack.sh's default REDIS_CLUSTER_PORT and the five after it
@@ -61,10 +66,6 @@ def clustered(single, redis_cluster, tmp_path_factory):
     return settings
 
 
-def _processed(settings) -> int:
-    return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
-
-
 def _cluster_nodes(port: int) -> dict[int, dict]:
     """``CLUSTER NODES`` as the node on ``port`` sees it: port -> node_id, flags (a set), master_id, ..."""
     return {int(address.split("@")[0].rsplit(":", 1)[1]): {**node, "flags": set(node["flags"].split(","))}
@@ -79,7 +80,7 @@ def test_the_cluster_ends_in_the_single_nodes_state_with_keys_on_every_master(si
     single_settings, total = single
     state = redis_state(clustered)
     assert state == redis_state(single_settings)
-    assert sum(p["events_total"] for p in ProfileReader.from_settings(clustered).all_profiles()) == total
+    assert _processed(clustered) == total
     masters = [port for port, node in _cluster_nodes(PORTS[0]).items() if "master" in node["flags"]]
     prefix = clustered.redis.key_prefix
     per_master = {port: sum(1 for _ in redis.Redis(port=port).scan_iter(match=f"{prefix}:*", count=1000))
@@ -167,4 +168,29 @@ def test_a_master_killed_mid_stream_fails_over_and_the_job_ends_in_the_same_stat
     wait_until(failed_over, 60, f"the replica of the killed master {victim.port} to be promoted")
 
     client.get_job_execution_result().result()  # raises if the job failed (no restarts allowed)
+    assert redis_state(settings) == redis_state(single_settings)
+
+
+def test_the_job_killed_mid_stream_restores_into_the_same_state_on_the_cluster(single, redis_cluster, tmp_path):
+    """test_faults' crash test on the cluster: the job SIGKILLed once a checkpoint with committed
+    offsets exists, restored from it, drained when every event is processed (unbounded, as a
+    restored Kafka source does not end at bounded offsets; no idleness, see test_faults)."""
+    single_settings, total = single
+    settings = isolated_settings(tmp_path, events_topic=single_settings.kafka.topics.events,
+                                 redis={"cluster_nodes": NODES}, kafka={"bounded": False},
+                                 time={"idle_timeout": "1h"}, flink={"checkpoint_interval": 1_000})
+    config = write_config(settings, tmp_path / "job.yaml")
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)], cwd=REPO_ROOT, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and _processed(settings) > 0
+                   and _committed(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
+        job.wait(timeout=30)
+    assert job.returncode == -signal.SIGKILL
+    assert 0 < _committed(settings) < total  # the restore starts past some records, not past all
+
+    client = start_job(settings.with_overrides(flink={"savepoint_path": latest_checkpoint(settings.flink.checkpoint_dir)}))
+    _drain_when_done(client, settings, total, tmp_path)
     assert redis_state(settings) == redis_state(single_settings)
