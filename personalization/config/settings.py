@@ -208,6 +208,23 @@ class RedisConfig(_Section):
     # The largest profile written (its fields' JSON bytes): a larger one goes to the DLQ
     # (output_too_large) instead; below kafka.max_message_bytes so a refused write's dead letter fits.
     max_value_bytes: int = Field(512 * 1024, ge=1024)
+    # Redis Cluster startup nodes ("host:port"); empty = the single server at host:port.
+    cluster_nodes: list[str] = []
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _host_ports(cls, nodes: list[str]) -> list[str]:
+        for node in nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"cluster node {node!r} is not host:port")
+        return nodes
+
+    @model_validator(mode="after")
+    def _cluster_has_db_zero(self) -> "RedisConfig":
+        if self.cluster_nodes and self.db:
+            raise ValueError(f"redis.db is {self.db}, but a Redis Cluster has only database 0")
+        return self
 
 
 class WindowsConfig(_Section):

@@ -13,12 +13,14 @@ found through the user's two index keys, so an erasure reads no key of anyone el
   names them: the user operator reads them from the user's state),
 - then the two index keys.
 
-Two round trips whatever the size of Redis: the indexes are read, then one pipeline removes what
-they name and deletes them last, so an erasure cut short (Redis lost mid-pipeline) finds them
-again when it is retried. Every step is idempotent, so an erasure repeated after a restore
-deletes nothing more and fails nothing; the whole erasure is retried while Redis is down
-(``retry_while_down``). The shared model hash (``<prefix>:model``) names no user. Keys written
-before the indexes existed are indexed once by ``index_existing`` (README, key schema migration).
+Three round trips whatever the size of Redis: the indexes are read, one pipeline removes what
+they name, and a last one deletes the indexes, so an erasure cut short (Redis lost mid-pipeline)
+finds them again when it is retried (the indexes get a round trip of their own because on a
+Redis Cluster a pipeline's commands to different nodes are sent in parallel, in no order). Every
+step is idempotent, so an erasure repeated after a restore deletes nothing more and fails nothing;
+the whole erasure is retried while Redis is down (``retry_while_down``). The shared model hash
+(``<prefix>:model``) names no user. Keys written before the indexes existed are indexed once by
+``index_existing`` (README, key schema migration).
 """
 
 from __future__ import annotations
@@ -65,8 +67,11 @@ def _erase(client: redis.Redis, prefix: str, user_id: str, experiments: tuple[st
     *data_keys, segments_index, entries_index = user_keys(prefix, user_id)
     for key in data_keys:
         pipe.delete(key)
-    pipe.delete(segments_index, entries_index)  # last: a retry after a cut finds the rest again
-    return sum(pipe.execute())
+    removed = sum(pipe.execute())
+    last = client.pipeline(transaction=False)  # after the rest: a retry after a cut finds it again
+    last.delete(segments_index)
+    last.delete(entries_index)  # one key per DEL: the two live in different slots
+    return removed + sum(last.execute())
 
 
 def index_existing(client: redis.Redis, prefix: str) -> tuple[int, int]:

@@ -48,14 +48,21 @@ class ModelWriter:
         now = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=False)
         for user, (version, fields) in writes.items():
-            self._script(keys=[predictions_key(self._prefix, user)],
-                         args=[version, self._ttl_ms, b"updated_at", now, *encode_profile(fields)], client=pipe)
+            pipe.execute_command("EVALSHA", self._script.sha, 1, predictions_key(self._prefix, user),
+                                 version, self._ttl_ms, b"updated_at", now, *encode_profile(fields))
         if model:
             pipe.hset(model_key(self._prefix), mapping={**{k: orjson.dumps(v) for k, v in model.items()},
                                                         "updated_at": now})
         for user in erased:
             pipe.delete(predictions_key(self._prefix, user))
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
+            # a cluster pipeline does not load scripts first, and a promoted replica has none
+            self._client.script_load(self._script.script)
+            return self._send(writes, model, erased)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
 
 def read_predictions(client: redis.Redis, prefix: str, user_id: str) -> dict[str, Any] | None:

@@ -58,6 +58,7 @@ from urllib.parse import quote, unquote
 import orjson
 import redis
 import tenacity
+from redis.cluster import ClusterNode, RedisCluster
 
 from personalization.config.settings import RedisConfig, redis_password
 from personalization.core.dead_letter import OUTPUT_TOO_LARGE
@@ -110,6 +111,12 @@ if added > 0 then
   end
 end
 return added
+"""
+# The anonymous id's profile (KEYS[1]) becomes an alias (KEYS[2], same slot) to ARGV[1]; ARGV[2]: ttl ms.
+_HAND_OVER = """
+redis.call('DEL', KEYS[1])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+else redis.call('SET', KEYS[2], ARGV[1]) end
 """
 Write = tuple[dict[str, Any], list[dict[str, Any]]]  # (profile, its segment changes)
 CHANGE_FIELDS = ("user_id", "segment", "action", "event_time", "rules_version", "seq", "cause")
@@ -225,10 +232,13 @@ def decode_profile(raw: dict[bytes, bytes]) -> dict[str, Any]:
 # What a server says while it cannot take writes for a while, not about the write itself: a
 # restart or lost connection, a load from disk (BusyLoadingError is a ConnectionError), a replica
 # after a failover (READONLY), memory full under ``noeviction`` (OOM), a cluster resharding or
-# without a majority. Wrong credentials are a ConnectionError too, and never retried.
+# without a majority (CLUSTERDOWN, TRYAGAIN, a MOVED/ASK or a slot without a node still there once
+# the client's own redirections are used up: ClusterError, AskError, SlotNotCoveredError). Wrong
+# credentials are a ConnectionError too, and never retried.
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
                     redis.exceptions.OutOfMemoryError, redis.exceptions.TryAgainError,
-                    redis.exceptions.ClusterDownError)
+                    redis.exceptions.ClusterError, redis.exceptions.AskError,
+                    redis.exceptions.SlotNotCoveredError)
 RETRY_FIRST_WAIT_S = 0.05
 
 
@@ -314,6 +324,7 @@ class ProfileWriter:
         self._stream_maxlen = stream_maxlen
         self._script = client.register_script(_APPLY_PROFILE)
         self._append = client.register_script(_APPEND_CHANGES)
+        self._hand_over = client.register_script(_HAND_OVER)
 
     def write(self, profile: dict[str, Any], changes: list[dict[str, Any]] = ()) -> bool:
         """Write the profile and the segment changes (records with ``seq``) that led to it.
@@ -338,13 +349,12 @@ class ProfileWriter:
 
     def hand_over(self, anonymous_id: str, user_id: str) -> None:
         """The anonymous id's profile hash is replaced by an alias to ``user_id`` (one slot: one
-        MULTI). Idempotent, like every write here."""
-        def send() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.delete(profile_key(self._prefix, anonymous_id))
-            pipe.set(alias_key(self._prefix, anonymous_id), user_id, px=self._ttl_ms or None)
-            pipe.execute()
-        retry_while_down(send, round(self._backoff_max_s * 1000))
+        script, atomic on a cluster too, where redis-py has no MULTI). Idempotent, like every
+        write here."""
+        retry_while_down(lambda: self._hand_over(keys=[profile_key(self._prefix, anonymous_id),
+                                                       alias_key(self._prefix, anonymous_id)],
+                                                 args=[user_id, self._ttl_ms]),
+                         round(self._backoff_max_s * 1000))
 
     def drop_aliases(self, anonymous_ids: Sequence[str]) -> None:
         """Delete alias keys (one command each: on a cluster they live in different slots)."""
@@ -357,7 +367,9 @@ class ProfileWriter:
 
     def _send(self, writes: Sequence[Write]) -> int:
         """One round trip. The scripts are called by their SHA alone: a pipeline that carries
-        script objects asks ``SCRIPT EXISTS`` first, a second round trip per batch. A server
+        script objects asks ``SCRIPT EXISTS`` first, a second round trip per batch (and through
+        ``execute_command``: redis-py's cluster pipeline blocks its ``evalsha`` method, not the
+        command, which it routes by the script's keys). A server
         that lost its scripts (a restart, ``SCRIPT FLUSH``) answers NOSCRIPT: load them and
         send the batch again, which is safe because every write in it is idempotent."""
         pipe = self._client.pipeline(transaction=False)
@@ -372,8 +384,8 @@ class ProfileWriter:
                 refused[user] = _oversized(profile, fields, size, self._max_value_bytes)
             else:
                 profile_calls.append(len(pipe))
-                pipe.evalsha(self._script.sha, 1, profile_key(self._prefix, user),
-                             profile["version"], self._ttl_ms, b"updated_at", now, *fields)
+                pipe.execute_command("EVALSHA", self._script.sha, 1, profile_key(self._prefix, user),
+                                     profile["version"], self._ttl_ms, b"updated_at", now, *fields)
             if changes:
                 self._changes(pipe, user, changes)
             for experiment, record in profile.get("experiments", {}).items():
@@ -398,8 +410,9 @@ class ProfileWriter:
         args: list = [self._stream_maxlen, self._ttl_ms, 2 * len(CHANGE_FIELDS)]
         for record in changes:
             args += [record["seq"], *encode_change(record)]
-        pipe.evalsha(self._append.sha, 3, changes_key(self._prefix), streamed_version_key(self._prefix, user_id),
-                     entries_index_key(self._prefix, user_id), *args)
+        pipe.execute_command("EVALSHA", self._append.sha, 3, changes_key(self._prefix),
+                             streamed_version_key(self._prefix, user_id), entries_index_key(self._prefix, user_id),
+                             *args)
         for record in changes:
             key = members_key(self._prefix, record["segment"])
             if record["action"] == "enter":
@@ -478,21 +491,24 @@ class WriteBehind:
         return len(writes)
 
 
-def connect(config: RedisConfig) -> redis.Redis:
-    """A client for the configured server; fails fast with a clear message on bad credentials."""
-    client = redis.Redis(
-        host=config.host, port=config.port, db=config.db,
-        username=config.username or None, password=redis_password(),
-        ssl=config.tls, ssl_ca_certs=config.tls_ca_file or None,
-        socket_connect_timeout=5, socket_timeout=10,
-    )
-    return client
+def connect(config: RedisConfig) -> redis.Redis | RedisCluster:
+    """The one place clients are made: the single server at ``host:port``, or a Redis Cluster
+    client (slot routing, MOVED/ASK, pipelines split per node: redis-py's) when
+    ``redis.cluster_nodes`` lists startup nodes. Same credentials and TLS either way."""
+    options = dict(username=config.username or None, password=redis_password(),
+                   ssl=config.tls, ssl_ca_certs=config.tls_ca_file or None,
+                   socket_connect_timeout=5, socket_timeout=10)
+    if config.cluster_nodes:
+        nodes = [ClusterNode(host, int(port)) for host, port in (node.rsplit(":", 1) for node in config.cluster_nodes)]
+        return RedisCluster(startup_nodes=nodes, **options)
+    return redis.Redis(host=config.host, port=config.port, db=config.db, **options)
 
 
 def check_connection(client: redis.Redis, config: RedisConfig) -> None:
     """Raise a readable error for refused credentials, naming where the secret comes from
     (never the secret itself)."""
-    where = f"redis {config.host}:{config.port}"
+    where = (f"redis cluster {','.join(config.cluster_nodes)}" if config.cluster_nodes
+             else f"redis {config.host}:{config.port}")
     try:
         client.ping()
     except (redis.AuthenticationError, redis.ResponseError) as err:

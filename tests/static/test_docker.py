@@ -627,6 +627,56 @@ def test_api_service_serves_the_job_config_beside_redis():
     assert image_repository(service["image"]) == image_repository(submitter()[1]["image"])
 
 
+REDIS_CLUSTER_OVERLAY = DOCKER / "compose.redis-cluster.yaml"
+
+
+def redis_cluster_overlay() -> dict:
+    """The Redis Cluster overlay as Docker Compose sees it with no variables set."""
+    return interpolate(yaml.safe_load(REDIS_CLUSTER_OVERLAY.read_text()), {})
+
+
+def test_redis_cluster_overlay_validates_and_runs_six_cluster_nodes_of_the_pinned_image():
+    import fastjsonschema
+
+    overlay = redis_cluster_overlay()
+    fastjsonschema.compile(compose_schema())(overlay)
+    nodes = {name: svc for name, svc in overlay["services"].items() if re.fullmatch(r"redis-\d", name)}
+    assert len(nodes) == 6
+    single = services()["redis"]
+    for name, node in nodes.items():
+        text = command_text(node)
+        assert node["image"] == single["image"] and "--cluster-enabled yes" in text, name
+        assert "requirepass" in text and "masterauth" in text and "--appendonly yes" in text, name
+        assert node["volumes"] == [f"{name}-data:/data"] and f"{name}-data" in overlay["volumes"]
+        assert "ports" not in node, f"{name}: the nodes announce container addresses; nothing is published"
+    init = overlay["services"]["redis-cluster-init"]
+    assert init["image"] == single["image"]
+    assert {name: "service_healthy" for name in nodes} == {n: dep["condition"] for n, dep in init["depends_on"].items()}
+    script = command_text(init)
+    assert "--cluster-replicas 1" in script and all(name in script for name in nodes)
+    assert "cluster_state:ok" in script
+
+
+def test_redis_cluster_overlay_points_the_job_and_the_api_at_the_nodes():
+    """The overrides are valid config naming nodes of the overlay, and both wait for the cluster."""
+    overlay = redis_cluster_overlay()
+    submitter_name = submitter()[0]
+    for name, tokens in ((submitter_name, shlex.split(overlay["services"][submitter_name]["environment"]["PZ_JOB_ARGS"])),
+                         ("api", overlay["services"]["api"]["command"])):
+        overrides = [tokens[i + 1] for i, token in enumerate(tokens) if token == "--set"]
+        settings = load_settings(DEFAULT_CONFIG, overrides)
+        assert settings.redis.cluster_nodes, name
+        for node in settings.redis.cluster_nodes:
+            host, port = node.rsplit(":", 1)
+            assert host in overlay["services"] and port == "6379", f"{name}: {node}"
+        condition = overlay["services"][name]["depends_on"]["redis-cluster-init"]["condition"]
+        assert condition == "service_completed_successfully", name
+    assert "$PZ_JOB_ARGS" in submitter_script()  # where the submitter passes PZ_JOB_ARGS to `flink run`
+    def not_redis(tokens: list[str]) -> list[str]:
+        return [tokens[i + 1] for i, token in enumerate(tokens) if token == "--set" and not tokens[i + 1].startswith("redis.")]
+    assert not_redis(overlay["services"]["api"]["command"]) == not_redis(services()["api"]["command"])  # only redis.* differ
+
+
 def test_activation_service_runs_the_webhook_service_on_the_job_config():
     """The webhook service: its entry point exists, its overrides are valid config pointing at the
     compose broker, endpoints come from PZ_WEBHOOK_ENDPOINTS, the secret from a compose secret, and

@@ -246,6 +246,21 @@ def test_out_of_range_numbers(override: str, key: str, got: str) -> None:
     assert message.endswith(f"(got {got})")
 
 
+@pytest.mark.parametrize(("override", "problem"), [
+    ("redis.cluster_nodes=[127.0.0.1]", "cluster node '127.0.0.1' is not host:port"),
+    ("redis.cluster_nodes=[':7101']", "cluster node ':7101' is not host:port"),
+    ("redis.cluster_nodes=[h:99999]", "cluster node 'h:99999' is not host:port"),
+])
+def test_cluster_nodes_are_host_ports(override: str, problem: str) -> None:
+    assert problem in error_of(overrides=[override])
+
+
+def test_a_cluster_has_only_database_0() -> None:
+    assert "a Redis Cluster has only database 0" in error_of(overrides=["redis.cluster_nodes=[h:7101]", "redis.db=1"])
+    assert load_settings(overrides=["redis.cluster_nodes=[h:7101, '[::1]:7102']"]).redis.cluster_nodes == [
+        "h:7101", "[::1]:7102"]
+
+
 @pytest.mark.parametrize(("override", "key", "got"), [
     ("flink.state_backend=leveldb", "flink.state_backend", "'leveldb'"),
     ("kafka.delivery_guarantee=exactly-twice", "kafka.delivery_guarantee", "'exactly-twice'"),

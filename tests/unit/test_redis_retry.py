@@ -17,6 +17,10 @@ from personalization.serving.redis_store import is_transient, retry_while_down
     redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
     redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."),
     redis.exceptions.TryAgainError("TRYAGAIN"), redis.exceptions.MasterDownError("MASTERDOWN"),
+    # a Redis Cluster during a failover, once redis-py's own redirections and retries are used up
+    redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+    redis.exceptions.ClusterError("TTL exhausted."), redis.exceptions.MovedError("3999 127.0.0.1:7102"),
+    redis.exceptions.AskError("3999 127.0.0.1:7102"), redis.exceptions.SlotNotCoveredError("slot 3999 not covered"),
 ])
 def test_outages_are_waited_out(error):
     assert is_transient(error)
@@ -25,6 +29,8 @@ def test_outages_are_waited_out(error):
 @pytest.mark.parametrize("error", [
     redis.AuthenticationError("invalid username-password pair"),
     redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    redis.exceptions.ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"),
+    redis.exceptions.RedisClusterException("Too many targets for command"),
     ValueError("a bug"),
 ])
 def test_errors_about_the_write_itself_are_raised(error):
