@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import yaml
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 
 from personalization.config.settings import Settings, Topics, load_settings
 from personalization.core.dead_letter import DeadLetter
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.dlq import read_dlq
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import ensure_topics, read_topic
+from personalization.pipelines.topics import ensure_topics, kafka_client, read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
@@ -203,6 +204,18 @@ def fault_run_settings(baseline: Settings, tmp_path: Path, **sections) -> Settin
 def processed_events(settings: Settings) -> int:
     """Events counted in the run's profiles."""
     return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
+
+
+def committed_offsets(settings: Settings) -> int:
+    """Records of the events topic below the offsets the job's consumer group committed."""
+    admin = kafka_client(KafkaAdminClient, settings)
+    try:
+        offsets = admin.list_group_offsets(settings.kafka.group_id).get(settings.kafka.group_id, {})
+    except KafkaError:  # e.g. the group's coordinator still loading: nothing known committed yet
+        return 0
+    finally:
+        admin.close()
+    return sum(meta.offset for partition, meta in offsets.items() if partition.topic == settings.kafka.topics.events)
 
 
 def drain_when_done(client, settings: Settings, total: int, tmp_path: Path) -> None:

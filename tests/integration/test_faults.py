@@ -15,12 +15,9 @@ import threading
 
 import pytest
 import redis
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from personalization.config.settings import REPO_ROOT
-from personalization.pipelines.topics import kafka_client
-from tests.support import (EXACTLY_ONCE, PZ, RedisServer, drain_when_done, fault_run_settings, free_port,
+from tests.support import (EXACTLY_ONCE, PZ, RedisServer, committed_offsets, drain_when_done, fault_run_settings, free_port,
                            latest_checkpoint, processed_events, redis_state, replayed_run, sessions_of, start_job,
                            wait_until, write_config)
 
@@ -31,18 +28,6 @@ SLICE = 20_000
 def baseline(stack, datasets, tmp_path_factory):
     settings, events = replayed_run(tmp_path_factory.mktemp("baseline"), seed=5, limit=SLICE, kafka=EXACTLY_ONCE)
     return settings, len(events)
-
-
-def _committed(settings) -> int:
-    """Records of the events topic below the offsets the job's consumer group committed."""
-    admin = kafka_client(KafkaAdminClient, settings)
-    try:
-        offsets = admin.list_group_offsets(settings.kafka.group_id).get(settings.kafka.group_id, {})
-    except KafkaError:  # e.g. the group's coordinator still loading: nothing known committed yet
-        return 0
-    finally:
-        admin.close()
-    return sum(meta.offset for partition, meta in offsets.items() if partition.topic == settings.kafka.topics.events)
 
 
 def _ends_within(client, seconds: float) -> bool:
@@ -81,7 +66,7 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
         # Killed once a completed checkpoint covers records: the source commits a checkpoint's
         # offsets to Kafka only after the checkpoint completed (and a moment after its files).
         wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
-                   and _committed(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
+                   and committed_offsets(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
         job.wait(timeout=30)
@@ -89,7 +74,7 @@ def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_
     assert 0 < processed_events(settings) < total  # really killed mid-stream
     # What the group committed is covered by the latest checkpoint: the restore starts past those
     # records, and not past all of them.
-    assert 0 < _committed(settings) < total
+    assert 0 < committed_offsets(settings) < total
 
     checkpoint = latest_checkpoint(settings.flink.checkpoint_dir)
     client = start_job(settings.with_overrides(flink={"savepoint_path": checkpoint}))

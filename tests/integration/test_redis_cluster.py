@@ -25,9 +25,8 @@ from personalization.serving.api import api_process
 from personalization.serving.erasure import erase_user
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import changes_key, connect, encode_id
-from tests.integration.test_faults import _committed, _drain_when_done, _processed
-from tests.support import (PZ, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job,
-                           wait_until, write_config)
+from tests.support import (PZ, committed_offsets, drain_when_done, free_port, isolated_settings, latest_checkpoint,
+                           processed_events, redis_state, replayed_run, start_job, wait_until, write_config)
 
 STACK = ("bash", str(REPO_ROOT / "stack" / "stack.sh"), "redis-cluster")
 PORTS = range(7101, 7107)  # stack.sh's default REDIS_CLUSTER_PORT and the five after it
@@ -80,7 +79,7 @@ def test_the_cluster_ends_in_the_single_nodes_state_with_keys_on_every_master(si
     single_settings, total = single
     state = redis_state(clustered)
     assert state == redis_state(single_settings)
-    assert _processed(clustered) == total
+    assert processed_events(clustered) == total
     masters = [port for port, node in _cluster_nodes(PORTS[0]).items() if "master" in node["flags"]]
     prefix = clustered.redis.key_prefix
     per_master = {port: sum(1 for _ in redis.Redis(port=port).scan_iter(match=f"{prefix}:*", count=1000))
@@ -151,7 +150,7 @@ def test_a_master_killed_mid_stream_fails_over_and_the_job_ends_in_the_same_stat
     single_settings, total = single
     settings = on_cluster(single_settings, tmp_path)
     client = start_job(settings)
-    wait_until(lambda: _processed(settings) > 0, 180, "the first profiles on the cluster")
+    wait_until(lambda: processed_events(settings) > 0, 180, "the first profiles on the cluster")
     # the master of the change stream's slot: every batch with a segment change writes there
     victim = connect(settings.redis).get_node_from_key(changes_key(settings.redis.key_prefix))
     witness = next(port for port in PORTS if port != victim.port)  # asked about the cluster after the kill
@@ -159,7 +158,7 @@ def test_a_master_killed_mid_stream_fails_over_and_the_job_ends_in_the_same_stat
     assert "master" in nodes[victim.port]["flags"]
     replicas = {port for port, node in nodes.items() if node["master_id"] == nodes[victim.port]["node_id"]}
     assert replicas, "the master has no replica to promote"
-    assert 0 < _processed(settings) < total  # mid-stream
+    assert 0 < processed_events(settings) < total  # mid-stream
     subprocess.run([*STACK, "kill", str(victim.port)], check=True)
 
     def failed_over() -> bool:
@@ -183,14 +182,14 @@ def test_the_job_killed_mid_stream_restores_into_the_same_state_on_the_cluster(s
     job = subprocess.Popen([*PZ, "run", "--config", str(config)], cwd=REPO_ROOT, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and _processed(settings) > 0
-                   and _committed(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
+        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
+                   and committed_offsets(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
-    assert 0 < _committed(settings) < total  # the restore starts past some records, not past all
+    assert 0 < committed_offsets(settings) < total  # the restore starts past some records, not past all
 
     client = start_job(settings.with_overrides(flink={"savepoint_path": latest_checkpoint(settings.flink.checkpoint_dir)}))
-    _drain_when_done(client, settings, total, tmp_path)
+    drain_when_done(client, settings, total, tmp_path)
     assert redis_state(settings) == redis_state(single_settings)
