@@ -21,6 +21,7 @@ from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, Co
                       field_validator, model_validator)
 
 from personalization.config.kafka import KafkaPropertiesError, check_properties
+from personalization.core import durations
 from personalization.core.experiments import Experiment
 from personalization.core.recommend.config import RecoConfig
 
@@ -44,9 +45,6 @@ DEFAULT_CONFIG = packaged("config/default.yaml")
 DEFAULT_RULES = packaged("rules/default.yaml")
 EVENT_SCHEMA = packaged("schemas/event-v1.schema.json")
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the operator: key, value, what was expected."""
@@ -66,9 +64,10 @@ def parse_duration_ms(value: Any) -> int:
             raise ValueError("expected a non-negative duration")
         return value
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _UNIT_MS[match.group(2)]
+        try:
+            return durations.parse_duration_ms(value)
+        except ValueError:
+            pass  # the message below: it must not echo the value (it may be a misplaced secret)
     raise ValueError("expected a duration like 500ms, 5s, 30m, 1h or 7d")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from personalization.core.durations import parse_duration_ms
 from personalization.core.events import BEHAVIOUR_TYPES
 from personalization.core.rules.expressions import KEYWORDS, Condition, ExpressionError, Type, compile_condition
 from personalization.core.rules.features import (
@@ -18,8 +19,6 @@ from personalization.core.rules.scores import Score
 from personalization.core.rules.source import Node, Reader, RulesError, describe, parse_yaml, suggest
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"([1-9][0-9]*)(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _FIELDS = tuple(sorted(NUMERIC_FIELDS + TEXT_FIELDS))
 
 
@@ -69,10 +68,13 @@ def _name(reader: Reader, node: Node, kind: str, name: str) -> str:
 
 
 def _duration(reader: Reader, node: Node, where: str, key: str, also: str = "") -> int:
-    match = _DURATION.fullmatch(node.text or "")
-    if match is None:
+    try:
+        ms = parse_duration_ms(node.text or "")
+    except ValueError:
+        ms = 0
+    if ms <= 0:
         reader.fail(node, where, f"{key} must be {also}a duration like 10m, 24h or 7d, got {describe(node)}")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    return ms
 
 
 def _feature(reader: Reader, name: str, node: Node) -> Feature:
