@@ -77,6 +77,9 @@ ABLATIONS = {
     "network-buffers": ("flink.network_buffer_bytes: 32,768 (Flink's)", {"flink": {"network_buffer_bytes": 32_768}}),
     "redis-batching": ("redis.batch_delay: 0 (every write at once)", {"redis": {"batch_delay": 0}}),
     "parallelism": ("flink.parallelism: 2 (a task per core, as a local Flink does)", {"flink": {"parallelism": 2}}),
+    # not a tuned default but a feature (off by default): its row is the job with it on
+    "recommendations": ("recommendations.enabled: true (item recommendations on)",
+                        {"recommendations": {"enabled": True}}),
 }
 
 
@@ -207,22 +210,29 @@ def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dic
     return {**top_costs(stacks), "threads": threads}
 
 
-def measure_learning_cost(base: Settings, events: list[dict]) -> dict[str, float]:
-    """Events/s of the tuned job with the online models and without, on the same events.
+COSTS = {  # --cost: a feature switched by ``<section>.enabled``, its name, where its report goes
+    "learning": ("the online models", "learning-cost.md"),
+    "recommendations": ("item recommendations", "reco-cost.md"),
+}
+
+
+def measure_cost(base: Settings, events: list[dict], section: str) -> dict[bool, float]:
+    """Events/s of the tuned job with ``<section>.enabled`` true and false, on the same events.
 
     The span runs from the first profile write to the last write of anything the run makes
-    (profiles, and with learning the predictions and the model hash: the trainer finishes after
-    the user operator), so the trainer's own lag is part of the price."""
+    (profiles, and with learning the predictions and the model hash, with recommendations the
+    users' top-N: those operators finish after the user operator), so their own lag is part of
+    the price."""
     rates = {}
     for enabled in (True, False):
-        settings = _run_settings(base, {}).with_overrides(learning={"enabled": enabled})
+        settings = _run_settings(base, {}).with_overrides(**{section: {"enabled": enabled}})
         first = _run_timed(settings, events)
         client = connect(settings.redis)
         last = max(int(at) for key in client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000)
                    if client.type(key) == b"hash" and (at := client.hget(key, "updated_at")) is not None)
         processed = sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
         ProfileReader.from_settings(settings).delete_all()
-        rates["with learning" if enabled else "without learning"] = processed / ((last - first) / 1000)
+        rates[enabled] = processed / ((last - first) / 1000)
     return rates
 
 
@@ -421,22 +431,23 @@ def _plot(report: dict, path: Path) -> None:
               show_default=True, help="Defaults to revert one at a time (repeatable).")
 @click.option("--latency-ablate", multiple=True, type=click.Choice(list(ABLATIONS)), default=["network-buffers"],
               show_default=True, help="Defaults to revert, one at a time, in latency runs too (repeatable).")
-@click.option("--learning-cost", is_flag=True,
-              help="Only measure the job with and without the online models (bench/results/learning-cost.md).")
+@click.option("--cost", type=click.Choice(list(COSTS)), default=None,
+              help="Only measure the job with the feature on and off (bench/results/<feature>-cost.md; "
+                   "learning-cost.md, reco-cost.md).")
 def main(size: int, warmup_seconds: float, latency_seconds: float, rates: str, out: Path, ablate: tuple[str, ...],
-         latency_ablate: tuple[str, ...], learning_cost: bool) -> None:
+         latency_ablate: tuple[str, ...], cost: str | None) -> None:
     try:
-        _run_all(size, warmup_seconds, latency_seconds, rates, out, ablate, latency_ablate, learning_cost)
+        _run_all(size, warmup_seconds, latency_seconds, rates, out, ablate, latency_ablate, cost)
     finally:
         remove_runs()
 
 
 def _run_all(size: int, warmup_seconds: float, latency_seconds: float, rates: str, out: Path,
-             ablate: tuple[str, ...], latency_ablate: tuple[str, ...], learning_cost: bool) -> None:
+             ablate: tuple[str, ...], latency_ablate: tuple[str, ...], cost: str | None) -> None:
     settings = load_settings()
     events = workload(size)
-    if learning_cost:
-        _report_learning_cost(settings, events, out)
+    if cost:
+        _report_cost(settings, events, out, cost)
         return
     core, core_profile = core_rate(settings, events)
     click.echo(f"core: {core:,.0f} events/s")
@@ -463,19 +474,20 @@ def _run_all(size: int, warmup_seconds: float, latency_seconds: float, rates: st
     click.echo(f"report: {out / 'report.md'}")
 
 
-def _report_learning_cost(settings: Settings, events: list[dict], out: Path) -> None:
-    rates = measure_learning_cost(settings, events)
-    off, on = rates["without learning"], rates["with learning"]
-    lines = ["# Cost of the online models", "",
+def _report_cost(settings: Settings, events: list[dict], out: Path, section: str) -> None:
+    feature, report = COSTS[section]
+    rates = measure_cost(settings, events, section)
+    off, on = rates[False], rates[True]
+    lines = [f"# Cost of {feature}", "",
              f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores. Command: "
-             f"`make bench BENCH_ARGS=\"--learning-cost --events {len(events)}\"`. Events: {len(events):,} "
+             f"`make bench BENCH_ARGS=\"--cost {section} --events {len(events)}\"`. Events: {len(events):,} "
              "(the same events, one run after the other).", "",
              "| run | events/s |", "|---|---|",
-             f"| tuned job, `learning.enabled: false` | {off:,.0f} |",
-             f"| tuned job, `learning.enabled: true` | {on:,.0f} |", "",
-             f"With learning the job runs at {on / off:.1%} of its rate without ({1 - on / off:.1%} slower)."]
+             f"| tuned job, `{section}.enabled: false` | {off:,.0f} |",
+             f"| tuned job, `{section}.enabled: true` | {on:,.0f} |", "",
+             f"With {feature} the job runs at {on / off:.1%} of its rate without ({1 - on / off:.1%} slower)."]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "learning-cost.md").write_text("\n".join(lines) + "\n")
+    (out / report).write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
 

@@ -26,7 +26,7 @@ COMMANDS = {  # name -> "module:click command"
     "webhooks": "personalization.activation.cli:cli",
     "experiment-report": "personalization.serving.experiments:report_command",
     **{name: f"personalization.serving.cli:{name}"
-       for name in ("profile", "segments", "members", "sizes", "follow", "erase", "control")},
+       for name in ("profile", "segments", "recommendations", "members", "sizes", "follow", "erase", "control")},
     "index-for-erasure": "personalization.serving.cli:index_for_erasure",
     "expire-audiences": "personalization.serving.cli:expire_audiences_command",
 }

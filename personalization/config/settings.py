@@ -328,6 +328,10 @@ class LearningConfig(_Section):
 
 
 class RecommendationsConfig(_Section):
+    enabled: bool = False
+    ttl: DurationMs = Field(parse_duration_ms("1d"), gt=0)
+    state_ttl: DurationMs = Field(parse_duration_ms("30d"), gt=0)
+    max_purchased: int = Field(200, ge=0, le=100_000)
     top_n: int = Field(10, ge=1, le=1_000)
     event_weights: dict[Literal["product_view", "favorite", "add_to_cart", "purchase"], Annotated[float, Field(ge=0)]] = {
         "product_view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}

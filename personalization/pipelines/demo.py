@@ -157,7 +157,11 @@ def show_summary(settings: Settings, produced: int, elapsed: float) -> None:
     console.print(table)
     console.print(segments_table(settings, len(users)))
     if users:
-        console.print(profile_table(max(users, key=lambda p: (p["sessions_converted"], p["events_total"]))))
+        shown = max(users, key=lambda p: (p["sessions_converted"], p["events_total"]))
+        console.print(profile_table(shown))
+        reco = ProfileReader.from_settings(settings).recommendations(shown["user_id"])
+        if reco:
+            console.print(recommendations_table(shown["user_id"], reco))
     model = ProfileReader.from_settings(settings).model()
     if model:
         console.print(model_table(model, read_topic(settings, topics.examples)))
@@ -235,6 +239,21 @@ def profile_table(profile: dict) -> Table:
     return table
 
 
+WHY = {"co-view": "viewed, carted or bought in the same session as {item} by other users",
+       "recent": "the user touched it recently"}
+
+
+def recommendations_table(user_id: str, reco: dict) -> Table:
+    """A user's top-N and why each item is there (its source in the blend)."""
+    table = Table(title=f"recommendations for {user_id} (model {reco['model_version']}, "
+                        f"answering item {reco['item']} at {_utc(reco['at'])})")
+    for column in ("#", "item", "source", "why"):
+        table.add_column(column)
+    for rank, entry in enumerate(reco["items"], start=1):
+        table.add_row(str(rank), entry["item"], entry["source"], WHY[entry["source"]].format(item=reco["item"]))
+    return table
+
+
 def tell_story(settings: Settings, out: Path) -> None:
     """What happened, from the segment-change stream: one user's entries and exits with their
     causes, and every segment's size over event time as a PNG."""
@@ -286,7 +305,7 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     (recreates the job's topics and deletes its Redis keys first)."""
     try:
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
-                                               *overrides])
+                                               "recommendations.enabled=true", *overrides])
         settings = settings.with_overrides(experiments=[*settings.model_dump(mode="json")["experiments"],
                                                         DEMO_EXPERIMENT])
         if cart_window != "off":

@@ -37,6 +37,7 @@ from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
+from personalization.operators.recommend import RecoItems, RecoUsers, item_of
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
@@ -310,6 +311,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         _add_trainer(settings, outputs)  # the learning records
     if settings.alerts.event_rates:
         _add_rate_alerts(t_env, raw, settings)
+    if settings.recommendations.enabled:
+        _add_recommendations(settings, events)
 
 
 def dlq_sink_ddl(settings: Settings) -> str:
@@ -382,6 +385,18 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
                 .uid("model-trainer").name("model trainer").set_parallelism(1).set_max_parallelism(1))
     topic = settings.kafka.topics.examples
     examples.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}").set_parallelism(1)
+
+
+def _add_recommendations(settings: Settings, events: DataStream) -> None:
+    """Parsed events keyed by user -> co-view updates and top-N requests keyed by item -> Redis
+    (``core.recommend.stream``). Both halves run at the job's parallelism. Events with an
+    anonymous id take the identity hop first and are not in ``events``: not learned (README)."""
+    by_user = events.key_by(profile_key, key_type=Types.STRING())
+    _set_key_by_uid(by_user, "key-by-reco-user")
+    messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")
+    by_item = messages.key_by(item_of, key_type=Types.STRING())
+    _set_key_by_uid(by_item, "key-by-reco-item")
+    by_item.process(RecoItems(settings)).uid("reco-items").name("recommendations: items")
 
 
 def _add_rate_alerts(t_env: StreamTableEnvironment, raw: DataStream, settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
     pz profile <user>          # the whole profile
     pz segments <user>         # segments, primary, scores
+    pz recommendations <user>  # top-N items, each with its source, and the model version
     pz members <segment>       # the segment's audience
     pz sizes                   # members per segment
     pz follow [--from 0]       # segment changes as they happen
@@ -48,6 +49,18 @@ def segments(settings: Settings, user_id: str) -> None:
     found = ProfileReader.from_settings(settings).segments(user_id)
     if found is None:
         click.echo(f"no profile for user {user_id!r}", err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
+@click.command()
+@click.argument("user_id")
+@with_settings
+def recommendations(settings: Settings, user_id: str) -> None:
+    """Print a user's recommended items with their source and the model version as JSON (exit 1 if none)."""
+    found = ProfileReader.from_settings(settings).recommendations(user_id)
+    if found is None:
+        click.echo(f"no recommendations for user {user_id!r}", err=True)
         sys.exit(1)
     click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 

@@ -32,7 +32,8 @@ import redis
 
 from personalization.serving.redis_store import (
     alias_key, batched, changes_key, entries_index_key, experiment_key, members_key, members_key_pattern,
-    predictions_key, profile_key, retry_while_down, segment_of, segments_index_key, streamed_version_key,
+    predictions_key, profile_key, recommendations_key, retry_while_down, segment_of, segments_index_key,
+    streamed_version_key,
 )
 
 XDEL_CHUNK = 1_000  # stream ids per XDEL command
@@ -41,8 +42,9 @@ STREAM_PAGE = 10_000  # stream entries read per round trip by index_existing
 
 def user_keys(prefix: str, user_id: str) -> list[str]:
     """The keys that belong to the user alone, the two index keys last."""
-    return [profile_key(prefix, user_id), predictions_key(prefix, user_id), streamed_version_key(prefix, user_id),
-            alias_key(prefix, user_id), segments_index_key(prefix, user_id), entries_index_key(prefix, user_id)]
+    return [profile_key(prefix, user_id), predictions_key(prefix, user_id), recommendations_key(prefix, user_id),
+            streamed_version_key(prefix, user_id), alias_key(prefix, user_id), segments_index_key(prefix, user_id),
+            entries_index_key(prefix, user_id)]
 
 
 def erase_user(client: redis.Redis, prefix: str, user_id: str, backoff_max_ms: int = 5_000,

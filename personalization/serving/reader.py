@@ -10,6 +10,7 @@ import redis
 
 from personalization.config.settings import Settings
 from personalization.serving.model_store import read_model, read_predictions
+from personalization.serving.reco_store import read_recommendations
 from personalization.serving.redis_store import (
     alias_key, batched, changes_key, connect, decode_change, decode_profile, experiment_key, members_key,
     members_key_pattern,
@@ -72,6 +73,11 @@ class ProfileReader:
         session has its purchase), behavioural ``cluster``, ``interests`` (``source`` personal or
         trending for a cold start); None if the trainer has not seen the user."""
         return read_predictions(self._client, self._prefix, self.resolve(user_id))
+
+    def recommendations(self, user_id: str) -> dict[str, Any] | None:
+        """The user's top-N (``items``: each with its ``source``), ``model_version``, the ``item`` and
+        event time (``at``) it answers and its ``version``; None until the job wrote one."""
+        return read_recommendations(self._client, self._prefix, self.resolve(user_id))
 
     def model(self) -> dict[str, Any] | None:
         """The models' progressive metrics, cluster centroids, trending categories and size."""

@@ -26,6 +26,10 @@ id>`` and ``<segment>`` stand for the id as ``encode_id`` writes it (below):
   value is the user's outcome record in the experiment (JSON, ``core.experiments.outcome_record``),
   overwritten by every write of the user's profile: a replay or restore ends in the same hash. No
   TTL (the report needs every exposed user); an erasure deletes the user's fields.
+- ``<prefix>:{<user>}:recommendations``  hash of the user's top-N items (``serving.reco_store``):
+  ``items`` (JSON list of ``{"item", "source"}``), ``model_version``, ``item`` (the interaction it
+  answers), ``at`` (its event time), ``version`` (the user's request number, compare-and-set) and
+  ``updated_at``; expires ``recommendations.ttl`` after its last write.
 
 Ids in keys are percent-encoded (``encode_id``): the UTF-8 bytes of every character but
 ``A-Z a-z 0-9 - _ . ~`` become ``%XX``, and the empty id is ``%``. So an encoded id holds no
@@ -146,6 +150,10 @@ def profile_key_pattern(prefix: str, id_start: str = "") -> str:
 
 def predictions_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:{{{encode_id(user_id)}}}:predictions"
+
+
+def recommendations_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:{{{encode_id(user_id)}}}:recommendations"
 
 
 def model_key(prefix: str) -> str:

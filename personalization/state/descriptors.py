@@ -15,13 +15,7 @@ def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
     (Flink state TTL, processing time; never served once expired; removed by the backend's
     background cleanup), so users who stopped coming do not stay in state forever."""
     descriptor = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
-    if ttl_ms:
-        descriptor.enable_time_to_live(
-            StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
-            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            .build())
-    return descriptor
+    return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
 
 
 # The identity resolver's state per anonymous id (core.identity.IdentityState, pickled): the user
@@ -49,3 +43,23 @@ MODEL_LABELS = MapStateDescriptor("trainer-labels-v1", Types.STRING(), Types.PIC
 # minute's last millisecond.
 RATE_HISTORY = ValueStateDescriptor("rate-history-v1", Types.PICKLED_BYTE_ARRAY())
 RATE_MINUTES = MapStateDescriptor("rate-minutes-v1", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+
+# The recommender (core.recommend.stream): per user, the recent items, purchases and consent
+# (UserHistory, pickled); per item, its co-view neighbour row (ItemRow, pickled). Expire after
+# ``recommendations.state_ttl`` without a write (longer than the key's ttl: an item's neighbours
+# are worth keeping for weeks at a 7-day half-life), so neither grows forever.
+def reco_user_state(ttl_ms: int) -> ValueStateDescriptor:
+    return _expiring(ValueStateDescriptor("reco-user-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+
+
+def reco_item_state(ttl_ms: int) -> ValueStateDescriptor:
+    return _expiring(ValueStateDescriptor("reco-item-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+
+
+def _expiring(descriptor: ValueStateDescriptor, ttl_ms: int) -> ValueStateDescriptor:
+    descriptor.enable_time_to_live(
+        StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .build())
+    return descriptor

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 class RecoConfig:
     """Field meanings are documented beside the defaults in ``config/default.yaml`` (``recommendations:``)."""
 
+    enabled: bool
+    ttl_ms: int
+    state_ttl_ms: int
+    max_purchased: int
     top_n: int
     event_weights: dict[str, float]
     history_length: int

@@ -1,0 +1,160 @@
+"""The recommender as two keyed halves, so that the job scales out with no parallelism-1 task:
+
+- the **user side** (keyed by user, ``UserSide``) keeps each user's recent items, purchases and
+  consent, and turns one interaction into co-view updates (``CoView``, one per neighbour row to
+  change, keyed by the row's item) followed by one ``Request`` for the user's top-N, keyed by the
+  interacted item;
+- the **item side** (keyed by item, ``ItemRow``) keeps the item's co-occurrence neighbours (the
+  same decayed, bounded counts as ``cooccurrence.ItemKNN``) and answers the request from the row it
+  owns: the item's neighbours (source ``co-view``) blended with the user's recent items (source
+  ``recent``) by weighted reciprocal rank, then the usual selection (current and purchased items
+  excluded, at most ``max_per_category`` per category).
+
+Because the request follows its own co-view updates through the same keyed channel, the answer
+is a pure function of the ordered input: a replay after a restore recomputes the same top-N, and
+the user's request number (``version``) makes the Redis write a compare-and-set.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from personalization.core.recommend.config import RecoConfig
+from personalization.core.recommend.cooccurrence import decayed
+from personalization.core.recommend.selection import select
+
+MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
+CO_VIEW, RECENT = "co-view", "recent"
+GRANTED = "granted"
+
+
+class CoView(NamedTuple):
+    """Add ``amount`` (at event time ``ts``) to ``other`` in ``item``'s neighbour row."""
+
+    item: str
+    other: str
+    other_category: str | None
+    amount: float
+    ts: int
+
+
+class Request(NamedTuple):
+    """Recompute ``user``'s top-N at their interaction with ``item`` (the ``version``-th request)."""
+
+    item: str
+    category: str | None
+    user: str
+    version: int
+    ts: int
+    recent: tuple[tuple[str, str | None], ...]   # (item, category), newest first, ``item`` not among them
+    purchased: tuple[str, ...]
+
+
+class Recommendations(NamedTuple):
+    """One user's top-N as written to Redis."""
+
+    user: str
+    version: int
+    items: list[dict[str, str]]      # [{"item": ..., "source": "co-view" | "recent"}]
+    model_version: str               # MODEL and the count of updates of the row it was read from
+    item: str                        # the interaction it answers
+    at: int                          # its event time
+
+
+@dataclass(slots=True)
+class UserHistory:
+    """Per-user keyed state: bounded by ``history_length`` items and ``max_purchased`` purchases."""
+
+    recent: OrderedDict[str, tuple[int, str | None]] = field(default_factory=OrderedDict)  # item -> (ts, category)
+    purchased: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    consent: str | None = None
+    requests: int = 0
+
+
+@dataclass(slots=True)
+class ItemRow:
+    """Per-item keyed state: neighbour -> [count at ts, ts, category], at most twice ``knn_neighbours``."""
+
+    category: str | None = None
+    neighbours: dict[str, list] = field(default_factory=dict)
+    updates: int = 0
+
+
+def user_step(history: UserHistory, config: RecoConfig, consent_default: str, user: str, item: str | None,
+              category: str | None, kind: str, ts: int, stated_consent: str | None) -> list[CoView | Request]:
+    """One event of the user: what the item side must do, in order (co-views, then the request)."""
+    if stated_consent is not None:
+        history.consent = stated_consent
+    weight = config.event_weights.get(kind, 0.0)
+    if item is None or weight <= 0 or (history.consent or consent_default) != GRANTED:
+        return []
+    out: list[CoView | Request] = []
+    for distance, (other, (other_ts, other_category)) in enumerate(reversed(history.recent.items()), start=1):
+        if ts - other_ts > config.session_gap_ms:
+            break
+        if other != item:
+            out.append(CoView(item, other, other_category, weight / distance, ts))
+            out.append(CoView(other, item, category, weight / distance, ts))
+    history.recent.pop(item, None)
+    history.recent[item] = (ts, category)
+    while len(history.recent) > config.history_length:
+        history.recent.popitem(last=False)
+    if kind == "purchase" and config.max_purchased:
+        history.purchased.pop(item, None)
+        history.purchased[item] = None
+        while len(history.purchased) > config.max_purchased:
+            history.purchased.popitem(last=False)
+    history.requests += 1
+    recent = tuple((other, cat) for other, (_, cat) in reversed(history.recent.items()) if other != item)
+    out.append(Request(item, category, user, history.requests, ts, recent, tuple(history.purchased)))
+    return out
+
+
+def learn(row: ItemRow, update: CoView, config: RecoConfig) -> None:
+    """Count one co-view in the row; prune to the strongest ``knn_neighbours`` at twice that many."""
+    entry = row.neighbours.get(update.other)
+    if entry is None:
+        row.neighbours[update.other] = [update.amount, update.ts, update.other_category]
+    else:
+        entry[0] = decayed(entry[0], entry[1], update.ts, config.knn_half_life_ms) + update.amount
+        entry[1] = max(entry[1], update.ts)
+        entry[2] = update.other_category or entry[2]
+    row.updates += 1
+    if len(row.neighbours) > 2 * config.knn_neighbours:
+        kept = ranked_neighbours(row, update.ts, config)[: config.knn_neighbours]
+        row.neighbours = {other: row.neighbours[other] for other in kept}
+
+
+def ranked_neighbours(row: ItemRow, now: int, config: RecoConfig) -> list[str]:
+    """The row's neighbours, strongest first as of ``now`` (ties by id: deterministic)."""
+    scores = {other: decayed(c, t, now, config.knn_half_life_ms) for other, (c, t, _) in row.neighbours.items()}
+    return sorted(scores, key=lambda other: (-scores[other], other))
+
+
+def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendations:
+    """The user's top-N from the row of the item they just touched and their recent items."""
+    if request.category is not None:
+        row.category = request.category
+    weights, offset = config.blend_weights, config.blend_rank_offset
+    candidates = {CO_VIEW: (ranked_neighbours(row, request.ts, config), weights.get("knn", 0.0)),
+                  RECENT: ([item for item, _ in request.recent], weights.get("recent", 0.0))}
+    scores: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}
+    for source, (ranked, weight) in candidates.items():
+        if weight <= 0:
+            continue
+        for rank, item in enumerate(ranked):
+            share = weight / (offset + rank)
+            scores[item] = scores.get(item, 0.0) + share
+            if share > best.get(item, (0.0, ""))[0]:
+                best[item] = (share, source)
+    blended = sorted(scores, key=lambda item: (-scores[item], item))
+    categories = {other: entry[2] for other, entry in row.neighbours.items()}
+    categories.update((item, cat) for item, cat in request.recent if cat is not None)
+    exclude = {request.item, *(request.purchased if config.exclude_purchased else ())}
+    chosen = select(blended, config.top_n, exclude=exclude, category_of=categories.get,
+                    max_per_category=config.max_per_category)
+    return Recommendations(request.user, request.version, [{"item": item, "source": best[item][1]} for item in chosen],
+                           f"{MODEL}@{row.updates}", request.item, request.ts)
