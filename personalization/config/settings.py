@@ -465,7 +465,7 @@ class ApiConfig(_Section):
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (printed at start)
     keys_env: str = Field("PZ_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     keys_file: str = ""
-    public_reads: list[Literal["profile", "segments", "predictions", "experiments"]] = []
+    public_reads: list[Literal["profile", "segments", "predictions", "experiments", "recommendations"]] = []
     cors_origins: list[str] = []
     batch_max: int = Field(100, ge=1, le=1_000)
     stream_poll: DurationMs = Field(parse_duration_ms("1s"), gt=0)

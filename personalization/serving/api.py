@@ -221,8 +221,16 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
             raise not_found(user_id, "predictions")
         return tagged(found, f'"p{found["version"]}"', if_none_match)
 
-    # GET /v1/users/{user_id}/recommendations belongs here once the job writes recommendations
-    # (issue 20); it is meant to be the one endpoint a public, key-less deployment opens.
+    @app.get("/v1/users/{user_id:path}/recommendations", dependencies=[authorized("recommendations")])
+    def recommendations(user_id: str, if_none_match: str | None = Header(None)) -> Response:
+        """The user's top-N items (each with its ``source``), the ``model_version``, the ``item``
+        and event time (``at``) they answer (404 until the job wrote some: README
+        "Recommendations"). ETag = their version, prefixed ``r``. Meant to be the one endpoint a
+        public, key-less deployment opens (``api.public_reads``)."""
+        found = reader.recommendations(check_id(user_id))
+        if found is None:
+            raise not_found(user_id, "recommendations")
+        return tagged(found, f'"r{found["version"]}"', if_none_match)
 
     @app.post("/v1/users/{user_id:path}/controls/{action}", status_code=202, dependencies=[authorized("controls")])
     def user_control(user_id: str, action: Literal["reset", "opt-out", "opt-in"]) -> Response:

@@ -7,7 +7,8 @@ recommendations on, Redis.
   ``max_per_category`` per category, each with its source and the model version;
 - restore: SIGKILL mid-stream after a checkpoint that completed once recommendations were written,
   restore from it, read the rest: every recommendations key equals the uninterrupted run's;
-- ``pz recommendations <user>`` prints what the reader returns, and exits 1 for a user without any.
+- ``pz recommendations <user>`` prints what the reader returns, and exits 1 for a user without any;
+- the HTTP API serves them, key-less where ``api.public_reads`` opens them (and nothing else).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import signal
 import subprocess
 from collections import Counter, defaultdict
 
+import httpx
 import pytest
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
+from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 from tests.integration.test_learning import _all_read, _checkpoint_number
-from tests.support import PZ, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until, \
+from tests.support import PZ, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until, \
     write_config
 
 SLICE = 8_000
@@ -109,3 +112,22 @@ def test_the_cli_prints_what_the_reader_returns(baseline, tmp_path) -> None:
     missing = subprocess.run([*PZ, "recommendations", "nobody-at-all", "--config", str(config)], cwd=REPO_ROOT,
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "no recommendations" in missing.stderr
+
+
+def test_the_api_serves_them_publicly_and_nothing_else(baseline, tmp_path) -> None:
+    settings, events = baseline
+    user = next(e["user_id"] for e in reversed(events) if e["event_type"] == "product_view")
+    expected = ProfileReader.from_settings(settings).recommendations(user)
+    config = write_config(settings.with_overrides(api={"public_reads": ["recommendations"]}), tmp_path / "api.yaml")
+    with api_process(config, free_port(), env={"PZ_API_KEYS": "reco-test-key"}) as url:
+        path = f"{url}/v1/users/{user}"
+        public = httpx.get(f"{path}/recommendations", timeout=30)
+        unchanged = httpx.get(f"{path}/recommendations", headers={"If-None-Match": public.headers.get("ETag", "")},
+                              timeout=30)
+        profile = httpx.get(f"{path}/profile", timeout=30)
+        unknown = httpx.get(f"{url}/v1/users/nobody-at-all/recommendations", timeout=30)
+    assert public.status_code == 200 and public.json() == expected
+    assert public.headers["ETag"] == f'"r{expected["version"]}"'
+    assert unchanged.status_code == 304
+    assert profile.status_code == 401   # only the recommendations are public
+    assert unknown.status_code == 404 and unknown.json() == {"error": "no recommendations for this id"}
