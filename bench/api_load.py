@@ -177,9 +177,11 @@ def report(results: dict, users: int, profile_bytes: int, seconds: float, load: 
 machine with {os.cpu_count()} cores shared with other work. {users:,} real profiles (mean
 {profile_bytes:,} bytes of JSON); the API (uvicorn, API settings: {settings}) driven by `h2load --h1`
 (native, one thread) on the same cores; {seconds:g} s per closed-loop row, {2 * seconds:g} s for the
-open loop ({OPEN_CLIENTS} connections, `--rps` each). Latency is per request as h2load logs it
-(from the request's send). The redis-py floor rows are Python asyncio (its CPU share in the last
-column: near 100 % means the client set the pace). Load average (1 min) at the start and end:
+open loop ({OPEN_CLIENTS} connections opened evenly over one period, `--rps` each). Latency is per
+request as h2load logs it, from the request's send (open loop: a request due while its connection
+still waits for the one before is sent late, so latencies above {OPEN_CLIENTS} / rate seconds are
+understated). The redis-py floor rows are Python asyncio (its CPU share in the last column: near
+100 % means the client set the pace). Load average (1 min) at the start and end:
 {load[0]:.1f} / {load[1]:.1f}.
 
 | load | requests/s | p50 ms | p99 ms | requests | errors | load generator CPU |
