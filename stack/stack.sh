@@ -3,7 +3,8 @@
 # and a real Redis server, both on 127.0.0.1, state under $STACK_DIR (default <repo>/.stack).
 #
 #   stack/stack.sh install   fetch Kafka + Flink connector jars (maven), install redis-server (apt),
-#                            unpack promtool from Debian's prometheus package (apt-get download)
+#                            unpack promtool from Debian's prometheus package (apt-get download),
+#                            install h2load (apt nghttp2-client: the HTTP API's load generator)
 #   stack/stack.sh up        install if needed, start both, block until both answer requests
 #   stack/stack.sh down [kafka|redis]  stop both (or one) gracefully (SIGTERM, wait), idempotent
 #   stack/stack.sh kill kafka|redis    SIGKILL one (a crash, for fault tests); `up` restarts it
@@ -251,6 +252,16 @@ install_redis() {
   say "redis-server installed: $(redis-server --version | head -n1) ($(elapsed "$t0") s)"
 }
 
+# h2load (nghttp2's C load generator; --h1 for HTTP/1.1, -r/--rate-period for a fixed rate) drives
+# `make bench-api`: native, so it takes little of the CPU the API it measures needs.
+install_h2load() {
+  if command -v h2load >/dev/null 2>&1; then return 0; fi
+  local t0; t0=$(now_us)
+  apt_install nghttp2-client
+  command -v h2load >/dev/null 2>&1 || die "h2load still not on PATH after apt-get install nghttp2-client"
+  say "h2load installed: $(h2load --version | head -n1) ($(elapsed "$t0") s)"
+}
+
 # promtool validates the Prometheus alert rules of docker/. Debian ships it only inside the
 # prometheus server package, whose install would start a server on :9090 (the port of the compose
 # stack's Prometheus): the package is downloaded and only promtool is unpacked, under .stack/tools.
@@ -301,6 +312,7 @@ cmd_install() {
   build_reporter
   install_redis
   install_promtool
+  install_h2load
   command -v "$JAVA" >/dev/null 2>&1 || install_java_maven
 }
 

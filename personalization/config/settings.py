@@ -463,6 +463,7 @@ class ApiConfig(_Section):
     they come from the environment variable ``keys_env`` or the file ``keys_file``."""
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)  # 0 = any free port (printed at start)
+    workers: int = Field(1, ge=1, le=64)      # uvicorn worker processes (one per core on a real host)
     keys_env: str = Field("PZ_API_KEYS", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     keys_file: str = ""
     public_reads: list[Literal["profile", "segments", "predictions", "experiments", "recommendations"]] = []

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_ID_CHARS = 128  # the event contract's limit on user_id / anonymous_id (schemas/event-v1.schema.json)
 KEY_HEADER = "X-API-Key"
+SETTINGS_ENV = "PZ_API_SETTINGS"  # the settings, as JSON, handed to uvicorn's worker processes
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -357,15 +358,27 @@ def _ready(url: str) -> bool:
         return False
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker process (``api.workers`` > 1): uvicorn starts workers from an
+    import string, so the settings travel in the environment."""
+    return create_app(Settings.model_validate(orjson.loads(os.environ[SETTINGS_ENV])))
+
+
 @click.command()
 @with_settings
 def main(settings: Settings) -> None:
     """Serve the HTTP read API on api.host:api.port (OpenAPI docs at /docs)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app(settings)
+        load_key_digests(settings.api)  # a bad keys file stops the command here, not in a worker
     except OSError as err:
         click.echo(f"error: api.keys_file: {err}", err=True)
         sys.exit(2)
     click.echo(f"personalization API on http://{settings.api.host}:{settings.api.port} (docs: /docs)")
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False)
+    serve: dict[str, Any] = {"host": settings.api.host, "port": settings.api.port, "log_level": "warning",
+                             "access_log": False}
+    if settings.api.workers == 1:
+        uvicorn.run(create_app(settings), **serve)
+        return
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=settings.api.workers, **serve)

@@ -209,6 +209,15 @@ def test_public_reads_and_cors(served):
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_worker_processes_serve_with_the_same_settings_and_keys(served):
+    """api.workers=2: uvicorn's worker processes get the settings and the keys of the command."""
+    with api_process(served["config"], free_port(), env={"PZ_API_KEYS": KEY}, overrides=("api.workers=2",)) as url:
+        for _ in range(20):  # the kernel spreads connections over both workers' accepts
+            answer = httpx.get(f"{url}/v1/users/{LIVE_USER}/profile", headers={"X-API-Key": KEY})
+            assert answer.status_code == 200 and answer.json() == served["reader"].get(LIVE_USER)
+        assert httpx.get(f"{url}/v1/users/{LIVE_USER}/profile").status_code == 401
+
+
 def test_redis_down_is_503_and_ready_again_after(stack, tmp_path):
     """A private Redis killed under the API: reads answer 503 (never 500), readiness says so,
     liveness does not; the API serves again once Redis is back, without a restart."""
