@@ -101,6 +101,15 @@ alive() {
 
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
 
+# sigkill_and_wait PID WHAT: SIGKILL, as a crash would, and return once the process is gone
+sigkill_and_wait() {
+  local pid=$1 what=$2 t0
+  t0=$(now_us)
+  kill -KILL "$pid"
+  while alive "$pid"; do sleep 0.05; done
+  say "$what killed (SIGKILL, pid $pid, $(elapsed "$t0") s)"
+}
+
 # pid_of PIDFILE PATTERN -> prints pid if the pidfile names a live process whose cmdline matches
 pid_of() {
   local pidfile=$1 pattern=$2 pid
@@ -627,13 +636,10 @@ cluster_down() {
 
 # cluster_kill N: SIGKILL node N, as a crash would; waits until it is gone; `kafka-cluster up` restarts it
 cluster_kill() {
-  local n=${1:-} pid t0
+  local n=${1:-} pid
   [[ " ${KAFKA_CLUSTER_NODES[*]} " == *" $n "* ]] || die "usage: stack.sh kafka-cluster kill ${KAFKA_CLUSTER_NODES[*]// /|}"
   pid=$(cluster_node_pid "$n") || die "kafka cluster node $n is not running"
-  t0=$(now_us)
-  kill -KILL "$pid"
-  while alive "$pid"; do sleep 0.05; done
-  say "kafka cluster node $n killed (SIGKILL, pid $pid, $(elapsed "$t0") s)"
+  sigkill_and_wait "$pid" "kafka cluster node $n"
 }
 
 cluster_status() {
@@ -777,16 +783,13 @@ stop_pid() {
 
 # cmd_kill kafka|redis: SIGKILL, as a crash would (no shutdown, no flush); waits until it is gone
 cmd_kill() {
-  local pid only=${1:-} t0
+  local pid only=${1:-}
   case $only in
     kafka) pid=$(kafka_pid) || die "kafka is not running" ;;
     redis) pid=$(redis_pid) || die "redis is not running" ;;
     *) die "usage: stack.sh kill kafka|redis" ;;
   esac
-  t0=$(now_us)
-  kill -KILL "$pid"
-  while alive "$pid"; do sleep 0.05; done
-  say "$only killed (SIGKILL, pid $pid, $(elapsed "$t0") s)"
+  sigkill_and_wait "$pid" "$only"
 }
 
 # cmd_down [kafka|redis]: both by default
@@ -922,13 +925,10 @@ cmd_rcluster_down() {
 
 # SIGKILL one node, as a crash would; `up` restarts it (it rejoins, as a replica if it was failed over)
 cmd_rcluster_kill() {
-  local port=${1:-} pid t0
+  local port=${1:-} pid
   [[ " $(rcluster_ports)" == *" $port "* ]] || die "usage: stack.sh redis-cluster kill <port> (one of: $(rcluster_ports))"
   pid=$(rcluster_pid "$port") || die "redis-cluster: node $port is not running"
-  t0=$(now_us)
-  kill -KILL "$pid"
-  while alive "$pid"; do sleep 0.05; done
-  say "redis-cluster node $port killed (SIGKILL, pid $pid, $(elapsed "$t0") s)"
+  sigkill_and_wait "$pid" "redis-cluster node $port"
 }
 
 cmd_rcluster_status() {

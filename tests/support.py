@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import httpx
+import orjson
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from personalization.config.settings import Settings, Topics, load_settings
+from personalization.config.settings import REPO_ROOT, Settings, Topics, load_settings
 from personalization.core.dead_letter import DeadLetter
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.dlq import read_dlq
@@ -218,6 +223,22 @@ def committed_offsets(settings: Settings) -> int:
     return sum(meta.offset for partition, meta in offsets.items() if partition.topic == settings.kafka.topics.events)
 
 
+def kill_after_checkpoint(settings: Settings, tmp_path: Path) -> int:
+    """Run the job as ``pz run`` and SIGKILL it, the Python client and its JVM (MiniCluster) at
+    once, as soon as a completed checkpoint covers records: the source commits a checkpoint's
+    offsets to Kafka only after the checkpoint completed (and a moment after its files), so
+    committed offsets are the sign. Returns the process's exit status (``-SIGKILL``)."""
+    job = subprocess.Popen([*PZ, "run", "--config", str(write_config(settings, tmp_path / "job.yaml"))],
+                           cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
+                   and committed_offsets(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+    return job.returncode
+
+
 def drain_when_done(client, settings: Settings, total: int, tmp_path: Path) -> None:
     """Stop an unbounded run with ``--drain`` once its profiles count all ``total`` events."""
     wait_until(lambda: processed_events(settings) == total, 300, f"all {total} events to be processed")
@@ -301,3 +322,32 @@ class RedisServer:
         code = self._process.wait(timeout=15)
         self._process = None
         return code
+
+
+class SseListener(threading.Thread):
+    """Reads one SSE response in the background, parsing events into dicts."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers = url, headers
+        self.events: list[dict] = []
+        self.status: int | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(5, read=30)) as response:
+            self.status = response.status_code
+            event: dict = {}
+            for line in response.iter_lines():
+                if self.stop.is_set():
+                    return
+                if not line:
+                    if "event" in event:
+                        self.events.append(event)
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    event[name] = orjson.loads(value) if name == "data" else value
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in list(self.events) if e["event"] == kind]

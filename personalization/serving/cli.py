@@ -29,16 +29,20 @@ from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
 
 
+def _print_json(found: object | None, missing: str) -> None:
+    """``found`` as indented JSON, or ``missing`` on stderr and exit 1 (nothing to show)."""
+    if found is None:
+        click.echo(missing, err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
 @click.command()
 @click.argument("user_id")
 @with_settings
 def profile(settings: Settings, user_id: str) -> None:
     """Print a user's profile as JSON (exit 1 if there is none)."""
-    found = ProfileReader.from_settings(settings).get(user_id)
-    if found is None:
-        click.echo(f"no profile for user {user_id!r}", err=True)
-        sys.exit(1)
-    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    _print_json(ProfileReader.from_settings(settings).get(user_id), f"no profile for user {user_id!r}")
 
 
 @click.command()
@@ -46,11 +50,7 @@ def profile(settings: Settings, user_id: str) -> None:
 @with_settings
 def segments(settings: Settings, user_id: str) -> None:
     """Print a user's segments, primary segment and scores as JSON (exit 1 if there is no profile)."""
-    found = ProfileReader.from_settings(settings).segments(user_id)
-    if found is None:
-        click.echo(f"no profile for user {user_id!r}", err=True)
-        sys.exit(1)
-    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    _print_json(ProfileReader.from_settings(settings).segments(user_id), f"no profile for user {user_id!r}")
 
 
 @click.command()
@@ -58,11 +58,8 @@ def segments(settings: Settings, user_id: str) -> None:
 @with_settings
 def recommendations(settings: Settings, user_id: str) -> None:
     """Print a user's recommended items with their source and the model version as JSON (exit 1 if none)."""
-    found = ProfileReader.from_settings(settings).recommendations(user_id)
-    if found is None:
-        click.echo(f"no recommendations for user {user_id!r}", err=True)
-        sys.exit(1)
-    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    _print_json(ProfileReader.from_settings(settings).recommendations(user_id),
+                f"no recommendations for user {user_id!r}")
 
 
 @click.command()

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import uuid
 from urllib.parse import quote
 
 import httpx
-import orjson
 import pytest
 
 from personalization.config.settings import load_settings
@@ -24,7 +22,7 @@ from personalization.replay.producer import produce
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import ProfileWriter, connect
-from tests.support import RedisServer, free_port, isolated_settings, wait_until, write_config
+from tests.support import RedisServer, SseListener, free_port, isolated_settings, wait_until, write_config
 
 T = 1_511_658_000_000
 KEY = f"test-key-{uuid.uuid4().hex}"
@@ -38,35 +36,6 @@ def events() -> list[dict]:
     return [{"schema_version": 1, "event_id": f"{user}-{n}", "event_type": "product_view", "ts": T + n * 60_000,
              "user_id": user, "item_id": f"item-{n}", "category_id": f"cat-{n % 2}"}
             for n in range(4) for user in USERS]
-
-
-class SseListener(threading.Thread):
-    """Reads one SSE response in the background, parsing events into dicts."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        super().__init__(daemon=True)
-        self.url, self.headers = url, headers
-        self.events: list[dict] = []
-        self.status: int | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(5, read=30)) as response:
-            self.status = response.status_code
-            event: dict = {}
-            for line in response.iter_lines():
-                if self.stop.is_set():
-                    return
-                if not line:
-                    if "event" in event:
-                        self.events.append(event)
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    event[name] = orjson.loads(value) if name == "data" else value
-
-    def of(self, kind: str) -> list[dict]:
-        return [e for e in list(self.events) if e["event"] == kind]
 
 
 @pytest.fixture(scope="module")

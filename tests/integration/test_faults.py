@@ -8,7 +8,6 @@ Fault runs are unbounded and drained once every event is processed (tests.suppor
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -17,9 +16,22 @@ import pytest
 import redis
 
 from personalization.config.settings import REPO_ROOT
-from tests.support import (EXACTLY_ONCE, PZ, RedisServer, committed_offsets, drain_when_done, fault_run_settings, free_port,
-                           latest_checkpoint, processed_events, redis_state, replayed_run, sessions_of, start_job,
-                           wait_until, write_config)
+from tests.support import (
+    EXACTLY_ONCE,
+    RedisServer,
+    committed_offsets,
+    drain_when_done,
+    fault_run_settings,
+    free_port,
+    kill_after_checkpoint,
+    latest_checkpoint,
+    processed_events,
+    redis_state,
+    replayed_run,
+    sessions_of,
+    start_job,
+    wait_until,
+)
 
 SLICE = 20_000
 
@@ -58,19 +70,7 @@ def _assert_same_end_state(settings, baseline_settings) -> None:
 def test_sigkill_mid_stream_then_restore_from_the_last_checkpoint(baseline, tmp_path):
     baseline_settings, total = baseline
     settings = fault_run_settings(baseline_settings, tmp_path, flink={"checkpoint_interval": 1_000})
-    config = write_config(settings, tmp_path / "job.yaml")
-    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
-                           cwd=REPO_ROOT, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # Killed once a completed checkpoint covers records: the source commits a checkpoint's
-        # offsets to Kafka only after the checkpoint completed (and a moment after its files).
-        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
-                   and committed_offsets(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
-        job.wait(timeout=30)
-    assert job.returncode == -signal.SIGKILL
+    assert kill_after_checkpoint(settings, tmp_path) == -signal.SIGKILL
     assert 0 < processed_events(settings) < total  # really killed mid-stream
     # What the group committed is covered by the latest checkpoint: the restore starts past those
     # records, and not past all of them.

@@ -10,7 +10,6 @@ job SIGKILLed mid-stream and restored from its checkpoint (test_faults' crash te
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 
@@ -25,8 +24,22 @@ from personalization.serving.api import api_process
 from personalization.serving.erasure import erase_user
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import changes_key, connect, encode_id
-from tests.support import (PZ, committed_offsets, drain_when_done, free_port, isolated_settings, latest_checkpoint,
-                           processed_events, redis_state, replayed_run, start_job, wait_until, write_config)
+from tests.support import (
+    PZ,
+    SseListener,
+    committed_offsets,
+    drain_when_done,
+    free_port,
+    isolated_settings,
+    kill_after_checkpoint,
+    latest_checkpoint,
+    processed_events,
+    redis_state,
+    replayed_run,
+    start_job,
+    wait_until,
+    write_config,
+)
 
 STACK = ("bash", str(REPO_ROOT / "stack" / "stack.sh"), "redis-cluster")
 PORTS = range(7101, 7107)  # stack.sh's default REDIS_CLUSTER_PORT and the five after it
@@ -109,6 +122,10 @@ def test_reader_api_and_cli_read_the_cluster_as_the_single_node(single, clustere
                               text=True, timeout=120, check=True).stdout
     assert _without_updated_at(orjson.loads(pz("profile", user))) == profiles[user]
     assert pz("sizes") == "".join(f"{name}\t{n}\n" for name, n in sorted(sizes.items()))
+    assert orjson.loads(pz("segments", user)) == single_reader.segments(user)
+    assert sorted(pz("members", segment).split()) == sorted(members)
+    followed = [orjson.loads(line) for line in pz("follow", "--from", "0", "--limit", "3").splitlines()]
+    assert [{k: v for k, v in f.items() if k != "id"} for f in followed] == [c for _, c in reader.changes()[:3]]
     # the maintenance CLIs: the indexes rebuilt from the audience sets and the stream are the
     # ones the job wrote, and no profile has expired
     before = redis_state(clustered)
@@ -122,6 +139,18 @@ def test_reader_api_and_cli_read_the_cluster_as_the_single_node(single, clustere
         served = httpx.get(f"{url}/v1/users/{user}/profile", headers={"X-API-Key": KEY})
         assert served.status_code == 200
         assert _without_updated_at(served.json()) == profiles[user]
+        segments = httpx.get(f"{url}/v1/users/{user}/segments", headers={"X-API-Key": KEY})
+        assert segments.status_code == 200 and segments.json()["segments"] == single_reader.segments(user)["segments"]
+        # the live stream, resumed after the user's first change: the user's later changes
+        written = [(entry_id, c) for entry_id, c in reader.changes() if c["user_id"] == user]
+        assert written, "a member has entered its segment"
+        live = SseListener(f"{url}/v1/users/{user}/stream", {"X-API-Key": KEY, "Last-Event-ID": written[0][0]})
+        live.start()
+        wait_until(lambda: live.of("profile") and len(live.of("change")) >= len(written) - 1, 30,
+                   "the stream's profile event and the user's later changes")
+        live.stop.set()
+        assert [(e["id"], e["data"]) for e in live.of("change")] == written[1:]
+        assert live.of("profile")[0]["data"]["version"] == profiles[user]["version"]
         ids = sorted(members)[:50]
         batch = httpx.post(f"{url}/v1/profiles/batch", headers={"X-API-Key": KEY}, json={"ids": ids})
         assert batch.status_code == 200, batch.text
@@ -178,16 +207,7 @@ def test_the_job_killed_mid_stream_restores_into_the_same_state_on_the_cluster(s
     settings = isolated_settings(tmp_path, events_topic=single_settings.kafka.topics.events,
                                  redis={"cluster_nodes": NODES}, kafka={"bounded": False},
                                  time={"idle_timeout": "1h"}, flink={"checkpoint_interval": 1_000})
-    config = write_config(settings, tmp_path / "job.yaml")
-    job = subprocess.Popen([*PZ, "run", "--config", str(config)], cwd=REPO_ROOT, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and processed_events(settings) > 0
-                   and committed_offsets(settings) > 0, 180, "a completed checkpoint with offsets committed, and profiles")
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the Python client and its JVM (MiniCluster) at once
-        job.wait(timeout=30)
-    assert job.returncode == -signal.SIGKILL
+    assert kill_after_checkpoint(settings, tmp_path) == -signal.SIGKILL
     assert 0 < committed_offsets(settings) < total  # the restore starts past some records, not past all
 
     client = start_job(settings.with_overrides(flink={"savepoint_path": latest_checkpoint(settings.flink.checkpoint_dir)}))
