@@ -38,13 +38,6 @@ class Event:
     experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
     variant: str | None = None
 
-    def __setstate__(self, state: list) -> None:
-        """Unpickle the field values in order (the form a frozen slots dataclass pickles to); an
-        event pickled before the last fields were added (held in a savepoint's identity state)
-        gets their defaults. Fields are only ever appended, with defaults."""
-        for f, value in zip_longest(fields(self), state, fillvalue=MISSING):
-            object.__setattr__(self, f.name, f.default if value is MISSING else value)
-
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
@@ -66,3 +59,16 @@ class Event:
             experiment=payload.get("experiment"),
             variant=payload.get("variant"),
         )
+
+
+def _restore(self: Event, state: list) -> None:
+    """Unpickle the field values in order (the form a frozen slots dataclass pickles to); an
+    event pickled before the last fields were added (held in a savepoint's identity state) gets
+    their defaults. Fields are only ever appended, with defaults."""
+    for f, value in zip_longest(fields(self), state, fillvalue=MISSING):
+        object.__setattr__(self, f.name, f.default if value is MISSING else value)
+
+
+# Set after the class: some Python 3.11 releases' dataclass(frozen=True, slots=True) put their own
+# __setstate__ over one defined in the class body (3.11.2 does; 3.11.7 keeps the class's).
+Event.__setstate__ = _restore
