@@ -22,21 +22,27 @@ from typing import Iterator
 import click
 import orjson
 
-from bench.run import RESULTS, workload
-from personalization.config.settings import load_settings
+from bench.run import RESULTS, _run_settings, _run_timed, remove_runs, workload
+from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
+from personalization.serving.reader import ProfileReader
 
 HOT = "hot-crawler"
 
 
-def hot_events(count: int, start: int, end: int) -> Iterator[Event]:
-    """A crawler: ``count`` events evenly over [start, end), 5,000 categories, 50,000 items."""
+def hot_payloads(count: int, start: int, end: int) -> Iterator[dict]:
+    """A crawler: ``count`` contract events evenly over [start, end), 5,000 categories, 50,000 items."""
     step = max((end - start) // count, 1)
     for n in range(count):
-        yield Event(f"hot-{n}", "add_to_cart" if n % 10 == 0 else "product_view", start + n * step, HOT,
-                    item_id=f"item-{n % 50_000}", category_id=f"cat-{n % 5_000}")
+        yield {"schema_version": 1, "event_id": f"hot-{n}", "ts": start + n * step, "user_id": HOT,
+               "event_type": "add_to_cart" if n % 10 == 0 else "product_view",
+               "item_id": f"item-{n % 50_000}", "category_id": f"cat-{n % 5_000}"}
+
+
+def hot_events(count: int, start: int, end: int) -> Iterator[Event]:
+    return map(Event.from_payload, hot_payloads(count, start, end))
 
 
 def run(logic, events: list[Event], out_of_orderness: int) -> dict:
@@ -79,12 +85,56 @@ def run(logic, events: list[Event], out_of_orderness: int) -> dict:
             "dropped": dict(dropped), "hot_state": states.get(HOT)}
 
 
+def job_run(settings: Settings, payloads: list[dict]) -> dict:
+    """One bounded run of the whole job (default config, own topics and Redis prefix) over
+    ``payloads``: events/s of the ordinary users and of the hot user over the span from the
+    first profile write to the last, and the events each side's profiles counted."""
+    run_settings = _run_settings(settings, {})
+    first = _run_timed(run_settings, payloads)
+    reader = ProfileReader.from_settings(run_settings)
+    profiles = list(reader.all_profiles())
+    span_s = (max(p["updated_at"] for p in profiles) - first) / 1000
+    counted = Counter()
+    for profile in profiles:
+        counted["hot" if profile["user_id"] == HOT else "ordinary"] += profile["events_total"]
+    reader.delete_all()
+    return {"span_s": span_s, "ordinary": counted["ordinary"], "hot": counted["hot"]}
+
+
+def job_main(settings: Settings, ordinary: int, hot: int, rounds: int) -> str:
+    """The whole job, alone and with the hot user, in alternated pairs (``--job``)."""
+    base = sorted(workload(ordinary), key=lambda e: e["ts"])
+    merged = sorted([*base, *hot_payloads(hot, base[0]["ts"], base[-1]["ts"])], key=lambda e: e["ts"])
+    rows = [f"# One hot user, the whole job (`python -m bench.hot_user --job --ordinary {ordinary} --hot {hot} "
+            f"--rounds {rounds}`)", "",
+            "| run | wall s (first to last profile write) | ordinary events counted | ordinary events/s "
+            "| hot events counted | hot events/s |", "|---|---|---|---|---|---|"]
+    try:
+        for _ in range(rounds):  # alternated: the load of a shared machine drifts between runs
+            for name, payloads in (("ordinary users alone", base), (f"with the hot user's {hot:,} events", merged)):
+                r = job_run(settings, payloads)
+                rows.append(f"| {name} | {r['span_s']:,.1f} | {r['ordinary']:,} | {r['ordinary'] / r['span_s']:,.0f} "
+                            f"| {r['hot']:,} | {r['hot'] / r['span_s']:,.0f} |")
+                click.echo(rows[-1])
+    finally:
+        remove_runs()
+    return "\n".join([*rows, ""])
+
+
 @click.command()
 @click.option("--ordinary", default=100_000, show_default=True, help="Real replay events of ordinary users.")
 @click.option("--hot", default=1_000_000, show_default=True, help="Events of the one hot user.")
 @click.option("--rounds", default=2, show_default=True, help="Pairs of runs (alone, with the hot user).")
-def main(ordinary: int, hot: int, rounds: int) -> None:
+@click.option("--job", is_flag=True, help="Run the whole job on the local stack instead of the user logic alone "
+              "(bench/results/hot-user-job.md).")
+def main(ordinary: int, hot: int, rounds: int, job: bool) -> None:
     settings = load_settings()
+    if job:
+        report = job_main(settings, ordinary, hot, rounds)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "hot-user-job.md").write_text(report)
+        click.echo(report)
+        return
     logic = user_logic(settings, load_rules(settings))
     base = [Event.from_payload(payload) for payload in workload(ordinary)]
     base.sort(key=lambda e: e.ts)
