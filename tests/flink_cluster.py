@@ -1,7 +1,7 @@
 """A real standalone Flink cluster on loopback, started with the pyflink distribution's own scripts.
 
 One JobManager and TaskManagers as separate JVM processes, each with the Prometheus reporter;
-jobs are submitted with ``flink run`` exactly as the README documents.
+jobs are submitted with ``flink run`` exactly as docs/operations.md documents.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from personalization.config.settings import Settings
 
 @click.group()
 def cli() -> None:
-    """Deliver segment changes to webhooks (README "Webhooks")."""
+    """Deliver segment changes to webhooks (docs/webhooks.md "Webhooks")."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 

@@ -1,6 +1,6 @@
 """A webhook receiver that checks what it is sent: the signature over timestamp and body, the
 timestamp's age, and repeats by ``Idempotency-Key``. The demo runs one on loopback; it is also
-the reference for writing a receiver (README "Webhooks")."""
+the reference for writing a receiver (docs/webhooks.md "Webhooks")."""
 
 from __future__ import annotations
 

@@ -478,7 +478,7 @@ class VariantConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    """An A/B experiment (README "Experiments"): the first variant is the control."""
+    """An A/B experiment (docs/experiments.md "Experiments"): the first variant is the control."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     variants: list[VariantConfig] = Field(min_length=2)

@@ -3,7 +3,7 @@
 Valid events are completed here, before they are keyed by user: a missing ``category_id`` is
 looked up in the item catalog (``enrichment.item_catalog``), and with ``privacy.pseudonymize``
 the user and anonymous ids are replaced by their keyed pseudonyms, so no raw id reaches keyed state, Redis or an
-output topic. (The DLQ keeps the original bytes, which may hold raw ids: see the README.)
+output topic. (The DLQ keeps the original bytes, which may hold raw ids: see docs/contract.md.)
 """
 
 from __future__ import annotations

@@ -390,7 +390,7 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
 def _add_recommendations(settings: Settings, events: DataStream) -> None:
     """Parsed events keyed by user -> co-view updates and top-N requests keyed by item -> Redis
     (``core.recommend.stream``). Both halves run at the job's parallelism. Events with an
-    anonymous id take the identity hop first and are not in ``events``: not learned (README)."""
+    anonymous id take the identity hop first and are not in ``events``: not learned (docs/learning.md)."""
     by_user = events.key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")

@@ -5,7 +5,7 @@
     pz models export FILE OUT.json  # the model parameters as plain JSON
     pz models quality               # the propensity model's progressive validation on replays
 
-Start a job from a snapshot, or roll a running job back to one (README "Online learning"):
+Start a job from a snapshot, or roll a running job back to one (docs/learning.md "Online learning"):
 stop the job with a savepoint, then resume it with ``--set learning.start_from=FILE`` (and the
 savepoint). ``show`` loads the file exactly as the trainer will (digest, River version), so
 run it first.

@@ -1,6 +1,6 @@
 """Publishing a user's privacy request (erasure, reset, opt-out, opt-in) to the job's erasure
 topic: one place for the CLI and the HTTP API. The job carries it out and confirms on the audit
-topic (README "Privacy controls" and "User controls")."""
+topic (docs/privacy.md)."""
 
 from __future__ import annotations
 

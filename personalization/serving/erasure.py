@@ -20,7 +20,7 @@ Redis Cluster a pipeline's commands to different nodes are sent in parallel, in 
 step is idempotent, so an erasure repeated after a restore deletes nothing more and fails nothing;
 the whole erasure is retried while Redis is down (``retry_while_down``). The shared model hash
 (``<prefix>:model``) names no user. Keys written before the indexes existed are indexed once by
-``index_existing`` (README, key schema migration).
+``index_existing`` (docs/redis.md, key schema migration).
 """
 
 from __future__ import annotations

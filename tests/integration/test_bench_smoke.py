@@ -1,6 +1,6 @@
 """Keeps `make bench` from rotting: a tiny run must produce a well-formed report (not a fast one).
 
-Run the way the README says, `make bench`, with a PATH that holds no virtualenv (nothing
+Run the way docs/performance.md says, `make bench`, with a PATH that holds no virtualenv (nothing
 activated, as on a fresh machine): a tool found only on an activated venv's PATH fails here.
 """
 

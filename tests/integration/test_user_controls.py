@@ -1,4 +1,4 @@
-"""User controls end to end (README "User controls"): one unbounded run of the real job on real
+"""User controls end to end (docs/privacy.md "User controls"): one unbounded run of the real job on real
 Taobao events (one partition, so the input order is the order written), in phases.
 
 1. The first 2,000 Taobao events (seeded synthetic signals) and a sentinel; two users R and O

@@ -67,7 +67,7 @@ def test_missing_or_garbage_is_unknown(user_agent: str | None) -> None:
 
 
 def test_the_contract_example_user_agent() -> None:
-    """README's sample event carries a truncated iPhone user agent; it still says iPhone."""
+    """The sample event of docs/contract.md carries a truncated iPhone user agent; it still says iPhone."""
     assert enrich("Mozilla/5.0 (iPhone; ...)").device_class is DeviceClass.MOBILE
 
 
