@@ -26,7 +26,8 @@ from personalization.core.dead_letter import DeadLetter
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.dlq import read_dlq
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import ensure_topics, kafka_client, read_topic
+from personalization.config.kafka import kafka_client
+from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect

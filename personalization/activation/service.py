@@ -21,7 +21,7 @@ from kafka.errors import CommitFailedError
 from personalization.activation.delivery import Change, Endpoint, Outcome
 from personalization.activation.signing import load_secret
 from personalization.config.settings import Settings, WebhookEndpoint
-from personalization.pipelines.topics import kafka_client
+from personalization.config.kafka import kafka_client
 
 log = logging.getLogger("personalization.activation")
 MAX_RAW_BYTES = 64 * 1024  # of an unparseable record kept in its DLQ entry (its offset points at all of it)

@@ -1,5 +1,6 @@
 """``kafka.properties`` (Java client names, what the job passes to Flink's Kafka connector) as
-kafka-python arguments, for the command-line tools: the one place that translates them.
+kafka-python arguments, for the command-line tools: the one place that translates them, and the one
+place that builds kafka-python clients from the config (``kafka_client``).
 
 kafka-python names some settings differently (``sasl.jaas.config`` is two arguments, trust
 stores are PEM files), so a plain ``.`` -> ``_`` renaming was rejected by it. Security settings
@@ -11,7 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+if TYPE_CHECKING:
+    from personalization.config.settings import Settings
 
 # Java name -> kafka-python argument, values unchanged.
 _RENAMED = {
@@ -142,3 +148,20 @@ def login_summary(properties: Mapping[str, str]) -> str:
         user = _JAAS_OPTION.findall(properties.get("sasl.jaas.config", ""))
         parts.append(f"user {dict(user).get('username', '(none: no sasl.jaas.config)')!r}")
     return ", ".join(parts)
+
+
+Client = TypeVar("Client", KafkaAdminClient, KafkaConsumer, KafkaProducer)
+
+
+def kafka_client(cls: type[Client], settings: Settings, *topics: str, **arguments: Any) -> Client:
+    """A kafka-python client of the configured brokers, with ``kafka.properties`` (security) translated.
+    Producers wait for every in-sync replica (acks=all, kafka-python's default is 1): a record
+    acknowledged by a leader that dies before its followers copied it would be lost."""
+    producing = {"acks": "all"} if cls is KafkaProducer else {}
+    return cls(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
+               **{**producing, **client_config(cls, settings), **arguments})
+
+
+def client_config(cls: type, settings: Settings) -> dict[str, Any]:
+    """``kafka.properties`` as arguments of the kafka-python client ``cls``."""
+    return python_client_config(settings.kafka.properties, cls.DEFAULT_CONFIG)

@@ -51,7 +51,8 @@ from personalization.pipelines.story import (
     storyteller,
     timeline,
 )
-from personalization.pipelines.topics import client_config, ensure_topics, read_topic, topic_size
+from personalization.config.kafka import client_config
+from personalization.pipelines.topics import ensure_topics, read_topic, topic_size
 from personalization.replay.datasets import JD_EPOCH_MS, locate_datasets
 from personalization.replay.exposures import with_exposures
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events

@@ -38,7 +38,7 @@ from rich.text import Text
 from personalization.config.cli import with_settings
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import DeadLetter, DeadLetterError
-from personalization.pipelines.topics import client_config, kafka_client
+from personalization.config.kafka import client_config, kafka_client
 from personalization.replay.producer import ProduceError, RawRecord, produce_raw
 
 POLL_TIMEOUT_MS = 500

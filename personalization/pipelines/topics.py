@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
 
 import click
 import orjson
@@ -12,12 +11,9 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from personalization.config.cli import with_settings
-from personalization.config.kafka import python_client_config
+from personalization.config.kafka import kafka_client
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import dlq_max_message_bytes
-
-Client = TypeVar("Client", KafkaAdminClient, KafkaConsumer, KafkaProducer)
-
 
 def topic_names(settings: Settings) -> list[str]:
     topics = settings.kafka.topics
@@ -112,20 +108,6 @@ def _wait(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.2)
-
-
-def kafka_client(cls: type[Client], settings: Settings, *topics: str, **arguments: Any) -> Client:
-    """A kafka-python client of the configured brokers, with ``kafka.properties`` (security) translated.
-    Producers wait for every in-sync replica (acks=all, kafka-python's default is 1): a record
-    acknowledged by a leader that dies before its followers copied it would be lost."""
-    producing = {"acks": "all"} if cls is KafkaProducer else {}
-    return cls(*topics, bootstrap_servers=settings.kafka.bootstrap_servers,
-               **{**producing, **client_config(cls, settings), **arguments})
-
-
-def client_config(cls: type, settings: Settings) -> dict[str, Any]:
-    """``kafka.properties`` as arguments of the kafka-python client ``cls``."""
-    return python_client_config(settings.kafka.properties, cls.DEFAULT_CONFIG)
 
 
 def publish_record(settings: Settings, topic: str, value: bytes, partition: int | None = None) -> None:

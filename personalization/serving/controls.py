@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 
 from personalization.config.settings import Settings
 from personalization.core.privacy import ERASE, ControlRequest, ErasureRequest, parse_erasure
-from personalization.pipelines.topics import kafka_client
+from personalization.config.kafka import kafka_client
 
 Request = ErasureRequest | ControlRequest
 

@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 
 from personalization import __version__
 from personalization.cli import COMMANDS

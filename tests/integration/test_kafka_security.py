@@ -17,7 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from personalization.config.settings import REPO_ROOT, Settings, Topics, load_settings
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import client_config, ensure_topics, kafka_client, read_topic
+from personalization.config.kafka import client_config, kafka_client
+from personalization.pipelines.topics import ensure_topics, read_topic
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
