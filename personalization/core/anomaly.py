@@ -15,6 +15,8 @@ outage of the input is a drop in every series.
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -53,7 +55,7 @@ class RateAlert:
     scale: float
     z: float
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {"alert": "event_rate", "kind": self.kind, "event_type": self.event_type,
                 "minute_start": self.minute_start, "minute_end": self.minute_start + MINUTE_MS,
                 "events": self.events, "median": self.median, "scale": round(self.scale, 3), "z": round(self.z, 3)}

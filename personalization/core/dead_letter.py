@@ -25,6 +25,8 @@ Headers, each UTF-8 text (numbers in decimal), absent when unknown:
 
 from __future__ import annotations
 
+from typing import Any
+
 import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -104,7 +106,7 @@ class DeadLetter:
         return cls.from_headers(base64.b64decode(wire["value"]),
                                 ((name, value.encode("utf-8")) for name, value in wire["headers"].items()))
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         """A JSON view for people and ``jq``: the value as text when it is UTF-8, else base64."""
         try:
             payload, encoding = self.value.decode("utf-8"), "utf-8"

@@ -10,7 +10,7 @@ fields with defaults, never change a field's meaning.
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound=type)
 
@@ -20,15 +20,15 @@ def evolvable(cls: T) -> T:
     known = fields(cls)  # once: ``fields()`` per restore was 12 % of a 1M-user run's Python time
     names = [f.name for f in known]
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self: Any) -> dict[str, Any]:
         return {name: getattr(self, name) for name in names}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self: Any, state: dict[str, Any]) -> None:
         for f in known:
             object.__setattr__(self, f.name, state[f.name] if f.name in state else _default(cls, f))
 
-    cls.__getstate__ = __getstate__
-    cls.__setstate__ = __setstate__
+    cls.__getstate__ = __getstate__  # type: ignore[method-assign,assignment]
+    cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls
 
 
@@ -41,21 +41,21 @@ def positional(cls: T) -> T:
     known = fields(cls)
     names = tuple(f.name for f in known)
 
-    def __getstate__(self) -> list:
+    def __getstate__(self: Any) -> list[Any]:
         return [getattr(self, name) for name in names]
 
-    def __setstate__(self, state: list) -> None:
+    def __setstate__(self: Any, state: list[Any]) -> None:
         for name, value in zip(names, state):
             object.__setattr__(self, name, value)
         for f in known[len(state):]:   # appended since the state was pickled: its default
             object.__setattr__(self, f.name, _default(cls, f))
 
-    cls.__getstate__ = __getstate__
-    cls.__setstate__ = __setstate__
+    cls.__getstate__ = __getstate__  # type: ignore[method-assign,assignment]
+    cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls
 
 
-def _default(cls: type, f: Field):
+def _default(cls: type, f: Field[Any]) -> Any:
     """A field's value in a restored state that lacks it; an error if it has no default."""
     if f.default is not MISSING:
         return f.default

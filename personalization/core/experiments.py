@@ -19,6 +19,8 @@ t-test, and a sample-ratio-mismatch check (chi-square of exposed users against t
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import math
 from collections.abc import Collection, Iterable, Mapping
@@ -109,7 +111,7 @@ def on_sessions(experiments: Mapping[str, Experiment], outcomes: dict[str, Exper
                 outcome.sessions[summary.session_id] = (summary.start, summary.end)
 
 
-def outcome_record(outcome: ExperimentOutcome) -> dict:
+def outcome_record(outcome: ExperimentOutcome) -> dict[str, Any]:
     """What the profile and the experiment's Redis hash hold for the user: counts and sums, so
     the report needs one record per user. Sessions convert with a purchase inside them."""
     session_revenue = [sum(r for ts, r in outcome.purchases if start <= ts <= end)
@@ -130,7 +132,7 @@ def outcome_record(outcome: ExperimentOutcome) -> dict:
 
 
 def profile_view(experiments: Mapping[str, Experiment], outcomes: Mapping[str, ExperimentOutcome], user_id: str,
-                 last_seen: int | None, segments: Collection[str]) -> dict[str, dict]:
+                 last_seen: int | None, segments: Collection[str]) -> dict[str, dict[str, Any]]:
     """The user's experiments as the profile serves them: every experiment they were exposed to
     (with the outcome) and every one they are eligible for now (``exposed_at`` None)."""
     view = {name: outcome_record(outcome) for name, outcome in outcomes.items()}
@@ -202,7 +204,7 @@ class Report:
         return self.srm_p_value is not None and self.srm_p_value < SRM_ALPHA
 
 
-def totals(experiment: Experiment, records: Iterable[dict]) -> tuple[tuple[VariantTotals, ...], int]:
+def totals(experiment: Experiment, records: Iterable[dict[str, Any]]) -> tuple[tuple[VariantTotals, ...], int]:
     """Per-variant sums of the users' outcome records, and how many records named no variant of
     the experiment."""
     sums = {v: dict.fromkeys(("users", "converted_users", "sessions", "converted_sessions", "purchases",
@@ -210,7 +212,8 @@ def totals(experiment: Experiment, records: Iterable[dict]) -> tuple[tuple[Varia
             for v in experiment.variant_names}
     unknown = 0
     for record in records:
-        into = sums.get(record.get("variant"))
+        variant = record.get("variant")
+        into = sums.get(variant) if isinstance(variant, str) else None
         if into is None:
             unknown += 1
             continue
@@ -223,7 +226,7 @@ def totals(experiment: Experiment, records: Iterable[dict]) -> tuple[tuple[Varia
     return tuple(VariantTotals(v, weights[v], **s) for v, s in sums.items()), unknown
 
 
-def report(experiment: Experiment, records: Iterable[dict], alpha: float = 0.05) -> Report:
+def report(experiment: Experiment, records: Iterable[dict[str, Any]], alpha: float = 0.05) -> Report:
     by_variant, unknown = totals(experiment, records)
     control, *others = by_variant
     comparisons = tuple(Comparison(t.variant, two_proportions(control.converted_users, control.users,

@@ -82,9 +82,10 @@ class LinkIndex:
 
     def note(self, event: Event) -> bool:
         """Record the anonymous id of a link; whether it is new."""
-        if event.anonymous_id in self.anonymous_ids:
+        anonymous_id = event.anonymous_id
+        if anonymous_id is None or anonymous_id in self.anonymous_ids:
             return False
-        self.anonymous_ids.append(event.anonymous_id)
+        self.anonymous_ids.append(anonymous_id)
         return True
 
     def fan_out(self, request: ErasureRequest) -> list[Erasure]:

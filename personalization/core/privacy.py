@@ -21,7 +21,7 @@ anonymous id, so that it holds for a later stitch only the events that were prof
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
@@ -110,7 +110,7 @@ class ErasureRequest(NamedTuple):
     request_id: str
     requested_at: int
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return self._asdict()
 
 
@@ -128,7 +128,7 @@ class ControlRequest(NamedTuple):
     requested_at: int
     action: str
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return self._asdict()
 
 
@@ -168,13 +168,14 @@ def parse_erasure(text: bytes | str, pseudonym: Callable[[str], str] | None = No
     return ControlRequest(user, payload["request_id"], at, action)
 
 
-def audit_record(request: ErasureRequest, erased_at: int, state_cleared: bool, redis_keys_deleted: int) -> dict:
+def audit_record(request: ErasureRequest, erased_at: int, state_cleared: bool,
+                 redis_keys_deleted: int) -> dict[str, Any]:
     """The confirmation written to the audit topic once the user's state and Redis keys are gone."""
     return {"request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
             "erased_at": erased_at, "state_cleared": state_cleared, "redis_keys_deleted": redis_keys_deleted}
 
 
-def control_audit_record(request: ControlRequest, done_at: int, state_cleared: bool) -> dict:
+def control_audit_record(request: ControlRequest, done_at: int, state_cleared: bool) -> dict[str, Any]:
     """The confirmation written to the audit topic once a control request is carried out."""
     return {"request_id": request.request_id, "user_id": request.user_id, "requested_at": request.requested_at,
             "action": request.action, "done_at": done_at, "state_cleared": state_cleared}

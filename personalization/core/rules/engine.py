@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 from personalization.core.evolvable import evolvable
 from personalization.core.rules.expressions import Value
@@ -64,7 +64,7 @@ class SegmentChange:
     event_time: int
     rules_version: str
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
             "segment": self.segment,
@@ -98,8 +98,8 @@ class RuleSet:
         for score in rules.scores:
             for event_type, weight in score.weights.items():
                 self._weights.setdefault(event_type, []).append((score.name, weight, score.half_life_ms))
-        self._inactivity = tuple(t for t in rules.triggers if t.inactive_ms is not None)
-        self._inactivity_names = frozenset(t.name for t in self._inactivity)
+        self._inactivity = tuple((t.name, t.inactive_ms) for t in rules.triggers if t.inactive_ms is not None)
+        self._inactivity_names = frozenset(name for name, _ in self._inactivity)
         self._on = _by_event_type(rules.triggers, "on")
         self._unless = _by_event_type(rules.triggers, "unless")
 
@@ -108,7 +108,7 @@ class RuleSet:
         """Errors name the file as given, e.g. ``rules/default.yaml:42: ...``."""
         return cls(Path(path).read_text(), str(path))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[RuleSet], tuple[str, str]]:
         return RuleSet, (self.text, self.source)
 
     def on_event(self, state: SegmentState, event_type: str, ts: int) -> list[SegmentChange]:
@@ -121,11 +121,12 @@ class RuleSet:
             state.scores[name] = decay_score(value, last_ts, ts, weight, half_life)
         if state.last_event is None or ts > state.last_event:
             state.last_event = ts
-            for trigger in self._inactivity:
-                state.armed[trigger.name] = [ts + trigger.inactive_ms]
+            for name, inactive_ms in self._inactivity:
+                state.armed[name] = [ts + inactive_ms]
         for trigger in self._unless.get(event_type, ()):
+            within = trigger.within_ms or 0  # the loader refuses 'unless' without 'within'
             state.last_unless[trigger.name] = max(ts, state.last_unless.get(trigger.name, ts))
-            pending = [d for d in state.armed.get(trigger.name, ()) if not d - trigger.within_ms <= ts < d]
+            pending = [d for d in state.armed.get(trigger.name, ()) if not d - within <= ts < d]
             _store(state.armed, trigger.name, pending)
         for trigger in self._on.get(event_type, ()):
             if trigger.within_ms is None:
@@ -184,7 +185,7 @@ class RuleSet:
         held = [self._segments[name] for name in state.members if name in self._segments]
         return min(held, key=lambda s: (-s.priority, s.name)).name if held else None
 
-    def _fire(self, state: SegmentState, until: int, names) -> list[SegmentChange]:
+    def _fire(self, state: SegmentState, until: int, names: Iterable[str]) -> list[SegmentChange]:
         due = sorted((d, name) for name in names for d in state.armed.get(name, ()) if d <= until)
         changes: list[SegmentChange] = []
         for deadline, name in due:

@@ -65,8 +65,8 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
                 "==": operator.eq, "!=": operator.ne}
-_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul,
-               "/": lambda a, b: a / b if b else 0}
+_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {"+": operator.add, "-": operator.sub, "*": operator.mul,
+                                                  "/": lambda a, b: a / b if b else 0}
 
 
 class _Token(NamedTuple):
@@ -97,7 +97,7 @@ def tokenize(text: str) -> list[_Token]:
                 raise ExpressionError(f"syntax error at column {pos + 1}: unterminated string")
             hint = " (use '==' to compare)" if char == "=" else ""
             raise ExpressionError(f"syntax error at column {pos + 1}: unexpected character '{char}'{hint}")
-        kind = match.lastgroup
+        kind = match.lastgroup or ""  # every alternative of the pattern is a named group
         if kind != "space":
             word = match.group()
             tokens.append(_Token("keyword" if kind == "name" and word in KEYWORDS else kind, word, pos + 1))

@@ -75,12 +75,12 @@ class Feature:
         return Need(self.agg, self.field)
 
     def value(self, inputs: FeatureInputs) -> Value:
-        if self.over == SESSION:
-            span = inputs.session
-        elif self.over == LIFETIME:
-            span = inputs.lifetime
-        else:
+        if isinstance(self.over, int):
             span = inputs.windows[self.over]
+        elif self.over == SESSION:
+            span = inputs.session
+        else:
+            span = inputs.lifetime
         if self.agg == "count":
             if self.event_types:
                 return sum(span.counts.get(t, 0) for t in self.event_types)
@@ -88,9 +88,9 @@ class Feature:
         if self.agg == "sessions":
             return span.sessions
         if self.agg == "last":
-            return span.last.get(self.field, "" if self.type == Type.STRING else 0)
+            return span.last.get(self.field or "", "" if self.type == Type.STRING else 0)
         source = {"sum": span.sums, "max": span.maxima, "distinct": span.distinct}[self.agg]
-        return source.get(self.field, 0)
+        return source.get(self.field or "", 0)
 
 
 def requirements(features: tuple[Feature, ...]) -> Requirements:
@@ -98,11 +98,11 @@ def requirements(features: tuple[Feature, ...]) -> Requirements:
     lifetime: set[Need] = set()
     windows: dict[int, set[Need]] = {}
     for feature in features:
-        if feature.over == SESSION:
-            session.add(feature.need)
-        elif feature.over == LIFETIME:
-            lifetime.add(feature.need)
-        else:
+        if isinstance(feature.over, int):
             windows.setdefault(feature.over, set()).add(feature.need)
+        elif feature.over == SESSION:
+            session.add(feature.need)
+        else:
+            lifetime.add(feature.need)
     return Requirements(frozenset(session), frozenset(lifetime),
                         {size: frozenset(needs) for size, needs in sorted(windows.items())})

@@ -129,9 +129,10 @@ class Reader:
         return node.value
 
     def text(self, node: Node, where: str, key: str) -> str:
-        if isinstance(node.value, (dict, list)) or node.value is None or node.text == "":
+        text = node.text
+        if isinstance(node.value, (dict, list)) or node.value is None or not text:
             self.fail(node, where, f"{key} must be text, got {describe(node)}")
-        return node.text
+        return text
 
     def integer(self, node: Node, where: str, key: str) -> int:
         if isinstance(node.value, bool) or not isinstance(node.value, int):
