@@ -2,13 +2,18 @@
 of one user's segment changes (Server-Sent Events); and a user's controls (reset, opt-out,
 opt-in), published for the job to carry out. ``pz api``.
 
-Every read goes through ``ProfileReader`` (the key schema stays in ``redis_store``). Endpoints
-are plain ``def``: they run in Starlette's thread pool, so a slow Redis never blocks the event
-loop. Input errors are 400/401/404, an unreachable Redis is 503; no input gives a 500.
+Every read goes through ``ProfileReader`` (the key schema stays in ``redis_store``). The profile,
+segments and experiments reads (one round trip to Redis on loopback or a LAN) run on the event
+loop: the thread-pool hop of a plain ``def`` cost more than the read (docs/performance.md "HTTP
+API"); a hung Redis holds the loop for at most the client's socket timeout. The other endpoints
+are plain ``def`` in Starlette's thread pool. At start-up the objects built so far are frozen out
+of the garbage collector's reach (``gc.freeze``), so a full collection does not walk them in the
+middle of a request. Input errors are 400/401/404, an unreachable Redis is 503; no input gives a 500.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -140,6 +145,8 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        gc.collect()
+        gc.freeze()
         yield
         publisher.close()
 
@@ -189,14 +196,14 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
         return Response(orjson.dumps(body), media_type="application/json", headers={"ETag": etag})
 
     @app.get("/v1/users/{user_id:path}/profile", dependencies=[authorized("profile")])
-    def profile(user_id: str, if_none_match: str | None = Header(None)) -> Response:
+    async def profile(user_id: str, if_none_match: str | None = Header(None)) -> Response:
         """The user's profile (an anonymous id stitched into a user gives that user's).
         ETag = the profile version: send it back in If-None-Match to get a 304 while unchanged."""
         found = profile_or_404(user_id)
         return tagged(found, f'"{found["version"]}"', if_none_match)
 
     @app.get("/v1/users/{user_id:path}/segments", dependencies=[authorized("segments")])
-    def segments(user_id: str, if_none_match: str | None = Header(None)) -> Response:
+    async def segments(user_id: str, if_none_match: str | None = Header(None)) -> Response:
         """Segments (name -> event time entered), primary segment, scores and rules version;
         same ETag as the profile (they are part of it)."""
         found = profile_or_404(user_id)
@@ -205,7 +212,7 @@ def create_app(settings: Settings, reader: ProfileReader | None = None,
         return tagged(body, f'"{found["version"]}"', if_none_match)
 
     @app.get("/v1/users/{user_id:path}/experiments", dependencies=[authorized("experiments")])
-    def experiments(user_id: str, if_none_match: str | None = Header(None)) -> Response:
+    async def experiments(user_id: str, if_none_match: str | None = Header(None)) -> Response:
         """The user's experiments: name -> assigned ``variant``, ``exposed_at`` (null until an
         exposure was read) and the outcome so far; same ETag as the profile (they are part of it)."""
         found = profile_or_404(user_id)
