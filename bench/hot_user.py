@@ -22,12 +22,11 @@ from typing import Iterator
 import click
 import orjson
 
-from bench.run import RESULTS, _run_settings, _run_timed, remove_runs, workload
+from bench.run import RESULTS, job_profiles, remove_runs, workload
 from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
-from personalization.serving.reader import ProfileReader
 
 HOT = "hot-crawler"
 
@@ -86,18 +85,13 @@ def run(logic, events: list[Event], out_of_orderness: int) -> dict:
 
 
 def job_run(settings: Settings, payloads: list[dict]) -> dict:
-    """One bounded run of the whole job (default config, own topics and Redis prefix) over
-    ``payloads``: events/s of the ordinary users and of the hot user over the span from the
-    first profile write to the last, and the events each side's profiles counted."""
-    run_settings = _run_settings(settings, {})
-    first = _run_timed(run_settings, payloads)
-    reader = ProfileReader.from_settings(run_settings)
-    profiles = list(reader.all_profiles())
-    span_s = (max(p["updated_at"] for p in profiles) - first) / 1000
+    """One bounded run of the whole job (default config) over ``payloads``: the span from the
+    first profile write to the last, and the events the ordinary users' and the hot user's
+    profiles counted."""
+    profiles, span_s = job_profiles(settings, payloads, {})
     counted = Counter()
     for profile in profiles:
         counted["hot" if profile["user_id"] == HOT else "ordinary"] += profile["events_total"]
-    reader.delete_all()
     return {"span_s": span_s, "ordinary": counted["ordinary"], "hot": counted["hot"]}
 
 

@@ -153,14 +153,20 @@ def remove_runs() -> None:
 
 def job_rate(base: Settings, events: list[dict], flink: dict, job=run_job) -> float:
     """Events/s of ``job`` (the job, or ``run_lean_job``) from its first profile write to its last."""
+    profiles, span_s = job_profiles(base, events, flink, job)
+    return sum(p["events_total"] for p in profiles) / span_s
+
+
+def job_profiles(base: Settings, events: list[dict], flink: dict, job=run_job) -> tuple[list[dict], float]:
+    """One bounded run of ``job`` over ``events`` on topics and a Redis prefix of its own: the
+    profiles it wrote (deleted from Redis once read) and the seconds from its first profile
+    write to its last."""
     settings = _run_settings(base, flink)
     first = _run_timed(settings, events, job)
     reader = ProfileReader.from_settings(settings)
     profiles = list(reader.all_profiles())
-    last = max(p["updated_at"] for p in profiles)
-    processed = sum(p["events_total"] for p in profiles)
     reader.delete_all()
-    return processed / ((last - first) / 1000)
+    return profiles, (max(p["updated_at"] for p in profiles) - first) / 1000
 
 
 def _run_timed(settings: Settings, events: list[dict], job=run_job) -> float:
