@@ -82,9 +82,10 @@ class RecoItems(KeyedProcessFunction):
         row = self._state.value()
         if self._timers.get(item) == timestamp:
             del self._timers[item]
-            self._held.flush()  # the row's answers are all sent now (this one or an earlier batch)
             if row is not None and row.unwritten:
-                row.unwritten = {}
+                if any(map(self._held.holds, row.unwritten.values())):
+                    self._held.flush()
+                row.unwritten = {}  # all sent: by this flush or an earlier batch (or superseded)
                 self._state.update(row)
         elif row is not None and row.unwritten:  # restored: the held answers may be lost
             self._hold(list(row.unwritten.values()), item, ctx)

@@ -48,6 +48,10 @@ class HeldRecommendations:
         if len(self._held) >= self._max_batch:
             self.flush()
 
+    def holds(self, reco: Recommendations) -> bool:
+        """True while ``reco`` waits to be sent (not yet flushed, nor replaced by a newer answer)."""
+        return self._held.get(reco.user) == reco
+
     def flush(self) -> int:
         """Send every held answer; the number of users written."""
         recos = list(self._held.values())

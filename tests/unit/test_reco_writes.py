@@ -27,7 +27,9 @@ def test_one_answer_per_user_the_newest_request_wins_sent_on_flush() -> None:
     held.put(_reco("b", 1))
     held.put(_reco("b", 3))
     assert writer.sent == []
+    assert held.holds(_reco("a", 2)) and not held.holds(_reco("a", 1)) and not held.holds(_reco("b", 1))
     assert held.flush() == 2
+    assert not held.holds(_reco("a", 2))
     assert sorted((r.user, r.version) for r in writer.sent[0]) == [("a", 2), ("b", 3)]
     assert held.flush() == 0 and len(writer.sent) == 1
 
