@@ -3,12 +3,14 @@ keyed by item (both at the job's parallelism), their state one pickled value per
 
 from __future__ import annotations
 
+import time
+
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
 from personalization.core.events import Event
 from personalization.core.recommend.stream import CoView, ItemRow, Request, UserHistory, answer, learn, user_step
-from personalization.serving.reco_store import RecommendationWriter
+from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
 from personalization.state.descriptors import reco_item_state, reco_user_state
 
@@ -38,7 +40,15 @@ class RecoUsers(KeyedProcessFunction):
 
 
 class RecoItems(KeyedProcessFunction):
-    """One item's neighbour row: learns co-views, answers requests by writing the user's top-N to Redis."""
+    """One item's neighbour row: learns co-views, answers requests with the user's top-N, held
+    back and written to Redis in batches (``redis.batch_size`` users, within ``redis.batch_delay``).
+
+    A held answer is also kept in the row (``ItemRow.unwritten``) with a processing-time timer,
+    both checkpointed (thread mode gives no hook to flush before a barrier): a timer this process
+    set flushes and empties the row's list; a timer restored from a checkpoint (unknown to this
+    process) finds the list as checkpointed and sends it again, by the compare-and-set, so an
+    answer covered by a completed checkpoint is in Redis or re-sent after a restore.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -49,7 +59,9 @@ class RecoItems(KeyedProcessFunction):
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
-        self._writer = RecommendationWriter(client, cfg.key_prefix, self._config.ttl_ms, cfg.retry_backoff_max)
+        writer = RecommendationWriter(client, cfg.key_prefix, self._config.ttl_ms, cfg.retry_backoff_max)
+        self._held = HeldRecommendations(writer, cfg.batch_size if cfg.batch_delay else 1)
+        self._timers: dict[str, int] = {}  # item -> due time of the flush timer this process set
         group = runtime_context.get_metrics_group().add_group("personalization")
         self._written = group.counter("recommendations_written")
 
@@ -58,7 +70,36 @@ class RecoItems(KeyedProcessFunction):
         if isinstance(message, CoView):
             learn(row, message, self._config)
         else:
-            self._writer.write(answer(row, message, self._config))
+            reco = answer(row, message, self._config)
+            row.unwritten[reco.user] = reco
+            self._hold([reco], message.item, ctx)
             self._written.inc()
         self._state.update(row)
         return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        item = ctx.get_current_key()
+        row = self._state.value()
+        if self._timers.get(item) == timestamp:
+            del self._timers[item]
+            if row is not None and row.unwritten:
+                if any(map(self._held.holds, row.unwritten.values())):
+                    self._held.flush()
+                row.unwritten = {}  # all sent: by this flush or an earlier batch (or superseded)
+                self._state.update(row)
+        elif row is not None and row.unwritten:  # restored: the held answers may be lost
+            self._hold(list(row.unwritten.values()), item, ctx)
+        return iter(())
+
+    def _hold(self, recos: list, item: str, ctx) -> None:
+        for reco in recos:
+            self._held.put(reco)
+        if item not in self._timers:
+            due = int(time.time() * 1000) + self._settings.redis.batch_delay
+            self._timers[item] = due
+            ctx.timer_service().register_processing_time_timer(due)
+
+    def close(self) -> None:
+        # At the end of a bounded input processing-time timers no longer fire: send the rest.
+        if hasattr(self, "_held"):
+            self._held.flush()

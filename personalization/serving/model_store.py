@@ -18,51 +18,31 @@ the operator back-pressures).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 import redis
 
-from personalization.serving.redis_store import (
-    _APPLY_PROFILE, encode_profile, model_key, predictions_key, retry_while_down,
-)
+from personalization.serving.redis_store import VersionedHashWriter, model_key, predictions_key
 
 
 class ModelWriter:
     def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
-        self._client = client
         self._prefix = prefix
-        self._ttl_ms = ttl_ms
-        self._backoff_max_ms = backoff_max_ms
-        self._script = client.register_script(_APPLY_PROFILE)
+        self._hashes = VersionedHashWriter(client, ttl_ms, backoff_max_ms)
 
     def write(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None = None,
               erased: list[str] = ()) -> None:
         """``erased``: users whose predictions are deleted (erasure), after the writes."""
+        def rest(pipe, now: int) -> None:
+            if model:
+                pipe.hset(model_key(self._prefix), mapping={**{k: orjson.dumps(v) for k, v in model.items()},
+                                                            "updated_at": now})
+            for user in erased:
+                pipe.delete(predictions_key(self._prefix, user))
         if writes or model or erased:
-            retry_while_down(lambda: self._send(writes, model, erased), self._backoff_max_ms)
-
-    def _send(self, writes: dict[str, tuple[int, dict[str, Any]]], model: dict[str, Any] | None,
-              erased: list[str]) -> None:
-        now = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        for user, (version, fields) in writes.items():
-            pipe.execute_command("EVALSHA", self._script.sha, 1, predictions_key(self._prefix, user),
-                                 version, self._ttl_ms, b"updated_at", now, *encode_profile(fields))
-        if model:
-            pipe.hset(model_key(self._prefix), mapping={**{k: orjson.dumps(v) for k, v in model.items()},
-                                                        "updated_at": now})
-        for user in erased:
-            pipe.delete(predictions_key(self._prefix, user))
-        results = pipe.execute(raise_on_error=False)
-        if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
-            # a cluster pipeline does not load scripts first, and a promoted replica has none
-            self._client.script_load(self._script.script)
-            return self._send(writes, model, erased)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+            self._hashes.write([(predictions_key(self._prefix, user), version, fields)
+                                for user, (version, fields) in writes.items()], rest)
 
 
 def read_predictions(client: redis.Redis, prefix: str, user_id: str) -> dict[str, Any] | None:

@@ -47,8 +47,8 @@ itself: after a crash and restore, the replayed updates carry the same versions 
 numbered changes in the same order, (1) and (2) refuse what they already hold, and (3) converges to the same
 sets because it replays the same per-user sequence of adds and removes.
 
-Updates of many users go out together, one pipeline per batch (``WriteBehind``): a round trip
-per batch instead of per event.
+Updates of many users go out together, one pipeline per batch (``WriteBehind``; recommendations:
+``reco_store.HeldRecommendations``): a round trip per batch instead of per event.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from __future__ import annotations
 import logging
 import time
 from itertools import islice
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from urllib.parse import quote, unquote
 
 import orjson
@@ -270,6 +270,43 @@ def retry_while_down(send, backoff_max_ms: int):
 def _log_retry(state: tenacity.RetryCallState) -> None:
     log.warning("redis cannot take writes (%s): retry %d in %.2f s; back-pressuring, nothing dropped",
                 state.outcome.exception(), state.attempt_number, state.next_action.sleep)
+
+
+class VersionedHashWriter:
+    """Compare-and-set writes of per-user versioned hashes (recommendations, predictions), many
+    in one pipelined round trip, retried while Redis is down: a write whose version is not above
+    the stored one is refused by the script, so a replay after a restore rewrites nothing newer."""
+
+    def __init__(self, client: redis.Redis, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
+        self._client = client
+        self._ttl_ms = ttl_ms
+        self._backoff_max_ms = backoff_max_ms
+        self._script = client.register_script(_APPLY_PROFILE)
+
+    def write(self, hashes: Sequence[tuple[str, int, dict[str, Any]]],
+              extra: Callable[[Any, int], None] | None = None) -> None:
+        """``hashes``: (key, version, fields); ``extra(pipe, now_ms)`` adds idempotent commands
+        to the same round trip. Raises the first error Redis answered."""
+        if hashes or extra:
+            retry_while_down(lambda: self._send(hashes, extra), self._backoff_max_ms)
+
+    def _send(self, hashes: Sequence[tuple[str, int, dict[str, Any]]],
+              extra: Callable[[Any, int], None] | None) -> None:
+        now = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for key, version, fields in hashes:  # by SHA alone: see ProfileWriter._send
+            pipe.execute_command("EVALSHA", self._script.sha, 1, key, version, self._ttl_ms,
+                                 b"updated_at", now, *encode_profile(fields))
+        if extra:
+            extra(pipe, now)
+        results = pipe.execute(raise_on_error=False)
+        if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
+            # a cluster pipeline does not load scripts first, and a promoted replica has none
+            self._client.script_load(self._script.script)
+            return self._send(hashes, extra)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
 
 REDIS_WRITE_REFUSED = "redis_write_refused"  # DLQ reason: Redis refused a command of the write

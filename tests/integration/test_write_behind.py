@@ -1,5 +1,6 @@
 """Batched Redis writes across a checkpoint: a write held back when a checkpoint completes is
-re-done after a restore from that checkpoint (``operators.user_profile._flush_within_delay``).
+re-done after a restore from that checkpoint (``operators.user_profile._flush_within_delay``; the
+users' recommendations, on here, by ``operators.recommend.RecoItems``: ``ItemRow.unwritten``).
 
 The watermark is kept far behind the data (out-of-orderness of 30 days), so no session closes
 and no segment changes: every profile write is one applied event, the end state does not depend
@@ -23,21 +24,23 @@ from tests.support import (PZ, free_port, isolated_settings, latest_checkpoint, 
 EVENTS = 600
 HELD_BACK = 30_000  # ms: long enough to kill the job while the writes are still held back
 STILL_TIME = {"out_of_orderness": "30d", "idle_timeout": "1h"}
+RECO = {"enabled": True}
 
 
 def test_writes_held_back_at_a_completed_checkpoint_are_redone_after_restore(stack, datasets, tmp_path):
     events = list(replay_events("taobao", augmented=True, seed=11, limit=EVENTS))
     reference = isolated_settings(tmp_path / "reference", kafka={"bounded": False}, time=STILL_TIME,
-                                  redis={"batch_delay": 0})  # every write at once
+                                  recommendations=RECO, redis={"batch_delay": 0})  # every write at once
     produce(events, reference.kafka.bootstrap_servers, reference.kafka.topics.events, progress=False)
     client = start_job(reference)
     wait_until(lambda: _processed(reference) == EVENTS, 180, "the reference run to write every event")
     stop_with_savepoint(client, (tmp_path / "reference-stop").as_uri())
     expected = redis_state(reference)
+    assert _recommended(expected) > 0
 
     settings = isolated_settings(
         tmp_path / "held", events_topic=reference.kafka.topics.events, kafka={"bounded": False},
-        time=STILL_TIME, flink={"checkpoint_interval": 500},
+        time=STILL_TIME, flink={"checkpoint_interval": 500}, recommendations=RECO,
         redis={"batch_delay": HELD_BACK, "batch_size": 1_000_000})
     rest_port = free_port()
     config = write_config(settings.with_overrides(flink={"rest_port": rest_port}), tmp_path / "job.yaml")
@@ -55,6 +58,7 @@ def test_writes_held_back_at_a_completed_checkpoint_are_redone_after_restore(sta
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
     assert _processed_in(held) < EVENTS, "nothing was held back: the test proves nothing"
+    assert _recommended(held) < _recommended(expected), "no recommendations held back: the test proves nothing"
 
     # The restored job reads no event (the checkpoint holds the end offsets): whatever it writes
     # comes from the restored flush timers, which re-derive the profiles from the restored state.
@@ -74,6 +78,11 @@ def _processed(settings) -> int:
 def _processed_in(state: dict) -> int:
     """Events counted by the profiles in a ``redis_state`` snapshot."""
     return sum(int(value[b"events_total"]) for key, value in state.items() if key.endswith(":profile"))
+
+
+def _recommended(state: dict) -> int:
+    """The sum of the versions (request numbers) of the recommendations in a ``redis_state`` snapshot."""
+    return sum(int(value[b"version"]) for key, value in state.items() if key.endswith(":recommendations"))
 
 
 def _running(rest: FlinkRest) -> list[str] | None:

@@ -80,6 +80,22 @@ class ItemRow:
     category: str | None = None
     neighbours: dict[str, list] = field(default_factory=dict)
     updates: int = 0
+    # user -> this item's newest answer to them not yet known written to Redis (held back for a
+    # batch): a restore re-sends them. Emptied when the item's flush timer fires.
+    unwritten: dict[str, Recommendations] = field(default_factory=dict)
+
+
+def _restore_row(row: ItemRow, state: list | tuple[None, dict]) -> None:
+    """Unpickle either form a slots dataclass pickles to (a list of the field values, or
+    ``(None, slots)`` on Python versions without the dataclass's own ``__getstate__``); a row
+    pickled before ``unwritten`` existed gets it empty."""
+    values = state[1] if isinstance(state, tuple) else dict(zip(("category", "neighbours", "updates", "unwritten"), state))
+    for name, value in {"category": None, "neighbours": {}, "updates": 0, "unwritten": {}, **values}.items():
+        object.__setattr__(row, name, value)
+
+
+# Set after the class: a slots dataclass defines its own __setstate__ (see core.events).
+ItemRow.__setstate__ = _restore_row
 
 
 def user_step(history: UserHistory, config: RecoConfig, consent_default: str, user: str, item: str | None,
