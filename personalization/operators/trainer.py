@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MODEL_KEY = "models"          # the one key of the trainer
 PUBLISH_EVERY_S = 1.0         # model keys and gauges at most this often (and at the end of input)
+SIZE_EVERY_S = 60.0           # the models' pickled size at most this often (and at the end of input)
 GAUGES = ("examples_learned", "labels", "model_bytes", "roc_auc_ppm", "log_loss_ppm",
           "recent_roc_auc_ppm", "recent_log_loss_ppm")
 
@@ -61,12 +62,12 @@ def new_models(settings: Settings) -> SharedModels:
 UNDEFINED_PPM = -1  # the gauge of a metric that is undefined (e.g. ROC AUC over one class)
 
 
-def gauge_values(trainer: Trainer) -> dict[str, int]:
+def gauge_values(trainer: Trainer, model_bytes: int) -> dict[str, int]:
     """Flink gauges are integers here: the float metrics are in parts per million."""
     m = trainer.models.propensity.metrics()
     ppm = {f"{name}_ppm": UNDEFINED_PPM if m[name] is None else round(m[name] * 1e6)
            for name in ("roc_auc", "log_loss", "recent_roc_auc", "recent_log_loss")}
-    return {"examples_learned": m["examples_learned"], "labels": m["labels"], "model_bytes": trainer.model_bytes(),
+    return {"examples_learned": m["examples_learned"], "labels": m["labels"], "model_bytes": model_bytes,
             **ppm}
 
 
@@ -83,6 +84,7 @@ class ModelTrainer(KeyedProcessFunction):
         self._ops = 0
         self._timer: int | None = None
         self._published = 0.0
+        self._model_bytes, self._sized = 0, float("-inf")
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
@@ -158,7 +160,7 @@ class ModelTrainer(KeyedProcessFunction):
             log.info("model snapshot written: %s", path)
         now = time.monotonic()
         publish = end or (out.processed and now - self._published >= PUBLISH_EVERY_S)
-        self._writer.write(out.writes, self._model_view() if publish else None, out.erased)
+        self._writer.write(out.writes, self._model_view(end) if publish else None, out.erased)
         if publish:
             self._published = now
         nxt = trainer.next_time()
@@ -171,12 +173,18 @@ class ModelTrainer(KeyedProcessFunction):
         for example in out.examples:
             yield orjson.dumps(example).decode()
 
-    def _model_view(self) -> dict:
+    def _model_view(self, final: bool = False) -> dict:
+        """The model key's content. The models' size is a pickle round trip of all of them:
+        measured at most every ``SIZE_EVERY_S`` (it cost as much as the predictions' writes when
+        taken at every publish), and always at the end of input."""
+        now = time.monotonic()
+        if final or now - self._sized >= SIZE_EVERY_S:
+            self._model_bytes, self._sized = self._trainer.model_bytes(), now
         view = self._trainer.view()
-        gauges = gauge_values(self._trainer)
+        gauges = gauge_values(self._trainer, self._model_bytes)
         for name, value in gauges.items():
             self._gauges[name].update(value)
         return {**view, "model_bytes": gauges["model_bytes"]}
 
     def _publish(self) -> None:
-        self._writer.write({}, self._model_view())
+        self._writer.write({}, self._model_view(final=True))

@@ -111,7 +111,9 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._route_refused = self._settings.privacy.without_consent == "route"
         self._writer = ProfileWriter(client, cfg.key_prefix, cfg.profile_ttl, cfg.retry_backoff_max,
                                      self._settings.rules.stream_maxlen, cfg.max_value_bytes)
-        self._writes = WriteBehind(self._writer, cfg.batch_size if cfg.batch_delay else 1)
+        # Rendered with the logic of the moment: a rules update flushes first (process_broadcast_element).
+        self._writes = WriteBehind(self._writer, cfg.batch_size if cfg.batch_delay else 1,
+                                   render=lambda state: self._logic.profile(state))
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
@@ -156,6 +158,12 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         except Exception as err:  # noqa: BLE001 - whatever it is, it is this record's alone
             user = ctx.get_current_key()
             self._state.forget(user)
+            if self._writes.is_pending(user):  # held as the half-changed object: hold the stored one
+                stored = self._state.value(user)
+                if isinstance(stored, UserState):
+                    self._writes.put(user, stored, stored.unwritten_changes)
+                else:
+                    self._writes.discard(user)
             self._processing_errors.inc()
             first = type(err) not in self._errors_logged
             self._errors_logged.add(type(err))
@@ -258,7 +266,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                 control.put(CLOCK, payload)
             return
         try:
-            self._logic = self._logic.with_rules(RuleSet(payload, RULES_TOPIC_SOURCE))
+            logic = self._logic.with_rules(RuleSet(payload, RULES_TOPIC_SOURCE))
         except RulesError as err:
             self._rules_rejected.inc()
             log.warning("rules update rejected, the running rules (version %r) stay: %s",
@@ -268,6 +276,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                            int(time.time() * 1000),
                                            running_rules_version=self._logic.rules.version).to_wire()
             return
+        self._writes.flush()  # held profiles are rendered by the rules that decided them
+        self._logic = logic
         control.put(RULES, payload)
         self._rules_applied.inc()
         log.info("rules version %r applied", self._logic.rules.version)
@@ -368,7 +378,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             # The changes go out with the batch; until then they are in state (re-sent after a restore).
             state.unwritten_changes = self._writes.unwritten(user, state.unwritten_changes) + records
             self._state.update(user, state)
-            if self._writes.put(self._logic.profile(state), state.unwritten_changes):
+            if self._writes.put(user, state, state.unwritten_changes):
                 self._flush_within_delay(user, ctx)
             self._profile_writes.inc()
         elif result.state_changed or result.learning:  # learning records were built from this state:
@@ -409,7 +419,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         # Set before a restore: the write it guarded may have been lost with the old buffer. Not
         # for a user no longer profiled (an opt-out deleted the profile: it must stay deleted).
         state = self._consent.profiled(self._state.value(user))
-        if state is not None and self._writes.put(self._logic.profile(state), state.unwritten_changes):
+        if state is not None and self._writes.put(user, state, state.unwritten_changes):
             self._flush_within_delay(user, ctx)
 
     def close(self) -> None:

@@ -477,25 +477,31 @@ class WriteBehind:
     batch went out), so the owner can re-derive it after a restore (see
     ``operators.user_profile``). A write carries every change of the user not yet known to be
     written; ``unwritten`` tells the owner which of them a flushed batch has covered.
+
+    What is held is the user's *source* (the live state), rendered to the profile by ``render``
+    only when the batch goes out: a user who steps several times within the delay is rendered
+    once, not once per step. The owner keeps a held source unchanged except by its own later
+    steps (whose profile is the newer one anyway), and flushes before ``render`` changes meaning.
     """
 
     MAX_TRACKED = 100_000  # users whose last written change is remembered; beyond, re-sends (no-ops)
 
-    def __init__(self, writer: ProfileWriter, max_batch: int) -> None:
+    def __init__(self, writer: ProfileWriter, max_batch: int,
+                 render: Callable[[Any], dict[str, Any]] = lambda profile: profile) -> None:
         self._writer = writer
         self._max_batch = max_batch
-        self._pending: dict[str, Write] = {}
+        self._render = render
+        self._pending: dict[str, tuple[Any, list[dict[str, Any]]]] = {}  # user -> (source, changes)
         self._written_through: dict[str, int] = {}  # user -> seq of the last change sent
         self._refused: list[tuple[Write, Refusal]] = []
 
-    def put(self, profile: dict[str, Any], changes: list[dict[str, Any]]) -> bool:
+    def put(self, user: str, source: Any, changes: list[dict[str, Any]]) -> bool:
         """True when this write starts a held-back write for its user: the one the owner must
         see flushed within the delay (a newer profile for a user already held back is not).
         ``changes``: all of the user's unwritten changes, oldest first (a superset of the
         pending write's, which it replaces)."""
-        user = profile["user_id"]
         started = user not in self._pending
-        self._pending[user] = (profile, changes)
+        self._pending[user] = (source, changes)
         if len(self._pending) >= self._max_batch:
             self.flush()
             return False
@@ -522,7 +528,7 @@ class WriteBehind:
     def flush(self) -> int:
         """Send every pending write; the number of users written. A write Redis refused is not
         retried (its changes count as sent): the owner takes it from ``take_refused``."""
-        writes = list(self._pending.values())
+        writes = [(self._render(source), changes) for source, changes in self._pending.values()]
         if writes:
             refused = self._writer.write_many(writes).refused
             self._refused += [(write, refused[write[0]["user_id"]]) for write in writes
