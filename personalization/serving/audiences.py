@@ -4,7 +4,8 @@ Profiles expire ``redis.profile_ttl`` after their last write; audience sets
 (``<prefix>:segment:{<segment>}:members``) have no TTL (a member leaves by an exit change), so a user
 who stopped coming would stay in them for ever. ``expire_audiences`` removes every member whose
 profile key no longer exists, and the segment from the member's erasure index (``{<user>}:segments``).
-Run it now and then (``pz expire-audiences``, e.g. daily).
+The sweeper runs it beside the job (``pz expire-audiences --every 1h``, the ``audience-sweeper``
+service of ``docker/compose.yaml``).
 """
 
 from __future__ import annotations

@@ -9,24 +9,26 @@
     pz erase <user>            # request the user's erasure (right to be forgotten)
     pz control reset <user>    # reset / opt-out / opt-in the user's personalization
     pz index-for-erasure       # once: index keys written before the erasure indexes
-    pz expire-audiences        # now and then: drop members whose profile expired
+    pz expire-audiences        # drop members whose profile expired (--every 1h: until stopped)
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 import orjson
 
 from personalization.config.cli import with_settings
 from personalization.config.settings import Settings
+from personalization.core.durations import parse_duration_ms
 from personalization.core.privacy import ERASE, InvalidErasureRequest
 from personalization.serving.audiences import expire_audiences
 from personalization.serving.controls import Request, RequestPublisher, new_request
 from personalization.serving.erasure import index_existing
 from personalization.serving.reader import ProfileReader
-from personalization.serving.redis_store import connect
+from personalization.serving.redis_store import connect, retry_while_down
 
 
 def _print_json(found: object | None, missing: str) -> None:
@@ -144,10 +146,32 @@ def index_for_erasure(settings: Settings) -> None:
     click.echo(f"indexed {memberships} audience memberships and {entries} stream entries")
 
 
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        every = parse_duration_ms(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    if every <= 0:
+        raise click.BadParameter("must be greater than 0")
+    return every
+
+
 @click.command("expire-audiences")
+@click.option("--every", metavar="DURATION", callback=_duration,
+              help="Sweep again every DURATION (e.g. 1h) until stopped, riding out Redis outages; "
+                   "default: once.")
 @with_settings
-def expire_audiences_command(settings: Settings) -> None:
-    """Remove from every audience set the users whose profile expired (redis.profile_ttl); run it
-    now and then, e.g. daily."""
-    removed = expire_audiences(connect(settings.redis), settings.redis.key_prefix)
-    click.echo(f"removed {removed} audience memberships of expired profiles")
+def expire_audiences_command(settings: Settings, every: int | None) -> None:
+    """Remove from every audience set the users whose profile expired (redis.profile_ttl). Audience
+    sets have no TTL of their own: run it with --every beside the job (docker/compose.yaml's
+    audience-sweeper does), or now and then."""
+    client = connect(settings.redis)
+    while True:
+        removed = retry_while_down(lambda: expire_audiences(client, settings.redis.key_prefix),
+                                   settings.redis.retry_backoff_max)
+        click.echo(f"removed {removed} audience memberships of expired profiles")
+        if every is None:
+            return
+        time.sleep(every / 1000)

@@ -1,16 +1,18 @@
 """Users inactive longer than ``profile.state_ttl`` expire from the job's state, and with
-``expire-audiences`` from the audience sets (issue 19, point 5): a real unbounded job run with 4 s
-TTLs (state and profile) and rules that put every user in one segment."""
+``pz expire-audiences --every`` (the sweeper beside the job) from the audience sets (issue 19,
+point 5): a real unbounded job run with 4 s TTLs (state and profile) and rules that put every
+user in one segment."""
 
 from __future__ import annotations
+
+import subprocess
 
 import orjson
 
 from personalization.replay.producer import RawRecord, produce_raw
-from personalization.serving.audiences import expire_audiences
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect, profile_key
-from tests.support import isolated_settings, start_job, wait_until
+from tests.support import PZ, isolated_settings, start_job, wait_until, write_config
 
 T = 1_511_658_000_000
 
@@ -40,8 +42,18 @@ def test_an_inactive_user_expires_from_state_and_audiences_and_comes_back_fresh(
         # nothing more of u: its profile expires in Redis (redis.profile_ttl), its state in Flink
         wait_until(lambda: not client.exists(profile_key(prefix, "u")), 30, "u's profile expired")
         assert "u" in reader.members("everyone")  # audience sets have no TTL ...
-        assert expire_audiences(client, prefix) >= 1  # ... the sweep removes u (and the filler, expired too)
-        assert "u" not in reader.members("everyone")
+        sweeper = subprocess.Popen([*PZ, "expire-audiences", "--every", "1s", "--config",
+                                    str(write_config(settings, tmp_path / "sweeper.yaml"))],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:  # ... the sweeper removes u (and the filler, expired too), and sweeps on
+            wait_until(lambda: "u" not in reader.members("everyone"), 60, "u swept from the audience")
+            first_sweep = sweeper.stdout.readline()
+            assert first_sweep.startswith("removed ") and int(first_sweep.split()[1]) >= 1, first_sweep
+            assert sweeper.stdout.readline() == "removed 0 audience memberships of expired profiles\n"
+            assert sweeper.poll() is None  # still running: a loop, not one sweep
+        finally:
+            sweeper.terminate()
+            sweeper.communicate(timeout=30)
         produce_raw([_event("u", 3, T + 120_000), _event("filler", 2, T + 180_000)], bootstrap, topic,
                     partitioner=0, progress=False)
         again = wait_until(lambda: (p := reader.get("u")) and p["segments"] and p, 60, "u profiled again")

@@ -677,6 +677,26 @@ def test_redis_cluster_overlay_points_the_job_and_the_api_at_the_nodes():
     assert not_redis(overlay["services"]["api"]["command"]) == not_redis(services()["api"]["command"])  # only redis.* differ
 
 
+def test_audience_sweeper_runs_expire_audiences_in_a_loop_on_the_compose_redis():
+    """Audience sets have no TTL: the sweeper service is what removes members whose profile
+    expired. Its entry point exists and loops (``--every`` parses), and its overrides are valid
+    config pointing at the compose Redis."""
+    from click.testing import CliRunner
+
+    from personalization.serving.cli import expire_audiences_command
+
+    service = services()["audience-sweeper"]
+    entry = service["entrypoint"]
+    assert entry[1:3] == ["pz", "expire-audiences"] and "expire-audiences" in COMMANDS
+    assert option_value(entry, "--every") == "1h"
+    refused = CliRunner().invoke(expire_audiences_command, ["--every", "hourly"])
+    assert refused.exit_code == 2 and "--every" in refused.output  # a bad interval is refused before any sweep
+    tokens = service["command"]
+    settings = load_settings(DEFAULT_CONFIG, [tokens[i + 1] for i, token in enumerate(tokens) if token == "--set"])
+    assert (settings.redis.host, settings.redis.port) == ("redis", 6379) and "redis" in services()
+    assert "profiles" not in service  # started with the stack, not on request
+
+
 def test_activation_service_runs_the_webhook_service_on_the_job_config():
     """The webhook service: its entry point exists, its overrides are valid config pointing at the
     compose broker, endpoints come from PZ_WEBHOOK_ENDPOINTS, the secret from a compose secret, and
