@@ -8,7 +8,9 @@ trainer's predictions do not depend on Flink's scheduling, so these are the job'
 
 from __future__ import annotations
 
+import math
 import pickle
+import random
 
 import pytest
 from river import linear_model
@@ -35,6 +37,62 @@ def test_calibration_keeps_the_order_of_the_scores_and_learns_how_much_they_tell
         calibration.learn(score, i % 10 < (1 if score < 0 else 4))   # 10 % below 0, 40 % from 0
     assert calibration.slope > 0
     assert calibration.predict(-4) < 0.15 < calibration.predict(0) < calibration.predict(4) < 0.6
+
+
+def _reference_fit(bins: dict[int, list[int]], positives: int, negatives: int, a: float, b: float) -> tuple[float, float]:
+    """PlattScaling's refit as the plain textbook loops (penalised Newton steps on Platt's
+    targets, with backtracking), written straight from its docstring."""
+    c = PlattScaling
+    tp, tn = (positives + 1) / (positives + 2), 1 / (negatives + 2)
+
+    def sigmoid(z: float) -> float:
+        return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+    def softplus(z: float) -> float:
+        return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+    def loss(a: float, b: float) -> float:
+        total = (c.SLOPE_L2 * a * a + c.INTERCEPT_L2 * b * b) / 2
+        for k, (neg, pos) in bins.items():
+            z = a * k * c.BIN_WIDTH + b
+            log_p, log_q = -softplus(-z), -softplus(z)
+            total -= pos * (tp * log_p + (1 - tp) * log_q)
+            total -= neg * (tn * log_p + (1 - tn) * log_q)
+        return total
+
+    for _ in range(c.NEWTON_STEPS):
+        ga, gb, haa, hab, hbb = c.SLOPE_L2 * a, c.INTERCEPT_L2 * b, c.SLOPE_L2, 0.0, c.INTERCEPT_L2
+        for k, (neg, pos) in bins.items():
+            s = k * c.BIN_WIDTH
+            p = sigmoid(a * s + b)
+            n = neg + pos
+            g = n * p - (pos * tp + neg * tn)
+            w = n * p * (1 - p)
+            ga, gb, haa, hab, hbb = ga + g * s, gb + g, haa + w * s * s, hab + w * s, hbb + w
+        det = haa * hbb - hab * hab
+        da = min(max((hbb * ga - hab * gb) / det, -c.MAX_STEP), c.MAX_STEP)
+        db = min(max((haa * gb - hab * ga) / det, -c.MAX_STEP), c.MAX_STEP)
+        current, t = loss(a, b), 1.0
+        while t > 1e-3 and loss(a - t * da, b - t * db) > current:
+            t /= 2
+        if t > 1e-3:
+            a, b = a - t * da, b - t * db
+    return a, b
+
+
+def test_the_refit_is_the_textbook_newton_fit_to_the_last_bit() -> None:
+    """The refit runs after every label; its loops are arranged for speed (constants per fit,
+    the accepted step's loss reused), which must not change a single float: restores and
+    replays compare predictions exactly."""
+    rng = random.Random(7)
+    calibration = PlattScaling()
+    for i in range(600):
+        score = rng.choice([rng.gauss(0, 6), rng.uniform(-20, 20), 20.0, -20.0])
+        label = rng.random() < 0.05 + (0.2 if score > 3 else 0)
+        before = (calibration.slope, calibration.intercept)
+        calibration.learn(score, label)
+        expected = _reference_fit(calibration.bins, calibration.positives, calibration.negatives, *before)
+        assert (calibration.slope, calibration.intercept) == expected, i
 
 
 def test_one_class_seen_so_far_gives_no_certainty() -> None:

@@ -105,10 +105,6 @@ def features(
 LOG_ODDS_LIMIT = 20.0   # |log-odds| passed on: early on, naive Bayes is all but certain of anything
 
 
-def _softplus(z: float) -> float:
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
 def _sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
@@ -160,17 +156,29 @@ class PlattScaling:
         return _sigmoid(self.slope * score + self.intercept)
 
     def _fit(self) -> None:
+        """A label's refit, in the exact arithmetic of the plain loops over the bins (so the
+        same counts give the same floats as ever), with the per-bin constants of the fit taken
+        once and the loss at an accepted step kept for the next step's line search: it runs
+        after every label, at the end of a replay for thousands of sessions at once."""
         target_pos = (self.positives + 1) / (self.positives + 2)
         target_neg = 1 / (self.negatives + 2)
+        width = self.BIN_WIDTH
+        bins = [(k, k * width, neg + pos, pos * target_pos + neg * target_neg, neg, pos)
+                for k, (neg, pos) in self.bins.items()]
         a, b = self.slope, self.intercept
+        exp = math.exp
+        loss = None
         for _ in range(self.NEWTON_STEPS):
             ga, gb = self.SLOPE_L2 * a, self.INTERCEPT_L2 * b                 # gradient
             haa, hab, hbb = self.SLOPE_L2, 0.0, self.INTERCEPT_L2             # Hessian
-            for k, (neg, pos) in self.bins.items():
-                s = k * self.BIN_WIDTH
-                p = _sigmoid(a * s + b)
-                n = neg + pos
-                g = n * p - (pos * target_pos + neg * target_neg)
+            for _k, s, n, y, _neg, _pos in bins:
+                z = a * s + b  # _sigmoid(z), inline: no call per bin
+                if z >= 0:
+                    p = 1 / (1 + exp(-z))
+                else:
+                    e = exp(z)
+                    p = e / (1 + e)
+                g = n * p - y
                 w = n * p * (1 - p)
                 ga += g * s
                 gb += g
@@ -182,19 +190,24 @@ class PlattScaling:
             db = min(max((haa * gb - hab * ga) / det, -self.MAX_STEP), self.MAX_STEP)
             # Backtracking: a full step from a saturated fit (scores up to 20) can overshoot to a
             # point whose step comes straight back (it did in the demo, for thousands of labels).
-            loss, t = self._loss(a, b, target_pos, target_neg), 1.0
-            while t > 1e-3 and self._loss(a - t * da, b - t * db, target_pos, target_neg) > loss:
+            if loss is None:
+                loss = self._loss(bins, a, b, target_pos, target_neg)
+            t = 1.0
+            while t > 1e-3 and (trial := self._loss(bins, a - t * da, b - t * db, target_pos, target_neg)) > loss:
                 t /= 2
             if t > 1e-3:
-                a, b = a - t * da, b - t * db
+                a, b, loss = a - t * da, b - t * db, trial
         self.slope, self.intercept = a, b
 
-    def _loss(self, a: float, b: float, target_pos: float, target_neg: float) -> float:
+    def _loss(self, bins: list[tuple[int, float, int, float, int, int]], a: float, b: float,
+              target_pos: float, target_neg: float) -> float:
         """The penalised cross-entropy the Newton steps minimise."""
         total = (self.SLOPE_L2 * a * a + self.INTERCEPT_L2 * b * b) / 2
-        for k, (neg, pos) in self.bins.items():
-            z = a * k * self.BIN_WIDTH + b
-            log_p, log_q = -_softplus(-z), -_softplus(z)   # log sigmoid(z), log (1 - sigmoid(z))
+        width, log1p, exp = self.BIN_WIDTH, math.log1p, math.exp
+        for k, _s, _n, _y, neg, pos in bins:
+            z = a * k * width + b
+            tail = log1p(exp(-abs(z)))
+            log_p, log_q = -(max(-z, 0.0) + tail), -(max(z, 0.0) + tail)  # log sigmoid(z), log (1 - sigmoid(z))
             total -= pos * (target_pos * log_p + (1 - target_pos) * log_q)
             total -= neg * (target_neg * log_p + (1 - target_neg) * log_q)
         return total
