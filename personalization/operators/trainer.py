@@ -174,9 +174,8 @@ class ModelTrainer(KeyedProcessFunction):
             yield orjson.dumps(example).decode()
 
     def _model_view(self, final: bool = False) -> dict:
-        """The model key's content. The models' size is a pickle round trip of all of them:
-        measured at most every ``SIZE_EVERY_S`` (it cost as much as the predictions' writes when
-        taken at every publish), and always at the end of input."""
+        """The model key's content. The models' size is a pickle round trip of all of them, too
+        dear for every publish: measured at most every ``SIZE_EVERY_S``, and at the end of input."""
         now = time.monotonic()
         if final or now - self._sized >= SIZE_EVERY_S:
             self._model_bytes, self._sized = self._trainer.model_bytes(), now
