@@ -25,7 +25,7 @@ def evolvable(cls: T) -> T:
 
     def __setstate__(self: Any, state: dict[str, Any]) -> None:
         for f in known:
-            object.__setattr__(self, f.name, state[f.name] if f.name in state else _default(cls, f))
+            object.__setattr__(self, f.name, state[f.name] if f.name in state else field_default(cls, f))
 
     cls.__getstate__ = __getstate__  # type: ignore[method-assign,assignment]
     cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
@@ -48,14 +48,14 @@ def positional(cls: T) -> T:
         for name, value in zip(names, state):
             object.__setattr__(self, name, value)
         for f in known[len(state):]:   # appended since the state was pickled: its default
-            object.__setattr__(self, f.name, _default(cls, f))
+            object.__setattr__(self, f.name, field_default(cls, f))
 
     cls.__getstate__ = __getstate__  # type: ignore[method-assign,assignment]
     cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
     return cls
 
 
-def _default(cls: type, f: Field[Any]) -> Any:
+def field_default(cls: type, f: Field[Any]) -> Any:
     """A field's value in a restored state that lacks it; an error if it has no default."""
     if f.default is not MISSING:
         return f.default

@@ -18,9 +18,10 @@ the user's request number (``version``) makes the Redis write a compare-and-set.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from personalization.core.evolvable import field_default
 from personalization.core.recommend.config import RecoConfig
 from personalization.core.recommend.cooccurrence import decayed
 from personalization.core.recommend.selection import select
@@ -89,9 +90,10 @@ def _restore_row(row: ItemRow, state: list | tuple[None, dict]) -> None:
     """Unpickle either form a slots dataclass pickles to (a list of the field values, or
     ``(None, slots)`` on Python versions without the dataclass's own ``__getstate__``); a row
     pickled before ``unwritten`` existed gets it empty."""
-    values = state[1] if isinstance(state, tuple) else dict(zip(("category", "neighbours", "updates", "unwritten"), state))
-    for name, value in {"category": None, "neighbours": {}, "updates": 0, "unwritten": {}, **values}.items():
-        object.__setattr__(row, name, value)
+    known = fields(ItemRow)
+    values = state[1] if isinstance(state, tuple) else dict(zip((f.name for f in known), state))
+    for f in known:
+        object.__setattr__(row, f.name, values[f.name] if f.name in values else field_default(ItemRow, f))
 
 
 # Set after the class: a slots dataclass defines its own __setstate__ (see core.events).
