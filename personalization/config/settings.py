@@ -357,6 +357,7 @@ class RecommendationsConfig(_Section):
     max_per_category: int = Field(3, ge=0)
     cap_impressions: int = Field(3, ge=1)
     cap_duration: DurationMs = parse_duration_ms("1d")
+    cap_max_items: int = Field(200, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _checks(self) -> "RecommendationsConfig":

@@ -16,8 +16,10 @@ BEHAVIOUR_TYPES: tuple[str, ...] = (
     "purchase",
 )
 # The contract's types: behaviour, and what the site reports about the user (not behaviour):
-# ``exposure``, the user saw an experiment's variant (core.experiments).
-EVENT_TYPES: tuple[str, ...] = (*BEHAVIOUR_TYPES, "exposure")
+# ``exposure``, the user saw an experiment's variant (core.experiments); ``impression``, the user
+# was shown these items (the recommender's frequency capping, core.recommend.stream).
+IMPRESSION = "impression"
+EVENT_TYPES: tuple[str, ...] = (*BEHAVIOUR_TYPES, "exposure", IMPRESSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class Event:
     revenue: float | None = None  # price * quantity (quantity 1 if absent), when the event has a price
     experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
     variant: str | None = None
+    items: tuple[str, ...] | None = None  # impression: the items shown
 
     @classmethod
     def from_payload(cls, payload: dict) -> "Event":
@@ -58,6 +61,7 @@ class Event:
             revenue=None if price is None else price * payload.get("quantity", 1),
             experiment=payload.get("experiment"),
             variant=payload.get("variant"),
+            items=tuple(payload["items"]) if payload.get("event_type") == IMPRESSION else None,
         )
 
 

@@ -30,7 +30,7 @@ from typing import Callable, Mapping, NamedTuple, Protocol
 
 from personalization.core import aggregates, experiments, sessions
 from personalization.core.aggregates import FeatureState
-from personalization.core.events import Event
+from personalization.core.events import IMPRESSION, Event
 from personalization.core.experiments import EXPOSURE, Experiment, ExperimentOutcome
 from personalization.core.evolvable import evolvable
 from personalization.core.learning.feed import LearningFeed, LearningState
@@ -171,7 +171,7 @@ class UserLogic:
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
         if self._apply(state, event, watermark, result):
             self._advance(state, watermark, result)
-        else:  # beyond the held-events cap: counted, O(1); the profile goes out at the user's next step
+        else:  # an impression, or beyond the held-events cap (counted, O(1)): nothing to write now
             result.profile_changed, result.state_changed = False, True
         return result
 
@@ -268,13 +268,16 @@ class UserLogic:
         }
 
     def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> bool:
-        """False when the event is counted but not held for sessions and rules (``caps.session_events``)."""
+        """False when the profile shows nothing new: an impression (remembered for dedup only), or an
+        event counted but not held for sessions and rules (beyond ``caps.session_events``)."""
         self._remember(state, event, watermark, result)
         if event.event_type == EXPOSURE:  # the experiment's alone: not behaviour (counts, sessions, rules)
             state.version += 1
             experiments.expose(self.experiments, state.experiments, state.user_id, _members(state),
                                event.experiment, event.variant, event.ts)
             return True
+        if event.event_type == IMPRESSION:  # the recommender's exposure feedback: not behaviour either
+            return False
         self._count(state, event, result)
         if not sessions.add_event(state.session_state, event, self.caps.session_events):
             _add(result.dropped, "session_events", 1)

@@ -8,7 +8,7 @@ import time
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
-from personalization.core.events import Event
+from personalization.core.events import IMPRESSION, Event
 from personalization.core.recommend.stream import CoView, ItemRow, Request, UserHistory, answer, learn, user_step
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
@@ -32,9 +32,8 @@ class RecoUsers(KeyedProcessFunction):
 
     def process_element(self, event: Event, ctx: KeyedProcessFunction.Context):
         history = self._state.value() or UserHistory()
-        out = user_step(history, self._config, self._consent_default, event.user_id, event.item_id,
-                        event.category_id, event.event_type, event.ts, event.consent)
-        if out or event.consent is not None:
+        out = user_step(history, self._config, self._consent_default, event)
+        if out or event.consent is not None or event.event_type == IMPRESSION or history.exposure is not None:
             self._state.update(history)
         yield from out
 

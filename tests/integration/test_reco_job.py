@@ -5,6 +5,9 @@ recommendations on, Redis.
 - every user's ``{<user>}:recommendations`` answers their last product view, cart or purchase,
   with version = their number of such events, at most ``top_n`` items, none they bought, at most
   ``max_per_category`` per category, each with its source and the model version;
+- frequency capping: users shown one of their recent items ``cap_impressions`` times (``impression``
+  events planted before their last view) get it after every other item, and exactly the answer the
+  core computes from the same ordered events in plain Python;
 - restore: SIGKILL mid-stream after a checkpoint that completed once recommendations were written,
   restore from it, read the rest: every recommendations key equals the uninterrupted run's;
 - ``pz recommendations <user>`` prints what the reader returns, and exits 1 for a user without any;
@@ -22,12 +25,16 @@ from collections import Counter, defaultdict
 import httpx
 import pytest
 
-from personalization.config.settings import REPO_ROOT
+from personalization.config.settings import REPO_ROOT, Settings
+from personalization.core.events import Event
+from personalization.core.recommend.stream import CoView, ItemRow, UserHistory, answer, learn, user_step
 from personalization.pipelines.control import stop_with_savepoint
+from personalization.pipelines.main import run_job
+from personalization.replay.producer import produce, replay_events
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
 from tests.integration.test_learning import _all_read, _checkpoint_number
-from tests.support import PZ, free_port, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until, \
+from tests.support import PZ, free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until, \
     write_config
 
 SLICE = 8_000
@@ -38,10 +45,57 @@ ONE_PARTITION = {"topics": {"partitions": 1}}
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    settings, events = replayed_run(tmp_path_factory.mktemp("reco"), seed=7, limit=SLICE, dataset="jd",
-                                    augmented=False, kafka=ONE_PARTITION, recommendations=ON,
-                                    learning={"enabled": False})
+    """The JD slice with impressions planted (``with_impressions``), through the job."""
+    settings = isolated_settings(tmp_path_factory.mktemp("reco"), kafka=ONE_PARTITION, recommendations=ON,
+                                 learning={"enabled": False})
+    events = with_impressions(list(replay_events("jd", augmented=False, seed=7, limit=SLICE)),
+                              settings.recommendations.cap_impressions)
+    produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    run_job(settings)
     return settings, events
+
+
+CAPPED_USERS = 40
+
+
+def with_impressions(events: list[dict], times: int) -> list[dict]:
+    """Before the last meaningful event of the first ``CAPPED_USERS`` users with two different last
+    items, ``times`` impressions of the earlier item (a strong ``recent`` candidate)."""
+    last_two: dict[str, list[int]] = defaultdict(list)
+    for n, e in enumerate(events):
+        if e["event_type"] in MEANINGFUL and e.get("item_id"):
+            last_two[e["user_id"]] = [*last_two[e["user_id"]][-1:], n]
+    planted = {}
+    for user, positions in last_two.items():
+        if len(positions) == 2 and events[positions[0]]["item_id"] != events[positions[1]]["item_id"]:
+            planted[positions[1]] = events[positions[0]]
+        if len(planted) == CAPPED_USERS:
+            break
+    out = []
+    for n, e in enumerate(events):
+        if n in planted:
+            out += [{"schema_version": 1, "event_id": f"impression-{k}-{e['event_id']}", "event_type": "impression",
+                     "ts": e["ts"], "user_id": e["user_id"], "items": [planted[n]["item_id"]]} for k in range(times)]
+        out.append(e)
+    return out
+
+
+def core_answers(settings: Settings, events: list[dict], *, impressions: bool = True) -> dict[str, dict]:
+    """Each user's last answer as the core computes it in plain Python, in the input's order."""
+    config = settings.recommendations.core()
+    users: dict[str, UserHistory] = defaultdict(UserHistory)
+    rows: dict[str, ItemRow] = defaultdict(ItemRow)
+    last = {}
+    for e in events:
+        if e["event_type"] == "impression" and not impressions:
+            continue
+        event = Event.from_payload(e)
+        for message in user_step(users[event.user_id], config, settings.privacy.consent_default, event):
+            if isinstance(message, CoView):
+                learn(rows[message.item], message, config)
+            else:
+                last[event.user_id] = answer(rows[message.item], message, config)
+    return last
 
 
 def _recommendations(settings) -> dict[str, object]:
@@ -74,6 +128,23 @@ def test_each_user_gets_a_bounded_diverse_top_n_without_purchases_with_source_an
     assert sum(1 for reco in found.values() if reco["items"]) > 0.8 * len(found)
     assert sources["co-view"] > 0 and sources["recent"] > 0, sources
     assert any(bought[user] for user in found)   # the exclusion was exercised
+
+
+def test_items_shown_without_a_click_go_last_exactly_as_the_core_computes(baseline) -> None:
+    settings, events = baseline
+    capped = {e["user_id"]: e["items"][0] for e in events if e["event_type"] == "impression"}
+    assert len(capped) == CAPPED_USERS
+    reader = ProfileReader.from_settings(settings)
+    expected, uncapped = core_answers(settings, events), core_answers(settings, events, impressions=False)
+    moved = 0
+    for user, item in capped.items():
+        found = [r["item"] for r in reader.recommendations(user)["items"]]
+        assert found == [r["item"] for r in expected[user].items], user
+        if item in found:
+            assert found.index(item) == len(found) - 1, (user, item, found)
+        plain = [r["item"] for r in uncapped[user].items]
+        moved += item in plain and plain.index(item) < len(plain) - 1
+    assert moved > CAPPED_USERS // 2   # without the impressions the item came earlier: the cap was exercised
 
 
 def test_sigkill_then_restore_ends_with_the_uninterrupted_runs_recommendations(baseline, tmp_path) -> None:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import pickle
+
 from personalization.config.settings import load_settings
+from personalization.core.events import Event
 from personalization.core.recommend.stream import CoView, ItemRow, Request, UserHistory, answer, learn, user_step
 
 CONFIG = load_settings().with_overrides(recommendations={
     "top_n": 3, "history_length": 4, "max_purchased": 2, "knn_neighbours": 2, "max_per_category": 1}).recommendations.core()
 
 
+def event(user: str, item: str | None, category: str | None, kind: str, ts: int, *, consent: str | None = None,
+          items: tuple[str, ...] | None = None) -> Event:
+    return Event(f"{user}-{ts}", kind, ts, user, item_id=item, category_id=category, consent=consent, items=items)
+
+
+def step(history: UserHistory, *args, **kwargs) -> list:
+    return user_step(history, CONFIG, "granted", event(*args, **kwargs))
+
+
 def run(events: list[tuple]) -> tuple[dict[str, ItemRow], list]:
-    """Feed (user, item, category, kind, ts) through both halves as the job does; the answers in order."""
+    """Feed (user, item, category, kind, ts[, shown items]) through both halves as the job does; the
+    answers in order."""
     users: dict[str, UserHistory] = {}
     rows: dict[str, ItemRow] = {}
     answers = []
-    for user, item, category, kind, ts in events:
-        for message in user_step(users.setdefault(user, UserHistory()), CONFIG, "granted", user, item, category,
-                                 kind, ts, None):
+    for user, item, category, kind, ts, *shown in events:
+        for message in step(users.setdefault(user, UserHistory()), user, item, category, kind, ts,
+                            items=shown[0] if shown else None):
             row = rows.setdefault(message.item, ItemRow())
             if isinstance(message, CoView):
                 learn(row, message, CONFIG)
@@ -44,7 +57,7 @@ def test_every_per_user_and_per_item_structure_is_bounded() -> None:
     rows, answers = run(events)
     user = UserHistory()
     for _, item, category, kind, ts in events:
-        user_step(user, CONFIG, "granted", "u", item, category, kind, ts, None)
+        step(user, "u", item, category, kind, ts)
     assert len(user.recent) == 4 and list(user.purchased) == ["i98", "i99"]
     assert max(len(row.neighbours) for row in rows.values()) <= 2 * CONFIG.knn_neighbours
     assert all(len(a.items) <= CONFIG.top_n for a in answers)
@@ -52,13 +65,46 @@ def test_every_per_user_and_per_item_structure_is_bounded() -> None:
 
 def test_no_consent_no_learning_and_other_event_types_ignored() -> None:
     history = UserHistory()
-    assert user_step(history, CONFIG, "granted", "u", "x", None, "product_view", 1, "denied") == []
-    assert user_step(history, CONFIG, "granted", "u", "y", None, "product_view", 2, None) == []
-    assert not history.recent
-    assert user_step(UserHistory(), CONFIG, "granted", "u", "x", None, "scroll", 1, None) == []
-    assert isinstance(user_step(UserHistory(), CONFIG, "granted", "u", "x", None, "add_to_cart", 1, None)[-1], Request)
+    assert step(history, "u", "x", None, "product_view", 1, consent="denied") == []
+    assert step(history, "u", "y", None, "product_view", 2) == []
+    assert step(history, "u", None, None, "impression", 3, items=("x",)) == []
+    assert not history.recent and history.exposure is None
+    assert step(UserHistory(), "u", "x", None, "scroll", 1) == []
+    assert isinstance(step(UserHistory(), "u", "x", None, "add_to_cart", 1)[-1], Request)
 
 
 def test_the_same_input_gives_the_same_answers() -> None:
     events = [(f"u{n % 7}", f"i{n % 13}", f"c{n % 3}", "product_view", n * 1000) for n in range(300)]
     assert run(events)[1] == run(events)[1]
+
+
+def test_items_shown_cap_impressions_times_without_a_click_go_last_until_the_cap_expires() -> None:
+    history = [("b", "x", "c1", "product_view", 1), ("b", "y", "c2", "product_view", 2),
+               ("b", "z", "c3", "product_view", 3)]
+    _, plain = run([*history, ("b", "w", "c4", "product_view", 4)])
+    first = plain[-1].items[0]["item"]
+    shown = [("b", None, None, "impression", 3, (first,))] * CONFIG.cap_impressions
+    _, capped = run([*history, *shown, ("b", "w", "c4", "product_view", 4)])
+    assert [r["item"] for r in capped[-1].items] == [r["item"] for r in plain[-1].items[1:]] + [first]
+    # a click on the item clears its count; after cap_duration it is back in place
+    _, clicked = run([*history, *shown, ("b", first, None, "click", 4), ("b", "w", "c4", "product_view", 5)])
+    _, expired = run([*history, *shown, ("b", "w", "c4", "product_view", 3 + CONFIG.cap_duration_ms)])
+    assert clicked[-1].items[0]["item"] == expired[-1].items[0]["item"] == first
+
+
+def test_a_crawler_shown_thousands_of_items_keeps_cap_max_items_of_them() -> None:
+    history = UserHistory()
+    for n in range(1_000):
+        step(history, "u", None, None, "impression", n, items=tuple(f"i{n}-{k}" for k in range(10)))
+    assert len(history.exposure.shown) <= CONFIG.cap_max_items
+    assert len(history.exposure.demoted_until) <= CONFIG.cap_max_items
+
+
+def test_a_history_pickled_before_frequency_capping_restores_without_it() -> None:
+    history = UserHistory()
+    step(history, "u", "x", None, "product_view", 1)
+    old_form = [history.recent, history.purchased, history.consent, history.requests]  # the previous release's
+    restored = UserHistory.__new__(UserHistory)
+    restored.__setstate__(old_form)
+    assert restored.exposure is None and restored.requests == 1
+    assert pickle.loads(pickle.dumps(history)) == history

@@ -69,8 +69,16 @@ def test_valid_event_with_only_an_anonymous_id_is_keyed_by_it() -> None:
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 def test_every_contract_event_type_is_accepted(event_type: str) -> None:
-    exposure = {"experiment": "x", "variant": "a"} if event_type == "exposure" else {}
-    assert check(payload(event_type=event_type, **exposure)).event_type == event_type
+    required = {"exposure": {"experiment": "x", "variant": "a"}, "impression": {"items": ["i-1", "i-2"]}}
+    assert check(payload(event_type=event_type, **required.get(event_type, {}))).event_type == event_type
+
+
+def test_an_impression_carries_the_items_shown_and_needs_them() -> None:
+    assert check(payload(event_type="impression", items=["i-1", "i-2"])).items == ("i-1", "i-2")
+    assert check(payload(event_type="click", items=["i-1"])).items is None  # ignored on other types
+    for items in (..., [], ["i"] * 101, [""], ["i" * 129], "i-1"):
+        rejection = check(payload(event_type="impression", items=items))
+        assert isinstance(rejection, Rejection) and rejection.reason == Reason.SCHEMA_VIOLATION, items
 
 
 def test_boundary_values_are_accepted() -> None:

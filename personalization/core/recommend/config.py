@@ -36,3 +36,4 @@ class RecoConfig:
     max_per_category: int
     cap_impressions: int
     cap_duration_ms: int
+    cap_max_items: int

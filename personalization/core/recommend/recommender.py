@@ -102,7 +102,7 @@ class Recommender:
         """Items shown to the user: counts towards frequency capping."""
         user = self.users.setdefault(user_id, UserHistory())
         if user.exposure is None:
-            user.exposure = Exposure(self.config.cap_impressions, self.config.cap_duration_ms)
+            user.exposure = Exposure(self.config.cap_impressions, self.config.cap_duration_ms, self.config.cap_max_items)
         user.exposure.impression(items, ts)
 
     def click(self, user_id: str, item: str) -> None:

@@ -10,23 +10,32 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
+from personalization.core.evolvable import positional
 
+
+@positional
 @dataclass(slots=True)
 class Exposure:
-    """One user's impressions without a click, per item, and the items demoted until when."""
+    """One user's impressions without a click, per item, and the items demoted until when: at most
+    ``max_items`` of each, the least recently shown forgotten first (a crawler shown thousands of
+    items costs the same as anyone)."""
 
     cap_impressions: int
     cap_duration_ms: int
+    max_items: int = 200
     shown: dict[str, int] = field(default_factory=dict)
     demoted_until: dict[str, int] = field(default_factory=dict)
 
     def impression(self, items: Iterable[str], ts: int) -> None:
         for item in items:
-            count = self.shown.get(item, 0) + 1
+            count = self.shown.pop(item, 0) + 1
             if count >= self.cap_impressions:
+                self.demoted_until.pop(item, None)
                 self.demoted_until[item] = ts + self.cap_duration_ms
-                count = 0
-            self.shown[item] = count
+            else:
+                self.shown[item] = count
+        _keep_newest(self.shown, self.max_items)
+        _keep_newest(self.demoted_until, self.max_items)
 
     def click(self, item: str) -> None:
         self.shown.pop(item, None)
@@ -38,6 +47,15 @@ class Exposure:
             del self.demoted_until[item]
             return False
         return until is not None
+
+    def demoted_at(self, now: int) -> tuple[str, ...]:
+        """The items demoted as of event time ``now`` (nothing forgotten: events may come out of order)."""
+        return tuple(item for item, until in self.demoted_until.items() if until > now)
+
+
+def _keep_newest(entries: dict[str, int], limit: int) -> None:
+    while len(entries) > limit:
+        del entries[next(iter(entries))]
 
 
 def select(ranked: Iterable[str], n: int, *, exclude: Container[str], category_of: Callable[[str], str | None],

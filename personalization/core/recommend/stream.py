@@ -8,7 +8,7 @@
   same decayed, bounded counts as ``cooccurrence.ItemKNN``) and answers the request from the row it
   owns: the item's neighbours (source ``co-view``) blended with the user's recent items (source
   ``recent``) by weighted reciprocal rank, then the usual selection (current and purchased items
-  excluded, at most ``max_per_category`` per category).
+  excluded, at most ``max_per_category`` per category, the user's frequency-capped items last).
 
 Because the request follows its own co-view updates through the same keyed channel, the answer
 is a pure function of the ordered input: a replay after a restore recomputes the same top-N, and
@@ -21,10 +21,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
-from personalization.core.evolvable import field_default
+from personalization.core.events import IMPRESSION, Event
+from personalization.core.evolvable import field_default, positional
 from personalization.core.recommend.config import RecoConfig
 from personalization.core.recommend.cooccurrence import decayed
-from personalization.core.recommend.selection import select
+from personalization.core.recommend.selection import Exposure, select
 
 MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
 CO_VIEW, RECENT = "co-view", "recent"
@@ -51,6 +52,7 @@ class Request(NamedTuple):
     ts: int
     recent: tuple[tuple[str, str | None], ...]   # (item, category), newest first, ``item`` not among them
     purchased: tuple[str, ...]
+    demoted: tuple[str, ...] = ()                # frequency-capped as of ``ts``: placed after all others
 
 
 class Recommendations(NamedTuple):
@@ -64,14 +66,17 @@ class Recommendations(NamedTuple):
     at: int                          # its event time
 
 
+@positional
 @dataclass(slots=True)
 class UserHistory:
-    """Per-user keyed state: bounded by ``history_length`` items and ``max_purchased`` purchases."""
+    """Per-user keyed state: bounded by ``history_length`` items, ``max_purchased`` purchases and
+    ``cap_max_items`` capped items."""
 
     recent: OrderedDict[str, tuple[int, str | None]] = field(default_factory=OrderedDict)  # item -> (ts, category)
     purchased: OrderedDict[str, None] = field(default_factory=OrderedDict)
     consent: str | None = None
     requests: int = 0
+    exposure: Exposure | None = None  # impressions without a click (frequency capping)
 
 
 @dataclass(slots=True)
@@ -100,13 +105,24 @@ def _restore_row(row: ItemRow, state: list | tuple[None, dict]) -> None:
 ItemRow.__setstate__ = _restore_row
 
 
-def user_step(history: UserHistory, config: RecoConfig, consent_default: str, user: str, item: str | None,
-              category: str | None, kind: str, ts: int, stated_consent: str | None) -> list[CoView | Request]:
-    """One event of the user: what the item side must do, in order (co-views, then the request)."""
-    if stated_consent is not None:
-        history.consent = stated_consent
+def user_step(history: UserHistory, config: RecoConfig, consent_default: str, event: Event) -> list[CoView | Request]:
+    """One event of the user: what the item side must do, in order (co-views, then the request).
+    An impression only counts its items towards frequency capping; any event on an item (a click,
+    a view) clears that item's count."""
+    if event.consent is not None:
+        history.consent = event.consent
+    if (history.consent or consent_default) != GRANTED:
+        return []
+    item, category, kind, ts = event.item_id, event.category_id, event.event_type, event.ts
+    if kind == IMPRESSION:
+        if history.exposure is None:
+            history.exposure = Exposure(config.cap_impressions, config.cap_duration_ms, config.cap_max_items)
+        history.exposure.impression(event.items or (), ts)
+        return []
+    if item is not None and history.exposure is not None:
+        history.exposure.click(item)
     weight = config.event_weights.get(kind, 0.0)
-    if item is None or weight <= 0 or (history.consent or consent_default) != GRANTED:
+    if item is None or weight <= 0:
         return []
     out: list[CoView | Request] = []
     for distance, (other, (other_ts, other_category)) in enumerate(reversed(history.recent.items()), start=1):
@@ -126,7 +142,8 @@ def user_step(history: UserHistory, config: RecoConfig, consent_default: str, us
             history.purchased.popitem(last=False)
     history.requests += 1
     recent = tuple((other, cat) for other, (_, cat) in reversed(history.recent.items()) if other != item)
-    out.append(Request(item, category, user, history.requests, ts, recent, tuple(history.purchased)))
+    demoted = history.exposure.demoted_at(ts) if history.exposure is not None else ()
+    out.append(Request(item, category, event.user_id, history.requests, ts, recent, tuple(history.purchased), demoted))
     return out
 
 
@@ -173,6 +190,6 @@ def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendation
     categories.update((item, cat) for item, cat in request.recent if cat is not None)
     exclude = {request.item, *(request.purchased if config.exclude_purchased else ())}
     chosen = select(blended, config.top_n, exclude=exclude, category_of=categories.get,
-                    max_per_category=config.max_per_category)
+                    max_per_category=config.max_per_category, demoted=frozenset(request.demoted).__contains__)
     return Recommendations(request.user, request.version, [{"item": item, "source": best[item][1]} for item in chosen],
                            f"{MODEL}@{row.updates}", request.item, request.ts)
