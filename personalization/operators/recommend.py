@@ -1,5 +1,6 @@
 """Thin Flink adapters of ``core.recommend.stream``: the user side keyed by user, the item side
-keyed by item (both at the job's parallelism), their state one pickled value per key."""
+keyed by item, the trending side keyed by context (all at the job's parallelism), their state one
+pickled value per key (and the trending side's messages waiting for the watermark)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,30 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
 from personalization.core.events import IMPRESSION, Event
-from personalization.core.recommend.stream import CoView, ItemRow, Request, UserHistory, answer, learn, user_step
+from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
+    UserHistory, answer, interaction, learn, new_trend, release, user_step
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
-from personalization.state.descriptors import reco_item_state, reco_user_state
+from personalization.state.descriptors import reco_item_state, reco_trend_pending, reco_trend_state, reco_user_state
+
+RELEASE_STEP_MS = 1_000  # the trending side handles what the watermark passed per second of event time
 
 
 def item_of(message: CoView | Request) -> str:
     """The item side's key."""
     return message.item
+
+
+def context_of(message: Interaction | Fill) -> str:
+    """The trending side's key."""
+    return message.context
+
+
+def _writer(settings: Settings) -> RecommendationWriter:
+    cfg = settings.redis
+    client = connect(cfg)
+    check_connection(client, cfg)
+    return RecommendationWriter(client, cfg.key_prefix, settings.recommendations.ttl, cfg.retry_backoff_max)
 
 
 class RecoUsers(KeyedProcessFunction):
@@ -40,7 +56,8 @@ class RecoUsers(KeyedProcessFunction):
 
 class RecoItems(KeyedProcessFunction):
     """One item's neighbour row: learns co-views, answers requests with the user's top-N, held
-    back and written to Redis in batches (``redis.batch_size`` users, within ``redis.batch_delay``).
+    back and written to Redis in batches (``redis.batch_size`` users, within ``redis.batch_delay``);
+    sends each request's interaction, and the answers with places left, to the trending side.
 
     A held answer is also kept in the row (``ItemRow.unwritten``) with a processing-time timer,
     both checkpointed (thread mode gives no hook to flush before a barrier): a timer this process
@@ -56,10 +73,8 @@ class RecoItems(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self._state = runtime_context.get_state(reco_item_state(self._config.state_ttl_ms))
         cfg = self._settings.redis
-        client = connect(cfg)
-        check_connection(client, cfg)
-        writer = RecommendationWriter(client, cfg.key_prefix, self._config.ttl_ms, cfg.retry_backoff_max)
-        self._held = HeldRecommendations(writer, cfg.batch_size if cfg.batch_delay else 1)
+        self._held = HeldRecommendations(_writer(self._settings), cfg.batch_size if cfg.batch_delay else 1)
+        self._trending = self._config.blend_weights.get("trending", 0.0) > 0
         self._timers: dict[str, int] = {}  # item -> due time of the flush timer this process set
         group = runtime_context.get_metrics_group().add_group("personalization")
         self._written = group.counter("recommendations_written")
@@ -68,13 +83,19 @@ class RecoItems(KeyedProcessFunction):
         row = self._state.value() or ItemRow()
         if isinstance(message, CoView):
             learn(row, message, self._config)
-        else:
-            reco = answer(row, message, self._config)
+            self._state.update(row)
+            return
+        reco = answer(row, message, self._config)
+        if isinstance(reco, Recommendations):
             row.unwritten[reco.user] = reco
+        self._state.update(row)
+        if self._trending:
+            yield interaction(message)
+        if isinstance(reco, Fill):
+            yield reco
+        else:
             self._hold([reco], message.item, ctx)
             self._written.inc()
-        self._state.update(row)
-        return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         item = ctx.get_current_key()
@@ -102,3 +123,45 @@ class RecoItems(KeyedProcessFunction):
         # At the end of a bounded input processing-time timers no longer fire: send the rest.
         if hasattr(self, "_held"):
             self._held.flush()
+
+
+class RecoTrending(KeyedProcessFunction):
+    """One context's trending items: interactions and fills wait in keyed state until the
+    watermark passes them (an event-time timer per second of event time), then are handled in
+    event-time order (``core.recommend.stream.release``) and the filled answers written at once.
+    Timers and waiting messages are checkpointed: a restore answers exactly what was not."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._config = settings.recommendations.core()
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._trend = runtime_context.get_state(reco_trend_state(self._config.state_ttl_ms))
+        self._pending = runtime_context.get_list_state(reco_trend_pending(self._config.state_ttl_ms))
+        self._writer = _writer(self._settings)
+        self._written = runtime_context.get_metrics_group().add_group("personalization").counter(
+            "recommendations_written")
+
+    def process_element(self, message: Interaction | Fill, ctx: KeyedProcessFunction.Context):
+        self._pending.add(message)
+        step = RELEASE_STEP_MS
+        ctx.timer_service().register_event_time_timer(-(-message.ts // step) * step)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        waiting = list(self._pending.get() or ())
+        due = [m for m in waiting if m.ts <= timestamp]
+        if not due:
+            return iter(())
+        later = [m for m in waiting if m.ts > timestamp]
+        if later:
+            self._pending.update(later)
+        else:
+            self._pending.clear()
+        trend = self._trend.value() or new_trend(self._config)
+        filled = release(trend, due)
+        self._trend.update(trend)
+        if filled:
+            self._writer.write_many(filled)
+            self._written.inc(len(filled))
+        return iter(())

@@ -241,7 +241,8 @@ def profile_table(profile: dict) -> Table:
 
 
 WHY = {"co-view": "viewed, carted or bought in the same session as {item} by other users",
-       "recent": "the user touched it recently"}
+       "recent": "the user touched it recently",
+       "trending": "trending: among the most interacted items of {item}'s category lately (cold start)"}
 
 
 def recommendations_table(user_id: str, reco: dict) -> Table:

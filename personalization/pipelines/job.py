@@ -37,7 +37,7 @@ from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
-from personalization.operators.recommend import RecoItems, RecoUsers, item_of
+from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, item_of
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
@@ -388,15 +388,19 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
 
 
 def _add_recommendations(settings: Settings, events: DataStream) -> None:
-    """Parsed events keyed by user -> co-view updates and top-N requests keyed by item -> Redis
-    (``core.recommend.stream``). Both halves run at the job's parallelism. Events with an
+    """Parsed events keyed by user -> co-view updates and top-N requests keyed by item -> Redis,
+    and interactions and answers with places left keyed by context -> trending fills -> Redis
+    (``core.recommend.stream``). All three run at the job's parallelism. Events with an
     anonymous id take the identity hop first and are not in ``events``: not learned (docs/learning.md)."""
     by_user = events.key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")
     by_item = messages.key_by(item_of, key_type=Types.STRING())
     _set_key_by_uid(by_item, "key-by-reco-item")
-    by_item.process(RecoItems(settings)).uid("reco-items").name("recommendations: items")
+    to_trending = by_item.process(RecoItems(settings)).uid("reco-items").name("recommendations: items")
+    by_context = to_trending.key_by(context_of, key_type=Types.STRING())
+    _set_key_by_uid(by_context, "key-by-reco-context")
+    by_context.process(RecoTrending(settings)).uid("reco-trending").name("recommendations: trending")
 
 
 def _add_rate_alerts(t_env: StreamTableEnvironment, raw: DataStream, settings: Settings) -> None:

@@ -6,7 +6,8 @@ import pickle
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.recommend.stream import CoView, ItemRow, Request, UserHistory, answer, learn, user_step
+from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
+    UserHistory, answer, interaction, learn, new_trend, release, user_step
 
 CONFIG = load_settings().with_overrides(recommendations={
     "top_n": 3, "history_length": 4, "max_purchased": 2, "knn_neighbours": 2, "max_per_category": 1}).recommendations.core()
@@ -21,21 +22,29 @@ def step(history: UserHistory, *args, **kwargs) -> list:
     return user_step(history, CONFIG, "granted", event(*args, **kwargs))
 
 
-def run(events: list[tuple]) -> tuple[dict[str, ItemRow], list]:
-    """Feed (user, item, category, kind, ts[, shown items]) through both halves as the job does; the
-    answers in order."""
+def run(events: list[tuple], config=CONFIG) -> tuple[dict[str, ItemRow], list]:
+    """Feed (user, item, category, kind, ts[, shown items]) through the three sides as the job
+    does, the trending side's messages released once all are in; the answers in order of time."""
     users: dict[str, UserHistory] = {}
     rows: dict[str, ItemRow] = {}
-    answers = []
+    answers: list[Recommendations] = []
+    waiting: dict[str, list[Interaction | Fill]] = {}
     for user, item, category, kind, ts, *shown in events:
-        for message in step(users.setdefault(user, UserHistory()), user, item, category, kind, ts,
-                            items=shown[0] if shown else None):
+        for message in user_step(users.setdefault(user, UserHistory()), config, "granted",
+                                 event(user, item, category, kind, ts, items=shown[0] if shown else None)):
             row = rows.setdefault(message.item, ItemRow())
             if isinstance(message, CoView):
-                learn(row, message, CONFIG)
+                learn(row, message, config)
+                continue
+            reco = answer(row, message, config)
+            waiting.setdefault(message.category or "*", []).append(interaction(message))
+            if isinstance(reco, Fill):
+                waiting[reco.context].append(reco)
             else:
-                answers.append(answer(row, message, CONFIG))
-    return rows, answers
+                answers.append(reco)
+    for messages in waiting.values():
+        answers += release(new_trend(config), messages)
+    return rows, sorted(answers, key=lambda a: a.at)
 
 
 def test_co_viewed_items_are_recommended_with_their_source_purchases_excluded_one_per_category() -> None:
@@ -108,3 +117,45 @@ def test_a_history_pickled_before_frequency_capping_restores_without_it() -> Non
     restored.__setstate__(old_form)
     assert restored.exposure is None and restored.requests == 1
     assert pickle.loads(pickle.dumps(history)) == history
+
+
+NO_TRENDING = load_settings().with_overrides(recommendations={
+    "top_n": 3, "history_length": 4, "max_purchased": 2, "knn_neighbours": 2, "max_per_category": 1,
+    "blend_weights": {"knn": 1.0, "recent": 0.5, "trending": 0.0}}).recommendations.core()
+TWO_PER_CATEGORY = load_settings().with_overrides(recommendations={
+    "top_n": 4, "max_per_category": 2}).recommendations.core()
+
+
+def test_places_left_are_filled_with_what_trends_in_the_items_category_up_to_its_time() -> None:
+    crowd = [(f"u{n}", item, "c1", "product_view", 100 + n) for n, item in enumerate("xxxyyz")]
+    late = [("v", "w", "c1", "product_view", 500)]          # after the newcomer: not trending yet for them
+    _, answers = run([*crowd, ("new", "q", "c1", "product_view", 200), *late, ("other", "o", "c2", "product_view", 201)],
+                     TWO_PER_CATEGORY)
+    newcomer = next(a for a in answers if a.user == "new")
+    # q was never co-viewed: the places go to c1's trending items as of ts 200, most interactions first,
+    # at most max_per_category of the category
+    assert newcomer.items == [{"item": "x", "source": "trending"}, {"item": "y", "source": "trending"}]
+    assert next(a for a in answers if a.user == "other").items == []  # nothing trends in c2 but o itself
+    _, plain = run([*crowd, ("new", "q", "c1", "product_view", 200)], NO_TRENDING)
+    assert next(a for a in plain if a.user == "new").items == []     # trending weight 0: no fill
+
+
+def test_the_fill_does_not_depend_on_the_order_messages_arrived_in() -> None:
+    config = TWO_PER_CATEGORY
+    trend_messages = [Interaction("c1", item, ts) for ts, item in enumerate("abcabca")]
+    fill = Fill("c1", Recommendations("u", 1, [], "m", "z", 4), 2, ("z",), ("a",))
+    forward = release(new_trend(config), [*trend_messages, fill])
+    backward = release(new_trend(config), [fill, *reversed(trend_messages)])
+    # as of ts 4: a twice, b twice, c once (interactions at ts 4 count, later ones do not); a is
+    # demoted, so after c
+    assert forward == backward
+    assert [r["item"] for r in forward[0].items] == ["b", "c"]
+    assert [r["item"] for r in release(new_trend(config), [*trend_messages, fill._replace(room=3)])[0].items] == \
+        ["b", "c", "a"]
+
+
+def test_the_demo_explains_every_source_an_answer_can_name() -> None:
+    from personalization.core.recommend.stream import CO_VIEW, RECENT, TRENDING
+    from personalization.pipelines.demo import WHY
+
+    assert set(WHY) == {CO_VIEW, RECENT, TRENDING}

@@ -24,3 +24,9 @@ def test_a_click_clears_the_cap() -> None:
     exposure.impression(["a"], 0)
     exposure.click("a")
     assert not exposure.demoted("a", 1)
+
+
+def test_demoted_items_fill_the_places_left_within_the_category_limit() -> None:
+    demoted = {"a", "d"}.__contains__
+    assert select(["a", "d", "b", "c"], 4, exclude=set(), category_of=CATEGORY, max_per_category=2,
+                  demoted=demoted) == ["b", "c", "a"]

@@ -61,23 +61,31 @@ def _keep_newest(entries: dict[str, int], limit: int) -> None:
 def select(ranked: Iterable[str], n: int, *, exclude: Container[str], category_of: Callable[[str], str | None],
            max_per_category: int, demoted: Callable[[str], bool] = lambda item: False) -> list[str]:
     """The first ``n`` of ``ranked`` not excluded, at most ``max_per_category`` per category (0 = no limit);
-    demoted items only fill the places left after every other candidate."""
+    demoted items only fill the places left after every other candidate, under the same limit."""
     chosen: list[str] = []
     later: list[str] = []
     per_category: dict[str | None, int] = {}
     seen: set[str] = set()
+
+    def take(item: str) -> None:
+        category = category_of(item)
+        if max_per_category and category is not None and per_category.get(category, 0) >= max_per_category:
+            return
+        per_category[category] = per_category.get(category, 0) + 1
+        chosen.append(item)
+
     for item in ranked:
         if item in seen or item in exclude:
             continue
         seen.add(item)
-        category = category_of(item)
-        if max_per_category and category is not None and per_category.get(category, 0) >= max_per_category:
-            continue
         if demoted(item):
             later.append(item)
             continue
-        per_category[category] = per_category.get(category, 0) + 1
-        chosen.append(item)
+        take(item)
         if len(chosen) == n:
             return chosen
-    return (chosen + later)[:n]
+    for item in later:
+        take(item)
+        if len(chosen) == n:
+            break
+    return chosen

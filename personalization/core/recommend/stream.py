@@ -10,6 +10,13 @@
   ``recent``) by weighted reciprocal rank, then the usual selection (current and purchased items
   excluded, at most ``max_per_category`` per category, the user's frequency-capped items last).
 
+- the **trending side** (keyed by context: the interacted item's category, else ``GLOBAL``, ``Trend``)
+  counts every interaction (``Interaction``) in the event-time window of ``core.learning.trending``
+  and fills the places an answer left (``Fill``: a cold-start user, an item nobody co-viewed yet)
+  with what trends in that context (source ``trending``). It handles its messages only once the
+  watermark has passed them, in event-time order (``release``), so a fill sees exactly the
+  interactions up to its own time, whatever the order in which the item tasks sent them.
+
 Because the request follows its own co-view updates through the same keyed channel, the answer
 is a pure function of the ordered input: a replay after a restore recomputes the same top-N, and
 the user's request number (``version``) makes the Redis write a compare-and-set.
@@ -23,12 +30,14 @@ from typing import NamedTuple
 
 from personalization.core.events import IMPRESSION, Event
 from personalization.core.evolvable import field_default, positional
+from personalization.core.learning.trending import Trending
 from personalization.core.recommend.config import RecoConfig
 from personalization.core.recommend.cooccurrence import decayed
 from personalization.core.recommend.selection import Exposure, select
 
 MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
-CO_VIEW, RECENT = "co-view", "recent"
+CO_VIEW, RECENT, TRENDING = "co-view", "recent", "trending"
+GLOBAL = "*"                  # the trending context of interactions with an item of no known category
 GRANTED = "granted"
 
 
@@ -64,6 +73,30 @@ class Recommendations(NamedTuple):
     model_version: str               # MODEL and the count of updates of the row it was read from
     item: str                        # the interaction it answers
     at: int                          # its event time
+
+
+class Interaction(NamedTuple):
+    """One interaction with ``item`` at ``ts``: counted in the trending items of ``context``."""
+
+    context: str
+    item: str
+    ts: int
+
+
+class Fill(NamedTuple):
+    """An answer with places left: up to ``room`` items trending in ``context`` as of its time are
+    appended, none of ``exclude`` (the answer's items, the current and purchased ones), ``demoted``
+    ones last."""
+
+    context: str
+    reco: Recommendations
+    room: int
+    exclude: tuple[str, ...]
+    demoted: tuple[str, ...]
+
+    @property
+    def ts(self) -> int:
+        return self.reco.at
 
 
 @positional
@@ -168,8 +201,9 @@ def ranked_neighbours(row: ItemRow, now: int, config: RecoConfig) -> list[str]:
     return sorted(scores, key=lambda other: (-scores[other], other))
 
 
-def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendations:
-    """The user's top-N from the row of the item they just touched and their recent items."""
+def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendations | Fill:
+    """The user's top-N from the row of the item they just touched and their recent items; a
+    ``Fill`` for the trending side when places are left that trending may take."""
     if request.category is not None:
         row.category = request.category
     weights, offset = config.blend_weights, config.blend_rank_offset
@@ -191,5 +225,50 @@ def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendation
     exclude = {request.item, *(request.purchased if config.exclude_purchased else ())}
     chosen = select(blended, config.top_n, exclude=exclude, category_of=categories.get,
                     max_per_category=config.max_per_category, demoted=frozenset(request.demoted).__contains__)
-    return Recommendations(request.user, request.version, [{"item": item, "source": best[item][1]} for item in chosen],
+    reco = Recommendations(request.user, request.version,
+                           [{"item": item, "source": best[item][1]} for item in chosen],
                            f"{MODEL}@{row.updates}", request.item, request.ts)
+    room = config.top_n - len(chosen)
+    if config.max_per_category and request.category is not None:  # trending here is of this category
+        same = sum(1 for item in chosen if categories.get(item) == request.category)
+        room = min(room, config.max_per_category - same)
+    if room <= 0 or weights.get("trending", 0.0) <= 0:
+        return reco
+    return Fill(request.category or GLOBAL, reco, room, tuple(exclude.union(chosen)), request.demoted)
+
+
+def interaction(request: Request) -> Interaction:
+    """What the trending side counts of a request."""
+    return Interaction(request.category or GLOBAL, request.item, request.ts)
+
+
+def new_trend(config: RecoConfig) -> Trending:
+    """One context's trending items (the trending side's keyed state)."""
+    return Trending(config.trending_window_ms, config.trending_bucket_ms, config.trending_max_items)
+
+
+def release(trend: Trending, due: list[Interaction | Fill]) -> list[Recommendations]:
+    """Messages the watermark has passed, in event-time order (at equal times interactions first,
+    then by item or user: the order they arrived in does not matter); the filled answers."""
+    filled = []
+    for message in sorted(due, key=_release_order):
+        if isinstance(message, Interaction):
+            trend.add(message.item, message.ts)
+        else:
+            filled.append(fill(trend, message))
+    return filled
+
+
+def fill(trend: Trending, message: Fill) -> Recommendations:
+    """The answer with up to ``room`` trending items appended (source ``trending``)."""
+    ranked = [item for item, _ in trend.top(message.room + len(message.exclude) + len(message.demoted))]
+    extra = select(ranked, message.room, exclude=frozenset(message.exclude), category_of=lambda item: None,
+                   max_per_category=0, demoted=frozenset(message.demoted).__contains__)
+    reco = message.reco
+    return reco._replace(items=[*reco.items, *({"item": item, "source": TRENDING} for item in extra)])
+
+
+def _release_order(message: Interaction | Fill) -> tuple[int, int, str]:
+    if isinstance(message, Interaction):
+        return message.ts, 0, message.item
+    return message.ts, 1, message.reco.user
