@@ -180,9 +180,10 @@ def test_sigkill_then_restore_ends_with_the_uninterrupted_runs_recommendations(b
 
     client = start_job(settings.with_overrides(flink={"savepoint_path": latest_checkpoint(settings.flink.checkpoint_dir)}))
     # every event read and covered by a completed checkpoint: every operator has processed it
-    # (barriers are aligned), and the item side writes Redis before it takes the next record
+    # (barriers are aligned), and the item side writes Redis before it takes the next record; the
+    # drain then releases the trending side's last fills, as the end of the bounded run does
     wait_until(lambda: _all_read(settings), 300, "the restored job to read and checkpoint every event")
-    stop_with_savepoint(client, (tmp_path / "stopped").as_uri())
+    stop_with_savepoint(client, (tmp_path / "stopped").as_uri(), drain=True)
     assert _recommendations(settings) == expected
 
 

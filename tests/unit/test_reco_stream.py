@@ -159,3 +159,10 @@ def test_the_demo_explains_every_source_an_answer_can_name() -> None:
     from personalization.pipelines.demo import WHY
 
     assert set(WHY) == {CO_VIEW, RECENT, TRENDING}
+
+
+def test_a_capped_item_of_the_answer_goes_after_the_trending_items_added() -> None:
+    reco = Recommendations("u", 1, [{"item": "k", "source": "co-view"}, {"item": "d", "source": "recent"}], "m", "z", 4)
+    trend_messages = [Interaction("c1", item, ts) for ts, item in enumerate("ab")]
+    filled = release(new_trend(TWO_PER_CATEGORY), [*trend_messages, Fill("c1", reco, 2, ("z", "k", "d"), ("d",))])
+    assert [r["item"] for r in filled[0].items] == ["k", "a", "b", "d"]

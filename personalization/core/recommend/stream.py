@@ -260,12 +260,14 @@ def release(trend: Trending, due: list[Interaction | Fill]) -> list[Recommendati
 
 
 def fill(trend: Trending, message: Fill) -> Recommendations:
-    """The answer with up to ``room`` trending items appended (source ``trending``)."""
-    ranked = [item for item, _ in trend.top(message.room + len(message.exclude) + len(message.demoted))]
+    """The answer with up to ``room`` trending items added (source ``trending``), capped items of
+    either kind after all others."""
+    demoted = frozenset(message.demoted)
+    ranked = [item for item, _ in trend.top(message.room + len(message.exclude) + len(demoted))]
     extra = select(ranked, message.room, exclude=frozenset(message.exclude), category_of=lambda item: None,
-                   max_per_category=0, demoted=frozenset(message.demoted).__contains__)
-    reco = message.reco
-    return reco._replace(items=[*reco.items, *({"item": item, "source": TRENDING} for item in extra)])
+                   max_per_category=0, demoted=demoted.__contains__)
+    items = [*message.reco.items, *({"item": item, "source": TRENDING} for item in extra)]
+    return message.reco._replace(items=sorted(items, key=lambda entry: entry["item"] in demoted))
 
 
 def _release_order(message: Interaction | Fill) -> tuple[int, int, str]:
