@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 
 from personalization.config.settings import Settings
 from personalization.core.events import IMPRESSION, Event
@@ -14,7 +14,8 @@ from personalization.core.recommend.stream import CoView, Fill, Interaction, Ite
     UserHistory, answer, interaction, learn, new_trend, release, user_step
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
-from personalization.state.descriptors import reco_item_state, reco_trend_pending, reco_trend_state, reco_user_state
+from personalization.state.descriptors import reco_item_state, reco_trend_pending, reco_trend_state, \
+    reco_trend_unwritten, reco_user_state
 
 RELEASE_STEP_MS = 1_000  # the trending side handles what the watermark passed per second of event time
 
@@ -29,11 +30,47 @@ def context_of(message: Interaction | Fill) -> str:
     return message.context
 
 
-def _writer(settings: Settings) -> RecommendationWriter:
-    cfg = settings.redis
-    client = connect(cfg)
-    check_connection(client, cfg)
-    return RecommendationWriter(client, cfg.key_prefix, settings.recommendations.ttl, cfg.retry_backoff_max)
+class HeldAnswers:
+    """Answers held back and written in batches (``redis.batch_size`` users, within
+    ``redis.batch_delay``), each also kept in the answering key's checkpointed state until a flush
+    is known to have covered it (thread mode gives no hook to flush before a barrier), with a
+    processing-time timer: a timer this process set flushes, and the key's list may be emptied; a
+    timer restored from a checkpoint (unknown to this process) finds the list as checkpointed and
+    sends it again, by the compare-and-set, so an answer covered by a completed checkpoint is in
+    Redis or re-sent after a restore."""
+
+    def __init__(self, settings: Settings) -> None:
+        cfg = settings.redis
+        client = connect(cfg)
+        check_connection(client, cfg)
+        writer = RecommendationWriter(client, cfg.key_prefix, settings.recommendations.ttl, cfg.retry_backoff_max)
+        self._held = HeldRecommendations(writer, cfg.batch_size if cfg.batch_delay else 1)
+        self._delay = cfg.batch_delay
+        self._timers: dict[str, int] = {}  # key -> due time of the flush timer this process set
+
+    def hold(self, key: str, recos: list[Recommendations], ctx) -> None:
+        for reco in recos:
+            self._held.put(reco)
+        if key not in self._timers:
+            due = int(time.time() * 1000) + self._delay
+            self._timers[key] = due
+            ctx.timer_service().register_processing_time_timer(due)
+
+    def on_timer(self, key: str, timestamp: int, unwritten: dict[str, Recommendations], ctx) -> bool:
+        """A processing-time timer of ``key`` fired; True when ``unwritten`` is all sent (by this
+        flush, an earlier batch, or superseded) and the key's list is to be emptied."""
+        if self._timers.get(key) == timestamp:
+            del self._timers[key]
+            if any(map(self._held.holds, unwritten.values())):
+                self._held.flush()
+            return bool(unwritten)
+        if unwritten:  # restored: the held answers may be lost
+            self.hold(key, list(unwritten.values()), ctx)
+        return False
+
+    def flush(self) -> None:
+        """At the end of a bounded input processing-time timers no longer fire: send the rest."""
+        self._held.flush()
 
 
 class RecoUsers(KeyedProcessFunction):
@@ -58,13 +95,7 @@ class RecoItems(KeyedProcessFunction):
     """One item's neighbour row: learns co-views, answers requests with the user's top-N, held
     back and written to Redis in batches (``redis.batch_size`` users, within ``redis.batch_delay``);
     sends each request's interaction, and the answers with places left, to the trending side.
-
-    A held answer is also kept in the row (``ItemRow.unwritten``) with a processing-time timer,
-    both checkpointed (thread mode gives no hook to flush before a barrier): a timer this process
-    set flushes and empties the row's list; a timer restored from a checkpoint (unknown to this
-    process) finds the list as checkpointed and sends it again, by the compare-and-set, so an
-    answer covered by a completed checkpoint is in Redis or re-sent after a restore.
-    """
+    Held answers are kept in the row (``ItemRow.unwritten``, see ``HeldAnswers``)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -72,10 +103,8 @@ class RecoItems(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._state = runtime_context.get_state(reco_item_state(self._config.state_ttl_ms))
-        cfg = self._settings.redis
-        self._held = HeldRecommendations(_writer(self._settings), cfg.batch_size if cfg.batch_delay else 1)
+        self._answers = HeldAnswers(self._settings)
         self._trending = self._config.blend_weights.get("trending", 0.0) > 0
-        self._timers: dict[str, int] = {}  # item -> due time of the flush timer this process set
         group = runtime_context.get_metrics_group().add_group("personalization")
         self._written = group.counter("recommendations_written")
 
@@ -94,51 +123,39 @@ class RecoItems(KeyedProcessFunction):
         if isinstance(reco, Fill):
             yield reco
         else:
-            self._hold([reco], message.item, ctx)
+            self._answers.hold(message.item, [reco], ctx)
             self._written.inc()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        item = ctx.get_current_key()
         row = self._state.value()
-        if self._timers.get(item) == timestamp:
-            del self._timers[item]
-            if row is not None and row.unwritten:
-                if any(map(self._held.holds, row.unwritten.values())):
-                    self._held.flush()
-                row.unwritten = {}  # all sent: by this flush or an earlier batch (or superseded)
-                self._state.update(row)
-        elif row is not None and row.unwritten:  # restored: the held answers may be lost
-            self._hold(list(row.unwritten.values()), item, ctx)
+        if row is not None and self._answers.on_timer(ctx.get_current_key(), timestamp, row.unwritten, ctx):
+            row.unwritten = {}
+            self._state.update(row)
         return iter(())
 
-    def _hold(self, recos: list, item: str, ctx) -> None:
-        for reco in recos:
-            self._held.put(reco)
-        if item not in self._timers:
-            due = int(time.time() * 1000) + self._settings.redis.batch_delay
-            self._timers[item] = due
-            ctx.timer_service().register_processing_time_timer(due)
-
     def close(self) -> None:
-        # At the end of a bounded input processing-time timers no longer fire: send the rest.
-        if hasattr(self, "_held"):
-            self._held.flush()
+        if hasattr(self, "_answers"):
+            self._answers.flush()
 
 
 class RecoTrending(KeyedProcessFunction):
     """One context's trending items: interactions and fills wait in keyed state until the
     watermark passes them (an event-time timer per second of event time), then are handled in
-    event-time order (``core.recommend.stream.release``) and the filled answers written at once.
-    Timers and waiting messages are checkpointed: a restore answers exactly what was not."""
+    event-time order (``core.recommend.stream.release``); the filled answers are held back and
+    written in batches like the item side's (kept in ``reco-trend-unwritten-v1``, see
+    ``HeldAnswers``). Timers and waiting messages are checkpointed: a restore answers exactly what
+    was not."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._config = settings.recommendations.core()
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._trend = runtime_context.get_state(reco_trend_state(self._config.state_ttl_ms))
-        self._pending = runtime_context.get_list_state(reco_trend_pending(self._config.state_ttl_ms))
-        self._writer = _writer(self._settings)
+        ttl = self._config.state_ttl_ms
+        self._trend = runtime_context.get_state(reco_trend_state(ttl))
+        self._pending = runtime_context.get_list_state(reco_trend_pending(ttl))
+        self._unwritten = runtime_context.get_state(reco_trend_unwritten(ttl))
+        self._answers = HeldAnswers(self._settings)
         self._written = runtime_context.get_metrics_group().add_group("personalization").counter(
             "recommendations_written")
 
@@ -149,6 +166,10 @@ class RecoTrending(KeyedProcessFunction):
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            if self._answers.on_timer(ctx.get_current_key(), timestamp, self._unwritten.value() or {}, ctx):
+                self._unwritten.clear()
+            return iter(())
         waiting = list(self._pending.get() or ())
         due = [m for m in waiting if m.ts <= timestamp]
         if not due:
@@ -162,6 +183,15 @@ class RecoTrending(KeyedProcessFunction):
         filled = release(trend, due)
         self._trend.update(trend)
         if filled:
-            self._writer.write_many(filled)
+            unwritten = self._unwritten.value() or {}
+            for reco in filled:
+                if reco.user not in unwritten or unwritten[reco.user].version < reco.version:
+                    unwritten[reco.user] = reco
+            self._unwritten.update(unwritten)
+            self._answers.hold(ctx.get_current_key(), filled, ctx)
             self._written.inc(len(filled))
         return iter(())
+
+    def close(self) -> None:
+        if hasattr(self, "_answers"):
+            self._answers.flush()
