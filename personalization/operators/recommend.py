@@ -140,11 +140,11 @@ class RecoItems(KeyedProcessFunction):
 
 class RecoTrending(KeyedProcessFunction):
     """One context's trending items: interactions and fills wait in keyed state until the
-    watermark passes them (an event-time timer per second of event time), then are handled in
-    event-time order (``core.recommend.stream.release``); the filled answers are held back and
-    written in batches like the item side's (kept in ``reco-trend-unwritten-v1``, see
-    ``HeldAnswers``). Timers and waiting messages are checkpointed: a restore answers exactly what
-    was not."""
+    watermark passes them, by the second of event time they are released at (one event-time timer
+    each: a release reads and removes only its own messages), then are handled in event-time order
+    (``core.recommend.stream.release``); the filled answers are held back and written in batches
+    like the item side's (kept in ``reco-trend-unwritten-v1``, see ``HeldAnswers``). Timers and
+    waiting messages are checkpointed: a restore answers exactly what was not."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -153,16 +153,18 @@ class RecoTrending(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         ttl = self._config.state_ttl_ms
         self._trend = runtime_context.get_state(reco_trend_state(ttl))
-        self._pending = runtime_context.get_list_state(reco_trend_pending(ttl))
+        self._pending = runtime_context.get_map_state(reco_trend_pending(ttl))
         self._unwritten = runtime_context.get_state(reco_trend_unwritten(ttl))
         self._answers = HeldAnswers(self._settings)
         self._written = runtime_context.get_metrics_group().add_group("personalization").counter(
             "recommendations_written")
 
     def process_element(self, message: Interaction | Fill, ctx: KeyedProcessFunction.Context):
-        self._pending.add(message)
-        step = RELEASE_STEP_MS
-        ctx.timer_service().register_event_time_timer(-(-message.ts // step) * step)
+        release_at = -(-message.ts // RELEASE_STEP_MS) * RELEASE_STEP_MS
+        waiting = self._pending.get(release_at)
+        self._pending.put(release_at, [*waiting, message] if waiting else [message])
+        if not waiting:
+            ctx.timer_service().register_event_time_timer(release_at)
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
@@ -170,15 +172,10 @@ class RecoTrending(KeyedProcessFunction):
             if self._answers.on_timer(ctx.get_current_key(), timestamp, self._unwritten.value() or {}, ctx):
                 self._unwritten.clear()
             return iter(())
-        waiting = list(self._pending.get() or ())
-        due = [m for m in waiting if m.ts <= timestamp]
+        due = self._pending.get(timestamp)
         if not due:
             return iter(())
-        later = [m for m in waiting if m.ts > timestamp]
-        if later:
-            self._pending.update(later)
-        else:
-            self._pending.clear()
+        self._pending.remove(timestamp)
         trend = self._trend.value() or new_trend(self._config)
         filled = release(trend, due)
         self._trend.update(trend)

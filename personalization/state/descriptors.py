@@ -57,22 +57,23 @@ def reco_item_state(ttl_ms: int) -> ValueStateDescriptor:
 
 
 # The trending side, per context (a category, or "*"): its trending items (core.learning.trending.
-# Trending, pickled), the interactions and fills the watermark has not passed yet (pickled
-# core.recommend.stream.Interaction / Fill, appended one by one), and the filled answers held back
+# Trending, pickled), the interactions and fills the watermark has not passed yet (lists of pickled
+# core.recommend.stream.Interaction / Fill by the event time they are released at), and the filled
+# answers held back
 # for a batch (user -> Recommendations, pickled) until a flush covers them.
 def reco_trend_state(ttl_ms: int) -> ValueStateDescriptor:
     return _expiring(ValueStateDescriptor("reco-trend-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
-def reco_trend_pending(ttl_ms: int) -> ListStateDescriptor:
-    return _expiring(ListStateDescriptor("reco-trend-pending-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+def reco_trend_pending(ttl_ms: int) -> MapStateDescriptor:
+    return _expiring(MapStateDescriptor("reco-trend-pending-v1", Types.LONG(), Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
 def reco_trend_unwritten(ttl_ms: int) -> ValueStateDescriptor:
     return _expiring(ValueStateDescriptor("reco-trend-unwritten-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
-def _expiring(descriptor: ValueStateDescriptor | ListStateDescriptor, ttl_ms: int) -> ValueStateDescriptor | ListStateDescriptor:
+def _expiring(descriptor: ValueStateDescriptor | MapStateDescriptor, ttl_ms: int) -> ValueStateDescriptor | MapStateDescriptor:
     descriptor.enable_time_to_live(
         StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
