@@ -27,8 +27,7 @@ import pytest
 
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.events import Event
-from personalization.core.recommend.stream import GLOBAL, CoView, Fill, ItemRow, Recommendations, UserHistory, answer, \
-    interaction, learn, new_trend, release, user_step
+from personalization.core.recommend.stream import InOrder, Recommendations
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
 from personalization.replay.producer import produce, replay_events
@@ -84,27 +83,9 @@ def with_impressions(events: list[dict], times: int) -> list[dict]:
 def core_answers(settings: Settings, events: list[dict], *, impressions: bool = True) -> dict[str, Recommendations]:
     """Each user's newest answer as the core computes it in plain Python, in the input's order (the
     trending side's messages released once all are in: the slice is in time order, nothing late)."""
-    config = settings.recommendations.core()
-    users: dict[str, UserHistory] = defaultdict(UserHistory)
-    rows: dict[str, ItemRow] = defaultdict(ItemRow)
-    waiting: dict[str, list] = defaultdict(list)
-    answers = []
-    for e in events:
-        if e["event_type"] == "impression" and not impressions:
-            continue
-        event = Event.from_payload(e)
-        for message in user_step(users[event.user_id], config, settings.privacy.consent_default, event):
-            if isinstance(message, CoView):
-                learn(rows[message.item], message, config)
-                continue
-            reco = answer(rows[message.item], message, config)
-            waiting[message.category or GLOBAL].append(interaction(message))
-            if isinstance(reco, Fill):
-                waiting[reco.context].append(reco)
-            else:
-                answers.append(reco)
-    for messages in waiting.values():
-        answers += release(new_trend(config), messages)
+    job = InOrder(settings.recommendations.core(), settings.privacy.consent_default)
+    answers = job.feed(Event.from_payload(e) for e in events if impressions or e["event_type"] != "impression")
+    answers += job.release_all()
     return {reco.user: reco for reco in sorted(answers, key=lambda reco: reco.version)}
 
 

@@ -6,8 +6,8 @@ import pickle
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
-    UserHistory, answer, interaction, learn, new_trend, release, user_step
+from personalization.core.recommend.stream import Fill, InOrder, Interaction, ItemRow, Recommendations, Request, \
+    UserHistory, new_trend, release, user_step
 
 CONFIG = load_settings().with_overrides(recommendations={
     "top_n": 3, "history_length": 4, "max_purchased": 2, "knn_neighbours": 2, "max_per_category": 1}).recommendations.core()
@@ -25,26 +25,10 @@ def step(history: UserHistory, *args, **kwargs) -> list:
 def run(events: list[tuple], config=CONFIG) -> tuple[dict[str, ItemRow], list]:
     """Feed (user, item, category, kind, ts[, shown items]) through the three sides as the job
     does, the trending side's messages released once all are in; the answers in order of time."""
-    users: dict[str, UserHistory] = {}
-    rows: dict[str, ItemRow] = {}
-    answers: list[Recommendations] = []
-    waiting: dict[str, list[Interaction | Fill]] = {}
-    for user, item, category, kind, ts, *shown in events:
-        for message in user_step(users.setdefault(user, UserHistory()), config, "granted",
-                                 event(user, item, category, kind, ts, items=shown[0] if shown else None)):
-            row = rows.setdefault(message.item, ItemRow())
-            if isinstance(message, CoView):
-                learn(row, message, config)
-                continue
-            reco = answer(row, message, config)
-            waiting.setdefault(message.category or "*", []).append(interaction(message))
-            if isinstance(reco, Fill):
-                waiting[reco.context].append(reco)
-            else:
-                answers.append(reco)
-    for messages in waiting.values():
-        answers += release(new_trend(config), messages)
-    return rows, sorted(answers, key=lambda a: a.at)
+    job = InOrder(config, "granted")
+    answers = job.feed(event(user, item, category, kind, ts, items=shown[0] if shown else None)
+                       for user, item, category, kind, ts, *shown in events)
+    return job.rows, sorted(answers + job.release_all(), key=lambda a: a.at)
 
 
 def test_co_viewed_items_are_recommended_with_their_source_purchases_excluded_one_per_category() -> None:

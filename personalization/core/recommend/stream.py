@@ -24,7 +24,8 @@ the user's request number (``version``) makes the Redis write a compare-and-set.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
@@ -274,3 +275,37 @@ def _release_order(message: Interaction | Fill) -> tuple[int, int, str]:
     if isinstance(message, Interaction):
         return message.ts, 0, message.item
     return message.ts, 1, message.reco.user
+
+
+class InOrder:
+    """The three sides in one process, in the input's order, the trending side's messages released
+    when asked: what the job computes on one partition whose events are in time order (the tests'
+    plain-Python reference)."""
+
+    def __init__(self, config: RecoConfig, consent_default: str) -> None:
+        self.config, self.consent_default = config, consent_default
+        self.users: dict[str, UserHistory] = defaultdict(UserHistory)
+        self.rows: dict[str, ItemRow] = defaultdict(ItemRow)
+        self.waiting: dict[str, list[Interaction | Fill]] = defaultdict(list)
+
+    def feed(self, events: Iterable[Event]) -> list[Recommendations]:
+        """The complete answers; those with places left wait for ``release_all``."""
+        answers = []
+        for event in events:
+            for message in user_step(self.users[event.user_id], self.config, self.consent_default, event):
+                if isinstance(message, CoView):
+                    learn(self.rows[message.item], message, self.config)
+                    continue
+                reco = answer(self.rows[message.item], message, self.config)
+                self.waiting[message.category or GLOBAL].append(interaction(message))
+                if isinstance(reco, Fill):
+                    self.waiting[reco.context].append(reco)
+                else:
+                    answers.append(reco)
+        return answers
+
+    def release_all(self) -> list[Recommendations]:
+        """Every waiting message released (the end of input): the filled answers."""
+        filled = [reco for messages in self.waiting.values() for reco in release(new_trend(self.config), messages)]
+        self.waiting.clear()
+        return filled
