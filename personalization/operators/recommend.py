@@ -14,6 +14,7 @@ from personalization.core.recommend.stream import CoView, Fill, Interaction, Ite
     UserHistory, answer, interaction, learn, new_trend, release, user_step
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
+from personalization.state.cached import CachedValueState
 from personalization.state.descriptors import reco_item_state, reco_trend_pending, reco_trend_state, \
     reco_trend_unwritten, reco_user_state
 
@@ -86,7 +87,8 @@ class RecoUsers(KeyedProcessFunction):
     def process_element(self, event: Event, ctx: KeyedProcessFunction.Context):
         history = self._state.value() or UserHistory()
         out = user_step(history, self._config, self._consent_default, event)
-        if out or event.consent is not None or event.event_type == IMPRESSION or history.exposure is not None:
+        clicked = event.item_id is not None and history.exposure is not None  # may have cleared a count
+        if out or clicked or event.consent is not None or event.event_type == IMPRESSION:
             self._state.update(history)
         yield from out
 
@@ -152,7 +154,8 @@ class RecoTrending(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         ttl = self._config.state_ttl_ms
-        self._trend = runtime_context.get_state(reco_trend_state(ttl))
+        self._trend = CachedValueState(runtime_context.get_state(reco_trend_state(ttl)),
+                                       self._settings.flink.state_cache_size, ttl)
         self._pending = runtime_context.get_map_state(reco_trend_pending(ttl))
         self._unwritten = runtime_context.get_state(reco_trend_unwritten(ttl))
         self._answers = HeldAnswers(self._settings)
@@ -176,16 +179,17 @@ class RecoTrending(KeyedProcessFunction):
         if not due:
             return iter(())
         self._pending.remove(timestamp)
-        trend = self._trend.value() or new_trend(self._config)
+        context = ctx.get_current_key()
+        trend = self._trend.value(context) or new_trend(self._config)
         filled = release(trend, due)
-        self._trend.update(trend)
+        self._trend.update(context, trend)
         if filled:
             unwritten = self._unwritten.value() or {}
             for reco in filled:
                 if reco.user not in unwritten or unwritten[reco.user].version < reco.version:
                     unwritten[reco.user] = reco
             self._unwritten.update(unwritten)
-            self._answers.hold(ctx.get_current_key(), filled, ctx)
+            self._answers.hold(context, filled, ctx)
             self._written.inc(len(filled))
         return iter(())
 
