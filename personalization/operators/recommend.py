@@ -10,8 +10,9 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 
 from personalization.config.settings import Settings
 from personalization.core.events import IMPRESSION, Event
+from personalization.core.privacy import ControlRequest, ErasureRequest
 from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
-    UserHistory, answer, interaction, learn, new_trend, release, user_step
+    UserHistory, answer, interaction, learn, new_trend, release, user_control, user_step
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
 from personalization.state.cached import CachedValueState
@@ -75,17 +76,32 @@ class HeldAnswers:
 
 
 class RecoUsers(KeyedProcessFunction):
-    """Events of one user -> co-view updates and a top-N request (``core.recommend.stream.user_step``)."""
+    """Events of one user -> co-view updates and a top-N request (``core.recommend.stream.user_step``).
+    The user's erasure and control requests (``core.privacy``) clear the user's history here
+    (``user_control``) and leave a tombstone of the user's recommendations in Redis, which refuses
+    every answer still on its way from the item and trending sides."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._config = settings.recommendations.core()
         self._consent_default = settings.privacy.consent_default
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._state = runtime_context.get_state(reco_user_state(self._config.state_ttl_ms))
+        cfg = self._settings.redis
+        client = connect(cfg)
+        check_connection(client, cfg)
+        self._writer = RecommendationWriter(client, cfg.key_prefix, self._settings.recommendations.ttl,
+                                            cfg.retry_backoff_max)
 
-    def process_element(self, event: Event, ctx: KeyedProcessFunction.Context):
+    def process_element(self, event: Event | ErasureRequest | ControlRequest, ctx: KeyedProcessFunction.Context):
         history = self._state.value() or UserHistory()
+        if not isinstance(event, Event):
+            floor = user_control(history, event)
+            if floor is not None:
+                self._writer.erase(event.user_id, floor)
+            self._state.update(history)
+            return
         out = user_step(history, self._config, self._consent_default, event)
         clicked = event.item_id is not None and history.exposure is not None  # may have cleared a count
         if out or clicked or event.consent is not None or event.event_type == IMPRESSION:

@@ -312,7 +312,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     if settings.alerts.event_rates:
         _add_rate_alerts(t_env, raw, settings)
     if settings.recommendations.enabled:
-        _add_recommendations(settings, events)
+        _add_recommendations(settings, events.union(erasures, controls))
 
 
 def dlq_sink_ddl(settings: Settings) -> str:
@@ -388,10 +388,11 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
 
 
 def _add_recommendations(settings: Settings, events: DataStream) -> None:
-    """Parsed events keyed by user -> co-view updates and top-N requests keyed by item -> Redis,
-    and interactions and answers with places left keyed by context -> trending fills -> Redis
-    (``core.recommend.stream``). All three run at the job's parallelism. Events with an
-    anonymous id take the identity hop first and are not in ``events``: not learned (docs/learning.md)."""
+    """Parsed events (and the erasure and control requests) keyed by user -> co-view updates and
+    top-N requests keyed by item -> Redis, and interactions and answers with places left keyed by
+    context -> trending fills -> Redis (``core.recommend.stream``). All three run at the job's
+    parallelism. Events with an anonymous id take the identity hop first and are not in
+    ``events``: not learned (docs/learning.md)."""
     by_user = events.key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")

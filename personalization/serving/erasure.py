@@ -2,6 +2,9 @@
 found through the user's two index keys, so an erasure reads no key of anyone else (no ``SCAN``).
 
 - ``<prefix>:{<user>}:profile`` and ``<prefix>:{<user>}:predictions`` (deleted),
+- ``<prefix>:{<user>}:recommendations`` (replaced by a tombstone that keeps only its version, for
+  as long as the key had to live: an answer computed before the erasure and still held back by the
+  job is then refused; the job's recommender leaves the same tombstone, see ``serving.reco_store``),
 - ``<prefix>:{segment-changes}:user:<user>`` (the stream's deduplication mark, deleted),
 - ``<prefix>:{<user>}:alias`` (an anonymous id's alias, deleted; the user operator erases each
   anonymous id stitched into an erased user's profile too, see ``core.identity``),
@@ -33,7 +36,7 @@ import redis
 from personalization.serving.redis_store import (
     alias_key, batched, changes_key, entries_index_key, experiment_key, members_key, members_key_pattern,
     predictions_key, profile_key, recommendations_key, retry_while_down, segment_of, segments_index_key,
-    streamed_version_key,
+    streamed_version_key, tombstone,
 )
 
 XDEL_CHUNK = 1_000  # stream ids per XDEL command
@@ -68,7 +71,10 @@ def _erase(client: redis.Redis, prefix: str, user_id: str, experiments: tuple[st
         pipe.hdel(experiment_key(prefix, experiment), user_id)
     *data_keys, segments_index, entries_index = user_keys(prefix, user_id)
     for key in data_keys:
-        pipe.delete(key)
+        if key == recommendations_key(prefix, user_id):
+            tombstone(pipe, key, 0)
+        else:
+            pipe.delete(key)
     removed = sum(pipe.execute())
     last = client.pipeline(transaction=False)  # after the rest: a retry after a cut finds it again
     last.delete(segments_index)

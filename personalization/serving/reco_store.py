@@ -3,7 +3,9 @@
 Written by the item side of the job (``operators.recommend``) with the profile's compare-and-set
 script: the user's request number is the version, so a replay after a restore rewrites nothing
 newer, and the newest request wins when requests of one user are answered by different item tasks.
-Answers are held back and sent many per round trip (``HeldRecommendations``).
+Answers are held back and sent many per round trip (``HeldRecommendations``). An erasure, opt-out
+or reset leaves a tombstone (the hash with its ``version`` alone, ``erase``): answers computed before
+it and still on their way are refused, and readers find no recommendations.
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ import orjson
 import redis
 
 from personalization.core.recommend.stream import Recommendations
-from personalization.serving.redis_store import VersionedHashWriter, recommendations_key
+from personalization.serving.redis_store import VersionedHashWriter, recommendations_key, retry_while_down, \
+    tombstone
 
 
 class RecommendationWriter:
     def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
-        self._prefix = prefix
+        self._client, self._prefix, self._ttl_ms, self._backoff_max_ms = client, prefix, ttl_ms, backoff_max_ms
         self._hashes = VersionedHashWriter(client, ttl_ms, backoff_max_ms)
+
+    def erase(self, user: str, floor: int) -> None:
+        """Replace the user's recommendations by a tombstone of version ``floor`` (at least): no
+        answer numbered ``floor`` or below is written afterwards (``core.recommend.stream.user_control``)."""
+        retry_while_down(lambda: tombstone(self._client, recommendations_key(self._prefix, user), floor, self._ttl_ms),
+                         self._backoff_max_ms)
 
     def write_many(self, recos: Iterable[Recommendations]) -> None:
         """Every answer in one round trip (compare-and-set each)."""
@@ -62,5 +71,6 @@ class HeldRecommendations:
 
 
 def read_recommendations(client: redis.Redis, prefix: str, user_id: str) -> dict[str, Any] | None:
+    """The user's recommendations; None when there are none (no key, or an erasure's tombstone)."""
     raw = client.hgetall(recommendations_key(prefix, user_id))
-    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()} if b"items" in raw else None

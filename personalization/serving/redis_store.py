@@ -80,6 +80,28 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
+# A versioned hash (KEYS[1]) replaced by a tombstone that keeps only its version, raised to at least
+# ARGV[1]: a write of that version or older (an answer still on its way) is refused by the script
+# above. It lives as long as the longer of the key's time to live and ARGV[2] ms. Nothing is written
+# where nothing can be on its way (no hash, a floor of 0). Returns 1 when a hash with content went.
+_TOMBSTONE = """
+local stored = redis.call('HGET', KEYS[1], 'version')
+local floor = ARGV[1]
+if not stored and tonumber(floor) <= 0 then return 0 end
+if stored and tonumber(stored) > tonumber(floor) then floor = stored end
+local had = redis.call('HLEN', KEYS[1]) > 1 and 1 or 0
+local ttl = math.max(redis.call('PTTL', KEYS[1]), tonumber(ARGV[2]))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', floor)
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return had
+"""
+
+
+def tombstone(client: redis.Redis | redis.client.Pipeline, key: str, floor: int, ttl_ms: int = 0):
+    """Replace a versioned hash by its tombstone (``_TOMBSTONE``; on a pipeline, queue it): what an
+    erasure leaves of a user's recommendations, so that no answer computed before it lands after."""
+    return client.execute_command("EVAL", _TOMBSTONE, 1, key, floor, ttl_ms)  # a cluster pipeline has no .eval
 
 # Append a user's changes to the stream, skipping those already there: ``KEYS[2]`` remembers the
 # seq of the user's newest change appended (same hash tag as the stream: works on a cluster too).

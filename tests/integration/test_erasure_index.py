@@ -118,3 +118,40 @@ def test_members_whose_profile_expired_leave_the_audiences(clients, server):
     assert all(admin.smembers(segments_index_key(PREFIX, user)) == {b"a"} for user in gone)
     assert all(admin.smembers(segments_index_key(PREFIX, user)) == {b"a", b"b"} for user in kept)
     assert expire_audiences(admin, PREFIX) == 0
+
+
+def test_erased_recommendations_leave_a_tombstone_that_refuses_answers_computed_before(clients):
+    from personalization.core.recommend.stream import Recommendations
+    from personalization.serving.reco_store import RecommendationWriter, read_recommendations
+    from personalization.serving.redis_store import recommendations_key
+
+    admin, eraser = clients
+    user, other = USERS[1], USERS[0]
+    writer = RecommendationWriter(admin, PREFIX, ttl_ms=60_000)
+
+    def answer(who: str, version: int) -> Recommendations:
+        return Recommendations(who, version, [{"item": f"i{version}", "source": "co-view"}], "coview-knn@1", "x", version)
+
+    writer.write_many([answer(user, 3), answer(other, 3)])
+    assert read_recommendations(admin, PREFIX, user)["version"] == 3
+
+    assert erase_user(eraser, PREFIX, user) == 1   # the recommendations (the user has nothing else here)
+    key = recommendations_key(PREFIX, user)
+    assert admin.hgetall(key) == {b"version": b"3"} and 0 < admin.pttl(key) <= 60_000
+    assert read_recommendations(admin, PREFIX, user) is None
+    writer.write_many([answer(user, 3)])   # an answer held back before the erasure, written after it
+    assert read_recommendations(admin, PREFIX, user) is None
+    assert erase_user(eraser, PREFIX, user) == 0   # idempotent: the tombstone stays as it was
+    assert admin.hgetall(key) == {b"version": b"3"}
+
+    # the recommender's own tombstone raises the floor to the user's newest request
+    RecommendationWriter(eraser, PREFIX, ttl_ms=60_000).erase(user, 5)
+    writer.write_many([answer(user, 5)])
+    assert read_recommendations(admin, PREFIX, user) is None
+    writer.write_many([answer(user, 6)])   # the first request after the erasure
+    assert read_recommendations(admin, PREFIX, user)["items"] == [{"item": "i6", "source": "co-view"}]
+    assert read_recommendations(admin, PREFIX, other)["version"] == 3   # untouched
+
+    # nothing to hide, nothing written: no key, and no answer can be on its way
+    assert erase_user(eraser, PREFIX, "never-recommended") == 0
+    assert not admin.exists(recommendations_key(PREFIX, "never-recommended"))

@@ -10,6 +10,8 @@ recommendations on, Redis.
   core computes from the same ordered events in plain Python;
 - restore: SIGKILL mid-stream after a checkpoint that completed once recommendations were written,
   restore from it, read the rest: every recommendations key equals the uninterrupted run's;
+- erasure: an erased user's recommendations become a tombstone, the user's later events are not
+  used until a grant, and the first answer after it recalls nothing of before;
 - ``pz recommendations <user>`` prints what the reader returns, and exits 1 for a user without any;
 - the HTTP API serves them, key-less where ``api.public_reads`` opens them (and nothing else).
 """
@@ -33,6 +35,7 @@ from personalization.pipelines.main import run_job
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader
+from personalization.serving.redis_store import connect, recommendations_key
 from tests.integration.test_learning import _all_read, _checkpoint_number
 from tests.support import PZ, free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until, \
     write_config
@@ -166,6 +169,45 @@ def test_sigkill_then_restore_ends_with_the_uninterrupted_runs_recommendations(b
     wait_until(lambda: _all_read(settings), 300, "the restored job to read and checkpoint every event")
     stop_with_savepoint(client, (tmp_path / "stopped").as_uri(), drain=True)
     assert _recommendations(settings) == expected
+
+
+def test_an_erased_user_gets_nothing_until_a_grant_and_then_nothing_recalled(stack, tmp_path) -> None:
+    # the item side writes its answers at once: trending fills would wait for a watermark that stands still here
+    settings = isolated_settings(tmp_path, kafka={"bounded": False, **ONE_PARTITION}, learning={"enabled": False},
+                                 recommendations={**ON, "blend_weights": {"knn": 1.0, "recent": 0.5, "trending": 0.0}})
+    config = write_config(settings, tmp_path / "job.yaml")
+    reader, redis = ProfileReader.from_settings(settings), connect(settings.redis)
+    key = recommendations_key(settings.redis.key_prefix, "erased")
+    at = 1_700_000_000_000
+
+    def view(item: str, n: int, consent: str | None = None) -> dict:
+        event = {"schema_version": 1, "event_id": f"erased-{n}", "event_type": "product_view", "ts": at + n * 1000,
+                 "user_id": "erased", "item_id": item, "category_id": f"c-{item}"}
+        return {**event, "consent": {"personalization": consent}} if consent else event
+
+    client = start_job(settings)
+    try:
+        produce([view("a", 0), view("b", 1), view("c", 2)], settings.kafka.bootstrap_servers,
+                settings.kafka.topics.events, progress=False)
+        before = wait_until(lambda: (r := reader.recommendations("erased")) and r["version"] == 3 and r, 240,
+                            "the answer to the third view")
+        assert {r["item"] for r in before["items"]} == {"a", "b"}
+        # so that the tombstone found below is the recommender's (the user operator's keeps what it finds)
+        redis.delete(key)
+        cli = subprocess.run([*PZ, "erase", "erased", "--config", str(config)], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        wait_until(lambda: redis.hgetall(key) == {b"version": b"3"}, 120, "the recommender's tombstone")
+        assert reader.recommendations("erased") is None and redis.pttl(key) > 0
+        produce([view("d", 3), view("e", 4, consent="granted")], settings.kafka.bootstrap_servers,
+                 settings.kafka.topics.events, progress=False)
+        after = wait_until(lambda: reader.recommendations("erased"), 120, "the answer after the grant")
+    finally:
+        client.cancel().result()
+    # d (no consent after the erasure) made no request; e did, numbered above the tombstone, and
+    # neither a, b, c (forgotten) nor d (not used) is recalled
+    assert (after["version"], after["item"]) == (4, "e")
+    assert not {r["item"] for r in after["items"]} & {"a", "b", "c", "d"}, after
 
 
 def test_the_cli_prints_what_the_reader_returns(baseline, tmp_path) -> None:

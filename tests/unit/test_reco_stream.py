@@ -6,8 +6,9 @@ import pickle
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
+from personalization.core.privacy import ControlRequest, ErasureRequest
 from personalization.core.recommend.stream import Fill, InOrder, Interaction, ItemRow, Recommendations, Request, \
-    UserHistory, new_trend, release, user_step
+    UserHistory, new_trend, release, user_control, user_step
 
 CONFIG = load_settings().with_overrides(recommendations={
     "top_n": 3, "history_length": 4, "max_purchased": 2, "knn_neighbours": 2, "max_per_category": 1}).recommendations.core()
@@ -64,6 +65,36 @@ def test_no_consent_no_learning_and_other_event_types_ignored() -> None:
     assert not history.recent and history.exposure is None
     assert step(UserHistory(), "u", "x", None, "scroll", 1) == []
     assert isinstance(step(UserHistory(), "u", "x", None, "add_to_cart", 1)[-1], Request)
+
+
+def _used(history: UserHistory) -> UserHistory:
+    """A history with items, a purchase and capped impressions, after three requests."""
+    for n, (item, kind) in enumerate((("x", "product_view"), ("y", "purchase"), ("z", "add_to_cart"))):
+        step(history, "u", item, "c", kind, n)
+    for n in range(CONFIG.cap_impressions):
+        step(history, "u", None, None, "impression", 10 + n, items=("w",))
+    assert history.recent and history.purchased and history.exposure is not None and history.requests == 3
+    return history
+
+
+def test_an_erasure_or_opt_out_forgets_the_history_and_no_event_is_used_until_a_grant() -> None:
+    for request in (ErasureRequest("u", "r1", 5), ControlRequest("u", "r1", 5, "opt_out")):
+        history = _used(UserHistory())
+        assert user_control(history, request) == 3   # every answer so far is numbered 3 or below
+        assert not history.recent and not history.purchased and history.exposure is None
+        assert step(history, "u", "v", "c", "product_view", 20) == []   # consent denied from now on
+        after = step(history, "u", "v", "c", "product_view", 21, consent="granted")
+        assert after == [Request("v", "c", "u", 4, 21, (), ())]   # numbered above the tombstone, nothing recalled
+
+
+def test_a_reset_forgets_the_history_and_keeps_consent_an_opt_in_grants() -> None:
+    history = _used(UserHistory(consent="granted"))
+    assert user_control(history, ControlRequest("u", "r1", 5, "reset")) == 3
+    assert not history.recent and not history.purchased and history.exposure is None
+    assert step(history, "u", "v", "c", "product_view", 20) == [Request("v", "c", "u", 4, 20, (), ())]
+    denied = UserHistory(consent="denied")
+    assert user_control(denied, ControlRequest("u", "r2", 6, "opt_in")) is None   # nothing to remove
+    assert denied.consent == "granted"
 
 
 def test_the_same_input_gives_the_same_answers() -> None:

@@ -32,6 +32,7 @@ from typing import NamedTuple
 from personalization.core.events import IMPRESSION, Event
 from personalization.core.evolvable import field_default, positional
 from personalization.core.learning.trending import Trending
+from personalization.core.privacy import DENIED, GRANTED, OPT_IN, RESET, ControlRequest, ErasureRequest
 from personalization.core.recommend.config import RecoConfig
 from personalization.core.recommend.cooccurrence import decayed
 from personalization.core.recommend.selection import Exposure, select
@@ -39,7 +40,6 @@ from personalization.core.recommend.selection import Exposure, select
 MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
 CO_VIEW, RECENT, TRENDING = "co-view", "recent", "trending"
 GLOBAL = "*"                  # the trending context of interactions with an item of no known category
-GRANTED = "granted"
 
 
 class CoView(NamedTuple):
@@ -179,6 +179,24 @@ def user_step(history: UserHistory, config: RecoConfig, consent_default: str, ev
     demoted = history.exposure.demoted_at(ts) if history.exposure is not None else ()
     out.append(Request(item, category, event.user_id, history.requests, ts, recent, tuple(history.purchased), demoted))
     return out
+
+
+def user_control(history: UserHistory, request: ErasureRequest | ControlRequest) -> int | None:
+    """A user's erasure or control request on the user side (``core.privacy``): an erasure or an
+    opt-out forgets the user's items, purchases and impressions and records consent denied, so no
+    later event is used until a grant; a reset forgets them and keeps consent; an opt-in records
+    the grant. The request count stays, so later answers are numbered above every earlier one.
+
+    Returns the version below which no answer may be written any more (every answer already on its
+    way to Redis has a version at most this: the writer's tombstone, ``RecommendationWriter.erase``),
+    or None when nothing is to be removed (an opt-in)."""
+    if isinstance(request, ControlRequest) and request.action == OPT_IN:
+        history.consent = GRANTED
+        return None
+    keep = history.consent if isinstance(request, ControlRequest) and request.action == RESET else DENIED
+    history.recent, history.purchased, history.exposure = OrderedDict(), OrderedDict(), None
+    history.consent = keep
+    return history.requests
 
 
 def learn(row: ItemRow, update: CoView, config: RecoConfig) -> None:
