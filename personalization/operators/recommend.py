@@ -10,6 +10,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 
 from personalization.config.settings import Settings
 from personalization.core.events import IMPRESSION, Event
+from personalization.core.identity import ForgetLink, Routed
 from personalization.core.privacy import ControlRequest, ErasureRequest
 from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
     UserHistory, answer, interaction, learn, new_trend, release, user_control, user_step
@@ -20,6 +21,14 @@ from personalization.state.descriptors import reco_item_state, reco_trend_pendin
     reco_trend_unwritten, reco_user_state
 
 RELEASE_STEP_MS = 1_000  # the trending side handles what the watermark passed per second of event time
+
+
+def for_recommender(routed: Routed) -> bool:
+    """What the recommender takes of the identity resolver's output: the events of anonymous ids (on
+    the anonymous id's key before its link, on the user's after it), and the erasure reaching an
+    anonymous id stitched to an erased user. Stitches and hand-overs are the profile's: the
+    recommender keeps each key's history as its events came."""
+    return isinstance(routed, (Event, ForgetLink))
 
 
 def item_of(message: CoView | Request) -> str:
@@ -94,12 +103,13 @@ class RecoUsers(KeyedProcessFunction):
         self._writer = RecommendationWriter(client, cfg.key_prefix, self._settings.recommendations.ttl,
                                             cfg.retry_backoff_max)
 
-    def process_element(self, event: Event | ErasureRequest | ControlRequest, ctx: KeyedProcessFunction.Context):
+    def process_element(self, event: Event | ErasureRequest | ForgetLink | ControlRequest,
+                        ctx: KeyedProcessFunction.Context):
         history = self._state.value() or UserHistory()
         if not isinstance(event, Event):
             floor = user_control(history, event)
             if floor is not None:
-                self._writer.erase(event.user_id, floor)
+                self._writer.erase(ctx.get_current_key(), floor)
             self._state.update(history)
             return
         out = user_step(history, self._config, self._consent_default, event)

@@ -37,7 +37,8 @@ from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
 from personalization.operators.user_profile import DLQ as USER_DLQ
-from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, item_of
+from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, for_recommender, \
+    item_of
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
@@ -312,7 +313,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     if settings.alerts.event_rates:
         _add_rate_alerts(t_env, raw, settings)
     if settings.recommendations.enabled:
-        _add_recommendations(settings, events.union(erasures, controls))
+        anonymous_events = routed.filter(for_recommender).uid("reco-anonymous").name("recommendations: anonymous ids")
+        _add_recommendations(settings, events.union(anonymous_events, erasures, controls))
 
 
 def dlq_sink_ddl(settings: Settings) -> str:
@@ -388,11 +390,10 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
 
 
 def _add_recommendations(settings: Settings, events: DataStream) -> None:
-    """Parsed events (and the erasure and control requests) keyed by user -> co-view updates and
-    top-N requests keyed by item -> Redis, and interactions and answers with places left keyed by
-    context -> trending fills -> Redis (``core.recommend.stream``). All three run at the job's
-    parallelism. Events with an anonymous id take the identity hop first and are not in
-    ``events``: not learned (docs/learning.md)."""
+    """Events (those of anonymous ids as the identity resolver keyed them) and the erasure and
+    control requests, keyed by user -> co-view updates and top-N requests keyed by item -> Redis,
+    and interactions and answers with places left keyed by context -> trending fills -> Redis
+    (``core.recommend.stream``). All three run at the job's parallelism."""
     by_user = events.key_by(profile_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")

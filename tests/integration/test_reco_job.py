@@ -11,7 +11,8 @@ recommendations on, Redis.
 - restore: SIGKILL mid-stream after a checkpoint that completed once recommendations were written,
   restore from it, read the rest: every recommendations key equals the uninterrupted run's;
 - erasure: an erased user's recommendations become a tombstone, the user's later events are not
-  used until a grant, and the first answer after it recalls nothing of before;
+  used until a grant, and the first answer after it recalls nothing of before; an anonymous visitor
+  is answered under the anonymous id;
 - ``pz recommendations <user>`` prints what the reader returns, and exits 1 for a user without any;
 - the HTTP API serves them, key-less where ``api.public_reads`` opens them (and nothing else).
 """
@@ -171,7 +172,7 @@ def test_sigkill_then_restore_ends_with_the_uninterrupted_runs_recommendations(b
     assert _recommendations(settings) == expected
 
 
-def test_an_erased_user_gets_nothing_until_a_grant_and_then_nothing_recalled(stack, tmp_path) -> None:
+def test_an_erased_user_gets_nothing_until_a_grant_and_then_nothing_recalled_a_visitor_is_answered(stack, tmp_path) -> None:
     # the item side writes its answers at once: trending fills would wait for a watermark that stands still here
     settings = isolated_settings(tmp_path, kafka={"bounded": False, **ONE_PARTITION}, learning={"enabled": False},
                                  recommendations={**ON, "blend_weights": {"knn": 1.0, "recent": 0.5, "trending": 0.0}})
@@ -187,11 +188,17 @@ def test_an_erased_user_gets_nothing_until_a_grant_and_then_nothing_recalled(sta
 
     client = start_job(settings)
     try:
-        produce([view("a", 0), view("b", 1), view("c", 2)], settings.kafka.bootstrap_servers,
+        visitor = [{"schema_version": 1, "event_id": f"visitor-{n}", "event_type": "product_view", "ts": at + n,
+                    "anonymous_id": "visitor", "item_id": item, "category_id": f"c-{item}"}
+                   for n, item in enumerate(("p", "q"))]
+        produce([*visitor, view("a", 0), view("b", 1), view("c", 2)], settings.kafka.bootstrap_servers,
                 settings.kafka.topics.events, progress=False)
         before = wait_until(lambda: (r := reader.recommendations("erased")) and r["version"] == 3 and r, 240,
                             "the answer to the third view")
         assert {r["item"] for r in before["items"]} == {"a", "b"}
+        # a visitor who never logged in: answered under the anonymous id, as the identity hop keyed it
+        anonymous = wait_until(lambda: reader.recommendations("visitor"), 60, "the visitor's answer")
+        assert (anonymous["version"], anonymous["item"], [r["item"] for r in anonymous["items"]]) == (2, "q", ["p"])
         # so that the tombstone found below is the recommender's (the user operator's keeps what it finds)
         redis.delete(key)
         cli = subprocess.run([*PZ, "erase", "erased", "--config", str(config)], cwd=REPO_ROOT, capture_output=True,

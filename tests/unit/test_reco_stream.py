@@ -6,6 +6,7 @@ import pickle
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
+from personalization.core.identity import ForgetLink
 from personalization.core.privacy import ControlRequest, ErasureRequest
 from personalization.core.recommend.stream import Fill, InOrder, Interaction, ItemRow, Recommendations, Request, \
     UserHistory, new_trend, release, user_control, user_step
@@ -78,7 +79,8 @@ def _used(history: UserHistory) -> UserHistory:
 
 
 def test_an_erasure_or_opt_out_forgets_the_history_and_no_event_is_used_until_a_grant() -> None:
-    for request in (ErasureRequest("u", "r1", 5), ControlRequest("u", "r1", 5, "opt_out")):
+    for request in (ErasureRequest("u", "r1", 5), ControlRequest("u", "r1", 5, "opt_out"),
+                    ForgetLink("u", ErasureRequest("the-user-u-linked-to", "r1", 5))):
         history = _used(UserHistory())
         assert user_control(history, request) == 3   # every answer so far is numbered 3 or below
         assert not history.recent and not history.purchased and history.exposure is None

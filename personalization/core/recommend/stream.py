@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 from personalization.core.events import IMPRESSION, Event
+from personalization.core.identity import ForgetLink
 from personalization.core.evolvable import field_default, positional
 from personalization.core.learning.trending import Trending
 from personalization.core.privacy import DENIED, GRANTED, OPT_IN, RESET, ControlRequest, ErasureRequest
@@ -181,9 +182,9 @@ def user_step(history: UserHistory, config: RecoConfig, consent_default: str, ev
     return out
 
 
-def user_control(history: UserHistory, request: ErasureRequest | ControlRequest) -> int | None:
-    """A user's erasure or control request on the user side (``core.privacy``): an erasure or an
-    opt-out forgets the user's items, purchases and impressions and records consent denied, so no
+def user_control(history: UserHistory, request: ErasureRequest | ForgetLink | ControlRequest) -> int | None:
+    """A user's erasure or control request on the user side (``core.privacy``; a ``ForgetLink`` is the
+    erasure reaching an anonymous id that linked to the erased user): an erasure or an opt-out forgets the user's items, purchases and impressions and records consent denied, so no
     later event is used until a grant; a reset forgets them and keeps consent; an opt-in records
     the grant. The request count stays, so later answers are numbered above every earlier one.
 
