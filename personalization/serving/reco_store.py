@@ -16,20 +16,18 @@ import orjson
 import redis
 
 from personalization.core.recommend.stream import Recommendations
-from personalization.serving.redis_store import VersionedHashWriter, recommendations_key, retry_while_down, \
-    tombstone
+from personalization.serving.redis_store import VersionedHashWriter, recommendations_key
 
 
 class RecommendationWriter:
     def __init__(self, client: redis.Redis, prefix: str, ttl_ms: int, backoff_max_ms: int = 5_000) -> None:
-        self._client, self._prefix, self._ttl_ms, self._backoff_max_ms = client, prefix, ttl_ms, backoff_max_ms
+        self._prefix = prefix
         self._hashes = VersionedHashWriter(client, ttl_ms, backoff_max_ms)
 
     def erase(self, user: str, floor: int) -> None:
         """Replace the user's recommendations by a tombstone of version ``floor`` (at least): no
         answer numbered ``floor`` or below is written afterwards (``core.recommend.stream.user_control``)."""
-        retry_while_down(lambda: tombstone(self._client, recommendations_key(self._prefix, user), floor, self._ttl_ms),
-                         self._backoff_max_ms)
+        self._hashes.erase(recommendations_key(self._prefix, user), floor)
 
     def write_many(self, recos: Iterable[Recommendations]) -> None:
         """Every answer in one round trip (compare-and-set each)."""

@@ -312,6 +312,11 @@ class VersionedHashWriter:
         if hashes or extra:
             retry_while_down(lambda: self._send(hashes, extra), self._backoff_max_ms)
 
+    def erase(self, key: str, floor: int) -> None:
+        """Replace the hash at ``key`` by its tombstone of version ``floor`` at least (``tombstone``),
+        living at least this writer's TTL: no write of that version or older lands afterwards."""
+        retry_while_down(lambda: tombstone(self._client, key, floor, self._ttl_ms), self._backoff_max_ms)
+
     def _send(self, hashes: Sequence[tuple[str, int, dict[str, Any]]],
               extra: Callable[[Any, int], None] | None) -> None:
         now = int(time.time() * 1000)
