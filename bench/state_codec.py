@@ -1,11 +1,12 @@
-"""What the per-user state's pickle costs, and what a flat form would: ``.venv/bin/python -m bench.state_codec``.
+"""What writing the per-user state costs: ``.venv/bin/python -m bench.state_codec``.
 
-The user operator writes a user's whole ``UserState`` back to Flink state after every step (a pickle,
-~14 % of the job's Python time by py-spy). The state is a graph of ~40 small dataclass objects
-(windows of buckets of accumulators), and pickle pays a Python ``__getstate__`` call and a reduce
-per object. This pickles the states of the replay's users as they are, with the interpreter's C
-``__getstate__`` instead of the ``evolvable`` one (the pickled form then changes), and as the same
-values in plain tuples, lists and dicts: the bound on what a flat state codec could gain.
+The user operator writes a user's whole ``UserState`` back to Flink state after every step. The
+state is a graph of ~40 small dataclass objects (windows of buckets of accumulators). Until the
+msgpack codec (``state.codec``) it was pickled, and pickle pays a Python ``__getstate__`` call and
+a reduce per object (~14 % of the job's Python time by py-spy). This encodes the states of the
+replay's users with the codec the job uses, pickles them as they were written before it, with the
+interpreter's C ``__getstate__`` instead of the ``evolvable`` one (the pickled form then changes),
+and as the same values in plain tuples, lists and dicts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from personalization.core.events import Event
 from personalization.core.user import UserState
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
+from personalization.state.codec import decode_user_state, encode_user_state
 
 
 def user_states(size: int) -> list[UserState]:
@@ -85,11 +87,12 @@ def _dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as PyFlink's pickled state
 
 
-def _measure(values: list[Any], rounds: int, unpickle: bool = True) -> tuple[float, float, float]:
-    """µs per pickle, µs per unpickle (NaN when not measured), mean bytes."""
-    blobs = [_dumps(v) for v in values]
-    return (_us_per_call(_dumps, values, rounds),
-            _us_per_call(pickle.loads, blobs, rounds) if unpickle else float("nan"), statistics.mean(map(len, blobs)))
+def _measure(values: list[Any], rounds: int, decodes: bool = True, encode: Callable[[Any], bytes] = _dumps,
+             decode: Callable[[bytes], Any] = pickle.loads) -> tuple[float, float, float]:
+    """µs per encoding, µs per decoding (NaN when not measured), mean bytes."""
+    blobs = [encode(v) for v in values]
+    return (_us_per_call(encode, values, rounds),
+            _us_per_call(decode, blobs, rounds) if decodes else float("nan"), statistics.mean(map(len, blobs)))
 
 
 @click.command()
@@ -97,19 +100,21 @@ def _measure(values: list[Any], rounds: int, unpickle: bool = True) -> tuple[flo
 @click.option("--rounds", default=5, show_default=True, help="timed passes; the fastest is reported")
 def main(events: int, rounds: int) -> None:
     states = user_states(events)
-    results = {"as written today (evolvable __getstate__)": _measure(states, rounds)}
+    results = {"msgpack, state.codec (the job's)": _measure(states, rounds, encode=encode_user_state,
+                                                            decode=decode_user_state),
+               "pickled objects (evolvable __getstate__)": _measure(states, rounds)}
     evolvable = {cls: cls.__dict__["__getstate__"] for cls in _classes(states) if "__getstate__" in cls.__dict__}
     try:
         for cls in evolvable:
             cls.__getstate__ = object.__getstate__
         # unpickling this form needs a __setstate__ that takes it: not measured
-        results["the interpreter's C __getstate__"] = _measure(states, rounds, unpickle=False)
+        results["the interpreter's C __getstate__"] = _measure(states, rounds, decodes=False)
     finally:
         for cls, getstate in evolvable.items():
             cls.__getstate__ = getstate
     results["the same values as plain tuples, lists, dicts"] = _measure([plain(s) for s in states], rounds)
     click.echo(f"{len(states):,} user states of {events:,} replay events; µs per state (fastest of {rounds} passes):")
-    click.echo(f"  {'form':48} {'pickle':>8} {'unpickle':>9} {'bytes':>7}")
+    click.echo(f"  {'form':48} {'encode':>8} {'decode':>9} {'bytes':>7}")
     for name, (write, read, size) in results.items():
         click.echo(f"  {name:48} {write:8.1f} {read:9.1f} {size:7.0f}")
 

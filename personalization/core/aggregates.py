@@ -49,9 +49,9 @@ class Acc:
     """Counts per event type, sums and maxima of numeric fields, latest value of every field."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    sums: dict[str, float] = field(default_factory=dict)
-    maxima: dict[str, float] = field(default_factory=dict)
-    last: dict[str, tuple[int, str | float]] = field(default_factory=dict)  # field -> (ts, value)
+    sums: dict[str, int | float] = field(default_factory=dict)  # ints stay ints: the profile renders them so
+    maxima: dict[str, int | float] = field(default_factory=dict)
+    last: dict[str, tuple[int, str | int | float]] = field(default_factory=dict)  # field -> (ts, value)
 
     def add(self, event: SessionEvent) -> None:
         ts, _, event_type, item_id, category_id, scroll_depth, dwell_ms = event

@@ -70,7 +70,7 @@ class ExperimentOutcome:
     exposed_at: int
     mismatched: int = 0  # exposures that named another variant than the assigned one
     sessions: dict[str, tuple[int, int]] = field(default_factory=dict)  # session id -> (start, end)
-    purchases: list[tuple[int, float]] = field(default_factory=list)  # (ts, revenue), in the experiment
+    purchases: list[tuple[int, int | float]] = field(default_factory=list)  # (ts, revenue), in the experiment
 
 
 def expose(experiments: Mapping[str, Experiment], outcomes: dict[str, ExperimentOutcome], user_id: str,

@@ -26,7 +26,7 @@ class SessionEvent(NamedTuple):
     event_type: str
     item_id: str | None
     category_id: str | None
-    scroll_depth: float | None
+    scroll_depth: int | float | None
     dwell_ms: int | None
 
 
@@ -43,7 +43,7 @@ class SessionSummary:
     end: int
     event_count: int
     counts: dict[str, int]
-    max_scroll_depth: float
+    max_scroll_depth: int | float
     dwell_ms: int
     items: tuple[str, ...]
     categories: tuple[str, ...]

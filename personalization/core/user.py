@@ -65,7 +65,7 @@ class UserState:
     last_seen: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     dwell_ms: int = 0
-    max_scroll_depth: float = 0.0
+    max_scroll_depth: int | float = 0.0
     categories: dict[str, int] = field(default_factory=dict)
     windows: list[RollingCounts] = field(default_factory=list)
     seen_event_ids: dict[str, int] = field(default_factory=dict)  # event id -> ts, oldest arrival first

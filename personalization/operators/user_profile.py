@@ -49,6 +49,7 @@ from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_R
                                                  check_connection, connect, predictions_key, profile_key,
                                                  retry_while_down)
 from personalization.state.cached import CachedValueState
+from personalization.state.codec import decode_user_state, encode_user_state
 from personalization.state.descriptors import CONTROL_STATE, user_state
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._clock: int | None = None
         ttl = self._settings.profile.state_ttl
         self._state = CachedValueState(runtime_context.get_state(user_state(ttl)), self._settings.flink.state_cache_size,
-                                       ttl)
+                                       ttl, encode=encode_user_state, decode=decode_user_state)
         cfg = self._settings.redis
         self._client = client = connect(cfg)
         check_connection(client, cfg)

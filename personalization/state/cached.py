@@ -16,12 +16,20 @@ from typing import Callable, Generic, TypeVar
 V = TypeVar("V")
 
 
+def _as_is(value):
+    return value
+
+
 class CachedValueState(Generic[V]):
     """``ttl_ms`` (> 0): the state's time to live after a write (Flink ``StateTtlConfig``); a cached
-    object older than that is not served, so the cache never keeps alive what Flink expired."""
+    object older than that is not served, so the cache never keeps alive what Flink expired.
+    ``encode`` / ``decode``: what Flink holds for a live object, and back (default: the object,
+    which PyFlink pickles)."""
 
-    def __init__(self, state, capacity: int, ttl_ms: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, state, capacity: int, ttl_ms: int = 0, clock: Callable[[], float] = time.monotonic,
+                 encode: Callable[[V], object] = _as_is, decode: Callable[[object], V] = _as_is) -> None:
         self._state = state
+        self._encode, self._decode = encode, decode
         self._clock = clock
         self._capacity = capacity
         self._ttl_s = ttl_ms / 1000
@@ -36,16 +44,17 @@ class CachedValueState(Generic[V]):
             self.forget(key)
             live = None
         if live is None:
-            live = self._state.value()
-            if live is None:
+            stored = self._state.value()
+            if stored is None:
                 return None
+            live = self._decode(stored)
             if self._ttl_s:  # read back from Flink: written at most a TTL ago
                 self._written[key] = self._clock()
         self._remember(key, live)
         return live
 
     def update(self, key, value: V) -> None:
-        self._state.update(value)
+        self._state.update(self._encode(value))
         if self._ttl_s:
             self._written[key] = self._clock()
         self._remember(key, value)

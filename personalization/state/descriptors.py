@@ -8,8 +8,10 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, St
 
 
 def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
-    """The whole per-user state (core.user.UserState) as one pickled value: the Python state cache
-    keeps the live object between events, so it is pickled when written back, not read per event.
+    """The whole per-user state (core.user.UserState, or core.privacy.Suppressed) as one value: msgpack
+    bytes (``state.codec``; an earlier release's pickled object until the user's next change). The
+    Python state cache keeps the live object between events, so it is encoded when written back,
+    not decoded per event.
 
     ``ttl_ms`` > 0 (``profile.state_ttl``): a user's state expires that long after its last write
     (Flink state TTL, processing time; never served once expired; removed by the backend's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -52,26 +53,75 @@ def test_a_release_with_an_added_profile_field_restores_an_old_savepoint(stack, 
 
     release = _next_release(tmp_path)
     produce([_click("a3", "ann", T + 3_000), _click("b2", "ben", T + 4_000)], bootstrap, topic, progress=False)
-    rest_port = free_port()
-    config = write_config(settings.with_overrides(flink={"savepoint_path": savepoint, "rest_port": rest_port}),
-                          tmp_path / "release.yaml")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
-                           cwd=release, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
-        job_id = wait_until(lambda: _running(rest), 120, "the new release's job")[0]
+    with _release_job(release, settings.with_overrides(flink={"savepoint_path": savepoint}), tmp_path,
+                      "next") as (rest, job_id):
         wait_until(lambda: processed() == 5, 120, "all five events")
         rest.stop(job_id, (tmp_path / "drained").as_uri(), drain=True)
-        assert job.wait(timeout=120) == 0, job.stderr.read()[-3000:]
-    finally:
-        if job.poll() is None:
-            job.kill()
 
     ann, ben = reader.get("ann"), reader.get("ben")
     assert (ann["loyalty_tier"], ann["events_total"], ann["first_seen"]) == ("new", 3, T)
     assert (ben["loyalty_tier"], ben["events_total"], ben["counts"]) == ("new", 2, {"click": 2})
     assert ann["sessions_closed"] == 1  # the restored open session was closed by the drain
+
+
+def _previous_release(tmp_path):
+    """A copy of the project that keeps user state as the releases before ``state.codec`` did: the
+    ``UserState`` object itself in ``user-state-v1``, pickled by PyFlink."""
+    release = tmp_path / "previous"
+    shutil.copytree(REPO_ROOT / "personalization", release / "personalization",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    codec_py = release / "personalization" / "state" / "codec.py"
+    signature = "def encode_user_state(value: UserState | Suppressed) -> bytes:\n"
+    source = codec_py.read_text()
+    assert source.count(signature) == 1, "the previous-release patch no longer applies to state/codec.py"
+    codec_py.write_text(source.replace(signature, signature + "    return value  # the object, pickled by PyFlink\n"))
+    return release
+
+
+@contextlib.contextmanager
+def _release_job(release, settings, tmp_path, name: str):
+    """The job of another release (a copy of the package) run by ``pz run`` from the copy's
+    directory; yields its REST client and job id. The caller stops it (stop with a savepoint)."""
+    rest_port = free_port()
+    config = write_config(settings.with_overrides(flink={"rest_port": rest_port}), tmp_path / f"{name}.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    job = subprocess.Popen([*PZ, "run", "--config", str(config)],
+                           cwd=release, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        rest = FlinkRest(f"http://127.0.0.1:{rest_port}")
+        job_id = wait_until(lambda: _running(rest), 120, f"the {name} release's job")[0]
+        yield rest, job_id
+        assert job.wait(timeout=120) == 0, job.stderr.read()[-3000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+
+def test_a_savepoint_of_a_release_that_pickled_user_state_restores(stack, tmp_path):
+    """The user state's encoding changed (pickled objects -> ``state.codec`` msgpack) under the same
+    descriptor: this code reads an earlier release's objects as they are, and users go on from them."""
+    settings = isolated_settings(tmp_path, kafka={"bounded": False})
+    reader = ProfileReader.from_settings(settings)
+    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
+
+    produce([_click("a1", "ann", T), _click("b1", "ben", T + 1_000), _click("a2", "ann", T + 2_000)],
+            bootstrap, topic, progress=False)
+    with _release_job(_previous_release(tmp_path), settings, tmp_path, "previous") as (rest, job_id):
+        wait_until(lambda: processed() == 3, 120, "the first three events")
+        savepoint = rest.stop(job_id, (tmp_path / "savepoints").as_uri(), drain=False)
+
+    produce([_click("a3", "ann", T + 3_000), _click("b2", "ben", T + 4_000), _click("c1", "cat", T + 5_000)],
+            bootstrap, topic, progress=False)
+    client = start_job(settings.with_overrides(flink={"savepoint_path": savepoint}))
+    try:
+        wait_until(lambda: processed() == 6, 120, "the three events after the savepoint")
+    finally:
+        client.cancel().result()
+    ann, ben, cat = reader.get("ann"), reader.get("ben"), reader.get("cat")
+    assert (ann["events_total"], ann["first_seen"], ann["counts"]) == (3, T, {"click": 3})
+    assert (ben["events_total"], ben["first_seen"], ben["counts"]) == (2, T + 1_000, {"click": 2})
+    assert (cat["events_total"], cat["first_seen"]) == (1, T + 5_000)
 
 
 def _running(rest: FlinkRest) -> list[str] | None:

@@ -51,7 +51,7 @@ class LearningState:
     closed_sessions: int = 0
     closed_converted: int = 0
     closed_dwell_ms: int = 0
-    closed_max_scroll: float = 0.0
+    closed_max_scroll: int | float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

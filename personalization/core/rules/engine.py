@@ -43,7 +43,7 @@ class SegmentState:
     user_id: str
     members: dict[str, int] = field(default_factory=dict)  # segment -> event time entered
     decided_at: dict[str, int] = field(default_factory=dict)  # segment -> latest decision's event time
-    scores: dict[str, tuple[float, int]] = field(default_factory=dict)  # score -> (value, as of)
+    scores: dict[str, tuple[int | float, int]] = field(default_factory=dict)  # score -> (value, as of)
     armed: dict[str, list[int]] = field(default_factory=dict)  # trigger -> sorted pending deadlines
     last_unless: dict[str, int] = field(default_factory=dict)  # trigger -> latest `unless` event time
     last_event: int | None = None  # latest event time: the inactivity clock
