@@ -23,6 +23,16 @@ def _click(event_id: str, user: str, ts: int) -> dict:
     return {"schema_version": 1, "event_id": event_id, "event_type": "click", "ts": ts, "user_id": user}
 
 
+def _three_clicks(tmp_path):
+    """Settings of a run of its own with two clicks of ann's and one of ben's on its events topic;
+    the profile reader, and the number of events the profiles count."""
+    settings = isolated_settings(tmp_path, kafka={"bounded": False})
+    reader = ProfileReader.from_settings(settings)
+    produce([_click("a1", "ann", T), _click("b1", "ben", T + 1_000), _click("a2", "ann", T + 2_000)],
+            settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
+    return settings, reader, lambda: sum(p["events_total"] for p in reader.all_profiles())
+
+
 def _next_release(tmp_path):
     """A copy of the project whose UserState gained a field in the middle, shown in the profile."""
     release = tmp_path / "release"
@@ -39,13 +49,8 @@ def _next_release(tmp_path):
 
 
 def test_a_release_with_an_added_profile_field_restores_an_old_savepoint(stack, tmp_path):
-    settings = isolated_settings(tmp_path, kafka={"bounded": False})
-    reader = ProfileReader.from_settings(settings)
-    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    settings, reader, processed = _three_clicks(tmp_path)
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
-
-    produce([_click("a1", "ann", T), _click("b1", "ben", T + 1_000), _click("a2", "ann", T + 2_000)],
-            bootstrap, topic, progress=False)
     client = start_job(settings)
     wait_until(lambda: processed() == 3, 120, "the first three events")
     savepoint = stop_with_savepoint(client, (tmp_path / "savepoints").as_uri())
@@ -100,13 +105,8 @@ def _release_job(release, settings, tmp_path, name: str):
 def test_a_savepoint_of_a_release_that_pickled_user_state_restores(stack, tmp_path):
     """The user state's encoding changed (pickled objects -> ``state.codec`` msgpack) under the same
     descriptor: this code reads an earlier release's objects as they are, and users go on from them."""
-    settings = isolated_settings(tmp_path, kafka={"bounded": False})
-    reader = ProfileReader.from_settings(settings)
-    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    settings, reader, processed = _three_clicks(tmp_path)
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
-
-    produce([_click("a1", "ann", T), _click("b1", "ben", T + 1_000), _click("a2", "ann", T + 2_000)],
-            bootstrap, topic, progress=False)
     with _release_job(_previous_release(tmp_path), settings, tmp_path, "previous") as (rest, job_id):
         wait_until(lambda: processed() == 3, 120, "the first three events")
         savepoint = rest.stop(job_id, (tmp_path / "savepoints").as_uri(), drain=False)
