@@ -87,12 +87,12 @@ def _dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # as PyFlink's pickled state
 
 
-def _measure(values: list[Any], rounds: int, decodes: bool = True, encode: Callable[[Any], bytes] = _dumps,
-             decode: Callable[[bytes], Any] = pickle.loads) -> tuple[float, float, float]:
-    """µs per encoding, µs per decoding (NaN when not measured), mean bytes."""
+def _measure(values: list[Any], rounds: int, encode: Callable[[Any], bytes] = _dumps,
+             decode: Callable[[bytes], Any] | None = pickle.loads) -> tuple[float, float, float]:
+    """µs per encoding, µs per decoding (NaN for ``decode=None``), mean bytes."""
     blobs = [encode(v) for v in values]
     return (_us_per_call(encode, values, rounds),
-            _us_per_call(decode, blobs, rounds) if decodes else float("nan"), statistics.mean(map(len, blobs)))
+            float("nan") if decode is None else _us_per_call(decode, blobs, rounds), statistics.mean(map(len, blobs)))
 
 
 @click.command()
@@ -108,7 +108,7 @@ def main(events: int, rounds: int) -> None:
         for cls in evolvable:
             cls.__getstate__ = object.__getstate__
         # unpickling this form needs a __setstate__ that takes it: not measured
-        results["the interpreter's C __getstate__"] = _measure(states, rounds, decodes=False)
+        results["the interpreter's C __getstate__"] = _measure(states, rounds, decode=None)
     finally:
         for cls, getstate in evolvable.items():
             cls.__getstate__ = getstate

@@ -18,6 +18,7 @@ from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.state.cached import CachedValueState
 from personalization.state.codec import UnreadableState, decode_user_state, encode_user_state
+from tests.unit.test_state_cached import OneKeyState
 
 T = 1_511_658_000_000
 
@@ -114,25 +115,14 @@ def test_bytes_it_cannot_read_are_an_error_that_says_why(stored, says):
         decode_user_state(stored)
 
 
-class _FlinkValueState:
-    def __init__(self) -> None:
-        self.held = None
-
-    def value(self):
-        return self.held
-
-    def update(self, value) -> None:
-        self.held = value
-
-
 def test_the_cache_writes_the_encoded_form_and_decodes_what_it_reads_back(rich_state):
-    flink = _FlinkValueState()
+    flink = OneKeyState()
     cached = CachedValueState(flink, capacity=10, encode=encode_user_state, decode=decode_user_state)
     cached.update("u1", rich_state)
-    assert flink.held == encode_user_state(rich_state)
+    assert flink.stored == encode_user_state(rich_state)
     assert cached.value("u1") is rich_state        # the live object, not decoded again
     cached.forget("u1")
     assert typed(cached.value("u1")) == typed(rich_state)
-    flink.held = pickle.loads(pickle.dumps(rich_state))  # an earlier release's state after a restore
+    flink.stored = pickle.loads(pickle.dumps(rich_state))  # an earlier release's state after a restore
     cached.forget("u1")
     assert typed(cached.value("u1")) == typed(rich_state)
