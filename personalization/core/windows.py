@@ -8,11 +8,13 @@ the set of events seen, never on arrival order or the wall clock.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from personalization.core.evolvable import evolvable
 
 
+@functools.cache  # a few sizes, named in every profile written
 def window_name(size_ms: int) -> str:
     """``10m``, ``24h``, ``7d``: days only from two days up, as people say "24 hours"."""
     for unit, ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):

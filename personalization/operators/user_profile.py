@@ -42,6 +42,7 @@ from personalization.core.privacy import (CONTROL_ACTIONS, DENIED, GRANTED, OPT_
 from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
+from personalization.operators.counters import COUNTS_PUSH_MS, BatchedCounters
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
@@ -61,6 +62,7 @@ NO_CONSENT, AUDIT = "no-consent", "audit"  # events not profiled (privacy.withou
 ROUTES = {kind: OutputTag(kind, Types.STRING())
           for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, NO_CONSENT, AUDIT)}
 RULES, CLOCK = "rules", "clock"
+SESSIONS_EMITTED, PROFILE_WRITES, SEGMENT_CHANGES_COUNTED = "sessions_emitted", "profile_writes", "segment_changes"
 RULES_TOPIC_SOURCE = "rules topic"
 
 
@@ -117,10 +119,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                    render=lambda state: self._logic.profile(state))
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
-        self._outcomes = {outcome: metrics.counter(f"events_{outcome.value}") for outcome in Outcome}
-        self._sessions_emitted = metrics.counter("sessions_emitted")
-        self._profile_writes = metrics.counter("profile_writes")
-        self._segment_changes = metrics.counter("segment_changes")
+        # The per-event counters, pushed to Flink by a processing-time timer (_push_counts_soon).
+        self._counts = BatchedCounters(metrics, [*(_outcome_counter(o) for o in Outcome), SESSIONS_EMITTED,
+                                                 PROFILE_WRITES, SEGMENT_CHANGES_COUNTED])
+        self._push_timer: tuple[str, int] | None = None  # (user, time) of the timer that pushes them
         self._rules_applied = metrics.counter("rules_applied")
         self._rules_rejected = metrics.counter("rules_rejected")
         self._revocations = metrics.counter("consent_revocations")
@@ -138,17 +140,24 @@ class UserProfiles(KeyedBroadcastProcessFunction):
     def process_element(self, value: Event | Stitch | HandOver | Erasure,
                         ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         self._restore(ctx)
-        yield from self._isolated(self._process(value, ctx), ctx, lambda: _failed_record(value))
+        user = ctx.get_current_key()  # once per step: each call is a call into the JVM
+        yield from self._isolated(self._process(value, user, ctx), user, ctx, lambda: _failed_record(value))
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         self._restore(ctx)
+        user = ctx.get_current_key()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self._flush_due(timestamp, ctx)
+            if self._push_timer == (user, timestamp):
+                self._push_timer = None
+                self._counts.push()
+                if (user, timestamp) not in self._flush_timers:  # not also a flush timer (Flink keeps one)
+                    return
+            self._flush_due(timestamp, user, ctx)
             yield from self._refused_writes()
             return
-        yield from self._isolated(self._advance(ctx), ctx, lambda: {"timer": timestamp})
+        yield from self._isolated(self._advance(user, ctx), user, ctx, lambda: {"timer": timestamp})
 
-    def _isolated(self, step, ctx, failed_record):
+    def _isolated(self, step, user: str, ctx, failed_record):
         """A step's outputs, all of them; or, if it raised, none of them and a dead letter
         (reason ``processing_error``, the record the step took as its value): one record or
         timer the logic cannot take must not stop the job. The user's state is what was last
@@ -157,7 +166,6 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         try:
             outputs = list(step)
         except Exception as err:  # noqa: BLE001 - whatever it is, it is this record's alone
-            user = ctx.get_current_key()
             self._state.forget(user)
             if self._writes.is_pending(user):  # held as the half-changed object: hold the stored one
                 stored = self._state.value(user)
@@ -175,6 +183,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                         self._settings.kafka.topics.events, int(time.time() * 1000)).to_wire())]
         yield from outputs
         yield from self._refused_writes()
+        if self._counts.pending and self._push_timer is None:
+            self._push_counts_soon(user, ctx)
 
     def _refused_writes(self):
         """Writes not carried out for a reason of their own: Redis refused them (e.g. ``WRONGTYPE``,
@@ -187,17 +197,17 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             yield DLQ, DeadLetter(refusal.value, refusal.reason, refusal.detail, "redis",
                                   int(time.time() * 1000)).to_wire()
 
-    def _process(self, value: Event | Stitch | HandOver | Erasure, ctx):
+    def _process(self, value: Event | Stitch | HandOver | Erasure, user: str, ctx):
         if isinstance(value, (ErasureRequest, ForgetLink)):
-            yield from self._erase(value, ctx)
+            yield from self._erase(value, user)
             return
         if isinstance(value, ControlRequest):
-            yield from self._control(value, ctx)
+            yield from self._control(value, user, ctx)
             return
         if not isinstance(value, Event):
-            yield from self._stitch(value, ctx)
+            yield from self._stitch(value, user, ctx)
             return
-        event, user = value, ctx.get_current_key()
+        event = value
         admission = self._consent.admit(self._state.value(user), event, self._logic.new_state)
         if admission.revoked:
             self._revocations.inc()
@@ -208,7 +218,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         watermark = ctx.timer_service().current_watermark()
         result = self._logic.on_event(state, event, watermark)
         result.state_changed = result.state_changed or admission.changed
-        self._outcomes[result.outcome].inc()
+        self._counts.inc(_outcome_counter(result.outcome))
         if result.outcome is Outcome.LATE:
             yield LATE, orjson.dumps({
                 "reason": "beyond_allowed_lateness",
@@ -216,13 +226,12 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                 "watermark": watermark,
                 "event": _event_record(event),
             }).decode()
-        yield from self._carry_out(state, result, ctx)
+        yield from self._carry_out(state, result, user, ctx)
 
-    def _stitch(self, record: Stitch | HandOver, ctx):
+    def _stitch(self, record: Stitch | HandOver, key: str, ctx):
         """Identity stitching (``core.identity``): merge an anonymous id's events into this user's
         profile, or hand this anonymous profile over (its segments left, state dropped, Redis
         profile replaced by an alias to the user)."""
-        key = ctx.get_current_key()
         state = self._state.value(key)
         if isinstance(record, Stitch):
             # Only into a profile being profiled (consent as recorded, else the default); else
@@ -238,24 +247,24 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             if unlisted:  # beyond identity.max_anonymous_ids
                 self._dropped_anonymous_ids.inc(len(unlisted))
                 self._writer.drop_aliases(unlisted)
-            yield from self._carry_out(state, result, ctx)
+            yield from self._carry_out(state, result, key, ctx)
             return
         if isinstance(state, UserState):
-            yield from self._carry_out(state, self._logic.hand_over(state, record.user_id), ctx)
+            yield from self._carry_out(state, self._logic.hand_over(state, record.user_id), key, ctx)
         if state is not None:
             self._state.clear(key)
         if self._writes.is_pending(key):  # its last profile and changes (segments left) first, then the alias
             self._writes.flush()
         self._writer.hand_over(key, record.user_id)
 
-    def _advance(self, ctx):
+    def _advance(self, user: str, ctx):
         """Event time passed a user's timer: sessions close, held events reach the rules."""
-        state = self._consent.profiled(self._state.value(ctx.get_current_key()))
+        state = self._consent.profiled(self._state.value(user))
         if state is None:  # no state, erased, or consent revoked: nothing more happens to the user
             return
         final = None if self._clock is None else self._clock - self._settings.time.out_of_orderness
         result = self._logic.on_timer(state, ctx.timer_service().current_watermark(), final)
-        yield from self._carry_out(state, result, ctx)
+        yield from self._carry_out(state, result, user, ctx)
 
     def process_broadcast_element(self, value, ctx: KeyedBroadcastProcessFunction.Context):
         self._restore(ctx)
@@ -301,13 +310,13 @@ class UserProfiles(KeyedBroadcastProcessFunction):
     def _refuse(self, user: str, event: Event, admission: Admission):
         """An event not profiled for want of consent: counted, its consent statement recorded,
         and routed when ``privacy.without_consent`` is ``route``."""
-        self._outcomes[Outcome.NO_CONSENT].inc()
+        self._counts.inc(_outcome_counter(Outcome.NO_CONSENT))
         if admission.changed:
             self._state.update(user, admission.keep)
         if self._route_refused:
             yield NO_CONSENT, orjson.dumps({"reason": admission.reason, "event": _event_record(event)}).decode()
 
-    def _erase(self, erasure: Erasure, ctx):
+    def _erase(self, erasure: Erasure, user: str):
         """Right to be forgotten: the keyed state becomes a marker (the user's only keyed state is
         ``user_state``; the cache holds the marker too), the held-back write is dropped, every Redis
         key of the user is deleted, the trainer forgets the user, and the audit topic confirms.
@@ -316,7 +325,6 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         an anonymous id that linked to the erased user) is carried out alike but confirms nothing:
         the user's own erasure deletes the Redis keys of the anonymous ids it lists, and confirms."""
         request = erasure.request if isinstance(erasure, ForgetLink) else erasure
-        user = ctx.get_current_key()
         stored = self._state.value(user)
         erased_at = int(time.time() * 1000)
         self._writes.discard(user)
@@ -333,7 +341,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
         yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
-    def _control(self, request: ControlRequest, ctx):
+    def _control(self, request: ControlRequest, user: str, ctx):
         """A user's control over their personalization (README "User controls").
 
         ``reset`` and ``opt_out``: the user leaves every segment (cause ``user.reset`` /
@@ -344,7 +352,6 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         once and then the profile is deleted, consent is recorded as denied (later events are
         not profiled, as after a revocation) until an ``opt_in`` or an event states a grant.
         ``opt_in`` records consent granted (a fresh profile after an erasure or a denial)."""
-        user = ctx.get_current_key()
         stored = self._state.value(user)
         self._controls[request.action].inc()
         cleared = isinstance(stored, UserState)
@@ -356,7 +363,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             fresh, result = self._logic.reset(stored, f"user.{request.action}")
             if request.action == OPT_OUT:
                 fresh.consent = DENIED
-            yield from self._carry_out(fresh, result, ctx)
+            yield from self._carry_out(fresh, result, user, ctx)
             prefix = self._settings.redis.key_prefix
             doomed = [predictions_key(prefix, user)]
             if request.action == OPT_OUT:  # the exits go out first, then the profile goes
@@ -370,18 +377,17 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         log.info("user control %r (%s) carried out", request.request_id, request.action)
         yield AUDIT, orjson.dumps(control_audit_record(request, int(time.time() * 1000), cleared)).decode()
 
-    def _carry_out(self, state, result: Result, ctx):
+    def _carry_out(self, state, result: Result, user: str, ctx):
         for kind, n in result.dropped.items():
             self._dropped[kind].inc(n)
         records = [change.as_record() for change in result.changes]
-        user = ctx.get_current_key()
         if result.profile_changed:
             # The changes go out with the batch; until then they are in state (re-sent after a restore).
             state.unwritten_changes = self._writes.unwritten(user, state.unwritten_changes) + records
             self._state.update(user, state)
             if self._writes.put(user, state, state.unwritten_changes):
                 self._flush_within_delay(user, ctx)
-            self._profile_writes.inc()
+            self._counts.inc(PROFILE_WRITES)
         elif result.state_changed or result.learning:  # learning records were built from this state:
             self._state.update(user, state)             # keep it, or they would be built again
         else:
@@ -389,10 +395,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         for record in result.learning:
             yield LEARN, record
         for summary in result.sessions:
-            self._sessions_emitted.inc()
+            self._counts.inc(SESSIONS_EMITTED)
             yield SESSIONS, orjson.dumps(summary.as_record()).decode()
         for record in records:
-            self._segment_changes.inc()
+            self._counts.inc(SEGMENT_CHANGES_COUNTED)
             yield SEGMENT_CHANGES, orjson.dumps(record).decode()
         if result.next_timer is not None:
             ctx.timer_service().register_event_time_timer(result.next_timer)
@@ -410,8 +416,14 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._flush_timers.add((user, due))
         ctx.timer_service().register_processing_time_timer(due)
 
-    def _flush_due(self, timestamp: int, ctx) -> None:
-        user = ctx.get_current_key()
+    def _push_counts_soon(self, user: str, ctx) -> None:
+        """A processing-time timer that pushes the counters, ``COUNTS_PUSH_MS`` from now (one at a
+        time, on the key of the step that counted first)."""
+        due = int(time.time() * 1000) + COUNTS_PUSH_MS
+        self._push_timer = (user, due)
+        ctx.timer_service().register_processing_time_timer(due)
+
+    def _flush_due(self, timestamp: int, user: str, ctx) -> None:
         if (user, timestamp) in self._flush_timers:
             self._flush_timers.discard((user, timestamp))
             if self._writes.is_pending(user):
@@ -428,6 +440,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         # Nothing can be emitted any more: a refusal here is logged and counted only.
         if hasattr(self, "_writes"):
             self._writes.flush()
+            self._counts.push()
             for (profile, _), refusal in self._writes.take_refused():
                 self._writes_refused[refusal.reason].inc()
                 log.error("user %r: the last profile write not written (%s, at close, not in the DLQ): %s",
@@ -463,6 +476,10 @@ class RouteOutputs(ProcessFunction):
             yield ROUTES[DLQ], letter.to_wire()
         else:
             yield ROUTES[kind], record
+
+
+def _outcome_counter(outcome: Outcome) -> str:
+    return f"events_{outcome.value}"
 
 
 def _failed_record(value) -> dict:
