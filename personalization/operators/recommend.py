@@ -96,9 +96,7 @@ class RecoUsers(KeyedProcessFunction):
         self._consent_default = settings.privacy.consent_default
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        ttl = self._config.state_ttl_ms
-        self._state = CachedValueState(runtime_context.get_state(reco_user_state(ttl)),
-                                       self._settings.flink.state_cache_size, ttl)
+        self._state = runtime_context.get_state(reco_user_state(self._config.state_ttl_ms))
         cfg = self._settings.redis
         client = connect(cfg)
         check_connection(client, cfg)
@@ -107,20 +105,17 @@ class RecoUsers(KeyedProcessFunction):
 
     def process_element(self, event: Event | ErasureRequest | ForgetLink | ControlRequest,
                         ctx: KeyedProcessFunction.Context):
-        user = ctx.get_current_key()
-        history = self._state.value(user) or UserHistory()
+        history = self._state.value() or UserHistory()
         if not isinstance(event, Event):
             floor = user_control(history, event)
             if floor is not None:
-                self._writer.erase(user, floor)
-            self._state.update(user, history)
+                self._writer.erase(ctx.get_current_key(), floor)
+            self._state.update(history)
             return
         out = user_step(history, self._config, self._consent_default, event)
         clicked = event.item_id is not None and history.exposure is not None  # may have cleared a count
         if out or clicked or event.consent is not None or event.event_type == IMPRESSION:
-            self._state.update(user, history)
-        else:
-            self._state.forget(user)  # nothing worth keeping: the next event starts from the state
+            self._state.update(history)
         yield from out
 
 
@@ -135,25 +130,22 @@ class RecoItems(KeyedProcessFunction):
         self._config = settings.recommendations.core()
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        ttl = self._config.state_ttl_ms
-        self._state = CachedValueState(runtime_context.get_state(reco_item_state(ttl)),
-                                       self._settings.flink.state_cache_size, ttl)
+        self._state = runtime_context.get_state(reco_item_state(self._config.state_ttl_ms))
         self._answers = HeldAnswers(self._settings)
         self._trending = self._config.blend_weights.get("trending", 0.0) > 0
         group = runtime_context.get_metrics_group().add_group("personalization")
         self._written = group.counter("recommendations_written")
 
     def process_element(self, message: CoView | Request, ctx: KeyedProcessFunction.Context):
-        item = ctx.get_current_key()
-        row = self._state.value(item) or ItemRow()
+        row = self._state.value() or ItemRow()
         if isinstance(message, CoView):
             learn(row, message, self._config)
-            self._state.update(item, row)
+            self._state.update(row)
             return
         reco = answer(row, message, self._config)
         if isinstance(reco, Recommendations):
             row.unwritten[reco.user] = reco
-        self._state.update(item, row)
+        self._state.update(row)
         if self._trending:
             yield interaction(message)
         if isinstance(reco, Fill):
@@ -163,11 +155,10 @@ class RecoItems(KeyedProcessFunction):
             self._written.inc()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        item = ctx.get_current_key()
-        row = self._state.value(item)
-        if row is not None and self._answers.on_timer(item, timestamp, row.unwritten, ctx):
+        row = self._state.value()
+        if row is not None and self._answers.on_timer(ctx.get_current_key(), timestamp, row.unwritten, ctx):
             row.unwritten = {}
-            self._state.update(item, row)
+            self._state.update(row)
         return iter(())
 
     def close(self) -> None:
