@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PZ := $(VENV)/bin/pz
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test package-check bench bench-api bench-state bench-erasure bench-hot-user stack-up stack-down stack-status stack-reset lock run clean
+.PHONY: setup demo test package-check bench bench-api bench-state bench-erasure bench-hot-user bench-scale-out stack-up stack-down stack-status stack-reset lock run clean
 
 setup: $(VENV)/.installed ## Python venv from pinned requirements (+ this project, editable: the pz command) + Kafka/connector jars + redis-server
 	bash stack/stack.sh install
@@ -75,3 +75,6 @@ bench-erasure: setup stack-up ## erasure time with 1M users in Redis (bench/resu
 
 bench-hot-user: setup ## ordinary users' events/s with and without one user sending 1M events (bench/results/hot-user.md)
 	$(PY) -m bench.hot_user $(BENCH_ARGS)
+
+bench-scale-out: setup stack-up ## the job at parallelism 1 and 2 on a standalone cluster of 1 and 2 TaskManagers (bench/results/scale-out.md)
+	$(PY) -m bench.scale_out $(BENCH_ARGS)

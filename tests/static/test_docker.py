@@ -55,11 +55,12 @@ JOB_COUNTERS: dict[str, tuple[str, ...]] = {
     "events_valid": ('.counter("events_valid")',),
     **{f"events_rejected_{reason}": ('.counter(f"events_rejected_{', f'"{reason}"')
        for reason in REJECTION_REASONS},
-    "events_processed": ('.counter(f"events_{', '"processed"'),
-    "events_duplicate": ('.counter(f"events_{', '"duplicate"'),
-    "events_late": ('.counter(f"events_{', '"late"'),
-    "sessions_emitted": ('.counter("sessions_emitted")',),
-    "profile_writes": ('.counter("profile_writes")',),
+    # The user operator's per-event counters, registered through operators.counters.BatchedCounters.
+    "events_processed": ("BatchedCounters(metrics", 'f"events_{outcome.value}"', '"processed"'),
+    "events_duplicate": ("BatchedCounters(metrics", 'f"events_{outcome.value}"', '"duplicate"'),
+    "events_late": ("BatchedCounters(metrics", 'f"events_{outcome.value}"', '"late"'),
+    "sessions_emitted": ("BatchedCounters(metrics", '"sessions_emitted"'),
+    "profile_writes": ("BatchedCounters(metrics", '"profile_writes"'),
 }
 JOB_METRIC_GROUP = "personalization"
 
