@@ -1,7 +1,7 @@
 """Metric counters counted in Python and handed to Flink in batches.
 
-In thread mode every ``Counter.inc()`` is a call into the JVM, and the user operator counted
-three or four things per event (``CounterImpl.inc`` was 3-5 % of the job's Python time). Its
+In thread mode every ``Counter.inc()`` is a call into the JVM, and the user operator counts
+three or four things per event (docs/performance.md, "Fewer calls into the JVM per step"). Its
 per-event counters are counted here and added to Flink's counters, one call per counter, when
 the operator pushes them (from a processing-time timer, ``COUNTS_PUSH_MS`` after the first
 count not pushed yet, and at ``close()``).
