@@ -25,6 +25,7 @@ from typing import NamedTuple
 import click
 
 from bench.run import RESULTS, job_profiles, remove_runs, workload
+from bench.worker_profile import cpu_ticks
 from personalization.config.settings import Settings, load_settings
 from tests.flink_cluster import FlinkCluster
 
@@ -34,8 +35,7 @@ BUSY = "busyTimeMsPerSecond"
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / TICKS
 
 
 def machine_busy() -> tuple[float, float]:
@@ -67,28 +67,29 @@ class ClusterRun:
                 cluster.start_jobmanager()
                 pids = [cluster.start_taskmanager() for _ in range(self.taskmanagers)]
                 job_id = cluster.submit(settings)
-                while (state := cluster.rest(f"/jobs/{job_id}")["state"]) not in ("FINISHED", "FAILED", "CANCELED"):
+                while (job := cluster.rest(f"/jobs/{job_id}"))["state"] not in ("FINISHED", "FAILED", "CANCELED"):
                     self.polls.append(Poll(time.time() * 1000, sum(map(cpu_seconds, pids)), machine_busy(),
-                                           self._busy(cluster, job_id)))
+                                           self._busy(cluster, job)))
                     time.sleep(1.0)
-                if state != "FINISHED":
-                    raise RuntimeError(f"the job ended {state}")
+                if job["state"] != "FINISHED":
+                    raise RuntimeError(f"the job ended {job['state']}")
             finally:
                 cluster.shutdown()
 
     @staticmethod
-    def _busy(cluster: FlinkCluster, job_id: str) -> dict[str, float]:
+    def _busy(cluster: FlinkCluster, job: dict) -> dict[str, float]:
+        """Each task's busiest subtask's busy time, for the job as ``/jobs/<id>`` last gave it."""
         busy = {}
-        for vertex in cluster.rest(f"/jobs/{job_id}")["vertices"]:
-            metrics = cluster.rest(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={BUSY}&agg=max")
+        for vertex in job["vertices"]:
+            metrics = cluster.rest(f"/jobs/{job['jid']}/vertices/{vertex['id']}/subtasks/metrics?get={BUSY}&agg=max")
             value = metrics[0].get("max") if metrics else None
             if value is not None and math.isfinite(float(value)):
                 busy[_task(vertex["name"])] = float(value)
         return busy
 
     def over(self, first_ms: float, last_ms: float) -> dict:
-        """The TaskManagers' CPU seconds, the machine's busy share and each task's mean and peak
-        busy time between the polls at the ends of [first_ms, last_ms] (the processing span)."""
+        """The TaskManagers' CPU seconds, the machine's busy share and each task's mean busy time
+        between the polls at the ends of [first_ms, last_ms] (the processing span)."""
         polls = [p for p in self.polls if first_ms <= p.at_ms <= last_ms]
         if len(polls) < 2:
             raise RuntimeError("fewer than two polls within the processing span: more --events")

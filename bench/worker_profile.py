@@ -86,6 +86,12 @@ def _short(frame: str) -> str:
     return f"{name} ({Path(where.rsplit(':', 1)[0]).name})" if where else name
 
 
+def cpu_ticks(stat: str) -> int:
+    """User + system CPU of a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat`` text, in clock ticks."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
 class ThreadCpu:
     """CPU per thread of every process on the machine over a span (``/proc``, clock ticks), so the
     report can say which tasks were busy and whether the machine was: in thread mode every Python
@@ -117,6 +123,6 @@ class ThreadCpu:
                 process = (task.parent.parent / "comm").read_text().strip()
             except OSError:
                 continue
-            name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            threads[(task.parent.parent.name, task.name)] = (process, name, int(fields[11]) + int(fields[12]))
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            threads[(task.parent.parent.name, task.name)] = (process, name, cpu_ticks(stat))
         return threads

@@ -63,6 +63,7 @@ ROUTES = {kind: OutputTag(kind, Types.STRING())
           for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, NO_CONSENT, AUDIT)}
 RULES, CLOCK = "rules", "clock"
 SESSIONS_EMITTED, PROFILE_WRITES, SEGMENT_CHANGES_COUNTED = "sessions_emitted", "profile_writes", "segment_changes"
+OUTCOME_COUNTERS = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # named once, not per event
 RULES_TOPIC_SOURCE = "rules topic"
 
 
@@ -120,8 +121,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._flush_timers: set[tuple[str, int]] = set()  # (user, time) set by this process
         metrics = runtime_context.get_metrics_group().add_group("personalization")
         # The per-event counters, pushed to Flink by a processing-time timer (_push_counts_soon).
-        self._counts = BatchedCounters(metrics, [*(_outcome_counter(o) for o in Outcome), SESSIONS_EMITTED,
-                                                 PROFILE_WRITES, SEGMENT_CHANGES_COUNTED])
+        self._counts = BatchedCounters(metrics, [*OUTCOME_COUNTERS.values(), SESSIONS_EMITTED, PROFILE_WRITES,
+                                                 SEGMENT_CHANGES_COUNTED])
         self._push_timer: tuple[str, int] | None = None  # (user, time) of the timer that pushes them
         self._rules_applied = metrics.counter("rules_applied")
         self._rules_rejected = metrics.counter("rules_rejected")
@@ -218,7 +219,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         watermark = ctx.timer_service().current_watermark()
         result = self._logic.on_event(state, event, watermark)
         result.state_changed = result.state_changed or admission.changed
-        self._counts.inc(_outcome_counter(result.outcome))
+        self._counts.inc(OUTCOME_COUNTERS[result.outcome])
         if result.outcome is Outcome.LATE:
             yield LATE, orjson.dumps({
                 "reason": "beyond_allowed_lateness",
@@ -310,7 +311,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
     def _refuse(self, user: str, event: Event, admission: Admission):
         """An event not profiled for want of consent: counted, its consent statement recorded,
         and routed when ``privacy.without_consent`` is ``route``."""
-        self._counts.inc(_outcome_counter(Outcome.NO_CONSENT))
+        self._counts.inc(OUTCOME_COUNTERS[Outcome.NO_CONSENT])
         if admission.changed:
             self._state.update(user, admission.keep)
         if self._route_refused:
@@ -476,10 +477,6 @@ class RouteOutputs(ProcessFunction):
             yield ROUTES[DLQ], letter.to_wire()
         else:
             yield ROUTES[kind], record
-
-
-def _outcome_counter(outcome: Outcome) -> str:
-    return f"events_{outcome.value}"
 
 
 def _failed_record(value) -> dict:
