@@ -381,6 +381,7 @@ class FlinkConfig(_Section):
     buffer_timeout: DurationMs = parse_duration_ms("5ms")
     network_buffer_bytes: int = Field(4096, ge=4096)
     state_cache_size: int = Field(20_000, ge=1)
+    python_gc_full_every: DurationMs = parse_duration_ms("1h")
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"
     checkpoint_interval: DurationMs = parse_duration_ms("10s")
     checkpoint_timeout: DurationMs = parse_duration_ms("10m")

@@ -43,6 +43,7 @@ from personalization.core.rules import RuleSet, RulesError
 from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.operators.counters import COUNTS_PUSH_MS, BatchedCounters
+from personalization.operators.gc_pauses import bound_gc_pauses
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
@@ -102,6 +103,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._start_rules = rules  # pickles as its text
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        bound_gc_pauses(self._settings.flink.python_gc_full_every)  # the live-state cache is most of the objects
         self._logic = user_logic(self._settings, self._start_rules)
         self._restored = False
         self._clock: int | None = None
