@@ -63,9 +63,10 @@ from personalization.serving.reader import ProfileReader
 console = Console(record=True)  # the summary is saved as text too
 DEMO_OUT = BASE_DIR / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
+REPLAY_NETWORK_BUFFER_BYTES = 32_768  # Flink's default; docs/performance.md "Each default, one at a time"
 WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
 
-# An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~6,000 users:
+# An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~2,400 users:
 # seconds of job time): what no difference looks like on real data. Its window is where the datasets
 # start; the synthetic fallback starts in 2024 and has no exposures.
 DEMO_EXPERIMENT = {"name": "demo_aa", "variants": [{"name": "a1"}, {"name": "a2"}],
@@ -292,8 +293,11 @@ def _utc(ms: int | None) -> str:
 @config_options
 @click.option("--dataset", type=click.Choice(["all", "taobao", "jd"]), default="all",
               help="Real dataset to replay (falls back to synthetic when the data is missing).")
-@click.option("--limit", type=click.IntRange(min=0), default=100_000, show_default=True,
-              help="Replay at most this many events (0 = all ~368,000, about 10 minutes on 2 cores).")
+@click.option("--limit", type=click.IntRange(min=0), default=40_000, show_default=True,
+              help="Replay at most this many events (0 = all of them).")
+@click.option("--user-share", type=click.FloatRange(min=0, max=1, min_open=True), default=0.4, show_default=True,
+              help="Real data: replay every event of this share of the users (by a hash of the id) and none of "
+                   "the others'. 0.4 and 40,000 events span the event time of the first 100,000 events of all users.")
 @click.option("--seed", type=int, default=7, help="Seed of the synthetic signals mixed into the replay.")
 @click.option("--datasets-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--cart-window", default="10m", show_default=True,
@@ -302,11 +306,13 @@ def _utc(ms: int | None) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEMO_OUT, show_default=True,
               help="Where the summary, the picture and the compressed rules are written.")
 @click.option("--serve", is_flag=True, help="Keep the HTTP API up after the job has finished, until Ctrl-C.")
-def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window, out, serve) -> None:
+def main(config_path, overrides, dataset, limit, user_share, seed, datasets_dir, cart_window, out, serve) -> None:
     """Replay real data (else a synthetic stream) through the job on the local stack and show what it made
     (recreates the job's topics and deletes its Redis keys first)."""
     try:
+        # A replay: Flink's 32 KB network buffers (throughput) where a live stream's default of 4 KB buys latency.
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
+                                               f"flink.network_buffer_bytes={REPLAY_NETWORK_BUFFER_BYTES}",
                                                "recommendations.enabled=true", *overrides])
         settings = settings.with_overrides(experiments=[*settings.model_dump(mode="json")["experiments"],
                                                         DEMO_EXPERIMENT])
@@ -325,8 +331,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
                       "[yellow]-> replaying the seeded synthetic generator instead of real data[/yellow]")
         dataset, augmented = "synthetic", False
     else:
-        console.print(f"replaying real data ({dataset}) from {location.root}, "
-                      "mixed with seeded synthetic scroll/dwell/click/device signals")
+        console.print(f"replaying real data ({dataset}) from {location.root}: every event of {user_share:.0%} of "
+                      "the users (by a hash of the id), mixed with seeded synthetic scroll/dwell/click/device signals")
         augmented = True
 
     console.print("resetting demo state: recreating topics, deleting "
@@ -335,7 +341,8 @@ def main(config_path, overrides, dataset, limit, seed, datasets_dir, cart_window
     console.print(f"  deleted {ProfileReader.from_settings(settings).delete_all():,} Redis keys")
 
     events = with_exposures(replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
-                                          limit=limit or None), [settings.experiment_map()[DEMO_EXPERIMENT["name"]]])
+                                          limit=limit or None, user_share=user_share if augmented else 1.0),
+                            [settings.experiment_map()[DEMO_EXPERIMENT["name"]]])
     security = client_config(KafkaProducer, settings)
     summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, config=security)
     produce_raw([RawRecord(value, None, 1511658000000) for value in MALFORMED],

@@ -13,7 +13,7 @@ the quick way to compare a model change on the datasets the demo and the tests r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import click
 from rich.console import Console
@@ -40,13 +40,18 @@ class Replay:
     limit: int | None
     augmented: bool
     seed: int = 7
+    user_share: float = 1.0
+
+    def events(self) -> Iterator[dict]:
+        return replay_events(self.dataset, seed=self.seed, augmented=self.augmented, limit=self.limit,
+                             user_share=self.user_share)
 
 
 REPLAYS = {
     "jd": Replay("jd", None, augmented=False),                        # test_learning.py, the quality run
     "taobao-12k": Replay("taobao", 12_000, augmented=True),           # test_learning.py, parity and restore
-    "demo": Replay("all", 100_000, augmented=True),                   # make demo
-    "synthetic": Replay("synthetic", 100_000, augmented=False),       # make demo without ../shared
+    "demo": Replay("all", 40_000, augmented=True, user_share=0.4),    # make demo
+    "synthetic": Replay("synthetic", 100_000, augmented=False),       # the tests' synthetic replay
 }
 
 
@@ -89,8 +94,7 @@ def learned_examples(events: Iterable[dict], settings: Settings | None = None) -
 
 def measure(replay: Replay) -> dict[str, float | int]:
     """Progressive log loss and ROC AUC of the model beside their baselines on one replay."""
-    examples = learned_examples(replay_events(replay.dataset, seed=replay.seed, augmented=replay.augmented,
-                                              limit=replay.limit))
+    examples = learned_examples(replay.events())
     auc = against_baselines(examples)
     log_loss = log_loss_against_baselines(examples)
     return {"examples": len(examples), "positives": sum(e["label"] for e in examples),

@@ -12,6 +12,7 @@ replay that returns has had every record acknowledged.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -220,24 +221,36 @@ def replay_events(
     shuffle_ms: int = 0,
     users: int = 1000,
     duration_ms: int = DAY_MS,
+    user_share: float = 1.0,
 ) -> Iterator[EventDict]:
-    """The event stream the CLI sends: source -> augment -> limit -> bounded shuffle.
+    """The event stream the CLI sends: source -> user sample -> augment -> limit -> bounded shuffle.
 
     ``dataset`` is ``taobao``, ``jd``, ``all`` (both merged by time) or ``synthetic``;
-    ``users`` and ``duration_ms`` only apply to ``synthetic``.
+    ``users`` and ``duration_ms`` only apply to ``synthetic``. ``user_share`` < 1 keeps every event
+    of that share of the real datasets' users (``in_user_sample``) and none of the others': fewer
+    events over the same span of event time, each kept user's history whole.
     """
     if dataset == "synthetic":
-        if augmented:
-            raise ValueError("augment applies to real datasets; synthetic events already carry every signal")
+        if augmented or user_share < 1:
+            raise ValueError("augment and user_share apply to real datasets; synthetic events already carry "
+                             "every signal, and `users` sets how many users they have")
         events = generate(users, duration_ms=duration_ms, seed=seed)
     else:
         location = locate_datasets(datasets_dir)
         location.require()
         events = read_dataset(dataset, location, seed=seed)
+        if user_share < 1:
+            events = (event for event in events if in_user_sample(event["user_id"], user_share))
         if augmented:
             events = augment(events, seed)
     events = islice(events, limit)
     return iter(bounded_shuffle(events, shuffle_ms, seed)) if shuffle_ms else events
+
+
+def in_user_sample(user_id: str, share: float) -> bool:
+    """Whether ``user_id`` is in a sample of ``share`` of the users: by a CRC-32 of the id, so the
+    same users on every run and machine."""
+    return zlib.crc32(user_id.encode()) % 10_000 < share * 10_000
 
 
 def _parse_partitioner(_ctx: click.Context, _param: click.Parameter, value: str) -> Partitioner:

@@ -57,7 +57,7 @@ def render(rep: Report) -> Group:
     srm = ("sample ratio: n/a (no exposed user)" if rep.srm_p_value is None else
            f"sample ratio: chi-square {rep.srm_chi2:.3f}, p {_p(rep.srm_p_value)}: "
            + ("MISMATCH (p < 0.001): the split is broken, do not trust the results" if rep.sample_ratio_mismatch
-              else "no mismatch"))
+              else "no mismatch (its alarm is p < 0.001)"))
     lines = [totals, tests, Text(srm, style="red" if rep.sample_ratio_mismatch else "")]
     if rep.unknown_variants:
         lines.append(Text(f"{rep.unknown_variants} users under a variant the experiment no longer has (left out)",

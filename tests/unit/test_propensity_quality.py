@@ -18,7 +18,6 @@ from river import linear_model
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.learning.propensity import CalibratedNaiveBayes, PlattScaling
 from personalization.pipelines.propensity_quality import REPLAYS, learned_examples
-from personalization.replay.producer import replay_events
 
 
 def test_calibration_of_a_score_that_tells_nothing_is_the_base_rate() -> None:
@@ -130,8 +129,7 @@ def _examples(name: str, replayed: dict, request) -> list[dict]:
     if REPLAYS[name].dataset != "synthetic":
         request.getfixturevalue("datasets")
     if name not in replayed:
-        r = REPLAYS[name]
-        replayed[name] = learned_examples(replay_events(r.dataset, seed=r.seed, augmented=r.augmented, limit=r.limit))
+        replayed[name] = learned_examples(REPLAYS[name].events())
     return replayed[name]
 
 

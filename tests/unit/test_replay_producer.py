@@ -14,6 +14,7 @@ from personalization.replay.producer import (
     MIN_SLEEP_S,
     RawRecord,
     main,
+    in_user_sample,
     pacing_delay,
     produce,
     replay_events,
@@ -72,8 +73,23 @@ def test_replay_events_applies_limit_then_bounded_shuffle() -> None:
 
 
 def test_replay_events_refuses_to_augment_synthetic_events() -> None:
-    with pytest.raises(ValueError, match="augment applies to real datasets"):
+    with pytest.raises(ValueError, match="augment and user_share apply to real datasets"):
         replay_events("synthetic", augmented=True)
+    with pytest.raises(ValueError, match="augment and user_share apply to real datasets"):
+        replay_events("synthetic", user_share=0.5)
+
+
+def test_a_user_share_keeps_whole_histories_of_about_that_share_of_the_users(datasets) -> None:
+    """The demo's sample: each kept user has every event (and signal) of the full replay up to the
+    same time, and the others none."""
+    full = list(replay_events("all", augmented=True, seed=7, limit=20_000))
+    until = full[-1]["ts"]
+    sample = [e for e in replay_events("all", augmented=True, seed=7, user_share=0.4) if e["ts"] <= until]
+    kept = {e["user_id"] for e in sample}
+    users = {e["user_id"] for e in full}
+    assert 0.35 < len(kept) / len(users) < 0.45
+    assert sorted(map(orjson.dumps, sample)) == sorted(orjson.dumps(e) for e in full if e["user_id"] in kept)
+    assert all(in_user_sample(user, 0.4) == (user in kept) for user in users)
 
 
 def test_write_jsonl_writes_one_compact_json_object_per_line() -> None:
