@@ -3,7 +3,7 @@
 Every run starts from a clean slate: it recreates the job's topics and deletes the Redis keys
 under the configured prefix, so a second run shows the same numbers, not doubled ones.
 
-The replayed data covers about 37 minutes of event time, too short for the 24 h deadline of the
+The replayed data covers about 49 minutes of event time, too short for the 24 h deadline of the
 cart-abandonment trigger: the demo compresses that one deadline (``--cart-window``, 10 min) in a
 copy of the rules, and says so. The summary is also written to ``.stack/demo/summary.txt``, next
 to a picture of the segment sizes over event time (``segment-sizes.png``).
@@ -302,7 +302,7 @@ def _utc(ms: int | None) -> str:
 @click.option("--datasets-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--cart-window", default="10m", show_default=True,
               help=f"Time compression: the {COMPRESSED_TRIGGER} trigger's deadline in the demo's copy of the "
-                   "rules (the replay spans ~37 minutes; 'off' keeps the rules file as it is).")
+                   "rules (the replay spans ~49 minutes; 'off' keeps the rules file as it is).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEMO_OUT, show_default=True,
               help="Where the summary, the picture and the compressed rules are written.")
 @click.option("--serve", is_flag=True, help="Keep the HTTP API up after the job has finished, until Ctrl-C.")
@@ -320,7 +320,7 @@ def main(config_path, overrides, dataset, limit, user_share, seed, datasets_dir,
             compressed = _compressed_rules(settings, cart_window, out)
             settings = settings.with_overrides(rules={"path": str(compressed)})
             console.print(f"time compression: {COMPRESSED_TRIGGER} fires after {cart_window} without a purchase "
-                          f"instead of the rules file's deadline (the replay spans ~37 minutes); rules: {compressed}")
+                          f"instead of the rules file's deadline (the replay spans ~49 minutes); rules: {compressed}")
         load_rules(settings)
     except (ConfigError, RulesError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
