@@ -23,9 +23,6 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-_installed: list["FreezeSurvivors"] = []  # one policy per interpreter, whichever operator opens first
-
-
 class FreezeSurvivors:
     """A ``gc.callbacks`` entry: freeze the survivors of each full collection, unfreeze every
     ``full_every_ms`` so one full collection walks everything."""
@@ -56,8 +53,7 @@ class FreezeSurvivors:
 
 
 def bound_gc_pauses(full_every_ms: int) -> None:
-    """Install ``FreezeSurvivors`` in this interpreter, once (``full_every_ms`` 0: leave CPython's
-    collector as it is)."""
-    if full_every_ms and not _installed:
-        _installed.append(FreezeSurvivors(full_every_ms))
-        gc.callbacks.append(_installed[0])
+    """Install ``FreezeSurvivors`` in this interpreter unless it is there already (whichever operator
+    opens first; ``full_every_ms`` 0: leave CPython's collector as it is)."""
+    if full_every_ms and not any(isinstance(callback, FreezeSurvivors) for callback in gc.callbacks):
+        gc.callbacks.append(FreezeSurvivors(full_every_ms))

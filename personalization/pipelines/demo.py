@@ -341,7 +341,7 @@ def main(config_path, overrides, dataset, limit, user_share, seed, datasets_dir,
     console.print(f"  deleted {ProfileReader.from_settings(settings).delete_all():,} Redis keys")
 
     events = with_exposures(replay_events(dataset, datasets_dir=datasets_dir, seed=seed, augmented=augmented,
-                                          limit=limit or None, user_share=user_share if augmented else 1.0),
+                                          limit=limit or None, user_share=1.0 if dataset == "synthetic" else user_share),
                             [settings.experiment_map()[DEMO_EXPERIMENT["name"]]])
     security = client_config(KafkaProducer, settings)
     summary = produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, config=security)

@@ -250,7 +250,7 @@ def replay_events(
 def in_user_sample(user_id: str, share: float) -> bool:
     """Whether ``user_id`` is in a sample of ``share`` of the users: by a CRC-32 of the id, so the
     same users on every run and machine."""
-    return zlib.crc32(user_id.encode()) % 10_000 < share * 10_000
+    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % 10_000 < share * 10_000
 
 
 def _parse_partitioner(_ctx: click.Context, _param: click.Parameter, value: str) -> Partitioner:

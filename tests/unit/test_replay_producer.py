@@ -79,6 +79,13 @@ def test_replay_events_refuses_to_augment_synthetic_events() -> None:
         replay_events("synthetic", user_share=0.5)
 
 
+def test_any_id_has_a_place_in_or_out_of_the_user_sample() -> None:
+    """An id full of key syntax, a megabyte long or not valid UTF-8 is hashed like any other."""
+    for user in ("{}:*", "{" * 1_000_000, "\udcff-surrogate", ""):
+        assert in_user_sample(user, 1.0)
+        assert in_user_sample(user, 0.5) in (True, False)
+
+
 def test_a_user_share_keeps_whole_histories_of_about_that_share_of_the_users(datasets) -> None:
     """The demo's sample: each kept user has every event (and signal) of the full replay up to the
     same time, and the others none."""
