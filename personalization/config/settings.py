@@ -535,7 +535,7 @@ class Settings(_Section):
     def _state_outlives_profile_and_windows(self) -> "Settings":
         """A user's state may expire only after their Redis profile (else the next event starts a
         fresh state at version 1, which the profile's compare-and-set refuses until it catches
-        up) and after their longest window."""
+        up), after their longest window, and after the dedup horizon."""
         ttl = self.profile.state_ttl
         if ttl and (not self.redis.profile_ttl or ttl < self.redis.profile_ttl):
             raise ValueError(f"profile.state_ttl ({ttl} ms) must be at least redis.profile_ttl "
@@ -543,6 +543,9 @@ class Settings(_Section):
         if ttl and ttl < max(self.time.windows.sizes):
             raise ValueError(f"profile.state_ttl ({ttl} ms) is shorter than the longest window "
                              f"({max(self.time.windows.sizes)} ms)")
+        if ttl and ttl < self.profile.dedup_horizon:  # each seen id expires on its own (state.user_store)
+            raise ValueError(f"profile.state_ttl ({ttl} ms) is shorter than profile.dedup_horizon "
+                             f"({self.profile.dedup_horizon} ms)")
         return self
 
     def with_overrides(self, **sections: Any) -> "Settings":

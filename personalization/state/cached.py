@@ -24,12 +24,14 @@ class CachedValueState(Generic[V]):
     """``ttl_ms`` (> 0): the state's time to live after a write (Flink ``StateTtlConfig``); a cached
     object older than that is not served, so the cache never keeps alive what Flink expired.
     ``encode`` / ``decode``: what Flink holds for a live object, and back (default: the object,
-    which PyFlink pickles)."""
+    which PyFlink pickles). ``on_forget``: called with a key whose live object the cache lets go
+    (forgotten, cleared, expired or evicted), for whoever keeps something beside it."""
 
     def __init__(self, state, capacity: int, ttl_ms: int = 0, clock: Callable[[], float] = time.monotonic,
-                 encode: Callable[[V], object] = _as_is, decode: Callable[[object], V] = _as_is) -> None:
+                 encode: Callable[[V], object] = _as_is, decode: Callable[[object], V] = _as_is,
+                 on_forget: Callable[[object], None] = _as_is) -> None:
         self._state = state
-        self._encode, self._decode = encode, decode
+        self._encode, self._decode, self._on_forget = encode, decode, on_forget
         self._clock = clock
         self._capacity = capacity
         self._ttl_s = ttl_ms / 1000
@@ -68,6 +70,7 @@ class CachedValueState(Generic[V]):
         """The caller changed the object without writing it: the next read must see the state."""
         self._live.pop(key, None)
         self._written.pop(key, None)
+        self._on_forget(key)
 
     def _remember(self, key, value: V) -> None:
         self._live[key] = value
@@ -75,3 +78,4 @@ class CachedValueState(Generic[V]):
         if len(self._live) > self._capacity:
             evicted, _ = self._live.popitem(last=False)
             self._written.pop(evicted, None)
+            self._on_forget(evicted)

@@ -12,21 +12,29 @@ whatever number the input gave is ``int | float`` (a bare ``float`` would turn a
 into ``3.0``, and the profile would render it so).
 
 The bytes go into the same ``user-state-v1`` ValueState (``PICKLED_BYTE_ARRAY``; pickling bytes is
-a copy). State written before this codec holds the pickled objects themselves: they are read as
-they are and written in this form at the user's next change, so savepoints of earlier releases
-restore without a migration step.
+a copy). The event ids seen (``UserState.seen_event_ids``) are not in them: they are entries of a
+list state of their own (``seen_id_entry``, ``state.user_store``), where a step appends the ids it
+added. State written before that holds the ids inline (first byte ``U``), and before this codec
+the pickled objects themselves: both are read as they are and written in the current form at the
+user's next change, so savepoints of earlier releases restore without a migration step.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import msgspec
 
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.user import UserState
 
-_USER, _SUPPRESSED = b"U", b"S"  # the first byte: which of the two a stored value is
+# The first byte: which of the two a stored value is; ``U``: a user state with its seen ids inline
+# (written by earlier releases), ``V``: one whose seen ids are in the list state.
+_USER_INLINE_IDS, _USER, _SUPPRESSED = b"U", b"V", b"S"
 _encoder = msgspec.msgpack.Encoder()
-_decoders = {_USER[0]: msgspec.msgpack.Decoder(UserState), _SUPPRESSED[0]: msgspec.msgpack.Decoder(Suppressed)}
+_user_decoder = msgspec.msgpack.Decoder(UserState)
+_decoders = {_USER_INLINE_IDS[0]: _user_decoder, _USER[0]: _user_decoder,
+             _SUPPRESSED[0]: msgspec.msgpack.Decoder(Suppressed)}
 
 
 class UnreadableState(ValueError):
@@ -34,17 +42,50 @@ class UnreadableState(ValueError):
 
 
 def encode_user_state(value: UserState | Suppressed) -> bytes:
-    return (_USER if isinstance(value, UserState) else _SUPPRESSED) + _encoder.encode(value)
+    """The value without its seen ids (those are ``seen_id_entry`` entries apart)."""
+    if not isinstance(value, UserState):
+        return _SUPPRESSED + _encoder.encode(value)
+    seen, value.seen_event_ids = value.seen_event_ids, {}
+    try:
+        return _USER + _encoder.encode(value)
+    finally:
+        value.seen_event_ids = seen
 
 
-def decode_user_state(stored: bytes | UserState | Suppressed) -> Stored:
-    """A stored value as the live object; an object pickled by an earlier release as it is."""
+def decode_user_state(stored: bytes | UserState | Suppressed,
+                      seen_id_entries: Callable[[], Iterable[str]] = tuple) -> Stored:
+    """A stored value as the live object; an object pickled by an earlier release as it is.
+    ``seen_id_entries``: the list state's entries, read only for a state whose ids are there."""
     if not isinstance(stored, bytes):
         return stored
     decoder = _decoders.get(stored[0]) if stored else None
     if decoder is None:
-        raise UnreadableState(f"stored user state starts with {stored[:1]!r}, neither {_USER!r} nor {_SUPPRESSED!r}")
+        raise UnreadableState(f"stored user state starts with {stored[:1]!r}, none of "
+                              f"{_USER!r}, {_USER_INLINE_IDS!r} or {_SUPPRESSED!r}")
     try:
-        return decoder.decode(memoryview(stored)[1:])
+        value = decoder.decode(memoryview(stored)[1:])
     except msgspec.MsgspecError as err:
         raise UnreadableState(f"stored user state does not decode as {decoder.type.__name__}: {err}") from err
+    if ids_apart(stored):
+        value.seen_event_ids = seen_ids(seen_id_entries())
+    return value
+
+
+def ids_apart(stored: object) -> bool:
+    """Whether a stored value is a user state whose seen ids are in the list state."""
+    return isinstance(stored, bytes) and stored[:1] == _USER
+
+
+def seen_id_entry(event_id: str, ts: int) -> str:
+    """One seen id as an entry of the list state: ``"<ts> <event id>"`` (an id may hold spaces, a
+    number does not)."""
+    return f"{ts} {event_id}"
+
+
+def seen_ids(entries: Iterable[str]) -> dict[str, int]:
+    """Entries back as ``UserState.seen_event_ids``, in the list's order: the order they arrived in."""
+    seen = {}
+    for entry in entries:
+        ts, _, event_id = entry.partition(" ")
+        seen[event_id] = int(ts)
+    return seen

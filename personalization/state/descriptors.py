@@ -8,15 +8,23 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, St
 
 
 def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
-    """The whole per-user state (core.user.UserState, or core.privacy.Suppressed) as one value: msgpack
-    bytes (``state.codec``; an earlier release's pickled object until the user's next change). The
-    Python state cache keeps the live object between events, so it is encoded when written back,
-    not decoded per event.
+    """The per-user state (core.user.UserState, or core.privacy.Suppressed) as one value but for its
+    seen ids (``user_seen_ids``): msgpack bytes (``state.codec``; an earlier release's pickled object
+    until the user's next change). The Python state cache keeps the live object between events, so
+    it is encoded when written back, not decoded per event.
 
     ``ttl_ms`` > 0 (``profile.state_ttl``): a user's state expires that long after its last write
     (Flink state TTL, processing time; never served once expired; removed by the backend's
     background cleanup), so users who stopped coming do not stay in state forever."""
     descriptor = ValueStateDescriptor("user-state-v1", Types.PICKLED_BYTE_ARRAY())
+    return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
+
+
+def user_seen_ids(ttl_ms: int = 0) -> ListStateDescriptor:
+    """The event ids a user's state has seen, in arrival order (``state.codec.seen_id_entry``): a
+    list apart from ``user_state`` so that a step appends its new id rather than re-encoding every
+    id kept (``state.user_store``). Each entry expires ``ttl_ms`` after it was written (> 0)."""
+    descriptor = ListStateDescriptor("user-seen-ids-v1", Types.STRING())
     return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
 
 
@@ -75,7 +83,8 @@ def reco_trend_unwritten(ttl_ms: int) -> ValueStateDescriptor:
     return _expiring(ValueStateDescriptor("reco-trend-unwritten-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
-def _expiring(descriptor: ValueStateDescriptor | MapStateDescriptor, ttl_ms: int) -> ValueStateDescriptor | MapStateDescriptor:
+def _expiring(descriptor: ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor,
+              ttl_ms: int) -> ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor:
     descriptor.enable_time_to_live(
         StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)

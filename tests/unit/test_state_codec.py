@@ -17,7 +17,7 @@ from personalization.core.user import END_OF_INPUT, UserState
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import UnreadableState, decode_user_state, encode_user_state
+from personalization.state.codec import UnreadableState, decode_user_state, encode_user_state, seen_id_entry
 from tests.unit.test_state_cached import OneKeyState
 
 T = 1_511_658_000_000
@@ -35,6 +35,15 @@ def typed(value):
     if isinstance(value, (list, tuple)):
         return type(value).__name__, tuple(typed(v) for v in value)
     return type(value).__name__, value
+
+
+def entries_of(state: UserState) -> list[str]:
+    """The state's seen ids as the list state holds them (``state.user_store`` writes them)."""
+    return [seen_id_entry(event_id, ts) for event_id, ts in state.seen_event_ids.items()]
+
+
+def round_trip(state: UserState):
+    return decode_user_state(encode_user_state(state), lambda: entries_of(state))
 
 
 def _ev(eid: str, ts: int, etype: str, user: str = "u1", **fields) -> Event:
@@ -75,8 +84,9 @@ def rich_state() -> UserState:
 
 
 def test_a_state_with_every_part_filled_comes_back_with_every_value_and_type(rich_state):
-    restored = decode_user_state(encode_user_state(rich_state))
+    restored = round_trip(rich_state)
     assert typed(restored) == typed(rich_state)
+    assert rich_state.seen_event_ids and decode_user_state(encode_user_state(rich_state)).seen_event_ids == {}
 
 
 def test_a_closed_state_and_an_erasure_marker_come_back(rich_state):
@@ -84,7 +94,7 @@ def test_a_closed_state_and_an_erasure_marker_come_back(rich_state):
     closed = logic.new_state("u2")
     logic.on_event(closed, _ev("e", T, "page_view", user="u2"), T)
     logic.on_timer(closed, END_OF_INPUT)
-    assert typed(decode_user_state(encode_user_state(closed))) == typed(closed)
+    assert typed(round_trip(closed)) == typed(closed)
     marker = Suppressed("req-1", T)
     assert decode_user_state(encode_user_state(marker)) == marker
     assert decode_user_state(encode_user_state(Suppressed())) == Suppressed()
@@ -117,7 +127,8 @@ def test_bytes_it_cannot_read_are_an_error_that_says_why(stored, says):
 
 def test_the_cache_writes_the_encoded_form_and_decodes_what_it_reads_back(rich_state):
     flink = OneKeyState()
-    cached = CachedValueState(flink, capacity=10, encode=encode_user_state, decode=decode_user_state)
+    cached = CachedValueState(flink, capacity=10, encode=encode_user_state,
+                              decode=lambda stored: decode_user_state(stored, lambda: entries_of(rich_state)))
     cached.update("u1", rich_state)
     assert flink.stored == encode_user_state(rich_state)
     assert cached.value("u1") is rich_state        # the live object, not decoded again

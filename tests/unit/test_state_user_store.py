@@ -1,0 +1,152 @@
+"""The user state in two Flink states (personalization.state.user_store): a step appends the ids it
+saw to the list state instead of rewriting them all, and whatever path the state takes (read back,
+ids forgotten, reset, erased, an earlier release's form) the two states read back as the live one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgspec
+
+from personalization.config.settings import load_settings
+from personalization.core.events import Event
+from personalization.core.privacy import Suppressed
+from personalization.core.user import StateCaps, UserState
+from personalization.operators.user_profile import user_logic
+from personalization.state.user_store import UserStateStore
+from tests.unit.test_state_codec import typed
+from tests.unit.test_state_cached import OneKeyState
+
+T = 1_511_658_000_000
+
+
+class OneKeyValue(OneKeyState):
+    def clear(self) -> None:
+        self.stored = None
+
+
+class OneKeyList:
+    """Stands in for the ListState of the current key: keeps the calls that reached it."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+        self.calls: list[str] = []
+
+    def get(self):
+        self.calls.append("get")
+        return iter(list(self.entries))
+
+    def add(self, entry: str) -> None:
+        self.calls.append("add")
+        self.entries.append(entry)
+
+    def add_all(self, entries: list[str]) -> None:
+        self.calls.append("add_all")
+        self.entries.extend(entries)
+
+    def update(self, entries: list[str]) -> None:
+        self.calls.append("update")
+        self.entries = list(entries)
+
+    def clear(self) -> None:
+        self.calls.append("clear")
+        self.entries = []
+
+
+def _logic(seen_ids: int = 10_000):
+    return dataclasses.replace(user_logic(load_settings()), caps=StateCaps(seen_ids=seen_ids))
+
+
+def _click(n: int, user: str = "u1") -> Event:
+    return Event(event_id=f"id {n} {{}}:*", event_type="click", ts=T + n * 1_000, user_id=user)
+
+
+def _store(capacity: int = 10):
+    values, ids = OneKeyValue(), OneKeyList()
+    return UserStateStore(values, ids, capacity), values, ids
+
+
+def _read_back(values: OneKeyValue, ids: OneKeyList) -> UserState:
+    """What a fresh store (after a restart) reads from the two states."""
+    return UserStateStore(values, ids, capacity=10).value("u1")
+
+
+def test_each_step_appends_its_id_and_the_two_states_read_back_as_the_live_state():
+    logic, (store, values, ids) = _logic(), _store()
+    state = logic.new_state("u1")
+    for n in range(5):
+        logic.on_event(state, _click(n), T)
+        store.update("u1", state)
+    assert ids.calls == ["update", "add", "add", "add", "add"]  # a new user's list is written whole once
+    assert len(ids.entries) == 5 and msgspec.msgpack.decode(values.stored[1:])["seen_event_ids"] == {}
+    assert typed(_read_back(values, ids)) == typed(state)
+    assert list(_read_back(values, ids).seen_event_ids) == list(state.seen_event_ids)  # arrival order
+
+
+def test_ids_forgotten_by_the_cap_rewrite_the_list_once_then_steps_append_again():
+    logic, (store, values, ids) = _logic(seen_ids=8), _store()
+    state = logic.new_state("u1")
+    for n in range(12):  # the 11th id is over the cap plus its slack: the logic forgets the oldest
+        logic.on_event(state, _click(n), T)
+        store.update("u1", state)
+    assert ids.calls.count("update") == 2 and ids.calls[-1] == "add"
+    assert len(ids.entries) == len(state.seen_event_ids) == 9
+    assert typed(_read_back(values, ids)) == typed(state)
+
+
+def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
+    logic, (store, values, ids) = _logic(), _store(capacity=1)
+    state = logic.new_state("u1")
+    logic.on_event(state, _click(1), T)
+    store.update("u1", state)
+    written = values.stored, list(ids.entries)
+    store.update("other", UserState("other"))  # u1 evicted from the cache
+    values.stored, ids.entries = written  # the fakes hold one key: u1's again
+    ids.calls.clear()
+    restored = store.value("u1")
+    assert restored is not state and ids.calls == ["get"]
+    logic.on_event(restored, _click(2), T)
+    store.update("u1", restored)
+    assert ids.calls == ["get", "add"]
+    assert typed(_read_back(values, ids)) == typed(restored)
+
+
+def test_a_step_that_failed_is_forgotten_and_the_stored_state_read_back():
+    logic, (store, values, ids) = _logic(), _store()
+    state = logic.new_state("u1")
+    logic.on_event(state, _click(1), T)
+    store.update("u1", state)
+    logic.on_event(state, _click(2), T)  # changed, then the step failed: not written
+    store.forget("u1")
+    again = store.value("u1")
+    assert list(again.seen_event_ids) == ["id 1 {}:*"]
+    logic.on_event(again, _click(3), T)
+    store.update("u1", again)
+    assert typed(_read_back(values, ids)) == typed(again)
+
+
+def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
+    logic, (store, values, ids) = _logic(), _store()
+    state = logic.new_state("u1")
+    logic.on_event(state, _click(1), T)
+    store.update("u1", state)
+    fresh, _ = logic.reset(state, "user.reset")
+    store.update("u1", fresh)
+    assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(fresh)  # same ids: nothing to add
+    store.update("u1", Suppressed("req", T))
+    assert ids.entries == [] and store.value("u1") == Suppressed("req", T)
+    store.update("u1", state)
+    store.clear("u1")
+    assert (ids.entries, values.stored, store.value("u1")) == ([], None, None)
+
+
+def test_a_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
+    logic, (store, values, ids) = _logic(), _store()
+    state = logic.new_state("u1")
+    logic.on_event(state, _click(1), T)
+    values.stored = b"U" + msgspec.msgpack.encode(state)  # the codec before the list state
+    restored = store.value("u1")
+    assert list(restored.seen_event_ids) == ["id 1 {}:*"] and ids.calls == []
+    logic.on_event(restored, _click(2), T)
+    store.update("u1", restored)
+    assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(restored)
