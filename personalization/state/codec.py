@@ -12,11 +12,11 @@ whatever number the input gave is ``int | float`` (a bare ``float`` would turn a
 into ``3.0``, and the profile would render it so).
 
 The bytes go into the same ``user-state-v1`` ValueState (``PICKLED_BYTE_ARRAY``; pickling bytes is
-a copy). The event ids seen (``UserState.seen_event_ids``) are not in them: they are entries of a
-list state of their own (``seen_id_entry``, ``state.user_store``), where a step appends the ids it
-added. State written before that holds the ids inline (first byte ``U``), and before this codec
-the pickled objects themselves: both are read as they are and written in the current form at the
-user's next change, so savepoints of earlier releases restore without a migration step.
+a copy). The event ids seen (``UserState.seen_event_ids``) are in them while a user has at most
+``MAX_INLINE_IDS``; a busier user's are entries of a list state of their own (``seen_id_entry``,
+``state.user_store``), where a step appends the id it added. State written before this codec holds
+the pickled objects themselves: they are read as they are and written in this form at the user's
+next change, so savepoints of earlier releases restore without a migration step.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import msgspec
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.user import UserState
 
-# The first byte: which of the two a stored value is; ``U``: a user state with its seen ids inline
-# (written by earlier releases), ``V``: one whose seen ids are in the list state.
+# Below this many seen ids a user's ids stay in the value: an ordinary user's step then makes one
+# call into the JVM to write its state, not two (a list state call costs more than encoding a few ids).
+MAX_INLINE_IDS = 64
+# The first byte: which of the two a stored value is; ``U``: a user state with its seen ids inline,
+# ``V``: one whose seen ids are in the list state.
 _USER_INLINE_IDS, _USER, _SUPPRESSED = b"U", b"V", b"S"
 _encoder = msgspec.msgpack.Encoder()
 _user_decoder = msgspec.msgpack.Decoder(UserState)
@@ -42,9 +45,11 @@ class UnreadableState(ValueError):
 
 
 def encode_user_state(value: UserState | Suppressed) -> bytes:
-    """The value without its seen ids (those are ``seen_id_entry`` entries apart)."""
+    """The value; without its seen ids if ``keeps_ids_apart`` (those are ``seen_id_entry`` entries)."""
     if not isinstance(value, UserState):
         return _SUPPRESSED + _encoder.encode(value)
+    if not keeps_ids_apart(value):
+        return _USER_INLINE_IDS + _encoder.encode(value)
     seen, value.seen_event_ids = value.seen_event_ids, {}
     try:
         return _USER + _encoder.encode(value)
@@ -69,6 +74,11 @@ def decode_user_state(stored: bytes | UserState | Suppressed,
     if ids_apart(stored):
         value.seen_event_ids = seen_ids(seen_id_entries())
     return value
+
+
+def keeps_ids_apart(value: UserState) -> bool:
+    """Whether a user's seen ids are written to the list state rather than inline."""
+    return len(value.seen_event_ids) > MAX_INLINE_IDS
 
 
 def ids_apart(stored: object) -> bool:

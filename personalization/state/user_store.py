@@ -1,12 +1,12 @@
-"""The user operator's keyed state: the event ids seen in a list state, the rest in one value.
+"""The user operator's keyed state: one value, and a busy user's seen event ids in a list state.
 
 A user's state is written back to Flink after every step that changed it, and the ids kept for
 deduplication (up to ``profile.max_seen_ids``, 10,000 by default, plus a quarter of slack) are most
-of a busy user's state: re-encoding them all made each step of a crawler cost O(its ids). In a
-list state of their own a step appends the id it added; the list is rewritten whole only when the
-logic forgot ids (``UserLogic._remember`` then builds a new dict: once per eighth of the dedup
-horizon or quarter of the cap, not per event), for a new user, and for state an earlier release
-wrote with the ids inline. The rest goes through ``CachedValueState`` as before (``state.codec``).
+of a busy user's state: re-encoding them all made each step of a crawler cost O(its ids). Beyond
+``codec.MAX_INLINE_IDS`` they are in a list state of their own, where a step appends the id it
+added; the list is rewritten whole only when the logic forgot ids (``UserLogic._remember`` then
+builds a new dict: once per eighth of the dedup horizon or quarter of the cap, not per event) and
+when a user's ids move there. The value goes through ``CachedValueState`` (``state.codec``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Callable
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.user import UserState
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import decode_user_state, encode_user_state, ids_apart, seen_id_entry
+from personalization.state.codec import (decode_user_state, encode_user_state, ids_apart, keeps_ids_apart,
+                                         seen_id_entry)
 
 
 class UserStateStore:
@@ -42,9 +43,9 @@ class UserStateStore:
         return live
 
     def update(self, key, value: UserState | Suppressed) -> None:
-        if isinstance(value, UserState):
+        if isinstance(value, UserState) and keeps_ids_apart(value):
             self._write_ids(key, value.seen_event_ids)
-        else:
+        elif key in self._in_list or not isinstance(value, UserState):  # ids back inline, or an erasure
             self._seen_ids.clear()
             self._in_list.pop(key, None)
         self._cache.update(key, value)
@@ -67,7 +68,7 @@ class UserStateStore:
             elif added:
                 newest_first = itertools.islice(reversed(seen.items()), added)
                 self._seen_ids.add_all([seen_id_entry(*item) for item in reversed(list(newest_first))])
-        else:  # another dict (ids forgotten, a new or reset state) or ids not in the list yet
+        else:  # another dict (ids forgotten, a reset state) or ids not in the list yet
             self._seen_ids.update([seen_id_entry(*item) for item in seen.items()])
         self._in_list[key] = (seen, len(seen))
 

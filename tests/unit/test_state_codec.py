@@ -4,6 +4,7 @@ are a clear error."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 
@@ -17,7 +18,8 @@ from personalization.core.user import END_OF_INPUT, UserState
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import UnreadableState, decode_user_state, encode_user_state, seen_id_entry
+from personalization.state.codec import (MAX_INLINE_IDS, UnreadableState, decode_user_state, encode_user_state,
+                                         seen_id_entry)
 from tests.unit.test_state_cached import OneKeyState
 
 T = 1_511_658_000_000
@@ -84,9 +86,11 @@ def rich_state() -> UserState:
 
 
 def test_a_state_with_every_part_filled_comes_back_with_every_value_and_type(rich_state):
-    restored = round_trip(rich_state)
-    assert typed(restored) == typed(rich_state)
-    assert rich_state.seen_event_ids and decode_user_state(encode_user_state(rich_state)).seen_event_ids == {}
+    assert typed(decode_user_state(encode_user_state(rich_state))) == typed(rich_state)  # its few ids inline
+    busy = copy.deepcopy(rich_state)
+    busy.seen_event_ids = {f"e {n}": T + n for n in range(MAX_INLINE_IDS + 1)}
+    assert decode_user_state(encode_user_state(busy)).seen_event_ids == {}  # a busy user's: in the list state
+    assert typed(round_trip(busy)) == typed(busy)
 
 
 def test_a_closed_state_and_an_erasure_marker_come_back(rich_state):

@@ -1,6 +1,7 @@
-"""The user state in two Flink states (personalization.state.user_store): a step appends the ids it
-saw to the list state instead of rewriting them all, and whatever path the state takes (read back,
-ids forgotten, reset, erased, an earlier release's form) the two states read back as the live one."""
+"""The user state in two Flink states (personalization.state.user_store): a busy user's step appends
+the id it saw to the list state instead of rewriting them all, an ordinary user's ids stay in the
+value, and whatever path the state takes (read back, ids forgotten, reset, erased, an earlier
+release's form) the two states read back as the live one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from personalization.core.events import Event
 from personalization.core.privacy import Suppressed
 from personalization.core.user import StateCaps, UserState
 from personalization.operators.user_profile import user_logic
+from personalization.state.codec import MAX_INLINE_IDS
 from personalization.state.user_store import UserStateStore
 from tests.unit.test_state_codec import typed
 from tests.unit.test_state_cached import OneKeyState
@@ -71,65 +73,75 @@ def _read_back(values: OneKeyValue, ids: OneKeyList) -> UserState:
     return UserStateStore(values, ids, capacity=10).value("u1")
 
 
-def test_each_step_appends_its_id_and_the_two_states_read_back_as_the_live_state():
-    logic, (store, values, ids) = _logic(), _store()
-    state = logic.new_state("u1")
-    for n in range(5):
+def _steps(logic, store, state: UserState, numbers) -> UserState:
+    for n in numbers:
         logic.on_event(state, _click(n), T)
         store.update("u1", state)
-    assert ids.calls == ["update", "add", "add", "add", "add"]  # a new user's list is written whole once
-    assert len(ids.entries) == 5 and msgspec.msgpack.decode(values.stored[1:])["seen_event_ids"] == {}
+    return state
+
+
+def _ids_in_value(values: OneKeyValue) -> dict:
+    return msgspec.msgpack.decode(values.stored[1:])["seen_event_ids"]
+
+
+def test_a_busy_users_steps_append_their_ids_and_the_two_states_read_back_as_the_live_state():
+    logic, (store, values, ids) = _logic(), _store()
+    state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS))
+    assert ids.calls == [] and len(_ids_in_value(values)) == MAX_INLINE_IDS  # an ordinary user: one value
+    _steps(logic, store, state, range(MAX_INLINE_IDS, MAX_INLINE_IDS + 5))
+    assert ids.calls == ["update", "add", "add", "add", "add"]  # moved to the list once, then appended
+    assert len(ids.entries) == MAX_INLINE_IDS + 5 and _ids_in_value(values) == {}
     assert typed(_read_back(values, ids)) == typed(state)
     assert list(_read_back(values, ids).seen_event_ids) == list(state.seen_event_ids)  # arrival order
 
 
 def test_ids_forgotten_by_the_cap_rewrite_the_list_once_then_steps_append_again():
-    logic, (store, values, ids) = _logic(seen_ids=8), _store()
+    logic, (store, values, ids) = _logic(seen_ids=80), _store()
+    state = _steps(logic, store, logic.new_state("u1"), range(105))  # at the 101st id the logic forgets 21
+    assert ids.calls.count("update") == 2 and ids.calls[-3:] == ["add"] * 3
+    assert len(ids.entries) == len(state.seen_event_ids) == 84
+    assert typed(_read_back(values, ids)) == typed(state)
+
+
+def test_ids_back_under_the_inline_bound_leave_the_list():
+    logic, (store, values, ids) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
     state = logic.new_state("u1")
-    for n in range(12):  # the 11th id is over the cap plus its slack: the logic forgets the oldest
-        logic.on_event(state, _click(n), T)
-        store.update("u1", state)
-    assert ids.calls.count("update") == 2 and ids.calls[-1] == "add"
-    assert len(ids.entries) == len(state.seen_event_ids) == 9
+    state.seen_event_ids = {f"old-{n}": T for n in range(MAX_INLINE_IDS + 1)}
+    store.update("u1", state)
+    assert len(ids.entries) == MAX_INLINE_IDS + 1
+    _steps(logic, store, state, [1])
+    assert ids.entries == [] and list(_ids_in_value(values)) == ["id 1 {}:*"]
     assert typed(_read_back(values, ids)) == typed(state)
 
 
 def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
     logic, (store, values, ids) = _logic(), _store(capacity=1)
-    state = logic.new_state("u1")
-    logic.on_event(state, _click(1), T)
-    store.update("u1", state)
+    state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     written = values.stored, list(ids.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
     values.stored, ids.entries = written  # the fakes hold one key: u1's again
     ids.calls.clear()
     restored = store.value("u1")
     assert restored is not state and ids.calls == ["get"]
-    logic.on_event(restored, _click(2), T)
-    store.update("u1", restored)
+    _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
     assert ids.calls == ["get", "add"]
     assert typed(_read_back(values, ids)) == typed(restored)
 
 
 def test_a_step_that_failed_is_forgotten_and_the_stored_state_read_back():
     logic, (store, values, ids) = _logic(), _store()
-    state = logic.new_state("u1")
-    logic.on_event(state, _click(1), T)
-    store.update("u1", state)
-    logic.on_event(state, _click(2), T)  # changed, then the step failed: not written
+    state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
+    logic.on_event(state, _click(1_000), T)  # changed, then the step failed: not written
     store.forget("u1")
     again = store.value("u1")
-    assert list(again.seen_event_ids) == ["id 1 {}:*"]
-    logic.on_event(again, _click(3), T)
-    store.update("u1", again)
+    assert len(again.seen_event_ids) == MAX_INLINE_IDS + 1 and "id 1000 {}:*" not in again.seen_event_ids
+    _steps(logic, store, again, [1_001])
     assert typed(_read_back(values, ids)) == typed(again)
 
 
 def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
     logic, (store, values, ids) = _logic(), _store()
-    state = logic.new_state("u1")
-    logic.on_event(state, _click(1), T)
-    store.update("u1", state)
+    state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
     assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(fresh)  # same ids: nothing to add
@@ -140,13 +152,13 @@ def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
     assert (ids.entries, values.stored, store.value("u1")) == ([], None, None)
 
 
-def test_a_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
+def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
     logic, (store, values, ids) = _logic(), _store()
     state = logic.new_state("u1")
-    logic.on_event(state, _click(1), T)
+    for n in range(MAX_INLINE_IDS + 1):
+        logic.on_event(state, _click(n), T)
     values.stored = b"U" + msgspec.msgpack.encode(state)  # the codec before the list state
     restored = store.value("u1")
-    assert list(restored.seen_event_ids) == ["id 1 {}:*"] and ids.calls == []
-    logic.on_event(restored, _click(2), T)
-    store.update("u1", restored)
+    assert list(restored.seen_event_ids) == list(state.seen_event_ids) and ids.calls == []
+    _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
     assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(restored)
