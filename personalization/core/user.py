@@ -171,8 +171,11 @@ class UserLogic:
         result = Result(Outcome.PROCESSED, lateness_ms=max(lateness, 0), profile_changed=True)
         if self._apply(state, event, watermark, result):
             self._advance(state, watermark, result)
-        else:  # an impression, or beyond the held-events cap (counted, O(1)): nothing to write now
-            result.profile_changed, result.state_changed = False, True
+        else:  # no session or rule can change: an impression (nothing to write), or an event beyond
+            # the held-events cap, counted in O(1): its profile is written like any other (the
+            # operator's write-behind coalesces a busy user's writes), or it would wait for a step
+            # that may never come (the held sessions' last emission may be behind it)
+            result.profile_changed, result.state_changed = event.event_type != IMPRESSION, True
         return result
 
     def merge(self, state: UserState, anonymous_id: str, events: tuple[Event, ...], watermark: int,
@@ -268,8 +271,8 @@ class UserLogic:
         }
 
     def _apply(self, state: UserState, event: Event, watermark: int, result: Result) -> bool:
-        """False when the profile shows nothing new: an impression (remembered for dedup only), or an
-        event counted but not held for sessions and rules (beyond ``caps.session_events``)."""
+        """False when no session or rule can change: an impression (remembered for dedup only), or
+        an event counted but not held for sessions and rules (beyond ``caps.session_events``)."""
         self._remember(state, event, watermark, result)
         if event.event_type == EXPOSURE:  # the experiment's alone: not behaviour (counts, sessions, rules)
             state.version += 1

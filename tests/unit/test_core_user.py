@@ -514,15 +514,14 @@ def test_ids_past_the_dedup_horizon_are_forgotten_in_one_rebuild_not_one_per_eve
 
 def test_events_beyond_the_held_events_cap_are_counted_only_until_the_held_sessions_are_final() -> None:
     """A bot in one session (events 1 ms apart, gap 1 s): beyond 50 held events an event is
-    counted (counts, windows, dedup) but not held for sessions or the rules, and its profile
-    waits for the next step; once the watermark makes the held session final, events are held
-    again."""
+    counted (counts, windows, dedup) and its profile written, but it is not held for sessions or
+    the rules; once the watermark makes the held session final, events are held again."""
     logic = dataclasses.replace(LOGIC, caps=StateCaps(session_events=50))
     state, dropped = fresh(), 0
     for i in range(200):
         result = logic.on_event(state, ev(1_000 + i, f"b{i}", "product_view", item_id=f"i{i}"), watermark=0)
         dropped += result.dropped.get("session_events", 0)
-        assert result.profile_changed == (i < 50) and result.state_changed | result.profile_changed
+        assert result.profile_changed and result.state_changed == (i >= 50)
     assert dropped == 150 and len(state.session_state.events) == 50
     assert state.counts == {"product_view": 200} and state.version == 200
     assert logic.on_event(state, ev(1_150, "b150", "product_view"), watermark=0).outcome is Outcome.DUPLICATE
@@ -532,3 +531,19 @@ def test_events_beyond_the_held_events_cap_are_counted_only_until_the_held_sessi
     assert state.session_state.events == []
     assert logic.on_event(state, ev(3_000, "later"), watermark=2_549).profile_changed  # held again
     assert len(state.session_state.events) == 1
+
+
+def test_events_beyond_the_cap_after_the_held_sessions_last_emission_are_written_all_the_same() -> None:
+    """The held session closed and was emitted before the watermark made it final: events beyond
+    the cap in that time are the last the user sends. Their profile must be written with them; no
+    later step would write it (the end of input only drops the final session)."""
+    logic = dataclasses.replace(LOGIC, caps=StateCaps(session_events=50))
+    state = fresh()
+    for i in range(50):
+        logic.on_event(state, ev(1_000 + i * 10, f"b{i}", "product_view"), watermark=0)
+    assert [s.status for s in logic.on_timer(state, watermark=2_500).sessions] == ["closed"]
+    beyond = [logic.on_event(state, ev(2_500 + i, f"c{i}", "product_view"), watermark=2_500) for i in range(30)]
+    assert all(r.profile_changed and r.dropped == {"session_events": 1} for r in beyond)
+    assert LOGIC.profile(state)["events_total"] == 80
+    end = logic.on_timer(state, watermark=END_OF_INPUT)
+    assert (end.sessions, end.profile_changed) == ([], False)  # nothing more to write: it was written
