@@ -22,11 +22,12 @@ from typing import Iterator
 import click
 import orjson
 
-from bench.run import RESULTS, job_profiles, remove_runs, workload
+from bench.run import RESULTS, RUNS, job_profiles, remove_runs, workload
 from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
+from personalization.pipelines.topics import topic_size
 
 HOT = "hot-crawler"
 
@@ -86,13 +87,16 @@ def run(logic, events: list[Event], out_of_orderness: int) -> dict:
 
 def job_run(settings: Settings, payloads: list[dict]) -> dict:
     """One bounded run of the whole job (default config) over ``payloads``: the span from the
-    first profile write to the last, and the events the ordinary users' and the hot user's
-    profiles counted."""
+    first profile write to the last, the events the ordinary users' and the hot user's profiles
+    counted, and the records of the run's ``late`` and DLQ topics (where events not counted went),
+    read before the run's topics are deleted."""
     profiles, span_s = job_profiles(settings, payloads, {})
+    run = RUNS[-1]  # the settings (topics) of the run job_profiles just made
     counted = Counter()
     for profile in profiles:
         counted["hot" if profile["user_id"] == HOT else "ordinary"] += profile["events_total"]
-    return {"span_s": span_s, "ordinary": counted["ordinary"], "hot": counted["hot"]}
+    return {"span_s": span_s, "ordinary": counted["ordinary"], "hot": counted["hot"],
+            "late": topic_size(run, run.kafka.topics.late), "dlq": topic_size(run, run.kafka.topics.dlq)}
 
 
 def job_main(settings: Settings, ordinary: int, hot: int, rounds: int) -> str:
@@ -102,13 +106,13 @@ def job_main(settings: Settings, ordinary: int, hot: int, rounds: int) -> str:
     rows = [f"# One hot user, the whole job (`python -m bench.hot_user --job --ordinary {ordinary} --hot {hot} "
             f"--rounds {rounds}`)", "",
             "| run | wall s (first to last profile write) | ordinary events counted | ordinary events/s "
-            "| hot events counted | hot events/s |", "|---|---|---|---|---|---|"]
+            "| hot events counted | hot events/s | late, DLQ records |", "|---|---|---|---|---|---|---|"]
     try:
         for _ in range(rounds):  # alternated: the load of a shared machine drifts between runs
             for name, payloads in (("ordinary users alone", base), (f"with the hot user's {hot:,} events", merged)):
                 r = job_run(settings, payloads)
                 rows.append(f"| {name} | {r['span_s']:,.1f} | {r['ordinary']:,} | {r['ordinary'] / r['span_s']:,.0f} "
-                            f"| {r['hot']:,} | {r['hot'] / r['span_s']:,.0f} |")
+                            f"| {r['hot']:,} | {r['hot'] / r['span_s']:,.0f} | {r['late']:,}, {r['dlq']:,} |")
                 click.echo(rows[-1])
     finally:
         remove_runs()
