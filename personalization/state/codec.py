@@ -28,7 +28,7 @@ import msgspec
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.user import UserState
 
-# Below this many seen ids a user's ids stay in the value: an ordinary user's step then makes one
+# Up to this many seen ids a user's ids stay in the value: an ordinary user's step then makes one
 # call into the JVM to write its state, not two (a list state call costs more than encoding a few ids).
 MAX_INLINE_IDS = 64
 # The first byte: which of the two a stored value is; ``U``: a user state with its seen ids inline,

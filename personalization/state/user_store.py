@@ -12,8 +12,6 @@ when a user's ids move there. The value goes through ``CachedValueState`` (``sta
 from __future__ import annotations
 
 import itertools
-import time
-from typing import Callable
 
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.user import UserState
@@ -26,14 +24,13 @@ class UserStateStore:
     """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids``: the ListState of
     ``descriptors.user_seen_ids`` (both of the current key, as Flink scopes them)."""
 
-    def __init__(self, values, seen_ids, capacity: int, ttl_ms: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, values, seen_ids, capacity: int, ttl_ms: int = 0) -> None:
         self._seen_ids = seen_ids
         # key -> (the live ids dict, how many of its entries, oldest first, the list state holds)
         self._in_list: dict[object, tuple[dict[str, int], int]] = {}
         self._read_back: tuple[dict[str, int], int] | None = None  # ids the last decode read from the list
-        self._cache = CachedValueState(values, capacity, ttl_ms, clock, encode_user_state, self._decode,
-                                       self._forget_ids)
+        self._cache = CachedValueState(values, capacity, ttl_ms, encode=encode_user_state, decode=self._decode,
+                                       on_forget=self._forget_ids)
 
     def value(self, key) -> Stored | None:
         self._read_back = None
