@@ -7,6 +7,12 @@ could still change, and recomputes the split from them, so a shuffled stream, a 
 that bridges two sessions, or one that moves a session's start all give exactly the sessions
 of the sorted stream. Events are dropped once the watermark has passed
 ``end + gap + allowed_lateness``: no admissible event can touch that session any more.
+
+The split itself is kept on the live state object (``SessionState.split_of``), not recomputed:
+an event added in time order extends it in O(1), one added out of order re-decides the greedy
+split from that event only until it falls back in step with the previous split, and a session
+already emitted is summarized again only if an event was added at or before its end. So a
+user's step costs O(log held + sessions held), not O(held), below the ``max_events`` cap too.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from personalization.core.evolvable import evolvable
 from personalization.core.events import Event
@@ -72,8 +78,47 @@ class SessionSummary:
         }
 
 
-@evolvable
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    gap_ms: int
+    max_length_ms: int
+    allowed_lateness_ms: int
+
+
 @dataclass(slots=True)
+class Split:
+    """The greedy split of ``SessionState.events`` under ``rules``, kept up to date as events are
+    added: the index of each session's first event, and the earliest time of an event added
+    since the last ``advance`` (sessions that end before it have not changed since)."""
+
+    rules: SessionRules
+    starts: list[int]
+    touched: int | None
+    # The latest session's totals over its first ``tallied`` events, for the profile (written at
+    # every step): appends add to them; any other change to that session starts them again.
+    tallied: int = 0
+    dwell_ms: int = 0
+    max_scroll_depth: int | float = 0.0
+    converted: bool = False
+
+    def retally(self) -> None:
+        self.tallied, self.dwell_ms, self.max_scroll_depth, self.converted = 0, 0, 0.0, False
+
+
+class OpenSession(NamedTuple):
+    """The latest session while it is still open, as the profile shows it."""
+
+    session_id: str
+    start: int
+    end: int
+    event_count: int
+    max_scroll_depth: int | float
+    dwell_ms: int
+    converted: bool
+
+
+@evolvable
+@dataclass  # not slots: ``_split`` lives in the instance dict, so neither msgspec nor pickle writes it
 class SessionState:
     events: list[SessionEvent] = field(default_factory=list)
     emitted: dict[str, SessionSummary] = field(default_factory=dict)
@@ -82,13 +127,16 @@ class SessionState:
     retired: dict[str, tuple[int, int]] = field(default_factory=dict)
     closed_count: int = 0  # net of retractions, including sessions already forgotten
     converted_count: int = 0
+    # Derived from ``events``, on the live object only (not in Flink state): rebuilt in one pass
+    # at the first use after the state was read, then kept up to date event by event.
+    _split = None  # a Split; not annotated, so not a dataclass field (msgspec would encode it)
 
-
-@dataclass(frozen=True, slots=True)
-class SessionRules:
-    gap_ms: int
-    max_length_ms: int
-    allowed_lateness_ms: int
+    def split_of(self, rules: SessionRules) -> Split:
+        split = self._split
+        if split is None or split.rules != rules:  # read from state, or another configuration
+            events = self.events
+            split = self._split = Split(rules, _starts(events, rules), events[0].ts if events else None)
+        return split
 
 
 def session_id(user_id: str, start: int) -> str:
@@ -105,31 +153,78 @@ def add_event(state: SessionState, event: Event, max_events: int | None = None) 
     that work and, with it, what derives from held events: a session's item and category lists
     and the rules' armed deadlines (each armed by an event given to the rules, and fired before
     the event is final)."""
-    if max_events is not None and len(state.events) >= max_events:
+    events = state.events
+    if max_events is not None and len(events) >= max_events:
         return False
-    bisect.insort(state.events, SessionEvent(
-        event.ts, event.event_id, event.event_type, event.item_id, event.category_id,
-        event.scroll_depth, event.dwell_ms,
-    ))
+    held = SessionEvent(event.ts, event.event_id, event.event_type, event.item_id, event.category_id,
+                        event.scroll_depth, event.dwell_ms)
+    at = bisect.bisect_right(events, held)
+    events.insert(at, held)
+    if state._split is not None:
+        _resplit(state._split, events, at)
     return True
 
 
 def split(events: list[SessionEvent], rules: SessionRules) -> list[list[SessionEvent]]:
     """The greedy split of time-sorted events into sessions."""
-    sessions: list[list[SessionEvent]] = []
-    for event in events:
-        current = sessions[-1] if sessions else None
-        if (current is None or event.ts - current[-1].ts >= rules.gap_ms
-                or event.ts - current[0].ts >= rules.max_length_ms):
-            sessions.append([event])
-        else:
-            current.append(event)
-    return sessions
+    return [events[begin:end] for begin, end in _ranges(_starts(events, rules), len(events))]
+
+
+def _opens(event: SessionEvent, previous: SessionEvent, first: SessionEvent, rules: SessionRules) -> bool:
+    """The greedy rule: ``event`` starts a new session after ``previous``, in a session that
+    began with ``first``."""
+    return event.ts - previous.ts >= rules.gap_ms or event.ts - first.ts >= rules.max_length_ms
+
+
+def _starts(events: list[SessionEvent], rules: SessionRules) -> list[int]:
+    starts: list[int] = []
+    for index, event in enumerate(events):
+        if not starts or _opens(event, events[index - 1], events[starts[-1]], rules):
+            starts.append(index)
+    return starts
+
+
+def _resplit(split: Split, events: list[SessionEvent], at: int) -> None:
+    """Bring ``split`` up to date after an event was inserted at index ``at``.
+
+    The greedy decisions of the events before it do not change. From the new event on they are
+    made again, until an event's session starts where it started before: from there every
+    decision is the one made before (the same previous event, the same first event)."""
+    starts, rules = split.starts, split.rules
+    holder = bisect.bisect_right(starts, at - 1) - 1  # the session of the event before (-1: none)
+    later = [start + 1 for start in starts[holder + 1:]]  # the sessions after it, shifted by one
+    old_start = starts[holder] if holder >= 0 else None  # where the current event's session began
+    new = starts[: holder + 1]
+    step = 0
+    for index in range(at, len(events)):
+        if not new or _opens(events[index], events[index - 1], events[new[-1]], rules):
+            new.append(index)
+        if index > at:
+            while step < len(later) and later[step] <= index:
+                old_start = later[step]
+                step += 1
+            if new[-1] == old_start:
+                new += later[step:]
+                break
+    latest_before = starts[-1] + (starts[-1] >= at) if starts else None
+    if new[-1] != latest_before or new[-1] < at < len(events) - 1:  # not an append to the latest session
+        split.retally()
+    split.starts = new
+    split.touched = events[at].ts if split.touched is None else min(split.touched, events[at].ts)
+
+
+def _ranges(starts: list[int], count: int) -> Iterator[tuple[int, int]]:
+    """``(begin, end)`` of each session: ``events[begin:end]``."""
+    return zip(starts, [*starts[1:], count])
 
 
 def closes_at(session: list[SessionEvent], rules: SessionRules) -> int:
     """The watermark at which no on-time event can join this session any more."""
-    return min(session[-1].ts + rules.gap_ms, session[0].ts + rules.max_length_ms) - 1
+    return _closes_at(session[0], session[-1], rules)
+
+
+def _closes_at(first: SessionEvent, last: SessionEvent, rules: SessionRules) -> int:
+    return min(last.ts + rules.gap_ms, first.ts + rules.max_length_ms) - 1
 
 
 def summarize(user_id: str, session: list[SessionEvent], status: str, revision: int) -> SessionSummary:
@@ -157,13 +252,24 @@ def summarize(user_id: str, session: list[SessionEvent], status: str, revision: 
     )
 
 
-def open_session(user_id: str, state: SessionState, rules: SessionRules) -> SessionSummary | None:
+def open_session(user_id: str, state: SessionState, rules: SessionRules) -> OpenSession | None:
     """The user's latest session if it has not closed yet (features of "this visit")."""
-    if not state.events:
+    events = state.events
+    if not events:
         return None
-    latest = split(state.events, rules)[-1]
-    summary = summarize(user_id, latest, "open", 0)
-    return None if summary.session_id in state.emitted else summary
+    split = state.split_of(rules)
+    begin = split.starts[-1]
+    sid = session_id(user_id, events[begin].ts)
+    if sid in state.emitted:
+        return None
+    for event in events[begin + split.tallied:]:
+        if event.scroll_depth is not None and event.scroll_depth > split.max_scroll_depth:
+            split.max_scroll_depth = event.scroll_depth
+        split.dwell_ms += event.dwell_ms or 0
+        split.converted = split.converted or event.event_type == "purchase"
+    split.tallied = len(events) - begin
+    return OpenSession(sid, events[begin].ts, events[-1].ts, len(events) - begin, split.max_scroll_depth,
+                       split.dwell_ms, split.converted)
 
 
 def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: int,
@@ -173,29 +279,34 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
     Returns the emissions in session order; the caller folds them into the profile.
     """
     out: list[SessionSummary] = []
-    sessions = split(state.events, rules)
+    events, split = state.events, state.split_of(rules)
+    touched, still_touched = split.touched, None
     live_ids: set[str] = set()
     keep_from = 0
-    for index, session in enumerate(sessions):
-        if not end_of_input and watermark < closes_at(session, rules):
-            live_ids.add(session_id(user_id, session[0].ts))
-            continue
-        sid = session_id(user_id, session[0].ts)
+    for index, (begin, end) in enumerate(_ranges(split.starts, len(events))):
+        first, last = events[begin], events[end - 1]
+        sid = session_id(user_id, first.ts)
         live_ids.add(sid)
+        if not end_of_input and watermark < _closes_at(first, last, rules):
+            if still_touched is None and touched is not None and last.ts >= touched:
+                still_touched = first.ts  # changed, not closed yet: compared when it closes
+            continue
         previous = state.emitted.get(sid)
-        if previous is None and sid in state.retired:
-            summary = summarize(user_id, session, "updated", state.retired.pop(sid)[0] + 1)
+        if previous is not None and (touched is None or last.ts < touched):
+            summary = None  # emitted, and nothing was added at or before its end since
+        elif previous is None and sid in state.retired:
+            summary = summarize(user_id, events[begin:end], "updated", state.retired.pop(sid)[0] + 1)
         elif previous is None:
-            summary = summarize(user_id, session, "closed", 1)
+            summary = summarize(user_id, events[begin:end], "closed", 1)
         else:
-            summary = summarize(user_id, session, "updated", previous.revision + 1)
+            summary = summarize(user_id, events[begin:end], "updated", previous.revision + 1)
             if _same_content(summary, previous):
                 summary = None
         if summary is not None:
             _count(state, previous, summary)
             state.emitted[sid] = summary
             out.append(summary)
-        final = end_of_input or watermark >= session[-1].ts + rules.gap_ms + rules.allowed_lateness_ms
+        final = end_of_input or watermark >= last.ts + rules.gap_ms + rules.allowed_lateness_ms
         if final and keep_from == index:
             keep_from = index + 1
     for sid in [sid for sid in state.emitted if sid not in live_ids]:
@@ -204,10 +315,14 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
         state.retired[sid] = (retraction.revision, retraction.end)
         out.append(retraction)
     if keep_from:
-        dropped = sessions[:keep_from]
-        del state.events[: sum(len(s) for s in dropped)]
-        for session in dropped:
-            state.emitted.pop(session_id(user_id, session[0].ts), None)
+        dropped = split.starts[keep_from] if keep_from < len(split.starts) else len(events)
+        for begin in split.starts[:keep_from]:
+            state.emitted.pop(session_id(user_id, events[begin].ts), None)
+        del events[:dropped]
+        split.starts = [start - dropped for start in split.starts[keep_from:]]
+        if not split.starts:
+            split.retally()
+    split.touched = still_touched
     horizon = rules.gap_ms + rules.allowed_lateness_ms
     for sid in [sid for sid, (_, end) in state.retired.items() if end_of_input or watermark >= end + horizon]:
         del state.retired[sid]
@@ -216,11 +331,12 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
 
 def next_deadline(state: SessionState, rules: SessionRules, watermark: int) -> int | None:
     """The earliest watermark after ``watermark`` at which ``advance`` has something to do."""
+    events = state.events
     deadlines = [
         deadline
-        for session in split(state.events, rules)
-        for deadline in (closes_at(session, rules),
-                         session[-1].ts + rules.gap_ms + rules.allowed_lateness_ms)
+        for begin, end in _ranges(state.split_of(rules).starts, len(events))
+        for deadline in (_closes_at(events[begin], events[end - 1], rules),
+                         events[end - 1].ts + rules.gap_ms + rules.allowed_lateness_ms)
         if deadline > watermark
     ]
     return min(deadlines) if deadlines else None

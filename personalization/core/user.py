@@ -512,7 +512,7 @@ def _device_brief(last: tuple[int, str, str, str, str] | None) -> dict | None:
     return {"device_class": last[2], "browser": last[3], "os": last[4], "seen_at": last[0]}
 
 
-def _session_brief(summary: SessionSummary | None) -> dict | None:
+def _session_brief(summary: SessionSummary | sessions.OpenSession | None) -> dict | None:
     if summary is None:
         return None
     return {

@@ -15,10 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from personalization.core import sessions as sessions_module
 from personalization.core.events import Event
 from personalization.core.sessions import (
+    OpenSession,
     SessionRules,
     SessionState,
     SessionSummary,
@@ -29,6 +32,7 @@ from personalization.core.sessions import (
     open_session,
     session_id,
     split,
+    summarize,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -248,9 +252,8 @@ def test_open_session_is_the_latest_session_until_it_is_emitted() -> None:
     add_event(state, ev(3_000, dwell_ms=40))
     add_event(state, ev(3_200, scroll_depth=0.5))
     current = open_session(USER, state, RULES)
-    assert (current.session_id, current.status, current.revision, current.start, current.end,
-            current.event_count, current.dwell_ms, current.max_scroll_depth) == (
-        sid(3_000), "open", 0, 3_000, 3_200, 2, 40, 0.5)
+    assert current == OpenSession(sid(3_000), start=3_000, end=3_200, event_count=2, max_scroll_depth=0.5,
+                                  dwell_ms=40, converted=False)
     advance(USER, state, RULES, 999)            # closes [0] only
     assert open_session(USER, state, RULES).session_id == sid(3_000)
     advance(USER, state, RULES, 4_199)          # closes [3_000, 3_200]
@@ -429,16 +432,19 @@ def content(summary: SessionSummary) -> tuple:
 
 
 def random_admissible_run(rng: random.Random, rules: SessionRules, events: list[Event],
-                          late: bool) -> tuple[list[SessionSummary], SessionState]:
+                          late: bool, reread: bool = False) -> tuple[list[SessionSummary], SessionState]:
     """Feed ``events`` in a random order with a monotone watermark; every event is admissible
     (watermark - ts <= allowed lateness when it arrives); ``late=False`` keeps the watermark
-    below every event still to come."""
+    below every event still to come. ``reread``: now and then the state is written and read
+    back as the operator's state store does (the kept split is then rebuilt)."""
     order = events[:]
     rng.shuffle(order)
     state = SessionState()
     emissions: list[SessionSummary] = []
     watermark = -10**9
     for index, event in enumerate(order):
+        if reread and rng.random() < 0.3:
+            state = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=SessionState)
         add_event(state, event)
         remaining = [e.ts for e in order[index + 1:]]
         if remaining:
@@ -485,6 +491,64 @@ def test_with_admissible_late_events_the_net_sessions_and_counters_equal_the_sor
         assert state.closed_count == len(expected), seed
         assert state.converted_count == sum(s.converted for s in expected), seed
         assert state.events == [] and state.emitted == {}, seed
+
+
+def test_state_read_back_between_steps_gives_the_same_net_sessions() -> None:
+    for seed in range(300):
+        rng = random.Random(seed)
+        events = random_events(rng, span=6_000, grid=rng.choice((1, 300)))
+        emissions, state = random_admissible_run(rng, TIGHT, events, late=True, reread=True)
+        expected = sorted_run(TIGHT, events)
+        assert sorted(content(s) for s in net_sessions(emissions).values()) == sorted(
+            content(s) for s in expected), seed
+        assert state.closed_count == len(expected), seed
+
+
+def test_the_kept_split_equals_a_fresh_split_after_every_insertion_and_advance() -> None:
+    for seed in range(400):
+        rng = random.Random(seed)
+        rules = rng.choice((TIGHT, RULES))
+        events = random_events(rng, span=8_000, grid=rng.choice((1, 250)))
+        rng.shuffle(events)
+        state = SessionState()
+        state.split_of(rules)  # kept from the first event on
+        watermark = -10**9
+        for event in events:
+            add_event(state, event)
+            assert lengths(state.split_of(rules).starts, len(state.events)) == [
+                len(s) for s in split(state.events, rules)], seed
+            assert open_session(USER, state, rules) == fresh_open_session(state, rules), seed
+            watermark = max(watermark, event.ts - rng.randrange(0, 4_000))
+            advance(USER, state, rules, watermark)
+            assert lengths(state.split_of(rules).starts, len(state.events)) == [
+                len(s) for s in split(state.events, rules)], seed
+            assert open_session(USER, state, rules) == fresh_open_session(state, rules), seed
+
+
+def fresh_open_session(state: SessionState, rules: SessionRules) -> OpenSession | None:
+    """The latest session from a split made now, if it was not emitted."""
+    sessions = split(state.events, rules)
+    if not sessions or sid(sessions[-1][0].ts) in state.emitted:
+        return None
+    s = summarize(USER, sessions[-1], "open", 0)
+    return OpenSession(s.session_id, s.start, s.end, s.event_count, s.max_scroll_depth, s.dwell_ms, s.converted)
+
+
+def lengths(starts: list[int], count: int) -> list[int]:
+    return [end - begin for begin, end in zip(starts, [*starts[1:], count])]
+
+
+def test_an_event_in_time_order_makes_one_greedy_decision_however_many_are_held(monkeypatch) -> None:
+    decisions = []
+    real = sessions_module._opens
+    monkeypatch.setattr(sessions_module, "_opens", lambda *args: decisions.append(1) or real(*args))
+    state = SessionState()
+    state.split_of(RULES)
+    for ts in range(0, 2_000 * 400, 400):  # one session of up to max_length, then the next
+        decisions.clear()
+        add_event(state, ev(ts))
+        assert len(decisions) <= 1
+    assert len(state.events) == 2_000
 
 
 def test_revisions_of_a_session_id_strictly_increase_over_its_emissions() -> None:
