@@ -148,11 +148,10 @@ def add_event(state: SessionState, event: Event, max_events: int | None = None) 
     """Hold the event for the sessions; False (not held) when ``max_events`` are held already.
 
     Why a cap: the held events are every event a late arrival could still regroup (sessions
-    not yet final), re-split at each of the user's steps, so a user sending thousands of events
-    an hour (a bot) would make each of its events cost more than the one before. The cap bounds
-    that work and, with it, what derives from held events: a session's item and category lists
-    and the rules' armed deadlines (each armed by an event given to the rules, and fired before
-    the event is final)."""
+    not yet final), so a user sending thousands of events an hour (a bot) would hold them all.
+    The cap bounds that memory and what derives from held events: a session's item and category
+    lists, the work of summarizing it, and the rules' armed deadlines (each armed by an event
+    given to the rules, and fired before the event is final)."""
     events = state.events
     if max_events is not None and len(events) >= max_events:
         return False
