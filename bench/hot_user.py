@@ -1,7 +1,8 @@
 """One hot user against everyone else (issue 19, point 5): ``.venv/bin/python -m bench.hot_user``.
 
-The user operator's per-event work (``UserLogic.on_event``, then the profile built and encoded,
-as the operator does for every applied event; the default rules) on one thread, as at
+The user operator's per-event work (``UserLogic.on_event``, then the profile built and encoded for
+every applied event, which the operator's write-behind does at most once per ``redis.batch_delay``
+per user, so an upper bound; the default rules) on one thread, as at
 parallelism 1 where every user shares the task: first ``--ordinary`` real replay events alone,
 then the same events with ``--hot`` events of one crawler interleaved in event-time order
 (product views and add-to-carts of thousands of categories and items, spread over the same
