@@ -535,7 +535,8 @@ class Settings(_Section):
     def _state_outlives_profile_and_windows(self) -> "Settings":
         """A user's state may expire only after their Redis profile (else the next event starts a
         fresh state at version 1, which the profile's compare-and-set refuses until it catches
-        up), after their longest window, and after the dedup horizon."""
+        up), after their longest window, after the dedup horizon and after the longest an event
+        is held for sessions."""
         ttl = self.profile.state_ttl
         if ttl and (not self.redis.profile_ttl or ttl < self.redis.profile_ttl):
             raise ValueError(f"profile.state_ttl ({ttl} ms) must be at least redis.profile_ttl "
@@ -546,6 +547,10 @@ class Settings(_Section):
         if ttl and ttl < self.profile.dedup_horizon:  # each seen id expires on its own (state.user_store)
             raise ValueError(f"profile.state_ttl ({ttl} ms) is shorter than profile.dedup_horizon "
                              f"({self.profile.dedup_horizon} ms)")
+        held_for = self.time.max_session_length + self.time.session_gap + self.time.allowed_lateness
+        if ttl and ttl < held_for:  # each held event's entry expires on its own (state.user_store)
+            raise ValueError(f"profile.state_ttl ({ttl} ms) is shorter than an event may be held for sessions: "
+                             f"time.max_session_length + time.session_gap + time.allowed_lateness ({held_for} ms)")
         return self
 
     def with_overrides(self, **sections: Any) -> "Settings":

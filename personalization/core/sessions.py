@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from personalization.core.evolvable import evolvable
 from personalization.core.events import Event
@@ -117,6 +117,14 @@ class OpenSession(NamedTuple):
     converted: bool
 
 
+class DroppedThrough(NamedTuple):
+    """A change to the held events: every event up to and including ``last`` was forgotten.
+    Named by the last event, not by a count, so that a log of changes means the same whatever
+    entries before it are gone (each entry of a list state expires on its own)."""
+
+    last: SessionEvent
+
+
 @evolvable
 @dataclass  # not slots: ``_split`` lives in the instance dict, so neither msgspec nor pickle writes it
 class SessionState:
@@ -130,6 +138,10 @@ class SessionState:
     # Derived from ``events``, on the live object only (not in Flink state): rebuilt in one pass
     # at the first use after the state was read, then kept up to date event by event.
     _split = None  # a Split; not annotated, so not a dataclass field (msgspec would encode it)
+    # The changes to ``events`` not written to Flink state yet, oldest first, while a store keeps
+    # the events apart from the rest of the state (``state.user_store``; None otherwise): each
+    # event held, and a ``DroppedThrough`` for each prefix forgotten. Also on the live object only.
+    _changes = None
 
     def split_of(self, rules: SessionRules) -> Split:
         split = self._split
@@ -159,9 +171,21 @@ def add_event(state: SessionState, event: Event, max_events: int | None = None) 
                         event.scroll_depth, event.dwell_ms)
     at = bisect.bisect_right(events, held)
     events.insert(at, held)
+    if state._changes is not None:
+        state._changes.append(held)
     if state._split is not None:
         _resplit(state._split, events, at)
     return True
+
+
+def replay_changes(events: list[SessionEvent], changes: Iterable[SessionEvent | DroppedThrough]) -> None:
+    """Apply logged changes to ``events`` as ``add_event`` and ``advance`` made them: the same
+    list, whatever entries older than what is still held are missing from the log."""
+    for change in changes:
+        if isinstance(change, DroppedThrough):
+            del events[:bisect.bisect_right(events, change.last)]
+        else:
+            bisect.insort_right(events, change)
 
 
 def split(events: list[SessionEvent], rules: SessionRules) -> list[list[SessionEvent]]:
@@ -317,6 +341,8 @@ def advance(user_id: str, state: SessionState, rules: SessionRules, watermark: i
         dropped = split.starts[keep_from] if keep_from < len(split.starts) else len(events)
         for begin in split.starts[:keep_from]:
             state.emitted.pop(session_id(user_id, events[begin].ts), None)
+        if state._changes is not None:
+            state._changes.append(DroppedThrough(events[dropped - 1]))
         del events[:dropped]
         split.starts = [start - dropped for start in split.starts[keep_from:]]
         if not split.starts:

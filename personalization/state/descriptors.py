@@ -8,8 +8,8 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, St
 
 
 def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
-    """The per-user state (core.user.UserState, or core.privacy.Suppressed) as one value but for its
-    seen ids (``user_seen_ids``): msgpack bytes (``state.codec``; an earlier release's pickled object
+    """The per-user state (core.user.UserState, or core.privacy.Suppressed) as one value but for a
+    busy user's seen ids (``user_seen_ids``) and held events (``user_held_changes``): msgpack bytes (``state.codec``; an earlier release's pickled object
     until the user's next change). The Python state cache keeps the live object between events, so
     it is encoded when written back, not decoded per event.
 
@@ -25,6 +25,16 @@ def user_seen_ids(ttl_ms: int = 0) -> ListStateDescriptor:
     list apart from ``user_state`` so that a step appends its new id rather than re-encoding every
     id kept (``state.user_store``). Each entry expires ``ttl_ms`` after it was written (> 0)."""
     descriptor = ListStateDescriptor("user-seen-ids-v1", Types.STRING())
+    return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
+
+
+def user_held_changes(ttl_ms: int = 0) -> ListStateDescriptor:
+    """The changes to the events a user holds for sessions (``state.codec.held_change_entry``: an
+    event held, a prefix forgotten), in the order made, for a user holding more than
+    ``codec.MAX_INLINE_HELD``: a log apart from ``user_state`` so that a step appends its change
+    rather than re-encoding every event held (``state.user_store``). Each entry expires ``ttl_ms``
+    after it was written (> 0)."""
+    descriptor = ListStateDescriptor("user-held-events-v1", Types.STRING())
     return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
 
 

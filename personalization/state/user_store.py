@@ -1,12 +1,20 @@
-"""The user operator's keyed state: one value, and a busy user's seen event ids in a list state.
+"""The user operator's keyed state: one value, and a busy user's seen ids and held events in list states.
 
-A user's state is written back to Flink after every step that changed it, and the ids kept for
-deduplication (up to ``profile.max_seen_ids``, 10,000 by default, plus a quarter of slack) are most
-of a busy user's state: re-encoding them all made each step of a crawler cost O(its ids). Beyond
-``codec.MAX_INLINE_IDS`` they are in a list state of their own, where a step appends the id it
-added; the list is rewritten whole only when the logic forgot ids (``UserLogic._remember`` then
-builds a new dict: once per eighth of the dedup horizon or quarter of the cap, not per event) and
-when a user's ids move there. The value goes through ``CachedValueState`` (``state.codec``).
+A user's state is written back to Flink after every step that changed it. Two of its parts grow
+with a busy user up to their caps, and re-encoding them at every step made each step of a
+crawler cost O(its state):
+
+- the event ids kept for deduplication (up to ``profile.max_seen_ids``, 10,000 by default, plus a
+  quarter of slack). Beyond ``codec.MAX_INLINE_IDS`` they are in a list state of their own, where
+  a step appends the id it added; the list is rewritten whole only when the logic forgot ids
+  (``UserLogic._remember`` then builds a new dict: once per eighth of the dedup horizon or quarter
+  of the cap, not per event) and when a user's ids move there.
+- the events held for sessions (up to ``profile.max_session_events``). Beyond
+  ``codec.MAX_INLINE_HELD`` their list state is a log of changes (``SessionState._changes``: an
+  event held, a prefix forgotten) that a step appends to; it is rewritten as the events held when
+  it grows past twice their number (plus the inline bound), so a step costs O(1) amortized.
+
+The value goes through ``CachedValueState`` (``state.codec``).
 """
 
 from __future__ import annotations
@@ -14,42 +22,53 @@ from __future__ import annotations
 import itertools
 
 from personalization.core.privacy import Stored, Suppressed
+from personalization.core.sessions import SessionState
 from personalization.core.user import UserState
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import (decode_user_state, encode_user_state, ids_apart, keeps_ids_apart,
-                                         seen_id_entry)
+from personalization.state.codec import (IDS_APART, HELD_APART, MAX_INLINE_HELD, decode_user_state, encode_user_state,
+                                         held_change_entry, parts_apart, seen_id_entry, stored_parts_apart)
 
 
 class UserStateStore:
-    """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids``: the ListState of
-    ``descriptors.user_seen_ids`` (both of the current key, as Flink scopes them)."""
+    """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids`` and ``held_changes``:
+    the ListStates of ``descriptors.user_seen_ids`` and ``descriptors.user_held_changes`` (all of the
+    current key, as Flink scopes them)."""
 
-    def __init__(self, values, seen_ids, capacity: int, ttl_ms: int = 0) -> None:
+    def __init__(self, values, seen_ids, held_changes, capacity: int, ttl_ms: int = 0) -> None:
         self._seen_ids = seen_ids
+        self._held_changes = held_changes
         # key -> (the live ids dict, how many of its entries, oldest first, the list state holds)
-        self._in_list: dict[object, tuple[dict[str, int], int]] = {}
-        self._read_back: tuple[dict[str, int], int] | None = None  # ids the last decode read from the list
+        self._ids_in_list: dict[object, tuple[dict[str, int], int]] = {}
+        # key -> (the live session state whose changes the list state logs, how many entries it has)
+        self._held_in_list: dict[object, tuple[SessionState, int]] = {}
+        self._reading: object = None  # the key whose value is being read (its decode tracks the lists)
+        self._held_entries_read = 0
         self._cache = CachedValueState(values, capacity, ttl_ms, encode=encode_user_state, decode=self._decode,
-                                       on_forget=self._forget_ids)
+                                       on_forget=self._forget_lists)
 
     def value(self, key) -> Stored | None:
-        self._read_back = None
-        live = self._cache.value(key)
-        if self._read_back is not None:
-            self._in_list[key], self._read_back = self._read_back, None
-        return live
+        self._reading = key
+        return self._cache.value(key)
 
     def update(self, key, value: UserState | Suppressed) -> None:
-        if isinstance(value, UserState) and keeps_ids_apart(value):
-            self._write_ids(key, value.seen_event_ids)
-        elif key in self._in_list or not isinstance(value, UserState):  # ids back inline, or an erasure
-            self._seen_ids.clear()
-            self._in_list.pop(key, None)
+        if isinstance(value, UserState):
+            parts = parts_apart(value)
+            if parts & IDS_APART:
+                self._write_ids(key, value.seen_event_ids)
+            elif self._ids_in_list.pop(key, None) is not None:  # ids back inline
+                self._seen_ids.clear()
+            if parts & HELD_APART:
+                self._write_held(key, value.session_state)
+            elif self._held_in_list.pop(key, None) is not None:  # held events back inline
+                self._held_changes.clear()
+                value.session_state._changes = None
+        else:  # an erasure marker
+            self._clear_lists(key)
         self._cache.update(key, value)
 
     def clear(self, key) -> None:
         """Delete the key's state (the current key's)."""
-        self._seen_ids.clear()
+        self._clear_lists(key)
         self._cache.clear(key)
 
     def forget(self, key) -> None:
@@ -57,7 +76,7 @@ class UserStateStore:
         self._cache.forget(key)
 
     def _write_ids(self, key, seen: dict[str, int]) -> None:
-        in_list = self._in_list.get(key)
+        in_list = self._ids_in_list.get(key)
         if in_list is not None and in_list[0] is seen and len(seen) >= in_list[1]:
             added = len(seen) - in_list[1]
             if added == 1:
@@ -67,13 +86,50 @@ class UserStateStore:
                 self._seen_ids.add_all([seen_id_entry(*item) for item in reversed(list(newest_first))])
         else:  # another dict (ids forgotten, a reset state) or ids not in the list yet
             self._seen_ids.update([seen_id_entry(*item) for item in seen.items()])
-        self._in_list[key] = (seen, len(seen))
+        self._ids_in_list[key] = (seen, len(seen))
+
+    def _write_held(self, key, sessions: SessionState) -> None:
+        in_list, changes = self._held_in_list.get(key), sessions._changes
+        if in_list is None or in_list[0] is not sessions or changes is None:  # not logged yet, or another object
+            entries = self._rewrite_held(sessions)
+        elif not changes:
+            return
+        elif in_list[1] + len(changes) > 2 * len(sessions.events) + MAX_INLINE_HELD:  # mostly forgotten events
+            entries = self._rewrite_held(sessions)
+        else:
+            if len(changes) == 1:
+                self._held_changes.add(held_change_entry(changes[0]))
+            else:
+                self._held_changes.add_all([held_change_entry(change) for change in changes])
+            entries = in_list[1] + len(changes)
+        sessions._changes = []
+        self._held_in_list[key] = (sessions, entries)
+
+    def _rewrite_held(self, sessions: SessionState) -> int:
+        self._held_changes.update([held_change_entry(event) for event in sessions.events])
+        return len(sessions.events)
+
+    def _clear_lists(self, key) -> None:
+        self._seen_ids.clear()
+        self._held_changes.clear()
+        self._forget_lists(key)
 
     def _decode(self, stored) -> Stored:
-        value = decode_user_state(stored, self._seen_ids.get)
-        if ids_apart(stored):
-            self._read_back = (value.seen_event_ids, len(value.seen_event_ids))
+        self._held_entries_read = 0
+        value = decode_user_state(stored, self._seen_ids.get, self._read_held_entries)
+        parts, key = stored_parts_apart(stored), self._reading
+        if parts & IDS_APART:
+            self._ids_in_list[key] = (value.seen_event_ids, len(value.seen_event_ids))
+        if parts & HELD_APART:
+            value.session_state._changes = []
+            self._held_in_list[key] = (value.session_state, self._held_entries_read)
         return value
 
-    def _forget_ids(self, key) -> None:
-        self._in_list.pop(key, None)
+    def _read_held_entries(self) -> list[str]:
+        entries = list(self._held_changes.get() or ())
+        self._held_entries_read = len(entries)
+        return entries
+
+    def _forget_lists(self, key) -> None:
+        self._ids_in_list.pop(key, None)
+        self._held_in_list.pop(key, None)

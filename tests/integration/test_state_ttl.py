@@ -27,7 +27,9 @@ def test_an_inactive_user_expires_from_state_and_audiences_and_comes_back_fresh(
     rules.write_text('version: "ttl"\nsegments:\n  everyone: {entry: true}\n')
     settings = isolated_settings(
         tmp_path, kafka={"bounded": False, "topics": {"partitions": 1}}, flink={"restart_attempts": 0}, learning={"enabled": False},
-        rules={"path": str(rules)}, time={"windows": {"sizes": ["4s"], "buckets": 4}},
+        rules={"path": str(rules)},
+        time={"windows": {"sizes": ["4s"], "buckets": 4}, "session_gap": "1s", "max_session_length": "2s",
+              "allowed_lateness": "1s"},
         redis={"profile_ttl": "4s", "batch_delay": 0}, profile={"state_ttl": "4s", "dedup_horizon": "4s"})
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
     reader, client = ProfileReader.from_settings(settings), connect(settings.redis)

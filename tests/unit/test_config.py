@@ -385,12 +385,13 @@ def test_rest_api_binds_loopback_by_default() -> None:
     assert "flink.bind_address: expected an IP address" in error_of(overrides=["flink.bind_address=localhost:1"])
 
 
-def test_state_ttl_must_outlive_the_profile_the_longest_window_and_the_dedup_horizon() -> None:
+def test_state_ttl_must_outlive_the_profile_the_longest_window_the_dedup_horizon_and_held_events() -> None:
     assert load_settings(overrides=["profile.state_ttl=30d"]).profile.state_ttl == 30 * 86_400_000
     for overrides, problem in ((["profile.state_ttl=40d", "redis.profile_ttl=0"], "redis.profile_ttl (0 ms)"),
                                (["profile.state_ttl=29d"], "at least redis.profile_ttl"),
                                (["profile.state_ttl=2h", "redis.profile_ttl=1h"], "shorter than the longest window"),
-                               (["profile.state_ttl=30d", "profile.dedup_horizon=31d"], "shorter than profile.dedup")):
+                               (["profile.state_ttl=30d", "profile.dedup_horizon=31d"], "shorter than profile.dedup"),
+                               (["profile.state_ttl=30d", "time.max_session_length=30d"], "held for sessions")):
         with pytest.raises(ConfigError) as info:
             load_settings(overrides=overrides)
         assert problem in str(info.value) and "got" not in str(info.value)  # the whole file is not echoed

@@ -18,8 +18,9 @@ from personalization.core.user import END_OF_INPUT, UserState
 from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import (MAX_INLINE_IDS, UnreadableState, decode_user_state, encode_user_state,
-                                         seen_id_entry)
+from personalization.core.sessions import SessionEvent
+from personalization.state.codec import (MAX_INLINE_HELD, MAX_INLINE_IDS, UnreadableState, decode_user_state,
+                                         encode_user_state, held_change_entry, seen_id_entry)
 from tests.unit.test_state_cached import OneKeyState
 
 T = 1_511_658_000_000
@@ -44,8 +45,13 @@ def entries_of(state: UserState) -> list[str]:
     return [seen_id_entry(event_id, ts) for event_id, ts in state.seen_event_ids.items()]
 
 
+def held_entries_of(state: UserState) -> list[str]:
+    """The state's held events as their list state holds them after a rewrite."""
+    return [held_change_entry(event) for event in state.session_state.events]
+
+
 def round_trip(state: UserState):
-    return decode_user_state(encode_user_state(state), lambda: entries_of(state))
+    return decode_user_state(encode_user_state(state), lambda: entries_of(state), lambda: held_entries_of(state))
 
 
 def _ev(eid: str, ts: int, etype: str, user: str = "u1", **fields) -> Event:
@@ -91,6 +97,13 @@ def test_a_state_with_every_part_filled_comes_back_with_every_value_and_type(ric
     busy.seen_event_ids = {f"e {n}": T + n for n in range(MAX_INLINE_IDS + 1)}
     assert decode_user_state(encode_user_state(busy)).seen_event_ids == {}  # a busy user's: in the list state
     assert typed(round_trip(busy)) == typed(busy)
+    held = busy.session_state.events
+    held.extend(SessionEvent(held[-1].ts + n, f"h {n}", "scroll", None, None, n if n % 2 else n + 0.5, None)
+                for n in range(1, MAX_INLINE_HELD + 1))
+    assert len(held) > MAX_INLINE_HELD
+    assert decode_user_state(encode_user_state(busy), lambda: entries_of(busy)).session_state.events == []
+    assert held and typed(round_trip(busy)) == typed(busy)  # ids and held events each in their list state
+    assert busy.session_state.events is held  # encoding put the live object's parts back
 
 
 def test_a_closed_state_and_an_erasure_marker_come_back(rich_state):
@@ -123,10 +136,11 @@ def test_fields_evolve_by_name_added_ones_take_their_default_removed_ones_are_ig
     (b"U" + bytes(range(256)) * 4096, "does not decode as UserState"),
     (b"U" + msgspec.msgpack.encode({"user_id": "u1", "version": "three"}), "Expected `int`, got `str`"),
     (b"S" + msgspec.msgpack.encode([1, 2]), "does not decode as Suppressed"),
+    (b"W" + msgspec.msgpack.encode({"user_id": "u1"}), "a stored change to the held events does not decode"),
 ])
 def test_bytes_it_cannot_read_are_an_error_that_says_why(stored, says):
     with pytest.raises(UnreadableState, match=says.replace("(", r"\(").replace("[", r"\[")):
-        decode_user_state(stored)
+        decode_user_state(stored, held_change_entries=lambda: ["+[1, 2]"])
 
 
 def test_the_cache_writes_the_encoded_form_and_decodes_what_it_reads_back(rich_state):

@@ -1,7 +1,8 @@
-"""The user state in two Flink states (personalization.state.user_store): a busy user's step appends
-the id it saw to the list state instead of rewriting them all, an ordinary user's ids stay in the
-value, and whatever path the state takes (read back, ids forgotten, reset, erased, an earlier
-release's form) the two states read back as the live one."""
+"""The user state in three Flink states (personalization.state.user_store): a busy user's step appends
+the id it saw, and the change it made to the held events, to list states instead of rewriting them
+all, an ordinary user's ids and held events stay in the value, and whatever path the state takes
+(read back, ids or events forgotten, reset, erased, an earlier release's form) the states read
+back as the live one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from personalization.core.events import Event
 from personalization.core.privacy import Suppressed
 from personalization.core.user import StateCaps, UserState
 from personalization.operators.user_profile import user_logic
-from personalization.state.codec import MAX_INLINE_IDS
+from personalization.state.codec import MAX_INLINE_HELD, MAX_INLINE_IDS
 from personalization.state.user_store import UserStateStore
 from tests.unit.test_state_codec import typed
 from tests.unit.test_state_cached import OneKeyState
@@ -64,13 +65,13 @@ def _click(n: int, user: str = "u1") -> Event:
 
 
 def _store(capacity: int = 10):
-    values, ids = OneKeyValue(), OneKeyList()
-    return UserStateStore(values, ids, capacity), values, ids
+    values, ids, held = OneKeyValue(), OneKeyList(), OneKeyList()
+    return UserStateStore(values, ids, held, capacity), values, ids, held
 
 
-def _read_back(values: OneKeyValue, ids: OneKeyList) -> UserState:
-    """What a fresh store (after a restart) reads from the two states."""
-    return UserStateStore(values, ids, capacity=10).value("u1")
+def _read_back(values: OneKeyValue, ids: OneKeyList, held: OneKeyList) -> UserState:
+    """What a fresh store (after a restart) reads from the three states."""
+    return UserStateStore(values, ids, held, capacity=10).value("u1")
 
 
 def _steps(logic, store, state: UserState, numbers) -> UserState:
@@ -85,66 +86,66 @@ def _ids_in_value(values: OneKeyValue) -> dict:
 
 
 def test_a_busy_users_steps_append_their_ids_and_the_two_states_read_back_as_the_live_state():
-    logic, (store, values, ids) = _logic(), _store()
+    logic, (store, values, ids, held) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS))
     assert ids.calls == [] and len(_ids_in_value(values)) == MAX_INLINE_IDS  # an ordinary user: one value
     _steps(logic, store, state, range(MAX_INLINE_IDS, MAX_INLINE_IDS + 5))
     assert ids.calls == ["update", "add", "add", "add", "add"]  # moved to the list once, then appended
     assert len(ids.entries) == MAX_INLINE_IDS + 5 and _ids_in_value(values) == {}
-    assert typed(_read_back(values, ids)) == typed(state)
-    assert list(_read_back(values, ids).seen_event_ids) == list(state.seen_event_ids)  # arrival order
+    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert list(_read_back(values, ids, held).seen_event_ids) == list(state.seen_event_ids)  # arrival order
 
 
 def test_ids_forgotten_by_the_cap_rewrite_the_list_once_then_steps_append_again():
-    logic, (store, values, ids) = _logic(seen_ids=80), _store()
+    logic, (store, values, ids, held) = _logic(seen_ids=80), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(105))  # at the 101st id the logic forgets 21
     assert ids.calls.count("update") == 2 and ids.calls[-3:] == ["add"] * 3
     assert len(ids.entries) == len(state.seen_event_ids) == 84
-    assert typed(_read_back(values, ids)) == typed(state)
+    assert typed(_read_back(values, ids, held)) == typed(state)
 
 
 def test_ids_back_under_the_inline_bound_leave_the_list():
-    logic, (store, values, ids) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
+    logic, (store, values, ids, held) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
     state = logic.new_state("u1")
     state.seen_event_ids = {f"old-{n}": T for n in range(MAX_INLINE_IDS + 1)}
     store.update("u1", state)
     assert len(ids.entries) == MAX_INLINE_IDS + 1
     _steps(logic, store, state, [1])
     assert ids.entries == [] and list(_ids_in_value(values)) == ["id 1 {}:*"]
-    assert typed(_read_back(values, ids)) == typed(state)
+    assert typed(_read_back(values, ids, held)) == typed(state)
 
 
 def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
-    logic, (store, values, ids) = _logic(), _store(capacity=1)
+    logic, (store, values, ids, held) = _logic(), _store(capacity=1)
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
-    written = values.stored, list(ids.entries)
+    written = values.stored, list(ids.entries), list(held.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries = written  # the fakes hold one key: u1's again
+    values.stored, ids.entries, held.entries = written  # the fakes hold one key: u1's again
     ids.calls.clear()
     restored = store.value("u1")
     assert restored is not state and ids.calls == ["get"]
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
     assert ids.calls == ["get", "add"]
-    assert typed(_read_back(values, ids)) == typed(restored)
+    assert typed(_read_back(values, ids, held)) == typed(restored)
 
 
 def test_a_step_that_failed_is_forgotten_and_the_stored_state_read_back():
-    logic, (store, values, ids) = _logic(), _store()
+    logic, (store, values, ids, held) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     logic.on_event(state, _click(1_000), T)  # changed, then the step failed: not written
     store.forget("u1")
     again = store.value("u1")
     assert len(again.seen_event_ids) == MAX_INLINE_IDS + 1 and "id 1000 {}:*" not in again.seen_event_ids
     _steps(logic, store, again, [1_001])
-    assert typed(_read_back(values, ids)) == typed(again)
+    assert typed(_read_back(values, ids, held)) == typed(again)
 
 
 def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
-    logic, (store, values, ids) = _logic(), _store()
+    logic, (store, values, ids, held) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
-    assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(fresh)  # same ids: nothing to add
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held)) == typed(fresh)  # same ids: nothing to add
     store.update("u1", Suppressed("req", T))
     assert ids.entries == [] and store.value("u1") == Suppressed("req", T)
     store.update("u1", state)
@@ -153,7 +154,7 @@ def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
 
 
 def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
-    logic, (store, values, ids) = _logic(), _store()
+    logic, (store, values, ids, held) = _logic(), _store()
     state = logic.new_state("u1")
     for n in range(MAX_INLINE_IDS + 1):
         logic.on_event(state, _click(n), T)
@@ -161,4 +162,115 @@ def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_t
     restored = store.value("u1")
     assert list(restored.seen_event_ids) == list(state.seen_event_ids) and ids.calls == []
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
-    assert ids.calls == ["update"] and typed(_read_back(values, ids)) == typed(restored)
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held)) == typed(restored)
+
+
+HOUR = 3_600_000
+
+
+def _visits(logic, store, state: UserState, starts: list[int], events: int) -> UserState:
+    """``events`` clicks a second apart from each of ``starts`` (event time); the watermark stays
+    at ``T``, so no session is final."""
+    for start in starts:
+        for n in range(events):
+            click = Event(event_id=f"v {start} {n} {{}}:*", event_type="click", ts=start + n * 1_000, user_id="u1")
+            logic.on_event(state, click, T)
+            store.update("u1", state)
+    return state
+
+
+def _forget_sessions_before(logic, store, state: UserState, start: int) -> None:
+    """The watermark passes every session before ``start`` and the horizon after it: they are final."""
+    rules = logic.session_rules
+    logic.on_timer(state, start - rules.gap_ms)  # the watermark stays before the visit at ``start``
+    store.update("u1", state)
+
+
+def _held_in_value(values: OneKeyValue) -> list:
+    return msgspec.msgpack.decode(values.stored[1:])["session_state"]["events"]
+
+
+def test_an_ordinary_users_held_events_stay_in_the_value():
+    logic, (store, values, ids, held) = _logic(), _store()
+    state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD)
+    assert len(state.session_state.events) == MAX_INLINE_HELD == len(_held_in_value(values)) and held.calls == []
+
+
+def test_a_busy_users_steps_log_the_event_they_held_and_a_forgotten_session_as_one_entry():
+    logic, (store, values, ids, held) = _logic(), _store()
+    state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 3)
+    assert held.calls == ["update", "add", "add"]  # moved to the list once, then one entry per event
+    assert len(held.entries) == MAX_INLINE_HELD + 3 and _held_in_value(values) == []
+    assert typed(_read_back(values, ids, held)) == typed(state)
+    later = T + 10 * HOUR
+    _visits(logic, store, state, [later], MAX_INLINE_HELD + 1)
+    held.calls.clear()
+    _forget_sessions_before(logic, store, state, later)
+    assert [event.ts >= later for event in state.session_state.events] == [True] * (MAX_INLINE_HELD + 1)
+    assert held.calls == ["add"] and held.entries[-1].startswith("-")  # the first visit forgotten: one entry
+    assert typed(_read_back(values, ids, held)) == typed(state)
+
+
+def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_events():
+    logic, (store, values, ids, held) = _logic(), _store()
+    state = logic.new_state("u1")
+    visits = [T + k * 10 * HOUR for k in range(8)]
+    _visits(logic, store, state, visits[:1], MAX_INLINE_HELD + 1)
+    for previous, start in zip(visits, visits[1:]):  # the held events stay above the bound: 1 to 2 visits
+        _visits(logic, store, state, [start], MAX_INLINE_HELD + 1)
+        _forget_sessions_before(logic, store, state, start)
+        assert len(held.entries) <= 2 * len(state.session_state.events) + MAX_INLINE_HELD
+        assert typed(_read_back(values, ids, held)) == typed(state)
+    assert held.calls.count("update") >= 2  # rewritten since it moved there, not at every forgetting
+
+
+def test_a_log_that_lost_its_oldest_entries_of_forgotten_events_reads_back_the_same_events():
+    """Each list entry expires on its own (``profile.state_ttl``): the oldest go first."""
+    logic, (store, values, ids, held) = _logic(), _store()
+    later = T + 10 * HOUR
+    state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD + 1)
+    _forget_sessions_before(logic, store, state, later)
+    first_kept = next(n for n, entry in enumerate(held.entries) if f'"v {later} 0' in entry)
+    log = list(held.entries)
+    for lost in range(first_kept + 1):
+        held.entries = log[lost:]
+        assert typed(_read_back(values, ids, held)) == typed(state)
+
+
+def test_held_events_back_under_the_inline_bound_leave_the_list():
+    logic, (store, values, ids, held) = _logic(), _store()
+    later = T + 10 * HOUR
+    state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD // 2 + 1)
+    assert len(held.entries) == MAX_INLINE_HELD + 2  # moved at the 65th, then one more
+    _forget_sessions_before(logic, store, state, later)
+    assert held.entries == [] and len(_held_in_value(values)) == MAX_INLINE_HELD // 2 + 1
+    assert typed(_read_back(values, ids, held)) == typed(state)
+
+
+def test_held_events_read_back_after_eviction_are_logged_without_a_rewrite():
+    logic, (store, values, ids, held) = _logic(), _store(capacity=1)
+    state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
+    written = values.stored, list(ids.entries), list(held.entries)
+    store.update("other", UserState("other"))  # u1 evicted from the cache
+    values.stored, ids.entries, held.entries = written
+    held.calls.clear()
+    restored = store.value("u1")
+    assert restored is not state and typed(restored) == typed(state) and held.calls == ["get"]
+    _visits(logic, store, restored, [T + 2 * HOUR], 1)
+    assert held.calls == ["get", "add"]
+    assert typed(_read_back(values, ids, held)) == typed(restored)
+
+
+def test_an_erasure_or_clear_deletes_the_held_events_and_a_reset_writes_the_new_states():
+    logic, (store, values, ids, held) = _logic(), _store()
+    state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
+    fresh, _ = logic.reset(state, "user.reset")
+    store.update("u1", fresh)
+    assert typed(_read_back(values, ids, held)) == typed(fresh)
+    _visits(logic, store, state, [T + 2 * HOUR], 1)
+    store.update("u1", Suppressed("req", T))
+    assert held.entries == [] and ids.entries == []
+    store.update("u1", state)
+    assert len(held.entries) == MAX_INLINE_HELD + 2
+    store.clear("u1")
+    assert (held.entries, ids.entries, values.stored) == ([], [], None)
