@@ -50,7 +50,8 @@ from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
                                                  check_connection, connect, predictions_key, profile_key,
                                                  retry_while_down)
-from personalization.state.descriptors import CONTROL_STATE, user_held_changes, user_seen_ids, user_state
+from personalization.state.descriptors import (CONTROL_STATE, USER_BIG_PARTS, user_held_changes, user_seen_ids,
+                                               user_state)
 from personalization.state.user_store import UserStateStore
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         self._state = UserStateStore(runtime_context.get_state(user_state(ttl)),
                                      runtime_context.get_list_state(user_seen_ids(ttl)),
                                      runtime_context.get_list_state(user_held_changes(ttl)),
+                                     runtime_context.get_map_state(USER_BIG_PARTS),
                                      self._settings.flink.state_cache_size, ttl)
         cfg = self._settings.redis
         self._client = client = connect(cfg)
@@ -322,8 +324,8 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def _erase(self, erasure: Erasure, user: str):
         """Right to be forgotten: the keyed state becomes a marker (``user_state``; the seen ids of
-        ``user_seen_ids`` and the held events of ``user_held_changes`` are cleared with it, and the
-        cache holds the marker too), the held-back
+        ``user_seen_ids``, the held events of ``user_held_changes`` and the parts of
+        ``USER_BIG_PARTS`` are cleared with it, and the cache holds the marker too), the held-back
         write is dropped, every Redis key of the user is deleted, the trainer forgets the user, and
         the audit topic confirms. The marker is in the next checkpoint, and the Redis deletes are
         idempotent: a restore from an earlier checkpoint re-reads the request and erases again. A

@@ -9,7 +9,8 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, St
 
 def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
     """The per-user state (core.user.UserState, or core.privacy.Suppressed) as one value but for a
-    busy user's seen ids (``user_seen_ids``) and held events (``user_held_changes``): msgpack bytes (``state.codec``; an earlier release's pickled object
+    busy user's seen ids (``user_seen_ids``), held events (``user_held_changes``) and seldom changed
+    parts (``USER_BIG_PARTS``): msgpack bytes (``state.codec``; an earlier release's pickled object
     until the user's next change). The Python state cache keeps the live object between events, so
     it is encoded when written back, not decoded per event.
 
@@ -37,6 +38,11 @@ def user_held_changes(ttl_ms: int = 0) -> ListStateDescriptor:
     descriptor = ListStateDescriptor("user-held-events-v1", Types.STRING())
     return _expiring(descriptor, ttl_ms) if ttl_ms else descriptor
 
+
+# A busy user's parts of ``user_state`` that change seldom (``state.codec.BIG_PARTS``: the sessions'
+# summaries, the open session's aggregates for the rules), msgpack by part name, each written only
+# at a step that changed it (``state.user_store``). Not used with a state TTL.
+USER_BIG_PARTS = MapStateDescriptor("user-parts-v1", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 # The identity resolver's state per anonymous id (core.identity.IdentityState, pickled): the user
 # it is linked to, and its events until then.

@@ -14,6 +14,13 @@ crawler cost O(its state):
   event held, a prefix forgotten) that a step appends to; it is rewritten as the events held when
   it grows past twice their number (plus the inline bound), so a step costs O(1) amortized.
 
+Two more parts (``codec.BIG_PARTS``: the sessions' summaries, the open session's aggregates for the
+rules) list up to ``profile.max_session_events`` items each but change seldom at a busy user's
+step (at a session's close, at an event the rules are given): beyond ``codec.MAX_INLINE_ITEMS``
+they are entries of a map state, written only at a step that changed them. Not with a state TTL:
+an entry's TTL counts from its own write, and a part not written for a while would expire before
+the value; with ``profile.state_ttl`` they stay in the value.
+
 The value goes through ``CachedValueState`` (``state.codec``).
 """
 
@@ -25,25 +32,32 @@ from personalization.core.privacy import Stored, Suppressed
 from personalization.core.sessions import SessionState
 from personalization.core.user import UserState
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import (IDS_APART, HELD_APART, MAX_INLINE_HELD, decode_user_state, encode_user_state,
-                                         held_change_entry, parts_apart, seen_id_entry, stored_parts_apart)
+from personalization.state.codec import (ALL_PARTS, BIG_PARTS, HELD_APART, IDS_APART, MAX_INLINE_HELD, decode_user_state,
+                                         encode_user_state, held_change_entry, parts_apart, seen_id_entry,
+                                         stored_parts_apart)
 
 
 class UserStateStore:
     """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids`` and ``held_changes``:
-    the ListStates of ``descriptors.user_seen_ids`` and ``descriptors.user_held_changes`` (all of the
-    current key, as Flink scopes them)."""
+    the ListStates of ``descriptors.user_seen_ids`` and ``descriptors.user_held_changes``;
+    ``big_parts``: the MapState of ``descriptors.user_big_parts`` (all of the current key, as Flink
+    scopes them)."""
 
-    def __init__(self, values, seen_ids, held_changes, capacity: int, ttl_ms: int = 0) -> None:
+    def __init__(self, values, seen_ids, held_changes, big_parts, capacity: int, ttl_ms: int = 0) -> None:
         self._seen_ids = seen_ids
         self._held_changes = held_changes
+        self._big_parts = big_parts
+        self._allowed = ALL_PARTS & ~sum(part.flag for part in BIG_PARTS) if ttl_ms else ALL_PARTS
+        # key -> {big part's name: its token when last written}
+        self._big_part_tokens: dict[object, dict[str, object]] = {}
         # key -> (the live ids dict, how many of its entries, oldest first, the list state holds)
         self._ids_in_list: dict[object, tuple[dict[str, int], int]] = {}
         # key -> (the live session state whose changes the list state logs, how many entries it has)
         self._held_in_list: dict[object, tuple[SessionState, int]] = {}
         self._reading: object = None  # the key whose value is being read (its decode tracks the lists)
+        self._parts_written = 0  # the parts the value being written has apart
         self._held_entries_read = 0
-        self._cache = CachedValueState(values, capacity, ttl_ms, encode=encode_user_state, decode=self._decode,
+        self._cache = CachedValueState(values, capacity, ttl_ms, encode=self._encode, decode=self._decode,
                                        on_forget=self._forget_lists)
 
     def value(self, key) -> Stored | None:
@@ -52,7 +66,7 @@ class UserStateStore:
 
     def update(self, key, value: UserState | Suppressed) -> None:
         if isinstance(value, UserState):
-            parts = parts_apart(value)
+            parts = self._parts_written = parts_apart(value) & self._allowed
             if parts & IDS_APART:
                 self._write_ids(key, value.seen_event_ids)
             elif self._ids_in_list.pop(key, None) is not None:  # ids back inline
@@ -62,6 +76,7 @@ class UserStateStore:
             elif self._held_in_list.pop(key, None) is not None:  # held events back inline
                 self._held_changes.clear()
                 value.session_state._changes = None
+            self._write_big_parts(key, value, parts)
         else:  # an erasure marker
             self._clear_lists(key)
         self._cache.update(key, value)
@@ -105,6 +120,20 @@ class UserStateStore:
         sessions._changes = []
         self._held_in_list[key] = (sessions, entries)
 
+    def _write_big_parts(self, key, value: UserState, parts: int) -> None:
+        tokens = self._big_part_tokens.get(key)
+        for part in BIG_PARTS:
+            if parts & part.flag:
+                token = part.token(value)
+                if tokens is None:
+                    tokens = self._big_part_tokens[key] = {}
+                elif part.name in tokens and tokens[part.name] == token:
+                    continue
+                self._big_parts.put(part.name, part.encode(value))
+                tokens[part.name] = token
+            elif tokens is not None and tokens.pop(part.name, None) is not None:  # back in the value
+                self._big_parts.remove(part.name)
+
     def _rewrite_held(self, sessions: SessionState) -> int:
         self._held_changes.update([held_change_entry(event) for event in sessions.events])
         return len(sessions.events)
@@ -112,17 +141,24 @@ class UserStateStore:
     def _clear_lists(self, key) -> None:
         self._seen_ids.clear()
         self._held_changes.clear()
+        self._big_parts.clear()
         self._forget_lists(key)
+
+    def _encode(self, value: UserState | Suppressed) -> bytes:
+        return encode_user_state(value, self._parts_written)  # as ``update`` just wrote them
 
     def _decode(self, stored) -> Stored:
         self._held_entries_read = 0
-        value = decode_user_state(stored, self._seen_ids.get, self._read_held_entries)
+        value = decode_user_state(stored, self._seen_ids.get, self._read_held_entries, self._big_parts.get)
         parts, key = stored_parts_apart(stored), self._reading
         if parts & IDS_APART:
             self._ids_in_list[key] = (value.seen_event_ids, len(value.seen_event_ids))
         if parts & HELD_APART:
             value.session_state._changes = []
             self._held_in_list[key] = (value.session_state, self._held_entries_read)
+        tokens = {part.name: part.token(value) for part in BIG_PARTS if parts & part.flag}
+        if tokens:
+            self._big_part_tokens[key] = tokens
         return value
 
     def _read_held_entries(self) -> list[str]:
@@ -133,3 +169,4 @@ class UserStateStore:
     def _forget_lists(self, key) -> None:
         self._ids_in_list.pop(key, None)
         self._held_in_list.pop(key, None)
+        self._big_part_tokens.pop(key, None)

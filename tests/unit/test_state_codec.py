@@ -19,8 +19,9 @@ from personalization.operators.user_profile import user_logic
 from personalization.pipelines.rules import load_rules
 from personalization.state.cached import CachedValueState
 from personalization.core.sessions import SessionEvent
-from personalization.state.codec import (MAX_INLINE_HELD, MAX_INLINE_IDS, UnreadableState, decode_user_state,
-                                         encode_user_state, held_change_entry, seen_id_entry)
+from personalization.state.codec import (BIG_PARTS, MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS, UnreadableState,
+                                         decode_user_state, encode_user_state, held_change_entry, parts_apart,
+                                         seen_id_entry)
 from tests.unit.test_state_cached import OneKeyState
 
 T = 1_511_658_000_000
@@ -50,8 +51,14 @@ def held_entries_of(state: UserState) -> list[str]:
     return [held_change_entry(event) for event in state.session_state.events]
 
 
+def big_parts_of(state: UserState) -> dict[str, bytes]:
+    """The state's big parts as the map state holds them."""
+    return {part.name: part.encode(state) for part in BIG_PARTS}
+
+
 def round_trip(state: UserState):
-    return decode_user_state(encode_user_state(state), lambda: entries_of(state), lambda: held_entries_of(state))
+    return decode_user_state(encode_user_state(state), lambda: entries_of(state), lambda: held_entries_of(state),
+                             big_parts_of(state).get)
 
 
 def _ev(eid: str, ts: int, etype: str, user: str = "u1", **fields) -> Event:
@@ -104,6 +111,15 @@ def test_a_state_with_every_part_filled_comes_back_with_every_value_and_type(ric
     assert decode_user_state(encode_user_state(busy), lambda: entries_of(busy)).session_state.events == []
     assert held and typed(round_trip(busy)) == typed(busy)  # ids and held events each in their list state
     assert busy.session_state.events is held  # encoding put the live object's parts back
+    last, session = busy.last_session, busy.features.session
+    busy.last_session = dataclasses.replace(last, items=tuple(f"i {n}" for n in range(MAX_INLINE_ITEMS + 1)))
+    session.distinct["item_id"] = {f"i {n}" for n in range(MAX_INLINE_ITEMS + 1)}
+    assert parts_apart(busy) == 15  # every part apart
+    assert typed(round_trip(busy)) == typed(busy)
+    assert busy.features.session is session and busy.last_session.items[-1] == f"i {MAX_INLINE_ITEMS}"
+    with pytest.raises(UnreadableState, match="has its 'session-features' apart, and they are not there"):
+        decode_user_state(encode_user_state(busy), lambda: entries_of(busy), lambda: held_entries_of(busy),
+                          {"sessions": big_parts_of(busy)["sessions"]}.get)
 
 
 def test_a_closed_state_and_an_erasure_marker_come_back(rich_state):
@@ -132,7 +148,7 @@ def test_fields_evolve_by_name_added_ones_take_their_default_removed_ones_are_ig
 
 @pytest.mark.parametrize(("stored", "says"), [
     (b"", "starts with b''"),
-    (b"Z" + msgspec.msgpack.encode({"user_id": "u1"}), "starts with b'Z'"),
+    (b"!" + msgspec.msgpack.encode({"user_id": "u1"}), "starts with b'!'"),
     (b"U" + bytes(range(256)) * 4096, "does not decode as UserState"),
     (b"U" + msgspec.msgpack.encode({"user_id": "u1", "version": "three"}), "Expected `int`, got `str`"),
     (b"S" + msgspec.msgpack.encode([1, 2]), "does not decode as Suppressed"),

@@ -7,6 +7,7 @@ back as the live one."""
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import msgspec
 
@@ -15,7 +16,8 @@ from personalization.core.events import Event
 from personalization.core.privacy import Suppressed
 from personalization.core.user import StateCaps, UserState
 from personalization.operators.user_profile import user_logic
-from personalization.state.codec import MAX_INLINE_HELD, MAX_INLINE_IDS
+from personalization.pipelines.rules import load_rules
+from personalization.state.codec import MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS
 from personalization.state.user_store import UserStateStore
 from tests.unit.test_state_codec import typed
 from tests.unit.test_state_cached import OneKeyState
@@ -56,6 +58,30 @@ class OneKeyList:
         self.entries = []
 
 
+class OneKeyMap:
+    """Stands in for the MapState of the current key: keeps the calls that reached it."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+        self.calls: list[str] = []
+
+    def get(self, name: str) -> bytes | None:
+        self.calls.append("get")
+        return self.entries.get(name)
+
+    def put(self, name: str, value: bytes) -> None:
+        self.calls.append(f"put {name}")
+        self.entries[name] = value
+
+    def remove(self, name: str) -> None:
+        self.calls.append(f"remove {name}")
+        self.entries.pop(name, None)
+
+    def clear(self) -> None:
+        self.calls.append("clear")
+        self.entries = {}
+
+
 def _logic(seen_ids: int = 10_000):
     return dataclasses.replace(user_logic(load_settings()), caps=StateCaps(seen_ids=seen_ids))
 
@@ -64,14 +90,23 @@ def _click(n: int, user: str = "u1") -> Event:
     return Event(event_id=f"id {n} {{}}:*", event_type="click", ts=T + n * 1_000, user_id=user)
 
 
-def _store(capacity: int = 10):
-    values, ids, held = OneKeyValue(), OneKeyList(), OneKeyList()
-    return UserStateStore(values, ids, held, capacity), values, ids, held
+class Fakes(NamedTuple):
+    """The four states of one key."""
+
+    values: OneKeyValue
+    ids: OneKeyList
+    held: OneKeyList
+    parts: OneKeyMap
 
 
-def _read_back(values: OneKeyValue, ids: OneKeyList, held: OneKeyList) -> UserState:
-    """What a fresh store (after a restart) reads from the three states."""
-    return UserStateStore(values, ids, held, capacity=10).value("u1")
+def _store(capacity: int = 10, ttl_ms: int = 0):
+    fakes = Fakes(OneKeyValue(), OneKeyList(), OneKeyList(), OneKeyMap())
+    return UserStateStore(*fakes, capacity, ttl_ms), *fakes
+
+
+def _read_back(*fakes) -> UserState:
+    """What a fresh store (after a restart) reads from the four states."""
+    return UserStateStore(*fakes, capacity=10).value("u1")
 
 
 def _steps(logic, store, state: UserState, numbers) -> UserState:
@@ -86,66 +121,66 @@ def _ids_in_value(values: OneKeyValue) -> dict:
 
 
 def test_a_busy_users_steps_append_their_ids_and_the_two_states_read_back_as_the_live_state():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS))
     assert ids.calls == [] and len(_ids_in_value(values)) == MAX_INLINE_IDS  # an ordinary user: one value
     _steps(logic, store, state, range(MAX_INLINE_IDS, MAX_INLINE_IDS + 5))
     assert ids.calls == ["update", "add", "add", "add", "add"]  # moved to the list once, then appended
     assert len(ids.entries) == MAX_INLINE_IDS + 5 and _ids_in_value(values) == {}
-    assert typed(_read_back(values, ids, held)) == typed(state)
-    assert list(_read_back(values, ids, held).seen_event_ids) == list(state.seen_event_ids)  # arrival order
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert list(_read_back(values, ids, held, parts).seen_event_ids) == list(state.seen_event_ids)  # arrival order
 
 
 def test_ids_forgotten_by_the_cap_rewrite_the_list_once_then_steps_append_again():
-    logic, (store, values, ids, held) = _logic(seen_ids=80), _store()
+    logic, (store, values, ids, held, parts) = _logic(seen_ids=80), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(105))  # at the 101st id the logic forgets 21
     assert ids.calls.count("update") == 2 and ids.calls[-3:] == ["add"] * 3
     assert len(ids.entries) == len(state.seen_event_ids) == 84
-    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
 
 
 def test_ids_back_under_the_inline_bound_leave_the_list():
-    logic, (store, values, ids, held) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
+    logic, (store, values, ids, held, parts) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
     state = logic.new_state("u1")
     state.seen_event_ids = {f"old-{n}": T for n in range(MAX_INLINE_IDS + 1)}
     store.update("u1", state)
     assert len(ids.entries) == MAX_INLINE_IDS + 1
     _steps(logic, store, state, [1])
     assert ids.entries == [] and list(_ids_in_value(values)) == ["id 1 {}:*"]
-    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
 
 
 def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
-    logic, (store, values, ids, held) = _logic(), _store(capacity=1)
+    logic, (store, values, ids, held, parts) = _logic(), _store(capacity=1)
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
-    written = values.stored, list(ids.entries), list(held.entries)
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries = written  # the fakes hold one key: u1's again
+    values.stored, ids.entries, held.entries, parts.entries = written  # the fakes hold one key: u1's again
     ids.calls.clear()
     restored = store.value("u1")
     assert restored is not state and ids.calls == ["get"]
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
     assert ids.calls == ["get", "add"]
-    assert typed(_read_back(values, ids, held)) == typed(restored)
+    assert typed(_read_back(values, ids, held, parts)) == typed(restored)
 
 
 def test_a_step_that_failed_is_forgotten_and_the_stored_state_read_back():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     logic.on_event(state, _click(1_000), T)  # changed, then the step failed: not written
     store.forget("u1")
     again = store.value("u1")
     assert len(again.seen_event_ids) == MAX_INLINE_IDS + 1 and "id 1000 {}:*" not in again.seen_event_ids
     _steps(logic, store, again, [1_001])
-    assert typed(_read_back(values, ids, held)) == typed(again)
+    assert typed(_read_back(values, ids, held, parts)) == typed(again)
 
 
 def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
-    assert ids.calls == ["update"] and typed(_read_back(values, ids, held)) == typed(fresh)  # same ids: nothing to add
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts)) == typed(fresh)  # same ids: nothing to add
     store.update("u1", Suppressed("req", T))
     assert ids.entries == [] and store.value("u1") == Suppressed("req", T)
     store.update("u1", state)
@@ -154,7 +189,7 @@ def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
 
 
 def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = logic.new_state("u1")
     for n in range(MAX_INLINE_IDS + 1):
         logic.on_event(state, _click(n), T)
@@ -162,7 +197,7 @@ def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_t
     restored = store.value("u1")
     assert list(restored.seen_event_ids) == list(state.seen_event_ids) and ids.calls == []
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
-    assert ids.calls == ["update"] and typed(_read_back(values, ids, held)) == typed(restored)
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts)) == typed(restored)
 
 
 HOUR = 3_600_000
@@ -191,28 +226,28 @@ def _held_in_value(values: OneKeyValue) -> list:
 
 
 def test_an_ordinary_users_held_events_stay_in_the_value():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD)
     assert len(state.session_state.events) == MAX_INLINE_HELD == len(_held_in_value(values)) and held.calls == []
 
 
 def test_a_busy_users_steps_log_the_event_they_held_and_a_forgotten_session_as_one_entry():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 3)
     assert held.calls == ["update", "add", "add"]  # moved to the list once, then one entry per event
     assert len(held.entries) == MAX_INLINE_HELD + 3 and _held_in_value(values) == []
-    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
     later = T + 10 * HOUR
     _visits(logic, store, state, [later], MAX_INLINE_HELD + 1)
     held.calls.clear()
     _forget_sessions_before(logic, store, state, later)
     assert [event.ts >= later for event in state.session_state.events] == [True] * (MAX_INLINE_HELD + 1)
     assert held.calls == ["add"] and held.entries[-1].startswith("-")  # the first visit forgotten: one entry
-    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
 
 
 def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_events():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = logic.new_state("u1")
     visits = [T + k * 10 * HOUR for k in range(8)]
     _visits(logic, store, state, visits[:1], MAX_INLINE_HELD + 1)
@@ -220,13 +255,13 @@ def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_eve
         _visits(logic, store, state, [start], MAX_INLINE_HELD + 1)
         _forget_sessions_before(logic, store, state, start)
         assert len(held.entries) <= 2 * len(state.session_state.events) + MAX_INLINE_HELD
-        assert typed(_read_back(values, ids, held)) == typed(state)
+        assert typed(_read_back(values, ids, held, parts)) == typed(state)
     assert held.calls.count("update") >= 2  # rewritten since it moved there, not at every forgetting
 
 
 def test_a_log_that_lost_its_oldest_entries_of_forgotten_events_reads_back_the_same_events():
     """Each list entry expires on its own (``profile.state_ttl``): the oldest go first."""
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     later = T + 10 * HOUR
     state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD + 1)
     _forget_sessions_before(logic, store, state, later)
@@ -234,39 +269,39 @@ def test_a_log_that_lost_its_oldest_entries_of_forgotten_events_reads_back_the_s
     log = list(held.entries)
     for lost in range(first_kept + 1):
         held.entries = log[lost:]
-        assert typed(_read_back(values, ids, held)) == typed(state)
+        assert typed(_read_back(values, ids, held, parts)) == typed(state)
 
 
 def test_held_events_back_under_the_inline_bound_leave_the_list():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     later = T + 10 * HOUR
     state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD // 2 + 1)
     assert len(held.entries) == MAX_INLINE_HELD + 2  # moved at the 65th, then one more
     _forget_sessions_before(logic, store, state, later)
     assert held.entries == [] and len(_held_in_value(values)) == MAX_INLINE_HELD // 2 + 1
-    assert typed(_read_back(values, ids, held)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts)) == typed(state)
 
 
 def test_held_events_read_back_after_eviction_are_logged_without_a_rewrite():
-    logic, (store, values, ids, held) = _logic(), _store(capacity=1)
+    logic, (store, values, ids, held, parts) = _logic(), _store(capacity=1)
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
-    written = values.stored, list(ids.entries), list(held.entries)
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries = written
+    values.stored, ids.entries, held.entries, parts.entries = written
     held.calls.clear()
     restored = store.value("u1")
     assert restored is not state and typed(restored) == typed(state) and held.calls == ["get"]
     _visits(logic, store, restored, [T + 2 * HOUR], 1)
     assert held.calls == ["get", "add"]
-    assert typed(_read_back(values, ids, held)) == typed(restored)
+    assert typed(_read_back(values, ids, held, parts)) == typed(restored)
 
 
 def test_an_erasure_or_clear_deletes_the_held_events_and_a_reset_writes_the_new_states():
-    logic, (store, values, ids, held) = _logic(), _store()
+    logic, (store, values, ids, held, parts) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
-    assert typed(_read_back(values, ids, held)) == typed(fresh)
+    assert typed(_read_back(values, ids, held, parts)) == typed(fresh)
     _visits(logic, store, state, [T + 2 * HOUR], 1)
     store.update("u1", Suppressed("req", T))
     assert held.entries == [] and ids.entries == []
@@ -274,3 +309,49 @@ def test_an_erasure_or_clear_deletes_the_held_events_and_a_reset_writes_the_new_
     assert len(held.entries) == MAX_INLINE_HELD + 2
     store.clear("u1")
     assert (held.entries, ids.entries, values.stored) == ([], [], None)
+
+
+def _crawl(logic, store, state: UserState, fakes, events: int, check_every: int) -> UserState:
+    """A crawler's product views, a second apart, of new items over 100 categories, with a pause of
+    ten hours after every 300 (the watermark 5 s behind, timers fired as it passes them): sessions
+    of 300 events open, close and are forgotten. The states read back as the live one every
+    ``check_every`` steps."""
+    ts = T
+    for n in range(events):
+        ts += 10 * HOUR if n and n % 300 == 0 else 1_000
+        view = Event(event_id=f"c {n}", event_type="product_view", ts=ts, user_id="u1", item_id=f"item {n} {{}}:*",
+                     category_id=f"cat {n % 100}")
+        logic.on_event(state, view, ts - 5_000)
+        logic.on_timer(state, ts - 5_000)
+        store.update("u1", state)
+        if n % check_every == 0:
+            assert typed(_read_back(*fakes)) == typed(state), n
+    return state
+
+
+def _logic_with_rules(held: int = 2_000):
+    """The default rules: they keep the session's aggregates (``FeatureState.session``)."""
+    settings = load_settings()
+    return dataclasses.replace(user_logic(settings, load_rules(settings)), caps=StateCaps(session_events=held))
+
+
+def test_a_crawlers_big_parts_are_written_only_at_the_steps_that_changed_them_and_read_back_exact():
+    """Held events capped at 200 of each 300-event session: the rules are given the first 200."""
+    logic, (store, *fakes) = _logic_with_rules(held=200), _store()
+    state = _crawl(logic, store, logic.new_state("u1"), fakes, 1_000, check_every=7)
+    parts = fakes[3]
+    puts = {name: parts.calls.count(f"put {name}") for name in ("sessions", "session-features")}
+    assert state.last_session.event_count == 200 and set(parts.entries) == {"sessions", "session-features"}
+    assert 0 < puts["sessions"] < 20  # at sessions' closes and forgetting, not per step
+    # Per event given to the rules once the session lists more than 64 items and categories (from
+    # its 33rd event), not for the 100 events beyond the cap in each session.
+    assert 0 < puts["session-features"] <= 4 * (200 - MAX_INLINE_ITEMS // 2)
+    assert msgspec.msgpack.decode(fakes[0].stored[1:])["last_session"] is None  # not in the value
+    assert typed(_read_back(*fakes)) == typed(state)
+
+
+def test_with_a_state_ttl_the_big_parts_stay_in_the_value():
+    """A map entry's TTL counts from its own write: a part not written for a while would expire first."""
+    logic, (store, *fakes) = _logic_with_rules(), _store(ttl_ms=30 * 86_400_000)
+    state = _crawl(logic, store, logic.new_state("u1"), fakes, 400, check_every=50)
+    assert fakes[3].calls == [] and len(msgspec.msgpack.decode(fakes[0].stored[1:])["last_session"]["items"]) == 300
