@@ -1,4 +1,4 @@
-"""The user operator's keyed state: one value, and a busy user's seen ids and held events in list states.
+"""The user operator's keyed state: one value, and a busy user's larger parts in states of their own.
 
 A user's state is written back to Flink after every step that changed it. Two of its parts grow
 with a busy user up to their caps, and re-encoding them at every step made each step of a
@@ -40,8 +40,8 @@ from personalization.state.codec import (ALL_PARTS, BIG_PARTS, HELD_APART, IDS_A
 class UserStateStore:
     """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids`` and ``held_changes``:
     the ListStates of ``descriptors.user_seen_ids`` and ``descriptors.user_held_changes``;
-    ``big_parts``: the MapState of ``descriptors.user_big_parts`` (all of the current key, as Flink
-    scopes them)."""
+    ``big_parts``: the MapState of ``descriptors.USER_BIG_PARTS`` (all of the current key, as Flink
+    scopes them). ``ttl_ms``: ``profile.state_ttl``."""
 
     def __init__(self, values, seen_ids, held_changes, big_parts, capacity: int, ttl_ms: int = 0) -> None:
         self._seen_ids = seen_ids
