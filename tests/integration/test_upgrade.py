@@ -76,7 +76,7 @@ def _previous_release(tmp_path):
     shutil.copytree(REPO_ROOT / "personalization", release / "personalization",
                     ignore=shutil.ignore_patterns("__pycache__"))
     codec_py = release / "personalization" / "state" / "codec.py"
-    signature = "def encode_user_state(value: UserState | Suppressed) -> bytes:\n"
+    signature = "def encode_user_state(value: UserState | Suppressed, parts: int | None = None) -> bytes:\n"
     source = codec_py.read_text()
     assert source.count(signature) == 1, "the previous-release patch no longer applies to state/codec.py"
     codec_py.write_text(source.replace(signature, signature + "    return value  # the object, pickled by PyFlink\n"))
