@@ -95,8 +95,9 @@ def _put_session_features(value: UserState, part: SessionAcc | None) -> None:
 
 
 def _summarized_items(value: UserState) -> int:
-    summaries = [*value.session_state.emitted.values(), *([value.last_session] if value.last_session else [])]
-    return sum(len(summary.items) + len(summary.categories) for summary in summaries)
+    last = value.last_session  # runs at every write of every user: no list built
+    held = sum(len(summary.items) + len(summary.categories) for summary in value.session_state.emitted.values())
+    return held + (len(last.items) + len(last.categories) if last is not None else 0)
 
 
 def _session_feature_items(value: UserState) -> int:
