@@ -129,6 +129,9 @@ class Result:
     next_timer: int | None = None
     learning: list[str] = field(default_factory=list)  # records for the trainer (core.learning.feed)
     dropped: dict[str, int] = field(default_factory=dict)  # what a StateCaps bound dropped: kind -> count
+    # The categories whose counts the step raised in place (a cap's trim replaces the dict instead):
+    # a busy user's store writes only these (state.user_store).
+    categories_counted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,7 @@ class UserLogic:
         if event.category_id is not None:
             categories = state.categories
             categories[event.category_id] = categories.get(event.category_id, 0) + 1
+            result.categories_counted.append(event.category_id)
             limit = self.caps.categories
             if len(categories) > limit + limit // 4:  # keep the most counted: once per quarter of the cap
                 state.categories = dict(heapq.nsmallest(limit, categories.items(), key=_most_counted))

@@ -50,8 +50,8 @@ from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
                                                  check_connection, connect, predictions_key, profile_key,
                                                  retry_while_down)
-from personalization.state.descriptors import (CONTROL_STATE, USER_BIG_PARTS, user_held_changes, user_seen_ids,
-                                               user_state)
+from personalization.state.descriptors import (CONTROL_STATE, USER_BIG_PARTS, USER_CATEGORIES, user_held_changes,
+                                               user_seen_ids, user_state)
 from personalization.state.user_store import UserStateStore
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                      runtime_context.get_list_state(user_seen_ids(ttl)),
                                      runtime_context.get_list_state(user_held_changes(ttl)),
                                      runtime_context.get_map_state(USER_BIG_PARTS),
+                                     runtime_context.get_map_state(USER_CATEGORIES),
                                      self._settings.flink.state_cache_size, ttl)
         cfg = self._settings.redis
         self._client = client = connect(cfg)
@@ -324,9 +325,10 @@ class UserProfiles(KeyedBroadcastProcessFunction):
 
     def _erase(self, erasure: Erasure, user: str):
         """Right to be forgotten: the keyed state becomes a marker (``user_state``; the seen ids of
-        ``user_seen_ids``, the held events of ``user_held_changes`` and the parts of
-        ``USER_BIG_PARTS`` are cleared with it, and the cache holds the marker too), the held-back
-        write is dropped, every Redis key of the user is deleted, the trainer forgets the user, and
+        ``user_seen_ids``, the held events of ``user_held_changes``, the parts of ``USER_BIG_PARTS``
+        and the categories of ``USER_CATEGORIES`` are cleared with it, and the cache holds the
+        marker too), the held-back write is dropped, every Redis key of the user is deleted, the
+        trainer forgets the user, and
         the audit topic confirms. The marker is in the next checkpoint, and the Redis deletes are
         idempotent: a restore from an earlier checkpoint re-reads the request and erases again. A
         ``ForgetLink`` (this key is an anonymous id that linked to the erased user) is carried out
@@ -392,12 +394,12 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if result.profile_changed:
             # The changes go out with the batch; until then they are in state (re-sent after a restore).
             state.unwritten_changes = self._writes.unwritten(user, state.unwritten_changes) + records
-            self._state.update(user, state)
+            self._state.update(user, state, result.categories_counted)
             if self._writes.put(user, state, state.unwritten_changes):
                 self._flush_within_delay(user, ctx)
             self._counts.inc(PROFILE_WRITES)
         elif result.state_changed or result.learning:  # learning records were built from this state:
-            self._state.update(user, state)             # keep it, or they would be built again
+            self._state.update(user, state, result.categories_counted)  # keep it, or they would be built again
         else:
             self._state.forget(user)
         for record in result.learning:

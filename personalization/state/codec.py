@@ -24,6 +24,8 @@ Two more parts that a busy user's step seldom changes go, beyond ``MAX_INLINE_IT
 map state by name (``BIG_PARTS``), rewritten only at a step that changed them (``BigPart.token``):
 the summaries of the sessions held and of the last closed one (each lists its items and
 categories), and the open session's aggregates for the rules (its distinct items and categories).
+And the categories counted (``UserState.categories``), beyond ``MAX_INLINE_ITEMS``, are a map
+state of their own, category -> count, where a step puts the counts it raised.
 
 The first byte says which parts are apart. State written before this codec holds the pickled
 objects themselves: they are read as they are and written in this form at the user's next
@@ -49,9 +51,10 @@ MAX_INLINE_IDS = 64
 MAX_INLINE_HELD = 64
 MAX_INLINE_ITEMS = 64  # items and categories a big part lists
 # The first byte: ``S`` an erasure marker; for a user state, ``U`` plus the parts kept apart:
-# + 1 the seen ids (``V``), + 2 the held events (``W``), + 4 and + 8 the ``BIG_PARTS``.
+# + 1 the seen ids (``V``), + 2 the held events (``W``), + 4 and + 8 the ``BIG_PARTS``, + 16 the categories.
 _USER, IDS_APART, HELD_APART, SESSIONS_APART, SESSION_FEATURES_APART, _SUPPRESSED = ord("U"), 1, 2, 4, 8, b"S"
-ALL_PARTS = 15
+CATEGORIES_APART = 16
+ALL_PARTS = 31
 _encoder = msgspec.msgpack.Encoder()
 _user_decoder = msgspec.msgpack.Decoder(UserState)
 _decoders = {**{_USER + parts: _user_decoder for parts in range(ALL_PARTS + 1)},
@@ -135,19 +138,21 @@ def encode_user_state(value: UserState | Suppressed, parts: int | None = None) -
         parts = parts_apart(value)
     if not parts:
         return bytes((_USER,)) + _encoder.encode(value)
-    seen, sessions = value.seen_event_ids, value.session_state
+    seen, sessions, categories = value.seen_event_ids, value.session_state, value.categories
     held = sessions.events
     big = [(part, part.get(value)) for part in BIG_PARTS if parts & part.flag]
     if parts & IDS_APART:
         value.seen_event_ids = {}
     if parts & HELD_APART:
         sessions.events = []
+    if parts & CATEGORIES_APART:
+        value.categories = {}
     for part, _ in big:
         part.put(value, part.empty)
     try:
         return bytes((_USER + parts,)) + _encoder.encode(value)
     finally:
-        value.seen_event_ids, sessions.events = seen, held
+        value.seen_event_ids, sessions.events, value.categories = seen, held, categories
         for part, kept in big:
             part.put(value, kept)
 
@@ -155,10 +160,12 @@ def encode_user_state(value: UserState | Suppressed, parts: int | None = None) -
 def decode_user_state(stored: bytes | UserState | Suppressed,
                       seen_id_entries: Callable[[], Iterable[str]] = tuple,
                       held_change_entries: Callable[[], Iterable[str]] = tuple,
-                      big_part: Callable[[str], bytes | None] = lambda name: None) -> Stored:
+                      big_part: Callable[[str], bytes | None] = lambda name: None,
+                      category_counts: Callable[[], Iterable[tuple[str, int]]] = tuple) -> Stored:
     """A stored value as the live object; an object pickled by an earlier release as it is.
-    ``seen_id_entries`` / ``held_change_entries``: the list states' entries, and ``big_part``: a
-    part of the parts map state by name, read only for a state that has them apart."""
+    ``seen_id_entries`` / ``held_change_entries``: the list states' entries, ``big_part``: a
+    part of the parts map state by name, and ``category_counts``: the categories map state's
+    entries, each read only for a state that has that part apart."""
     if not isinstance(stored, bytes):
         return stored
     decoder = _decoders.get(stored[0]) if stored else None
@@ -172,6 +179,8 @@ def decode_user_state(stored: bytes | UserState | Suppressed,
     parts = stored_parts_apart(stored)
     if parts & IDS_APART:
         value.seen_event_ids = seen_ids(seen_id_entries())
+    if parts & CATEGORIES_APART:
+        value.categories = dict(category_counts())
     if parts & HELD_APART:
         try:
             replay_changes(value.session_state.events, held_changes(held_change_entries()))
@@ -191,9 +200,10 @@ def decode_user_state(stored: bytes | UserState | Suppressed,
 
 def parts_apart(value: UserState) -> int:
     """Which parts of a user's state go to states of their own (``IDS_APART`` | ``HELD_APART`` |
-    the ``BIG_PARTS``' flags)."""
+    ``CATEGORIES_APART`` | the ``BIG_PARTS``' flags)."""
     parts = ((len(value.seen_event_ids) > MAX_INLINE_IDS and IDS_APART)
-             | (len(value.session_state.events) > MAX_INLINE_HELD and HELD_APART))
+             | (len(value.session_state.events) > MAX_INLINE_HELD and HELD_APART)
+             | (len(value.categories) > MAX_INLINE_ITEMS and CATEGORIES_APART))
     for part in BIG_PARTS:
         if part.items(value) > MAX_INLINE_ITEMS:
             parts |= part.flag

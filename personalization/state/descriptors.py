@@ -9,10 +9,11 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, St
 
 def user_state(ttl_ms: int = 0) -> ValueStateDescriptor:
     """The per-user state (core.user.UserState, or core.privacy.Suppressed) as one value but for a
-    busy user's seen ids (``user_seen_ids``), held events (``user_held_changes``) and seldom changed
-    parts (``USER_BIG_PARTS``): msgpack bytes (``state.codec``; an earlier release's pickled object
-    until the user's next change). The Python state cache keeps the live object between events, so
-    it is encoded when written back, not decoded per event.
+    busy user's seen ids (``user_seen_ids``), held events (``user_held_changes``), seldom changed
+    parts (``USER_BIG_PARTS``) and categories (``USER_CATEGORIES``): msgpack bytes
+    (``state.codec``; an earlier release's pickled object until the user's next change). The
+    Python state cache keeps the live object between events, so it is encoded when written back,
+    not decoded per event.
 
     ``ttl_ms`` > 0 (``profile.state_ttl``): a user's state expires that long after its last write
     (Flink state TTL, processing time; never served once expired; removed by the backend's
@@ -43,6 +44,12 @@ def user_held_changes(ttl_ms: int = 0) -> ListStateDescriptor:
 # summaries, the open session's aggregates for the rules), msgpack by part name, each written only
 # at a step that changed it (``state.user_store``). Not used with a state TTL.
 USER_BIG_PARTS = MapStateDescriptor("user-parts-v1", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+# A busy user's categories counted (``UserState.categories`` beyond ``state.codec.MAX_INLINE_ITEMS``):
+# category -> count, a step putting the counts it raised (``state.user_store``). Not used with a
+# state TTL (an entry's TTL counts from its own write: a category not counted for a while would
+# expire before the value).
+USER_CATEGORIES = MapStateDescriptor("user-categories-v1", Types.STRING(), Types.LONG())
 
 # The identity resolver's state per anonymous id (core.identity.IdentityState, pickled): the user
 # it is linked to, and its events until then.

@@ -21,39 +21,52 @@ they are entries of a map state, written only at a step that changed them. Not w
 an entry's TTL counts from its own write, and a part not written for a while would expire before
 the value; with ``profile.state_ttl`` they stay in the value.
 
+The categories counted (up to ``profile.max_categories`` plus a quarter) change at almost every
+step (an event counts one category) and beyond ``codec.MAX_INLINE_ITEMS`` are a map state of their
+own, category -> count: a step puts the counts it raised (``Result.categories_counted``); the map
+is rewritten whole only when the logic replaced the dict (a cap's trim, a reset) or the caller
+cannot say what the step counted. Not with a state TTL, for the reason the big parts are not.
+
 The value goes through ``CachedValueState`` (``state.codec``).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 from personalization.core.privacy import Stored, Suppressed
 from personalization.core.sessions import SessionState
 from personalization.core.user import UserState
 from personalization.state.cached import CachedValueState
-from personalization.state.codec import (ALL_PARTS, BIG_PARTS, HELD_APART, IDS_APART, MAX_INLINE_HELD, decode_user_state,
-                                         encode_user_state, held_change_entry, parts_apart, seen_id_entry,
-                                         stored_parts_apart)
+from personalization.state.codec import (ALL_PARTS, BIG_PARTS, CATEGORIES_APART, HELD_APART, IDS_APART,
+                                         MAX_INLINE_HELD, decode_user_state, encode_user_state, held_change_entry,
+                                         parts_apart, seen_id_entry, stored_parts_apart)
 
 
 class UserStateStore:
     """``values``: the ValueState of ``descriptors.user_state``; ``seen_ids`` and ``held_changes``:
     the ListStates of ``descriptors.user_seen_ids`` and ``descriptors.user_held_changes``;
-    ``big_parts``: the MapState of ``descriptors.USER_BIG_PARTS`` (all of the current key, as Flink
-    scopes them). ``ttl_ms``: ``profile.state_ttl``."""
+    ``big_parts`` and ``categories``: the MapStates of ``descriptors.USER_BIG_PARTS`` and
+    ``descriptors.USER_CATEGORIES`` (all of the current key, as Flink scopes them). ``ttl_ms``:
+    ``profile.state_ttl``."""
 
-    def __init__(self, values, seen_ids, held_changes, big_parts, capacity: int, ttl_ms: int = 0) -> None:
+    def __init__(self, values, seen_ids, held_changes, big_parts, categories, capacity: int,
+                 ttl_ms: int = 0) -> None:
         self._seen_ids = seen_ids
         self._held_changes = held_changes
         self._big_parts = big_parts
-        self._allowed = ALL_PARTS & ~sum(part.flag for part in BIG_PARTS) if ttl_ms else ALL_PARTS
+        self._categories = categories
+        not_with_ttl = CATEGORIES_APART + sum(part.flag for part in BIG_PARTS)
+        self._allowed = ALL_PARTS & ~not_with_ttl if ttl_ms else ALL_PARTS
         # key -> {big part's name: its token when last written}
         self._big_part_tokens: dict[object, dict[str, object]] = {}
         # key -> (the live ids dict, how many of its entries, oldest first, the list state holds)
         self._ids_in_list: dict[object, tuple[dict[str, int], int]] = {}
         # key -> (the live session state whose changes the list state logs, how many entries it has)
         self._held_in_list: dict[object, tuple[SessionState, int]] = {}
+        # key -> the live categories dict whose counts the map state holds (as of its last write)
+        self._categories_in_map: dict[object, dict[str, int]] = {}
         self._reading: object = None  # the key whose value is being read (its decode tracks the lists)
         self._parts_written = 0  # the parts the value being written has apart
         self._held_entries_read = 0
@@ -64,7 +77,10 @@ class UserStateStore:
         self._reading = key
         return self._cache.value(key)
 
-    def update(self, key, value: UserState | Suppressed) -> None:
+    def update(self, key, value: UserState | Suppressed, categories_counted: Iterable[str] | None = None) -> None:
+        """Write ``value`` back. ``categories_counted``: the categories whose counts the step raised
+        in ``value.categories`` (``Result.categories_counted``); None: not known, any may have
+        changed."""
         if isinstance(value, UserState):
             parts = self._parts_written = parts_apart(value) & self._allowed
             if parts & IDS_APART:
@@ -76,6 +92,10 @@ class UserStateStore:
             elif self._held_in_list.pop(key, None) is not None:  # held events back inline
                 self._held_changes.clear()
                 value.session_state._changes = None
+            if parts & CATEGORIES_APART:
+                self._write_categories(key, value.categories, categories_counted)
+            elif self._categories_in_map.pop(key, None) is not None:  # categories back inline
+                self._categories.clear()
             self._write_big_parts(key, value, parts)
         else:  # an erasure marker
             self._clear_lists(key)
@@ -120,6 +140,15 @@ class UserStateStore:
         sessions._changes = []
         self._held_in_list[key] = (sessions, entries)
 
+    def _write_categories(self, key, categories: dict[str, int], counted: Iterable[str] | None) -> None:
+        if counted is not None and self._categories_in_map.get(key) is categories:
+            for category in counted:  # most steps: one category, one put
+                self._categories.put(category, categories[category])
+            return
+        self._categories.clear()  # another dict (a trim, a reset) or not in the map yet
+        self._categories.put_all(categories)
+        self._categories_in_map[key] = categories
+
     def _write_big_parts(self, key, value: UserState, parts: int) -> None:
         tokens = self._big_part_tokens.get(key)
         for part in BIG_PARTS:
@@ -142,6 +171,7 @@ class UserStateStore:
         self._seen_ids.clear()
         self._held_changes.clear()
         self._big_parts.clear()
+        self._categories.clear()
         self._forget_lists(key)
 
     def _encode(self, value: UserState | Suppressed) -> bytes:
@@ -149,13 +179,16 @@ class UserStateStore:
 
     def _decode(self, stored) -> Stored:
         self._held_entries_read = 0
-        value = decode_user_state(stored, self._seen_ids.get, self._read_held_entries, self._big_parts.get)
+        value = decode_user_state(stored, self._seen_ids.get, self._read_held_entries, self._big_parts.get,
+                                  self._categories.items)
         parts, key = stored_parts_apart(stored), self._reading
         if parts & IDS_APART:
             self._ids_in_list[key] = (value.seen_event_ids, len(value.seen_event_ids))
         if parts & HELD_APART:
             value.session_state._changes = []
             self._held_in_list[key] = (value.session_state, self._held_entries_read)
+        if parts & CATEGORIES_APART:
+            self._categories_in_map[key] = value.categories
         tokens = {part.name: part.token(value) for part in BIG_PARTS if parts & part.flag}
         if tokens:
             self._big_part_tokens[key] = tokens
@@ -169,4 +202,5 @@ class UserStateStore:
     def _forget_lists(self, key) -> None:
         self._ids_in_list.pop(key, None)
         self._held_in_list.pop(key, None)
+        self._categories_in_map.pop(key, None)
         self._big_part_tokens.pop(key, None)

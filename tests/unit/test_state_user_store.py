@@ -73,6 +73,14 @@ class OneKeyMap:
         self.calls.append(f"put {name}")
         self.entries[name] = value
 
+    def put_all(self, entries: dict) -> None:
+        self.calls.append("put_all")
+        self.entries.update(entries)
+
+    def items(self):
+        self.calls.append("items")
+        return iter(list(self.entries.items()))
+
     def remove(self, name: str) -> None:
         self.calls.append(f"remove {name}")
         self.entries.pop(name, None)
@@ -91,21 +99,22 @@ def _click(n: int, user: str = "u1") -> Event:
 
 
 class Fakes(NamedTuple):
-    """The four states of one key."""
+    """The five states of one key."""
 
     values: OneKeyValue
     ids: OneKeyList
     held: OneKeyList
     parts: OneKeyMap
+    categories: OneKeyMap
 
 
 def _store(capacity: int = 10, ttl_ms: int = 0):
-    fakes = Fakes(OneKeyValue(), OneKeyList(), OneKeyList(), OneKeyMap())
+    fakes = Fakes(OneKeyValue(), OneKeyList(), OneKeyList(), OneKeyMap(), OneKeyMap())
     return UserStateStore(*fakes, capacity, ttl_ms), *fakes
 
 
 def _read_back(*fakes) -> UserState:
-    """What a fresh store (after a restart) reads from the four states."""
+    """What a fresh store (after a restart) reads from the five states."""
     return UserStateStore(*fakes, capacity=10).value("u1")
 
 
@@ -121,66 +130,67 @@ def _ids_in_value(values: OneKeyValue) -> dict:
 
 
 def test_a_busy_users_steps_append_their_ids_and_the_two_states_read_back_as_the_live_state():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS))
     assert ids.calls == [] and len(_ids_in_value(values)) == MAX_INLINE_IDS  # an ordinary user: one value
     _steps(logic, store, state, range(MAX_INLINE_IDS, MAX_INLINE_IDS + 5))
     assert ids.calls == ["update", "add", "add", "add", "add"]  # moved to the list once, then appended
     assert len(ids.entries) == MAX_INLINE_IDS + 5 and _ids_in_value(values) == {}
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
-    assert list(_read_back(values, ids, held, parts).seen_event_ids) == list(state.seen_event_ids)  # arrival order
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
+    assert list(_read_back(values, ids, held, parts, categories).seen_event_ids) == list(state.seen_event_ids)  # arrival order
 
 
 def test_ids_forgotten_by_the_cap_rewrite_the_list_once_then_steps_append_again():
-    logic, (store, values, ids, held, parts) = _logic(seen_ids=80), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(seen_ids=80), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(105))  # at the 101st id the logic forgets 21
     assert ids.calls.count("update") == 2 and ids.calls[-3:] == ["add"] * 3
     assert len(ids.entries) == len(state.seen_event_ids) == 84
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
 
 
 def test_ids_back_under_the_inline_bound_leave_the_list():
-    logic, (store, values, ids, held, parts) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
+    logic, (store, values, ids, held, parts, categories) = _logic(seen_ids=1), _store()  # keeps 1 id, forgets beyond 1 + 0 of slack
     state = logic.new_state("u1")
     state.seen_event_ids = {f"old-{n}": T for n in range(MAX_INLINE_IDS + 1)}
     store.update("u1", state)
     assert len(ids.entries) == MAX_INLINE_IDS + 1
     _steps(logic, store, state, [1])
     assert ids.entries == [] and list(_ids_in_value(values)) == ["id 1 {}:*"]
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
 
 
 def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
-    logic, (store, values, ids, held, parts) = _logic(), _store(capacity=1)
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
-    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries)
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries, parts.entries = written  # the fakes hold one key: u1's again
+    # the fakes hold one key: u1's again
+    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
     ids.calls.clear()
     restored = store.value("u1")
     assert restored is not state and ids.calls == ["get"]
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
     assert ids.calls == ["get", "add"]
-    assert typed(_read_back(values, ids, held, parts)) == typed(restored)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(restored)
 
 
 def test_a_step_that_failed_is_forgotten_and_the_stored_state_read_back():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     logic.on_event(state, _click(1_000), T)  # changed, then the step failed: not written
     store.forget("u1")
     again = store.value("u1")
     assert len(again.seen_event_ids) == MAX_INLINE_IDS + 1 and "id 1000 {}:*" not in again.seen_event_ids
     _steps(logic, store, again, [1_001])
-    assert typed(_read_back(values, ids, held, parts)) == typed(again)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(again)
 
 
 def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
-    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts)) == typed(fresh)  # same ids: nothing to add
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts, categories)) == typed(fresh)  # same ids: nothing to add
     store.update("u1", Suppressed("req", T))
     assert ids.entries == [] and store.value("u1") == Suppressed("req", T)
     store.update("u1", state)
@@ -189,7 +199,7 @@ def test_a_reset_state_keeps_the_ids_and_an_erasure_or_clear_deletes_them():
 
 
 def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_them_to_the_list():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = logic.new_state("u1")
     for n in range(MAX_INLINE_IDS + 1):
         logic.on_event(state, _click(n), T)
@@ -197,7 +207,7 @@ def test_a_busy_users_state_an_earlier_release_wrote_with_its_ids_inline_moves_t
     restored = store.value("u1")
     assert list(restored.seen_event_ids) == list(state.seen_event_ids) and ids.calls == []
     _steps(logic, store, restored, [MAX_INLINE_IDS + 1])
-    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts)) == typed(restored)
+    assert ids.calls == ["update"] and typed(_read_back(values, ids, held, parts, categories)) == typed(restored)
 
 
 HOUR = 3_600_000
@@ -226,28 +236,28 @@ def _held_in_value(values: OneKeyValue) -> list:
 
 
 def test_an_ordinary_users_held_events_stay_in_the_value():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD)
     assert len(state.session_state.events) == MAX_INLINE_HELD == len(_held_in_value(values)) and held.calls == []
 
 
 def test_a_busy_users_steps_log_the_event_they_held_and_a_forgotten_session_as_one_entry():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 3)
     assert held.calls == ["update", "add", "add"]  # moved to the list once, then one entry per event
     assert len(held.entries) == MAX_INLINE_HELD + 3 and _held_in_value(values) == []
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
     later = T + 10 * HOUR
     _visits(logic, store, state, [later], MAX_INLINE_HELD + 1)
     held.calls.clear()
     _forget_sessions_before(logic, store, state, later)
     assert [event.ts >= later for event in state.session_state.events] == [True] * (MAX_INLINE_HELD + 1)
     assert held.calls == ["add"] and held.entries[-1].startswith("-")  # the first visit forgotten: one entry
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
 
 
 def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_events():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = logic.new_state("u1")
     visits = [T + k * 10 * HOUR for k in range(8)]
     _visits(logic, store, state, visits[:1], MAX_INLINE_HELD + 1)
@@ -255,13 +265,13 @@ def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_eve
         _visits(logic, store, state, [start], MAX_INLINE_HELD + 1)
         _forget_sessions_before(logic, store, state, start)
         assert len(held.entries) <= 2 * len(state.session_state.events) + MAX_INLINE_HELD
-        assert typed(_read_back(values, ids, held, parts)) == typed(state)
+        assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
     assert held.calls.count("update") >= 2  # rewritten since it moved there, not at every forgetting
 
 
 def test_a_log_that_lost_its_oldest_entries_of_forgotten_events_reads_back_the_same_events():
     """Each list entry expires on its own (``profile.state_ttl``): the oldest go first."""
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     later = T + 10 * HOUR
     state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD + 1)
     _forget_sessions_before(logic, store, state, later)
@@ -269,39 +279,39 @@ def test_a_log_that_lost_its_oldest_entries_of_forgotten_events_reads_back_the_s
     log = list(held.entries)
     for lost in range(first_kept + 1):
         held.entries = log[lost:]
-        assert typed(_read_back(values, ids, held, parts)) == typed(state)
+        assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
 
 
 def test_held_events_back_under_the_inline_bound_leave_the_list():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     later = T + 10 * HOUR
     state = _visits(logic, store, logic.new_state("u1"), [T, later], MAX_INLINE_HELD // 2 + 1)
     assert len(held.entries) == MAX_INLINE_HELD + 2  # moved at the 65th, then one more
     _forget_sessions_before(logic, store, state, later)
     assert held.entries == [] and len(_held_in_value(values)) == MAX_INLINE_HELD // 2 + 1
-    assert typed(_read_back(values, ids, held, parts)) == typed(state)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
 
 
 def test_held_events_read_back_after_eviction_are_logged_without_a_rewrite():
-    logic, (store, values, ids, held, parts) = _logic(), _store(capacity=1)
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
-    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries)
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
     store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries, parts.entries = written
+    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
     held.calls.clear()
     restored = store.value("u1")
     assert restored is not state and typed(restored) == typed(state) and held.calls == ["get"]
     _visits(logic, store, restored, [T + 2 * HOUR], 1)
     assert held.calls == ["get", "add"]
-    assert typed(_read_back(values, ids, held, parts)) == typed(restored)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(restored)
 
 
 def test_an_erasure_or_clear_deletes_the_held_events_and_a_reset_writes_the_new_states():
-    logic, (store, values, ids, held, parts) = _logic(), _store()
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
     fresh, _ = logic.reset(state, "user.reset")
     store.update("u1", fresh)
-    assert typed(_read_back(values, ids, held, parts)) == typed(fresh)
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(fresh)
     _visits(logic, store, state, [T + 2 * HOUR], 1)
     store.update("u1", Suppressed("req", T))
     assert held.entries == [] and ids.entries == []
@@ -355,3 +365,73 @@ def test_with_a_state_ttl_the_big_parts_stay_in_the_value():
     logic, (store, *fakes) = _logic_with_rules(), _store(ttl_ms=30 * 86_400_000)
     state = _crawl(logic, store, logic.new_state("u1"), fakes, 400, check_every=50)
     assert fakes[3].calls == [] and len(msgspec.msgpack.decode(fakes[0].stored[1:])["last_session"]["items"]) == 300
+
+
+def _views(logic, store, state: UserState, numbers, categories: int) -> UserState:
+    """Product views, a second apart, over ``categories`` categories; each step tells the store the
+    categories it counted, as the operator does."""
+    for n in numbers:
+        view = Event(event_id=f"p {n}", event_type="product_view", ts=T + n * 1_000, user_id="u1",
+                     item_id=f"item {n}", category_id=f"cat {n % categories} {{}}:*")
+        result = logic.on_event(state, view, T)
+        store.update("u1", state, result.categories_counted)
+    return state
+
+
+def _kinds(calls: list[str]) -> list[str]:
+    return [call.split(" ")[0] for call in calls]
+
+
+def test_a_busy_users_step_puts_the_one_category_it_counted_and_a_trim_rewrites_them_once():
+    logic = dataclasses.replace(_logic(), caps=StateCaps(categories=80))  # trimmed to 80 beyond 100
+    store, values, ids, held, parts, categories = _store()
+    state = _views(logic, store, logic.new_state("u1"), range(MAX_INLINE_ITEMS), categories=1_000)
+    assert categories.calls == [] and len(msgspec.msgpack.decode(values.stored[1:])["categories"]) == MAX_INLINE_ITEMS
+    _views(logic, store, state, range(MAX_INLINE_ITEMS, MAX_INLINE_ITEMS + 3), categories=1_000)
+    assert _kinds(categories.calls) == ["clear", "put_all", "put", "put"]  # moved to the map once, then a put a step
+    assert msgspec.msgpack.decode(values.stored[1:])["categories"] == {}
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
+    categories.calls.clear()
+    _views(logic, store, state, range(MAX_INLINE_ITEMS + 3, 110), categories=1_000)  # the 101st category trims
+    assert categories.calls.count("put_all") == 1 and len(categories.entries) == len(state.categories) == 80 + 9
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
+    _views(logic, store, state, range(110, 140), categories=7)  # counts of categories it has raised in place
+    assert categories.calls.count("put_all") == 1 and categories.entries["cat 3 {}:*"] == state.categories["cat 3 {}:*"]
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
+
+
+def test_a_step_that_cannot_say_what_it_counted_rewrites_the_categories_and_a_reset_or_erasure_clears_them():
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
+    state = _views(logic, store, logic.new_state("u1"), range(MAX_INLINE_ITEMS + 1), categories=1_000)
+    state.categories["cat 0 {}:*"] += 5  # changed by some other path
+    categories.calls.clear()
+    store.update("u1", state)
+    assert categories.calls == ["clear", "put_all"] and categories.entries["cat 0 {}:*"] == 6
+    fresh, _ = logic.reset(state, "user.reset")
+    store.update("u1", fresh)
+    assert categories.entries == {} and typed(_read_back(values, ids, held, parts, categories)) == typed(fresh)
+    store.update("u1", state)
+    store.update("u1", Suppressed("req", T))
+    assert categories.entries == {} and store.value("u1") == Suppressed("req", T)
+
+
+def test_categories_read_back_after_eviction_take_single_puts_again():
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
+    state = _views(logic, store, logic.new_state("u1"), range(MAX_INLINE_ITEMS + 1), categories=1_000)
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
+    store.update("other", UserState("other"))  # u1 evicted from the cache
+    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
+    categories.calls.clear()
+    restored = store.value("u1")
+    assert restored is not state and typed(restored) == typed(state) and categories.calls == ["items"]
+    _views(logic, store, restored, [MAX_INLINE_ITEMS + 1], categories=1_000)
+    assert _kinds(categories.calls) == ["items", "put"]
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(restored)
+
+
+def test_with_a_state_ttl_the_categories_stay_in_the_value():
+    logic, (store, values, ids, held, parts, categories) = _logic(), _store(ttl_ms=30 * 86_400_000)
+    state = _views(logic, store, logic.new_state("u1"), range(MAX_INLINE_ITEMS + 5), categories=1_000)
+    in_value = msgspec.msgpack.decode(values.stored[1:])["categories"]
+    assert categories.calls == [] and len(in_value) == MAX_INLINE_ITEMS + 5
+    assert typed(_read_back(values, ids, held, parts, categories)) == typed(state)
