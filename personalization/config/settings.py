@@ -379,7 +379,7 @@ class FlinkConfig(_Section):
     bundle_size: int = Field(100, ge=1)
     bundle_time: DurationMs = parse_duration_ms("10ms")
     buffer_timeout: DurationMs = parse_duration_ms("5ms")
-    network_buffer_bytes: int = Field(4096, ge=4096)
+    network_buffer_bytes: int = Field(32_768, ge=4096)
     state_cache_size: int = Field(20_000, ge=1)
     python_gc_full_every: DurationMs = parse_duration_ms("1h")
     state_backend: Literal["hashmap", "rocksdb", "forst"] = "hashmap"

@@ -63,7 +63,6 @@ from personalization.serving.reader import ProfileReader
 console = Console(record=True)  # the summary is saved as text too
 DEMO_OUT = BASE_DIR / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
-REPLAY_NETWORK_BUFFER_BYTES = 32_768  # Flink's default; docs/performance.md "Each default, one at a time"
 WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
 
 # An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~2,400 users:
@@ -310,9 +309,7 @@ def main(config_path, overrides, dataset, limit, user_share, seed, datasets_dir,
     """Replay real data (else a synthetic stream) through the job on the local stack and show what it made
     (recreates the job's topics and deletes its Redis keys first)."""
     try:
-        # A replay: Flink's 32 KB network buffers (throughput) where a live stream's default of 4 KB buys latency.
         settings = load_settings(config_path, ["kafka.bounded=true", "flink.prometheus_port=9249-9259",
-                                               f"flink.network_buffer_bytes={REPLAY_NETWORK_BUFFER_BYTES}",
                                                "recommendations.enabled=true", *overrides])
         settings = settings.with_overrides(experiments=[*settings.model_dump(mode="json")["experiments"],
                                                         DEMO_EXPERIMENT])
