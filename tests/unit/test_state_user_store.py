@@ -118,6 +118,13 @@ def _read_back(*fakes) -> UserState:
     return UserStateStore(*fakes, capacity=10).value("u1")
 
 
+def _evict(store, values, ids, held, parts, categories) -> None:
+    """Another key's write evicts u1 from the cache; the fakes, which hold one key, hold u1's states again."""
+    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
+    store.update("other", UserState("other"))
+    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
+
+
 def _steps(logic, store, state: UserState, numbers) -> UserState:
     for n in numbers:
         logic.on_event(state, _click(n), T)
@@ -162,10 +169,7 @@ def test_ids_back_under_the_inline_bound_leave_the_list():
 def test_a_user_read_back_after_eviction_appends_without_rewriting_and_stays_exact():
     logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
     state = _steps(logic, store, logic.new_state("u1"), range(MAX_INLINE_IDS + 1))
-    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
-    store.update("other", UserState("other"))  # u1 evicted from the cache
-    # the fakes hold one key: u1's again
-    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
+    _evict(store, values, ids, held, parts, categories)
     ids.calls.clear()
     restored = store.value("u1")
     assert restored is not state and ids.calls == ["get"]
@@ -295,9 +299,7 @@ def test_held_events_back_under_the_inline_bound_leave_the_list():
 def test_held_events_read_back_after_eviction_are_logged_without_a_rewrite():
     logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD + 1)
-    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
-    store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
+    _evict(store, values, ids, held, parts, categories)
     held.calls.clear()
     restored = store.value("u1")
     assert restored is not state and typed(restored) == typed(state) and held.calls == ["get"]
@@ -418,9 +420,7 @@ def test_a_step_that_cannot_say_what_it_counted_rewrites_the_categories_and_a_re
 def test_categories_read_back_after_eviction_take_single_puts_again():
     logic, (store, values, ids, held, parts, categories) = _logic(), _store(capacity=1)
     state = _views(logic, store, logic.new_state("u1"), range(MAX_INLINE_ITEMS + 1), categories=1_000)
-    written = values.stored, list(ids.entries), list(held.entries), dict(parts.entries), dict(categories.entries)
-    store.update("other", UserState("other"))  # u1 evicted from the cache
-    values.stored, ids.entries, held.entries, parts.entries, categories.entries = written
+    _evict(store, values, ids, held, parts, categories)
     categories.calls.clear()
     restored = store.value("u1")
     assert restored is not state and typed(restored) == typed(state) and categories.calls == ["items"]
