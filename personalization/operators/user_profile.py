@@ -328,12 +328,11 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         ``user_seen_ids``, the held events of ``user_held_changes``, the parts of ``USER_BIG_PARTS``
         and the categories of ``USER_CATEGORIES`` are cleared with it, and the cache holds the
         marker too), the held-back write is dropped, every Redis key of the user is deleted, the
-        trainer forgets the user, and
-        the audit topic confirms. The marker is in the next checkpoint, and the Redis deletes are
-        idempotent: a restore from an earlier checkpoint re-reads the request and erases again. A
-        ``ForgetLink`` (this key is an anonymous id that linked to the erased user) is carried out
-        alike but confirms nothing: the user's own erasure deletes the Redis keys of the anonymous
-        ids it lists, and confirms."""
+        trainer forgets the user, and the audit topic confirms. The marker is in the next
+        checkpoint, and the Redis deletes are idempotent: a restore from an earlier checkpoint
+        re-reads the request and erases again. A ``ForgetLink`` (this key is an anonymous id that
+        linked to the erased user) is carried out alike but confirms nothing: the user's own erasure
+        deletes the Redis keys of the anonymous ids it lists, and confirms."""
         request = erasure.request if isinstance(erasure, ForgetLink) else erasure
         stored = self._state.value(user)
         erased_at = int(time.time() * 1000)
