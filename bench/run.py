@@ -214,7 +214,7 @@ def profile_worker(base: Settings, events: list[dict], tuned_rate: float) -> dic
     threads = cpu.stop()
     client.get_job_execution_result().result()
     ProfileReader.from_settings(settings).delete_all()
-    return {**top_costs(stacks), "threads": threads}
+    return {**top_costs(stacks), "unreadable_lines": profile.unreadable, "threads": threads}
 
 
 COSTS = {  # --cost: a feature switched by ``<section>.enabled``, its name, where its report goes
@@ -386,7 +386,8 @@ def write_report(report: dict, out: Path) -> None:
                          f"| {p['n']} |")
     worker = report["worker_profile"]
     lines += ["", f"Where the tuned job's Python time goes (py-spy on the embedded interpreter, "
-              f"{worker['samples']:,} samples while Python ran; shares of those):", "",
+              f"{worker['samples']:,} samples while Python ran; shares of those; "
+              f"{worker.get('unreadable_lines', 0):,} torn lines of py-spy's output skipped):", "",
               "| own time | share | | inclusive time | share |", "|---|---|---|---|---|"]
     for (own, own_share), (incl, incl_share) in zip(worker["own"], worker["inclusive"]):
         lines.append(f"| `{own}` | {own_share:.1%} | | `{incl}` | {incl_share:.1%} |")

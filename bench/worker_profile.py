@@ -45,6 +45,7 @@ class WorkerProfile:
         self._seconds = seconds
         self._out = Path(tempfile.mkdtemp(prefix="worker-profile-")) / "stacks.txt"
         self._process: subprocess.Popen | None = None
+        self.unreadable = 0  # py-spy lines not of the raw format (torn samples), set by ``stacks()``
 
     def start(self) -> None:
         self._process = subprocess.Popen(
@@ -53,16 +54,32 @@ class WorkerProfile:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def stacks(self) -> Counter:
-        """Sample counts per stack (frames outermost first), Python-running samples only."""
+        """Sample counts per stack (frames outermost first), Python-running samples only; the
+        number of unreadable lines is in ``unreadable``."""
         _, err = self._process.communicate(timeout=self._seconds + 60)
         if self._process.returncode != 0 or not self._out.exists():
             raise RuntimeError(f"py-spy failed: {err.strip()[-500:]}")
-        counts: Counter = Counter()
-        for line in self._out.read_text().splitlines():
-            stack, _, n = line.rpartition(" ")
-            if stack.strip():
-                counts[tuple(stack.split(";"))] += int(n)
+        counts, self.unreadable = read_raw_stacks(self._out.read_text(errors="replace"))
         return counts
+
+
+def read_raw_stacks(text: str) -> tuple[Counter, int]:
+    """py-spy's raw output (``frame;frame;... count`` per line) as sample counts per stack, and
+    the number of lines that are not of that form. ``--nonblocking`` reads the interpreter's
+    memory while it runs, so now and then a frame's name is torn: control characters, a line
+    with no count. Those are skipped and counted, not a reason to lose the run's report. Lines
+    end at ``\n`` only (``str.splitlines`` would also split at the control characters)."""
+    counts: Counter = Counter()
+    unreadable = 0
+    for line in text.split("\n"):
+        stack, _, n = line.rpartition(" ")
+        if not stack.strip():
+            continue
+        if not n.isdigit():
+            unreadable += 1
+            continue
+        counts[tuple(stack.split(";"))] += int(n)
+    return counts, unreadable
 
 
 def top_costs(stacks: Counter, limit: int = 15) -> dict:
