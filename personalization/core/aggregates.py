@@ -25,8 +25,8 @@ over a session (a lifetime or window of distinct ids would grow without bound).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from personalization.core.evolvable import evolvable
 from personalization.core.rules import Aggregates, FeatureInputs, Requirements, RuleSet, RulesError

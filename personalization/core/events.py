@@ -42,7 +42,7 @@ class Event:
     items: tuple[str, ...] | None = None  # impression: the items shown
 
     @classmethod
-    def from_payload(cls, payload: dict) -> "Event":
+    def from_payload(cls, payload: dict) -> Event:
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
         dwell, price = payload.get("dwell_ms"), payload.get("price")
         return cls(  # JSON Schema calls 1000.0 an integer: make it one, or ids and sums drift

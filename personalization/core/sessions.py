@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from personalization.core.evolvable import evolvable
 from personalization.core.events import Event

@@ -25,8 +25,9 @@ import bisect
 import enum
 import heapq
 import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from personalization.core import aggregates, experiments, sessions
 from personalization.core.aggregates import FeatureState
@@ -151,7 +152,7 @@ class UserLogic:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
 
-    def with_rules(self, rules: RuleSet) -> "UserLogic":
+    def with_rules(self, rules: RuleSet) -> UserLogic:
         """The same logic under ``rules``; raises ``RulesError`` naming the feature if the rules
         read something the job does not keep (e.g. a window not in ``time.windows.sizes``)."""
         aggregates.check_provided(rules, self.window_sizes)

@@ -14,7 +14,7 @@ mean of the features of every assignment, in original units, which is what descr
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from river import cluster, preprocessing
 

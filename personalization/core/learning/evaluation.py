@@ -12,8 +12,8 @@ predicted (the parity tests hold it to 1e-9).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from fractions import Fraction
-from typing import Iterable
 
 from river import base, evaluate, metrics
 

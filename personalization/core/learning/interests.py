@@ -12,9 +12,9 @@ evicted, ties broken by evicting the name that sorts last.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from personalization.core.evolvable import positional
 from personalization.core.learning.trending import Trending

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import heapq
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -152,7 +153,7 @@ class Trainer:
         return Snapshot(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), changed)
 
     @staticmethod
-    def restore(data: bytes, labels: Iterable[tuple[str, LabelState]], rules: TrainerRules) -> "Trainer":
+    def restore(data: bytes, labels: Iterable[tuple[str, LabelState]], rules: TrainerRules) -> Trainer:
         """``labels``: every user's labels as the snapshots so far left them."""
         trainer = pickle.loads(data)
         if not isinstance(trainer, Trainer):
