@@ -18,7 +18,7 @@ import heapq
 import statistics
 import time
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import click
 import orjson

@@ -18,7 +18,8 @@ import dataclasses
 import pickle
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 

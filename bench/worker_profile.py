@@ -93,7 +93,7 @@ def top_costs(stacks: Counter, limit: int = 15) -> dict:
         own[_short(frames[-1])] += n
         for frame in {_short(f) for f in frames}:
             inclusive[frame] += n
-    share = lambda counter: [(name, n / total) for name, n in counter.most_common(limit)]  # noqa: E731
+    share = lambda counter: [(name, n / total) for name, n in counter.most_common(limit)]
     return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
 
 

@@ -66,7 +66,7 @@ class SaslKafka:
                 "sasl.jaas.config": ('org.apache.kafka.common.security.plain.PlainLoginModule required '
                                      f'username="{user}" password="{password}";')}
 
-    def start(self) -> "SaslKafka":
+    def start(self) -> SaslKafka:
         java = [JAVA, "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true", "-cp", f"{KAFKA_LIBS}/*"]
         subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self.config)],
                        check=True, capture_output=True, timeout=120)
@@ -123,7 +123,7 @@ class KafkaCluster:
             raise RuntimeError(f"stack.sh kafka-cluster {' '.join(args)} failed: {done.stderr[-2000:]}")
         return done.stdout
 
-    def start(self) -> "KafkaCluster":
+    def start(self) -> KafkaCluster:
         """Start every node that is not running; returns once all three are unfenced brokers."""
         self.bootstrap = re.search(r"bootstrap (\S+)", self._stack("up")).group(1)
         return self

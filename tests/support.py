@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import httpx
 import orjson
@@ -298,7 +299,7 @@ class RedisServer:
         self._process = None
         data_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         import socket
         import subprocess
 

@@ -41,7 +41,7 @@ class Change:
         return change_id(self.user_id, self.seq)
 
     @classmethod
-    def parse(cls, value: bytes) -> "Change":
+    def parse(cls, value: bytes) -> Change:
         """Raise ValueError naming what is wrong with a record that is not a segment change."""
         try:
             record = orjson.loads(value)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition

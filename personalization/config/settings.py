@@ -12,9 +12,10 @@ import datetime as dt
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (AfterValidator, AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
@@ -175,7 +176,7 @@ class KafkaConfig(_Section):
     properties: dict[str, str] = {}
 
     @model_validator(mode="after")
-    def _insync_within_replicas(self) -> "KafkaConfig":
+    def _insync_within_replicas(self) -> KafkaConfig:
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(f"kafka.min_insync_replicas ({self.min_insync_replicas}) exceeds "
                              f"kafka.replication_factor ({self.replication_factor}): "
@@ -220,7 +221,7 @@ class RedisConfig(_Section):
         return nodes
 
     @model_validator(mode="after")
-    def _cluster_has_db_zero(self) -> "RedisConfig":
+    def _cluster_has_db_zero(self) -> RedisConfig:
         if self.cluster_nodes and self.db:
             raise ValueError(f"redis.db is {self.db}, but a Redis Cluster has only database 0")
         return self
@@ -231,7 +232,7 @@ class WindowsConfig(_Section):
     buckets: int = Field(60, ge=1, le=10_000)
 
     @model_validator(mode="after")
-    def _sizes_divisible(self) -> "WindowsConfig":
+    def _sizes_divisible(self) -> WindowsConfig:
         for size in self.sizes:
             if size <= 0 or size % self.buckets:
                 raise ValueError(
@@ -250,7 +251,7 @@ class TimeConfig(_Section):
     windows: WindowsConfig = WindowsConfig()
 
     @model_validator(mode="after")
-    def _positive(self) -> "TimeConfig":
+    def _positive(self) -> TimeConfig:
         for key in ("session_gap", "max_session_length", "watermark_interval"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be greater than 0")
@@ -283,7 +284,7 @@ class EnrichmentConfig(_Section):
     item_catalog: str = ""  # CSV item_id,category_id; "" = no catalog
 
     @model_validator(mode="after")
-    def _catalog_exists(self) -> "EnrichmentConfig":
+    def _catalog_exists(self) -> EnrichmentConfig:
         if self.item_catalog and not self.catalog_path.is_file():
             raise ValueError(f"item_catalog {self.item_catalog!r}: no such file")
         return self
@@ -315,7 +316,7 @@ class LearningConfig(_Section):
     start_from: str = ""
 
     @model_validator(mode="after")
-    def _checks(self) -> "LearningConfig":
+    def _checks(self) -> LearningConfig:
         if self.trending_window <= 0 or self.trending_window % 60_000:
             raise ValueError("trending_window must be a positive whole number of minutes")
         if self.start_from and not self.start_from_path.is_file():
@@ -360,7 +361,7 @@ class RecommendationsConfig(_Section):
     cap_max_items: int = Field(200, ge=1, le=100_000)
 
     @model_validator(mode="after")
-    def _checks(self) -> "RecommendationsConfig":
+    def _checks(self) -> RecommendationsConfig:
         if self.trending_window <= 0 or self.trending_window % self.trending_bucket:
             raise ValueError("trending_window must be a positive multiple of trending_bucket")
         return self
@@ -399,7 +400,7 @@ class FlinkConfig(_Section):
     python_executable: str = ""
 
     @model_validator(mode="after")
-    def _power_of_two(self) -> "FlinkConfig":
+    def _power_of_two(self) -> FlinkConfig:
         if self.network_buffer_bytes & (self.network_buffer_bytes - 1):
             raise ValueError(f"network_buffer_bytes {self.network_buffer_bytes} must be a power of 2 (Flink's memory pages)")
         return self
@@ -413,7 +414,7 @@ class AlertsConfig(_Section):
     min_deviation: int = Field(10, ge=0)
 
     @model_validator(mode="after")
-    def _whole_minutes(self) -> "AlertsConfig":
+    def _whole_minutes(self) -> AlertsConfig:
         for key in ("history", "min_history"):
             if getattr(self, key) <= 0 or getattr(self, key) % 60_000:
                 raise ValueError(f"{key} must be a positive whole number of minutes")
@@ -452,7 +453,7 @@ class ActivationConfig(_Section):
     endpoints: list[WebhookEndpoint] = []
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ActivationConfig":
+    def _unique_names(self) -> ActivationConfig:
         names = [e.name for e in self.endpoints]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -489,7 +490,7 @@ class ExperimentConfig(_Section):
     end: InstantMs               # event time, exclusive
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ExperimentConfig":
+    def _consistent(self) -> ExperimentConfig:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"experiment {self.name!r}: variant names must be unique (got {names})")
@@ -521,7 +522,7 @@ class Settings(_Section):
     experiments: list[ExperimentConfig] = []
 
     @model_validator(mode="after")
-    def _unique_experiments(self) -> "Settings":
+    def _unique_experiments(self) -> Settings:
         names = [e.name for e in self.experiments]
         if len(set(names)) != len(names):
             raise ValueError(f"experiment names must be unique (got {names})")
@@ -532,7 +533,7 @@ class Settings(_Section):
         return {e.name: e.experiment() for e in self.experiments}
 
     @model_validator(mode="after")
-    def _state_outlives_profile_and_windows(self) -> "Settings":
+    def _state_outlives_profile_and_windows(self) -> Settings:
         """A user's state may expire only after their Redis profile (else the next event starts a
         fresh state at version 1, which the profile's compare-and-set refuses until it catches
         up), after their longest window, after the dedup horizon and after the longest an event
@@ -553,7 +554,7 @@ class Settings(_Section):
                              f"time.max_session_length + time.session_gap + time.allowed_lateness ({held_for} ms)")
         return self
 
-    def with_overrides(self, **sections: Any) -> "Settings":
+    def with_overrides(self, **sections: Any) -> Settings:
         """A copy with some keys replaced, validated like the file (used by tests and tools)."""
         data = self.model_dump(mode="json")
         _deep_merge(data, sections)  # a section that is a list (experiments) is replaced whole

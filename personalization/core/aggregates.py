@@ -25,8 +25,9 @@ over a session (a lifetime or window of distinct ids would grow without bound).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any
 
 from personalization.core.evolvable import evolvable
 from personalization.core.rules import Aggregates, FeatureInputs, Requirements, RuleSet, RulesError
@@ -63,10 +64,10 @@ class Acc:
                 if value > self.maxima.get(name, -1):
                     self.maxima[name] = value
         last = self.last
-        for name, value in (("item_id", item_id), ("category_id", category_id),
-                            ("dwell_ms", dwell_ms), ("scroll_depth", scroll_depth)):
-            if value is not None and (name not in last or ts >= last[name][0]):
-                last[name] = (ts, value)
+        for name, latest in (("item_id", item_id), ("category_id", category_id),
+                             ("dwell_ms", dwell_ms), ("scroll_depth", scroll_depth)):
+            if latest is not None and (name not in last or ts >= last[name][0]):
+                last[name] = (ts, latest)
 
 
 @evolvable
@@ -129,15 +130,18 @@ class Window:
             elif agg == "sessions":
                 sessions = sum(n for bucket, n in self.sessions.items() if bucket > floor)
             elif agg == "sum":
+                assert name is not None  # every aggregate but count and sessions is of a field
                 sums[name] = sum(acc.sums.get(name, 0) for acc in live)
             elif agg == "max":
+                assert name is not None
                 values = [acc.maxima[name] for acc in live if name in acc.maxima]
                 if values:
                     maxima[name] = max(values)
             elif agg == "last":
-                values = [acc.last[name] for acc in live if name in acc.last]
-                if values:
-                    last[name] = max(values, key=lambda tv: tv[0])[1]
+                assert name is not None
+                stamped = [acc.last[name] for acc in live if name in acc.last]
+                if stamped:
+                    last[name] = max(stamped, key=lambda tv: tv[0])[1]
         return Aggregates(counts=counts, sessions=sessions, sums=sums, maxima=maxima, last=last)
 
 
@@ -147,7 +151,7 @@ class SessionAcc:
     start: int
     end: int
     acc: Acc = field(default_factory=Acc)
-    distinct: dict[str, set] = field(default_factory=dict)
+    distinct: dict[str, set[Any]] = field(default_factory=dict)
 
     def add(self, event: SessionEvent) -> None:
         self.acc.add(event)
@@ -188,7 +192,7 @@ def resize(state: FeatureState, window_sizes: Iterable[int], buckets: int) -> No
 def add(state: FeatureState, event: SessionEvent, rules: SessionRules) -> None:
     """Fold one event in; in event-time order this is exactly the sorted stream's state."""
     in_order = state.clock is None or event.ts >= state.clock
-    anchor = event.ts if in_order else state.clock
+    anchor = event.ts if in_order or state.clock is None else state.clock  # (not in order: there is a clock)
     state.lifetime.add(event)
     for window in state.windows:
         window.add(event, anchor)

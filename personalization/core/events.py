@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, Field, dataclass, fields
 from itertools import zip_longest
+from typing import Any
 
 # What users do: what counters, windows, sessions, rules and models see.
 BEHAVIOUR_TYPES: tuple[str, ...] = (
@@ -42,7 +43,7 @@ class Event:
     items: tuple[str, ...] | None = None  # impression: the items shown
 
     @classmethod
-    def from_payload(cls, payload: dict) -> "Event":
+    def from_payload(cls, payload: dict[str, Any]) -> Event:
         """Build from a contract-validated payload; identity is the user id, else the anonymous id."""
         dwell, price = payload.get("dwell_ms"), payload.get("price")
         return cls(  # JSON Schema calls 1000.0 an integer: make it one, or ids and sums drift
@@ -65,14 +66,15 @@ class Event:
         )
 
 
-def _restore(self: Event, state: list) -> None:
+def _restore(self: Event, state: list[Any]) -> None:
     """Unpickle the field values in order (the form a frozen slots dataclass pickles to); an
     event pickled before the last fields were added (held in a savepoint's identity state) gets
     their defaults. Fields are only ever appended, with defaults."""
     for f, value in zip_longest(fields(self), state, fillvalue=MISSING):
+        assert isinstance(f, Field)  # never more values than fields
         object.__setattr__(self, f.name, f.default if value is MISSING else value)
 
 
 # Set after the class: some Python 3.11 releases' dataclass(frozen=True, slots=True) put their own
 # __setstate__ over one defined in the class body (3.11.2 does; 3.11.7 keeps the class's).
-Event.__setstate__ = _restore
+Event.__setstate__ = _restore  # type: ignore[attr-defined]  # typeshed's object has no __setstate__ to assign

@@ -20,8 +20,9 @@ anonymous id, so that it holds for a later stitch only the events that were prof
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 

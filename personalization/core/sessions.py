@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from personalization.core.evolvable import evolvable
 from personalization.core.events import Event
@@ -59,7 +60,7 @@ class SessionSummary:
     def duration_ms(self) -> int:
         return self.end - self.start
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
             "user_id": self.user_id,

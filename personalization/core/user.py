@@ -25,8 +25,9 @@ import bisect
 import enum
 import heapq
 import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from personalization.core import aggregates, experiments, sessions
 from personalization.core.aggregates import FeatureState
@@ -34,7 +35,7 @@ from personalization.core.events import IMPRESSION, Event
 from personalization.core.experiments import EXPOSURE, Experiment, ExperimentOutcome
 from personalization.core.evolvable import evolvable
 from personalization.core.learning.feed import LearningFeed, LearningState
-from personalization.core.rules import Cause, RuleSet, SegmentChange, SegmentState
+from personalization.core.rules import Cause, FeatureInputs, RuleSet, SegmentChange, SegmentState
 from personalization.core.sessions import SessionEvent, SessionRules, SessionState, SessionSummary
 from personalization.core.windows import RollingCounts, window_name
 
@@ -81,7 +82,7 @@ class UserState:
     # Change records (``NumberedChange.as_record``) not yet known to be in Redis: the operator
     # holds them back with the profile write and re-sends them after a restore (written by seq,
     # so a re-send is a no-op). Trimmed at the user's next step once their batch went out.
-    unwritten_changes: list[dict] = field(default_factory=list)
+    unwritten_changes: list[dict[str, Any]] = field(default_factory=list)
     learning: LearningState | None = None  # interests and closed-session totals (learning.enabled)
     # Enrichment: events per device class, browser and OS family (events with a user agent only),
     # and the device of the latest such event as (ts, event_id, class, browser, os).
@@ -101,7 +102,7 @@ class NumberedChange(NamedTuple):
     seq: int
     change: SegmentChange
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {**self.change.as_record(), "seq": self.seq}
 
 
@@ -151,7 +152,7 @@ class UserLogic:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
 
-    def with_rules(self, rules: RuleSet) -> "UserLogic":
+    def with_rules(self, rules: RuleSet) -> UserLogic:
         """The same logic under ``rules``; raises ``RulesError`` naming the feature if the rules
         read something the job does not keep (e.g. a window not in ``time.windows.sizes``)."""
         aggregates.check_provided(rules, self.window_sizes)
@@ -230,7 +231,7 @@ class UserLogic:
             self._step(state, self.rules.leave_all(state.segments, cause, at), result)
         return result
 
-    def profile(self, state: UserState) -> dict:
+    def profile(self, state: UserState) -> dict[str, Any]:
         """The serving view of the state: what downstream apps read from Redis."""
         anchor = state.last_seen or 0
         current = sessions.open_session(state.user_id, state.session_state, self.session_rules)
@@ -261,7 +262,7 @@ class UserLogic:
             **self._segments_view(state),
         }
 
-    def _segments_view(self, state: UserState) -> dict:
+    def _segments_view(self, state: UserState) -> dict[str, Any]:
         """Current memberships (segment -> event time entered), primary segment, scores."""
         seg, rules, clock = state.segments, self.rules, state.features.clock
         if rules is None or seg is None:
@@ -343,6 +344,7 @@ class UserLogic:
     def _count_device(self, state: UserState, event: Event) -> None:
         """Counters are order-independent; the latest device is the one of the greatest
         (ts, event_id), so it too does not depend on arrival order."""
+        assert self.device_of is not None and event.user_agent is not None  # as the caller checked
         device = self.device_of(event.user_agent)
         cls = str(getattr(device.device_class, "value", device.device_class))  # a plain str in state, not the enum
         _bump(state.devices, cls)
@@ -372,6 +374,7 @@ class UserLogic:
         if not end_of_input:
             result.next_timer = sessions.next_deadline(state.session_state, self.session_rules, watermark)
             if self.rules is not None:
+                assert state.segments is not None  # _release adopted the rules
                 result.next_timer = min(
                     (t for t in (result.next_timer, self._next_release(state),
                                  self.rules.next_deadline(state.segments)) if t is not None), default=None)
@@ -398,6 +401,7 @@ class UserLogic:
     def _adopt_rules(self, state: UserState, result: Result) -> None:
         """After a rules update, re-decide every segment under the new rules at the rules' clock
         (removed segments are left with cause ``<segment>.removed``)."""
+        assert self.rules is not None  # the segment steps run only with rules
         if state.rules_version == self.rules.version and state.features.sizes == self.window_sizes:
             return  # the common case
         if state.segments is None:  # state from before segments existed
@@ -413,11 +417,13 @@ class UserLogic:
     def _give(self, state: UserState, event: SessionEvent, result: Result) -> None:
         """One rules step: the event's scores and triggers, its aggregates, then every segment."""
         rules, seg = self.rules, state.segments
+        assert rules is not None and seg is not None  # _release adopted the rules
         before = self._decisions(state)
         changes = rules.on_event(seg, event.event_type, event.ts)
         aggregates.add(state.features, event, self.session_rules)
         if self.learning is not None:
             result.learning.append(self.learning.on_release(state.user_id, _learning(state), state.features, event))
+        assert state.features.clock is not None  # aggregates.add set it
         changes += rules.evaluate(seg, self._inputs(state), state.features.clock)
         if changes or self._decisions(state) != before:
             self._step(state, changes, result, always=True)
@@ -425,6 +431,7 @@ class UserLogic:
     def _deadlines(self, state: UserState, until: int, result: Result) -> None:
         """Each change a deadline makes is one version step (never one per call: how timers
         happen to batch must not show in the versions)."""
+        assert self.rules is not None and state.segments is not None
         if not any(deadlines[0] <= until for deadlines in state.segments.armed.values() if deadlines):
             return  # nothing due (the common case: skip the engine's bookkeeping)
         for change in self.rules.on_deadline(state.segments, until):
@@ -438,12 +445,14 @@ class UserLogic:
                 state.changes_made += 1
                 result.changes.append(NumberedChange(state.changes_made, change))
 
-    def _decisions(self, state: UserState) -> tuple:
+    def _decisions(self, state: UserState) -> tuple[dict[str, int], dict[str, float]]:
+        assert self.rules is not None and state.segments is not None
         clock = state.features.clock
         scores = self.rules.read_scores(state.segments, clock) if clock is not None else {}
         return dict(state.segments.members), scores
 
-    def _inputs(self, state: UserState):
+    def _inputs(self, state: UserState) -> FeatureInputs:
+        assert self.rules is not None
         return aggregates.inputs(state.features, self.rules.requirements)
 
     def _next_release(self, state: UserState) -> int | None:
@@ -510,13 +519,13 @@ def _bump(counts: dict[str, int], key: str) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
-def _device_brief(last: tuple[int, str, str, str, str] | None) -> dict | None:
+def _device_brief(last: tuple[int, str, str, str, str] | None) -> dict[str, Any] | None:
     if last is None:
         return None
     return {"device_class": last[2], "browser": last[3], "os": last[4], "seen_at": last[0]}
 
 
-def _session_brief(summary: SessionSummary | sessions.OpenSession | None) -> dict | None:
+def _session_brief(summary: SessionSummary | sessions.OpenSession | None) -> dict[str, Any] | None:
     if summary is None:
         return None
     return {

@@ -31,7 +31,7 @@ class RollingCounts:
     buckets: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, size_ms: int, bucket_count: int) -> "RollingCounts":
+    def create(cls, size_ms: int, bucket_count: int) -> RollingCounts:
         return cls(size_ms, size_ms // bucket_count)
 
     def add(self, ts: int, event_type: str, anchor: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import click
@@ -366,10 +366,8 @@ def main(config_path, overrides, dataset, limit, user_share, seed, datasets_dir,
         console.print(f"summary saved: {out / 'summary.txt'}")
         if serve:
             console.print(f"serving {api_url} until Ctrl-C")
-            try:
+            with suppress(KeyboardInterrupt):
                 threading.Event().wait()
-            except KeyboardInterrupt:
-                pass
 
 
 @contextmanager

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -115,7 +115,7 @@ def parse_since(value: str) -> int:
     except ValueError:
         raise ValueError(f"expected epoch milliseconds or an ISO time like 2026-05-01T12:00Z (got {value!r})") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -179,7 +179,7 @@ def _user_key(value: bytes) -> bytes | None:
 
 
 def _utc(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _preview(record: DlqRecord) -> Text:

@@ -12,8 +12,8 @@ the quick way to compare a model change on the datasets the demo and the tests r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import click
 from rich.console import Console

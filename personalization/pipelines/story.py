@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SizeSeries = dict[str, list[tuple[int, int]]]  # segment -> [(event time, members after it)]
@@ -64,9 +64,9 @@ def plot_sizes(series: SizeSeries, path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for segment, points in sorted(series.items()):
-        times = [datetime.fromtimestamp(t / 1000, tz=timezone.utc) for t, _ in points]
+        times = [datetime.fromtimestamp(t / 1000, tz=UTC) for t, _ in points]
         ax.step(times, [n for _, n in points], where="post", label=segment)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
     ax.set_xlabel("event time (UTC)")
     ax.set_ylabel("members (log scale above 10)")
     ax.set_yscale("symlog", linthresh=10)  # small segments stay visible beside a large one

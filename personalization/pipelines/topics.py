@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
 import click
 import orjson
@@ -37,7 +38,7 @@ def ensure_topics(settings: Settings, recreate: bool = False, timeout_s: float =
             topic = NewTopic(name, partitions_of(settings, name), settings.kafka.replication_factor,
                              topic_configs=topic_configs(settings, name))
             # Deletion is asynchronous on the broker: creating too early is refused; retry.
-            _wait(lambda: _create(admin, topic), timeout_s, f"creation of topic {name}")
+            _wait(lambda topic=topic: _create(admin, topic), timeout_s, f"creation of topic {name}")
         return missing
     finally:
         admin.close()
@@ -49,10 +50,8 @@ def delete_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     try:
         existing = [name for name in topic_names(settings) if name in set(admin.list_topics())]
         if existing:
-            try:
+            with suppress(UnknownTopicOrPartitionError):
                 admin.delete_topics(existing)
-            except UnknownTopicOrPartitionError:
-                pass
             _wait(lambda: not set(existing) & set(admin.list_topics()), timeout_s, f"deletion of topics {existing}")
         return existing
     finally:

@@ -20,9 +20,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Literal
+from typing import Any, Literal
 
 import click
 import httpx

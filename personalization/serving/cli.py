@@ -88,10 +88,8 @@ def sizes(settings: Settings) -> None:
 @with_settings
 def follow(settings: Settings, start: str, limit: int | None) -> None:
     """Print segment changes as JSON lines as they are appended (Ctrl-C to stop)."""
-    seen = 0
-    for entry_id, record in ProfileReader.from_settings(settings).follow(start):
+    for seen, (entry_id, record) in enumerate(ProfileReader.from_settings(settings).follow(start), start=1):
         click.echo(orjson.dumps({"id": entry_id, **record}).decode())
-        seen += 1
         if limit is not None and seen >= limit:
             return
 

@@ -3,7 +3,8 @@ without knowing the key layout."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import redis
@@ -26,7 +27,7 @@ class ProfileReader:
         self._prefix = prefix
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ProfileReader":
+    def from_settings(cls, settings: Settings) -> ProfileReader:
         return cls(connect(settings.redis), settings.redis.key_prefix)
 
     def ping(self) -> None:

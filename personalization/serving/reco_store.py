@@ -10,7 +10,8 @@ it and still on their way are refused, and readers find no recommendations.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 import redis

@@ -34,8 +34,9 @@ change, so savepoints of earlier releases restore without a migration step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import msgspec
 

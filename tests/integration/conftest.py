@@ -4,7 +4,7 @@ events, and the end state of one clean job run over them, computed once per test
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +17,7 @@ from personalization.udfs.catalog import write_catalog
 from tests.support import dead_letters, isolated_settings, redis_state, sessions_of
 
 VALID_EVENTS = 4_000  # the first events of the time-ordered Taobao + JD replay, with synthetic signals
-OLDEST_VALID = int(datetime(2017, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)  # the data is of 2017-11
+OLDEST_VALID = int(datetime(2017, 1, 1, tzinfo=UTC).timestamp() * 1000)  # the data is of 2017-11
 
 
 def strip_taobao_categories(event: dict) -> dict:
@@ -34,7 +34,7 @@ def real_replay(stack, datasets, tmp_path_factory):
     write_catalog(((e["item_id"], e["category_id"]) for e in read_taobao(datasets.taobao)), catalog)
     originals = list(itertools.islice(augment(read_dataset("all", datasets), seed=5), VALID_EVENTS))
     events = [strip_taobao_categories(e) for e in originals]
-    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    now = int(datetime.now(UTC).timestamp() * 1000)
     overrides = {
         "enrichment": {"item_catalog": str(catalog)},
         # events older than 2017-01-01 are ts_too_old (the replay itself is from 2017-11)

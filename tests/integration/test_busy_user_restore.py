@@ -30,13 +30,13 @@ def test_a_busy_users_seen_ids_and_held_events_restore_from_a_savepoint(stack, t
     # Every part apart from the value when the savepoint is taken: ids, held events, the open
     # session's distinct items for the rules, the closed session's summary (its items and categories),
     # the categories counted.
-    assert BEFORE > max(MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS, CATEGORIES)
+    assert max(MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS, CATEGORIES) < BEFORE
     assert min(EARLIER, CATEGORIES) > MAX_INLINE_ITEMS
     settings = isolated_settings(tmp_path, kafka={"bounded": False, "topics": {"partitions": 1}},
                                  learning={"enabled": False}, profile={"top_categories": CATEGORIES})
     bootstrap, topic = settings.kafka.bootstrap_servers, settings.kafka.topics.events
     reader = ProfileReader.from_settings(settings)
-    counted = lambda: (reader.get("busy") or {}).get("events_total", 0)  # noqa: E731
+    counted = lambda: (reader.get("busy") or {}).get("events_total", 0)
 
     earlier = T - 10 * 3_600_000
     before = [_view(n, earlier, "a") for n in range(EARLIER)] + [_view(n) for n in range(BEFORE)]

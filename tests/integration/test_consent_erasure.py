@@ -99,7 +99,7 @@ def run(stack, datasets, tmp_path_factory):
     redis, reader = connect(settings.redis), ProfileReader.from_settings(settings)
     events, denied, revoked = _phase_one()
     end = max(e["ts"] for e in events)
-    total = lambda user: (reader.get(user) or {}).get("events_total")  # noqa: E731
+    total = lambda user: (reader.get(user) or {}).get("events_total")
 
     def erase(user: str, request: str) -> None:
         cli = subprocess.run([*PZ, "erase", user, "--request-id", request, "--config", str(config)],

@@ -100,7 +100,7 @@ def test_savepoint_stop_and_resume_gives_the_uninterrupted_end_state(sorted_run,
     settings = isolated_settings(tmp_path, events_topic=sorted_run.kafka.topics.events,
                                  time={**PROOF_TIME, "idle_timeout": "1h"}, kafka={"bounded": False})
     reader = ProfileReader.from_settings(settings)
-    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())
     client = start_job(settings)
     wait_until(lambda: len(reader.all_profiles()) >= 500, 120, "the first 500 profiles")
     savepoint = stop_with_savepoint(client, (tmp_path / "savepoints").as_uri())

@@ -84,7 +84,7 @@ def test_a_planted_effect_is_detected(run) -> None:
 
 def test_every_exposed_user_is_counted_once_under_the_assigned_variant(run) -> None:
     settings, events = run
-    for name, experiment in settings.experiment_map().items():
+    for name in settings.experiment_map():
         exposures = {e["user_id"]: e["variant"] for e in events if e.get("experiment") == name}
         records = ProfileReader.from_settings(settings).experiment_outcomes(name)
         assert len(records) == len(exposures)

@@ -120,7 +120,7 @@ def test_redis_read_only_then_out_of_memory_mid_stream_back_pressures_and_loses_
                   (("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0"), "OOM"))
         for fault, undo, error in faults:
             admin.execute_command(*fault)
-            wait_until(lambda: _refused(admin, error) > 0, 60, f"the job's writes refused with {error}")
+            wait_until(lambda error=error: _refused(admin, error) > 0, 60, f"the job's writes refused with {error}")
             assert processed_events(settings) < total  # mid-stream
             assert not _ends_within(client, 3), f"the job ended while Redis answered {error}"
             admin.execute_command(*undo)

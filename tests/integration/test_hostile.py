@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -112,7 +112,7 @@ def _mixed_records(events: list[dict], now: int, oldest: int):
 def mixed(real_replay, tmp_path_factory):
     clean = real_replay
     settings = isolated_settings(tmp_path_factory.mktemp("hostile"), **clean["overrides"])
-    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    now = int(datetime.now(UTC).timestamp() * 1000)
     oldest = now - clean["overrides"]["validation"]["max_event_age"]
     records, expected, duplicates = _mixed_records(clean["events"], now, oldest)
     produce_raw(records, settings.kafka.bootstrap_servers, settings.kafka.topics.events, partitioner=0,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import signal
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -92,7 +92,7 @@ def runs(stack, datasets, tmp_path_factory):
     v = settings.validation
     validator = EventValidator(v.schema_path, v.max_event_bytes, v.max_future_skew, v.max_event_age)
     rng, expected, sent = random.Random(19), Counter(), []
-    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    now = int(datetime.now(UTC).timestamp() * 1000)
 
     def send(records: list[RawRecord]) -> None:
         for record in records:
@@ -123,7 +123,7 @@ def runs(stack, datasets, tmp_path_factory):
         for n, (fault, undo, error) in enumerate(faults, start=1):
             admin.execute_command(*fault)
             phase(n)  # writes to make while Redis refuses them
-            wait_until(lambda: refused(error) > 0, 60, f"the job's writes refused with {error}")
+            wait_until(lambda error=error: refused(error) > 0, 60, f"the job's writes refused with {error}")
             assert running()
             admin.execute_command(*undo)
         for text in BAD_RULES:

@@ -71,7 +71,7 @@ def runs(stack, datasets, tmp_path_factory):
 
     stitched = isolated_settings(tmp, time=TIME, kafka={"bounded": False})
     reader = ProfileReader.from_settings(stitched)
-    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())  # noqa: E731
+    processed = lambda: sum(p["events_total"] for p in reader.all_profiles())
     cut = min(events.index(link) for link in links.values())
     client = start_job(stitched)
     try:
@@ -126,18 +126,18 @@ def test_merged_profiles_equal_the_run_with_the_user_id_from_the_start(runs):
         for field in (b"version", b"anonymous_ids"):
             merged.pop(field), plain.pop(field)
         assert merged == plain, user
-    profiles = lambda state: {k: v for k, v in state.items()  # noqa: E731
+    profiles = lambda state: {k: v for k, v in state.items()
                               if k.endswith(":profile") and decode_id(k[2:].split("}")[0]) not in stitched}
     assert profiles(after) == profiles(expected)  # every other profile, version included
     assert len(profiles(expected)) > 1_500
-    audiences = lambda state: {k: v for k, v in state.items() if k.endswith(":members")}  # noqa: E731
+    audiences = lambda state: {k: v for k, v in state.items() if k.endswith(":members")}
     assert audiences(after) == audiences(expected)  # no anonymous id left in an audience
 
 
 def test_sessions_before_and_after(runs):
     stitched = set(runs["links"])
     anonymous_ids = {f"anon-{u}" for u in stitched}
-    final = lambda sessions, users: {s["session_id"]: s for s in sessions if s["user_id"] in users}  # noqa: E731
+    final = lambda sessions, users: {s["session_id"]: s for s in sessions if s["user_id"] in users}
     # the users' sessions end as in the run with the user id from the start
     assert final(runs["sessions"], stitched) == final(runs["plain_sessions"], stitched)
     # the anonymous ids' sessions emitted before the link stay, each before its link
@@ -145,6 +145,6 @@ def test_sessions_before_and_after(runs):
         if session["user_id"] in anonymous_ids:
             assert session["start"] <= runs["links"][session["user_id"].removeprefix("anon-")]["ts"]
     # everyone else's sessions are the baseline's, record for record
-    others = lambda sessions: [s for s in sessions if s["user_id"] not in stitched | anonymous_ids]  # noqa: E731
+    others = lambda sessions: [s for s in sessions if s["user_id"] not in stitched | anonymous_ids]
     assert others(runs["sessions"]) == others(runs["plain_sessions"])
     assert len(others(runs["plain_sessions"])) > 1_000

@@ -93,7 +93,7 @@ def test_profiles_equal_the_pseudonymized_ids_profiles(real_replay, run):
     assert _user_keys(run["redis"]) == _pseudonymized_state(_user_keys(real_replay["redis"]), p)
     expected = [{**s, "user_id": p(s["user_id"]), "session_id": session_id(p(s["user_id"]), s["start"])}
                 for s in real_replay["sessions"]]
-    key = lambda s: (s["user_id"], s["start"], s["revision"], s["status"])  # noqa: E731
+    key = lambda s: (s["user_id"], s["start"], s["revision"], s["status"])
     assert run["sessions"] == sorted(expected, key=key)
 
 

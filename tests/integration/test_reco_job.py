@@ -70,7 +70,7 @@ def with_impressions(events: list[dict], times: int) -> list[dict]:
         if e["event_type"] in MEANINGFUL and e.get("item_id"):
             last_two[e["user_id"]] = [*last_two[e["user_id"]][-1:], n]
     planted = {}
-    for user, positions in last_two.items():
+    for positions in last_two.values():
         if len(positions) == 2 and events[positions[0]]["item_id"] != events[positions[1]]["item_id"]:
             planted[positions[1]] = events[positions[0]]
         if len(planted) == CAPPED_USERS:

@@ -60,7 +60,7 @@ def run(stack, datasets, tmp_path_factory):
     redis, reader = connect(settings.redis), ProfileReader.from_settings(settings)
     events = list(replay_events("taobao", augmented=True, seed=12, limit=EVENTS))
     end = max(e["ts"] for e in events)
-    audits = lambda n: (r := read_topic(settings, topics.audit, 500)) and len(r) == n and r  # noqa: E731
+    audits = lambda n: (r := read_topic(settings, topics.audit, 500)) and len(r) == n and r
 
     def cli(*args: str) -> dict:
         done = subprocess.run([*PZ, *args, "--config", str(config)],

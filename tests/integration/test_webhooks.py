@@ -165,15 +165,15 @@ def test_each_change_is_delivered_signed_or_dead_lettered_with_its_reason(stack,
     by = {}
     for letter in letters:
         by.setdefault(letter["endpoint"], []).append(letter)
-    assert sorted(l["id"] for l in by["fail"]) == [change_id(f"b{i}", 1) for i in range(3)]
-    assert all(l["reason"].startswith("HTTP 500") and l["attempts"] == 3 for l in by["fail"])
-    assert all(l["reason"].startswith("timeout") and l["attempts"] == 2 for l in by["slow"]) and len(by["slow"]) == 2
-    assert all("ConnectError" in l["reason"] and l["attempts"] == 3 for l in by["down"]) and len(by["down"]) == 3
-    assert [(l["id"], l["reason"][:8], l["attempts"]) for l in by["all"]] == [(change_id("u1", 100), "HTTP 404", 1)]
+    assert sorted(letter["id"] for letter in by["fail"]) == [change_id(f"b{i}", 1) for i in range(3)]
+    assert all(letter["reason"].startswith("HTTP 500") and letter["attempts"] == 3 for letter in by["fail"])
+    assert all(letter["reason"].startswith("timeout") and letter["attempts"] == 2 for letter in by["slow"]) and len(by["slow"]) == 2
+    assert all("ConnectError" in letter["reason"] and letter["attempts"] == 3 for letter in by["down"]) and len(by["down"]) == 3
+    assert [(letter["id"], letter["reason"][:8], letter["attempts"]) for letter in by["all"]] == [(change_id("u1", 100), "HTTP 404", 1)]
     assert by["fail"][0]["change"] in changes and by["fail"][0]["url"] == receiver.url + "/fail"
-    invalid = sorted(by[None], key=lambda l: l["raw_bytes"])
-    assert [l["raw_bytes"] for l in invalid] == [len(b'{"user_id": 7}'), len(garbage)]
-    assert all(l["reason"].startswith("invalid segment change") for l in invalid)
+    invalid = sorted(by[None], key=lambda letter: letter["raw_bytes"])
+    assert [letter["raw_bytes"] for letter in invalid] == [len(b'{"user_id": 7}'), len(garbage)]
+    assert all(letter["reason"].startswith("invalid segment change") for letter in invalid)
     assert base64.b64decode(invalid[1]["raw_base64"]) == garbage[:64 * 1024]
 
 
@@ -201,7 +201,7 @@ def test_replay_delivers_the_dead_letters_to_the_fixed_endpoint_once(stack, tmp_
         wait_until(lambda: len(dlq(settings)) == 5, 60, "5 dead letters")
     finally:
         service.stop()
-    assert not receiver.delivered("/fail") and {l["id"] for l in dlq(settings)} == ids
+    assert not receiver.delivered("/fail") and {letter["id"] for letter in dlq(settings)} == ids
 
     broken = [*PZ, "webhooks", "replay", "--endpoint", "cms",
               "--config", str(write_config(settings, tmp_path / "broken.yaml"))]
@@ -286,8 +286,8 @@ def test_sigkill_mid_stream_and_restart_loses_nothing(stack, tmp_path, receiver)
     assert second.returncode == 0
     assert "stopped:" in out
     letters = dlq(settings)
-    assert {l["id"] for l in letters} == {change_id(c["user_id"], c["seq"]) for c in fails}
-    assert all(l["endpoint"] == "fail" and l["reason"].startswith("HTTP 500") for l in letters)
+    assert {letter["id"] for letter in letters} == {change_id(c["user_id"], c["seq"]) for c in fails}
+    assert all(letter["endpoint"] == "fail" and letter["reason"].startswith("HTTP 500") for letter in letters)
     print(f"delivered before the kill: {delivered_before}; requests to /ok in all: {receiver.count('/ok')} "
           f"for {len(oks)} changes; dead letters {len(letters)} for {len(fails)}")
 

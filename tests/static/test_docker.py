@@ -16,7 +16,7 @@ import re
 import shlex
 import subprocess
 import xml.etree.ElementTree as ET
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -124,7 +124,7 @@ def job_counter_metric(counter: str) -> str:
 # loading and parsing
 
 
-@lru_cache(maxsize=None)
+@cache
 def compose_raw() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
@@ -160,7 +160,7 @@ def interpolate(value, env: dict[str, str]):
     return _INTERPOLATION.sub(substitute, value)
 
 
-@lru_cache(maxsize=None)
+@cache
 def compose() -> dict:
     """The compose file as Docker Compose sees it with no variables set (defaults applied)."""
     return interpolate(compose_raw(), {})
@@ -230,7 +230,7 @@ def set_overrides() -> dict[str, str]:
     return overrides
 
 
-@lru_cache(maxsize=None)
+@cache
 def dockerfile_instructions() -> tuple[tuple[str, str], ...]:
     """(INSTRUCTION, arguments) with continuation lines joined and comment lines dropped."""
     instructions: list[tuple[str, str]] = []
@@ -262,7 +262,7 @@ def resolve(text: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dockerfile_stages() -> tuple[dict, ...]:
     """Stages: base image (global ARGs resolved), name, and the instructions of the stage."""
     global_args: list[str] = []
@@ -305,7 +305,7 @@ def image_repository(image: str) -> str:
 EXACT_VERSION_TAG = re.compile(r"^v?\d+\.\d+\.\d+([-_.+][A-Za-z0-9_.+-]*)?$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def pom() -> tuple[dict[str, str], list[dict[str, str]], set[str]]:
     """(properties, dependencies with properties resolved, execution ids) of stack/pom.xml."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -346,7 +346,7 @@ def requirement_pin(name: str) -> str:
     raise AssertionError(f"{name} is not pinned with == in requirements.txt")
 
 
-@lru_cache(maxsize=None)
+@cache
 def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 
@@ -375,7 +375,7 @@ def metric_names(promql: str) -> set[str]:
 # Compose file
 
 
-@lru_cache(maxsize=None)
+@cache
 def compose_schema() -> dict:
     return json.loads(COMPOSE_SCHEMA.read_text())
 
@@ -736,7 +736,7 @@ def merged(base, override):
     return override
 
 
-@lru_cache(maxsize=None)
+@cache
 def kafka_cluster_compose() -> dict:
     """compose.yaml with the cluster override, as Docker Compose sees them with no variables set."""
     return interpolate(merged(compose_raw(), yaml.safe_load(KAFKA_CLUSTER.read_text())), {})

@@ -5,8 +5,8 @@ dropped, spaces to hyphens, ``-1``, ``-2`` for repeated headings). The README st
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

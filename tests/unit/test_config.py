@@ -43,9 +43,9 @@ def test_repo_root_and_the_packaged_defaults() -> None:
     """In a checkout relative paths start at its root; the default files are package data."""
     assert REPO_ROOT == BASE_DIR == ROOT
     package = ROOT / "personalization"
-    assert (DEFAULT_CONFIG, DEFAULT_RULES, EVENT_SCHEMA) == (
+    assert (
         package / "config" / "default.yaml", package / "rules" / "default.yaml",
-        package / "schemas" / "event-v1.schema.json")
+        package / "schemas" / "event-v1.schema.json") == (DEFAULT_CONFIG, DEFAULT_RULES, EVENT_SCHEMA)
     assert load_settings().rules.path == DEFAULT_RULES and Settings().validation.schema_path == EVENT_SCHEMA
 
 

@@ -117,7 +117,7 @@ def test_memory_stays_bounded_by_the_bucket_count_over_a_long_stream(size_ms: in
         most = max(most, len(rc.buckets))
     assert most <= bucket_count            # the documented bound ("at most buckets counters")
     # a dense tail, one event per bucket width, fills every bucket and no more
-    for step in range(1, 3 * bucket_count):
+    for _ in range(1, 3 * bucket_count):
         anchor += rc.width_ms
         rc.add(anchor, "click", anchor)
         assert len(rc.buckets) <= bucket_count

@@ -342,7 +342,7 @@ def test_sessions_the_anonymous_id_emitted_stay_and_the_user_gets_the_same_sessi
     # the user's sessions are those of the run with the user id from the start, as the end
     # state of each session id (the stitched run closes the first visit later, at the stitch,
     # and re-opens it when the late event arrives)
-    final = lambda sessions: {s["session_id"]: s for s in sessions}  # noqa: E731
+    final = lambda sessions: {s["session_id"]: s for s in sessions}
     assert final(mine) == final(plain.sessions)
     assert len(final(mine)) == 2
 

@@ -325,7 +325,8 @@ def test_a_shuffled_stream_within_the_bound_still_labels_each_session_exactly_on
     events of its session leaves it unscored), but every session gets exactly one outcome."""
     outcomes = set()
     for seed in range(30):
-        events = sorted(HAND_MADE, key=lambda e, r=random.Random(seed): e.ts + r.randrange(300))
+        shifts = random.Random(seed)
+        events = sorted(HAND_MADE, key=lambda e: e.ts + shifts.randrange(300))
         model = replay(events, out_of_orderness=300).model
         assert model.learned == model.labels == model.positives + model.negatives
         assert model.negatives == 2 and model.positives + model.unscored == 3

@@ -71,10 +71,10 @@ def test_the_key_is_not_in_repr_str_pickle_or_errors(pseudonymize: Pseudonymizer
         assert KEY not in text
     assert KEY.encode() not in pickle.dumps(pseudonymize)
     with pytest.raises(AttributeError) as caught:
-        pseudonymize.key  # type: ignore[attr-defined]
+        _ = pseudonymize.key  # type: ignore[attr-defined]
     assert KEY not in str(caught.value)
     with pytest.raises(AttributeError):
-        pseudonymize.__dict__  # noqa: B018  (slots: no place for a stray copy of the key)
+        _ = pseudonymize.__dict__  # slots: no place for a stray copy of the key
     with pytest.raises((TypeError, AttributeError)) as caught:
         pseudonymize(None)  # type: ignore[arg-type]
     assert KEY not in str(caught.value)

@@ -240,7 +240,7 @@ def _held_in_value(values: OneKeyValue) -> list:
 
 
 def test_an_ordinary_users_held_events_stay_in_the_value():
-    logic, (store, values, ids, held, parts, categories) = _logic(), _store()
+    logic, (store, values, _, held, *_) = _logic(), _store()
     state = _visits(logic, store, logic.new_state("u1"), [T], MAX_INLINE_HELD)
     assert len(state.session_state.events) == MAX_INLINE_HELD == len(_held_in_value(values)) and held.calls == []
 
@@ -265,7 +265,7 @@ def test_the_log_is_rewritten_as_the_events_held_once_it_is_mostly_forgotten_eve
     state = logic.new_state("u1")
     visits = [T + k * 10 * HOUR for k in range(8)]
     _visits(logic, store, state, visits[:1], MAX_INLINE_HELD + 1)
-    for previous, start in zip(visits, visits[1:]):  # the held events stay above the bound: 1 to 2 visits
+    for start in visits[1:]:  # the held events stay above the bound: 1 to 2 visits
         _visits(logic, store, state, [start], MAX_INLINE_HELD + 1)
         _forget_sessions_before(logic, store, state, start)
         assert len(held.entries) <= 2 * len(state.session_state.events) + MAX_INLINE_HELD
@@ -365,7 +365,7 @@ def test_a_crawlers_big_parts_are_written_only_at_the_steps_that_changed_them_an
 def test_with_a_state_ttl_the_big_parts_stay_in_the_value():
     """A map entry's TTL counts from its own write: a part not written for a while would expire first."""
     logic, (store, *fakes) = _logic_with_rules(), _store(ttl_ms=30 * 86_400_000)
-    state = _crawl(logic, store, logic.new_state("u1"), fakes, 400, check_every=50)
+    _crawl(logic, store, logic.new_state("u1"), fakes, 400, check_every=50)
     assert fakes[3].calls == [] and len(msgspec.msgpack.decode(fakes[0].stored[1:])["last_session"]["items"]) == 300
 
 

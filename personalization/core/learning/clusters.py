@@ -14,7 +14,8 @@ mean of the features of every assignment, in original units, which is what descr
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from river import cluster, preprocessing
 
@@ -59,7 +60,7 @@ class Clusters:
         self.means: dict[int, dict[str, float]] = {}
         self.mean_counts: dict[int, int] = {}   # assignments in each mean (fewer after a restore, below)
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         """Models pickled before the means existed restore with none: they fill from then on.
 
         The means are re-keyed by the ``CLUSTER_FEATURES`` names themselves, as ``assign`` keys
@@ -73,7 +74,7 @@ class Clusters:
     def assign(self, x: dict[str, float]) -> int:
         """Learn one user's profile and return the id of the centre it joined."""
         self.scaler.learn_one(x)
-        cluster_id = self.kmeans.learn_predict_one(self.scaler.transform_one(x))
+        cluster_id: int = self.kmeans.learn_predict_one(self.scaler.transform_one(x))
         self.assignments[cluster_id] = self.assignments.get(cluster_id, 0) + 1
         count = self.mean_counts[cluster_id] = self.mean_counts.get(cluster_id, 0) + 1
         mean = self.means.setdefault(cluster_id, dict.fromkeys(CLUSTER_FEATURES, 0.0))
@@ -81,7 +82,7 @@ class Clusters:
             mean[name] += (x.get(name, 0.0) - mean[name]) / count
         return cluster_id
 
-    def summary(self) -> list[dict]:
+    def summary(self) -> list[dict[str, Any]]:
         """Clusters that have been assigned: the centre and the members' mean, in original units,
         rounded for reading (``mean`` is empty for a cluster whose members predate it, see above)."""
         out = []
@@ -96,5 +97,5 @@ class Clusters:
         return out
 
     def _original_units(self, name: str, scaled: float) -> float:
-        value = self.scaler.means[name] + scaled * self.scaler.vars[name] ** 0.5
+        value: float = self.scaler.means[name] + scaled * self.scaler.vars[name] ** 0.5
         return round(value, 4) + 0.0   # + 0.0 turns -0.0 into 0.0

@@ -12,15 +12,16 @@ predicted (the parity tests hold it to 1e-9).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable
 from fractions import Fraction
-from typing import Iterable
+from typing import Any
 
 from river import base, evaluate, metrics
 
 from personalization.core.learning.propensity import FEATURE_NAMES, new_model
 
 
-def label_delays(by_question: list[dict]) -> list[Fraction]:
+def label_delays(by_question: list[dict[str, Any]]) -> list[Fraction]:
     """Per example (in question order), how many steps after its question its label arrives:
     after the ``j``-th question, where ``j`` questions had been asked when it was learned, and
     between two questions in learning order (``seq``)."""
@@ -41,16 +42,16 @@ class BaseRate(base.Classifier):
         self.labels = 0
         self.positives = 0
 
-    def learn_one(self, x: dict, y: bool) -> None:
+    def learn_one(self, x: dict[Hashable, Any], y: base.typing.ClfTarget) -> None:
         self.labels += 1
         self.positives += bool(y)
 
-    def predict_proba_one(self, x: dict) -> dict[bool, float]:
+    def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
         p = self.positives / self.labels if self.labels else 0.5
         return {False: 1 - p, True: p}
 
 
-def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | None = None,
+def river_predictions(examples: Iterable[dict[str, Any]], metric: metrics.base.Metric | None = None,
                       model: base.Classifier | None = None) -> list[float]:
     """River's progressive predictions P(purchase) for ``examples``, in learning (``seq``) order,
     of a fresh propensity model (or of ``model``)."""
@@ -64,7 +65,7 @@ def river_predictions(examples: Iterable[dict], metric: metrics.base.Metric | No
     return [s["Prediction"][True] for s in steps]
 
 
-def progressive_auc(examples: list[dict], scores: Iterable[float]) -> float:
+def progressive_auc(examples: list[dict[str, Any]], scores: Iterable[float]) -> float:
     """ROC AUC as the trainer computes it (River, 100 thresholds) of ``scores``, one per example
     in learning (``seq``) order: with the examples' own predictions, the job's whole-run figure."""
     metric = metrics.ROCAUC(n_thresholds=100)
@@ -73,7 +74,7 @@ def progressive_auc(examples: list[dict], scores: Iterable[float]) -> float:
     return float(metric.get())
 
 
-def against_baselines(examples: list[dict]) -> dict[str, float]:
+def against_baselines(examples: list[dict[str, Any]]) -> dict[str, float]:
     """The model's progressive ROC AUC beside two baselines over the same examples: a constant
     predictor, and the one rule "the session has an add-to-cart" (1, else 0) at the same event."""
     examples = sorted(examples, key=lambda e: e["seq"])
@@ -85,7 +86,7 @@ def against_baselines(examples: list[dict]) -> dict[str, float]:
     }
 
 
-def progressive_log_loss(examples: list[dict], scores: Iterable[float]) -> float:
+def progressive_log_loss(examples: list[dict[str, Any]], scores: Iterable[float]) -> float:
     """Log loss as the trainer computes it (River) of ``scores``, one per example in ``seq`` order."""
     metric = metrics.LogLoss()
     for example, score in zip(examples, scores, strict=True):
@@ -93,7 +94,7 @@ def progressive_log_loss(examples: list[dict], scores: Iterable[float]) -> float
     return float(metric.get())
 
 
-def log_loss_against_baselines(examples: list[dict]) -> dict[str, float]:
+def log_loss_against_baselines(examples: list[dict[str, Any]]) -> dict[str, float]:
     """The model's progressive log loss beside the constant predictor of the base rate, over the
     same examples: ``base_rate`` learned progressively with the same label delays (the bar), and
     ``base_rate_hindsight``, the whole run's rate, which no online predictor knows in advance

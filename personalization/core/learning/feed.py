@@ -24,7 +24,9 @@ user side computed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -65,6 +67,7 @@ class LearningFeed:
             learning.interests = add_interest(learning.interests, event.category_id, event.event_type,
                                               event.ts, self.interest_rules)
         session = state.session
+        assert session is not None  # the event just added is in it
         acc = session.acc
         counts = acc.counts
         lifetime = state.lifetime.counts
@@ -122,19 +125,20 @@ def erase_record(user_id: str) -> str:
     return orjson.dumps({"k": ERASE, "u": user_id}).decode()
 
 
-def sort_key(record: dict) -> tuple:
+def sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The trainer's processing order: time, then closes before events, then user, then id."""
     return record["t"], KIND_ORDER[record["k"]], record["u"], record["id"], record.get("r", 0)
 
 
 def _window_events(state: FeatureState, size_ms: int) -> int:
+    assert state.clock is not None  # set by the event just added
     for window in state.windows:
         if window.size_ms == size_ms:
             return sum(window.read(state.clock, (("count", None),)).counts.values())
     raise ValueError(f"learning needs a {size_ms} ms rolling window in time.windows.sizes")
 
 
-def check_windows(window_sizes) -> None:
+def check_windows(window_sizes: Iterable[int]) -> None:
     """Start-up check: the propensity features read the 1h and 24h windows."""
     missing = [name for name, size in (("1h", HOUR_MS), ("24h", DAY_MS)) if size not in set(window_sizes)]
     if missing:

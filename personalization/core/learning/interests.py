@@ -12,9 +12,10 @@ evicted, ties broken by evicting the name that sorts last.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any
 
 from personalization.core.evolvable import positional
 from personalization.core.learning.trending import Trending
@@ -69,7 +70,8 @@ def top_interests(interests: Interests, k: int) -> list[tuple[str, float]]:
     return _ranked(interests.scores)[:k]
 
 
-def profile_interests(interests: Interests, events_seen: int, trending: Trending, rules: InterestRules) -> dict:
+def profile_interests(interests: Interests, events_seen: int, trending: Trending,
+                      rules: InterestRules) -> dict[str, Any]:
     """What the profile shows: personal top-k, or trending categories for users with too little
     history (fewer than ``min_events`` events, or no event that carries a category).
 
@@ -85,7 +87,8 @@ def profile_interests(interests: Interests, events_seen: int, trending: Trending
 
 
 def _decay(elapsed_ms: int, half_life_ms: int) -> float:
-    return 2.0 ** (-elapsed_ms / half_life_ms)
+    factor: float = 2.0 ** (-elapsed_ms / half_life_ms)
+    return factor
 
 
 def _ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from river import base, metrics, naive_bayes, utils
 
@@ -262,7 +263,7 @@ class CalibratedNaiveBayes(base.Classifier):
         self.calibration = PlattScaling()
         self.encoding = self.ENCODING
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         """A model pickled with another input encoding (a snapshot file or savepoint of an
         earlier release) has counts of features this one never sees: it starts afresh, naive
         Bayes and calibration (the metrics and counters of ``Propensity`` stay)."""
@@ -271,16 +272,17 @@ class CalibratedNaiveBayes(base.Classifier):
                      "calibration": PlattScaling(), "encoding": self.ENCODING}
         self.__dict__.update(state)
 
-    def learn_one(self, x: dict[str, float], y: bool) -> None:
+    # River types any features and label; this model takes the propensity features and a bool.
+    def learn_one(self, x: dict[str, float], y: bool) -> None:  # type: ignore[override]
         z = encode(x)
         self.calibration.learn(self._log_odds(z), bool(y))   # on the score made before naive Bayes learns x
         self.naive_bayes.learn_one(z, y)
 
-    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:  # type: ignore[override]  # as learn_one
         p = self.calibration.predict(self._log_odds(encode(x)))
         return {False: 1 - p, True: p}
 
-    def parameters(self) -> dict:
+    def parameters(self) -> dict[str, Any]:
         """The learned parameters in plain numbers, for ``models export``."""
         calibration = self.calibration
         return {"naive_bayes": {"class_counts": {str(c): n for c, n in self.naive_bayes.class_counts.items()},
@@ -296,7 +298,7 @@ class CalibratedNaiveBayes(base.Classifier):
         ``predict_proba_one`` goes through scipy's ``logsumexp``: 180 µs a call)."""
         jll = self.naive_bayes.joint_log_likelihood(x)
         if True in jll and False in jll:
-            odds = jll[True] - jll[False]
+            odds: float = jll[True] - jll[False]
         else:   # one class seen so far (or none): that class is certain
             odds = LOG_ODDS_LIMIT if True in jll else -LOG_ODDS_LIMIT if False in jll else 0.0
         return min(max(odds, -LOG_ODDS_LIMIT), LOG_ODDS_LIMIT)
@@ -329,7 +331,7 @@ class Propensity:
         self.negatives = 0
         self.unscored = 0
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         """Models pickled before ``recent_labels`` existed: the window's labels are unknown, so its
         ROC AUC reads None until the window has been refilled with both classes."""
         self.__dict__.update({"recent_labels": deque(maxlen=state["window"]), **state})
@@ -417,7 +419,22 @@ class Score(NamedTuple):
     learned: Learned | None
 
 
-def on_event(model: Propensity, state: LabelState, session: SessionSummary, x: dict[str, float],
+class SessionSpan(Protocol):
+    """What the label bookkeeping reads of a session: a ``SessionSummary``, or the trainer's ``Span``."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def converted(self) -> bool: ...
+
+
+def on_event(model: Propensity, state: LabelState, session: SessionSpan, x: dict[str, float],
              ts: int, is_purchase: bool, question: int = 0) -> Score:
     """Score one processed event of ``session`` (the session holding it, after adding it).
 
@@ -445,7 +462,7 @@ def on_event(model: Propensity, state: LabelState, session: SessionSummary, x: d
     return Score(prediction, False, None)
 
 
-def on_session(model: Propensity, state: LabelState, summary: SessionSummary) -> Learned | None:
+def on_session(model: Propensity, state: LabelState, summary: SessionSpan) -> Learned | None:
     """Handle one session emission (closed, updated or retracted) from ``sessions.advance``."""
     if summary.status == "retracted":
         return None   # its events belong to a session that will be emitted under another id
@@ -475,7 +492,7 @@ def session_containing(user_id: str, state: SessionState, rules: SessionRules, t
     raise ValueError(f"no session of {user_id} holds an event at {ts}")
 
 
-def _label_of(state: LabelState, session: SessionSummary) -> bool | None:
+def _label_of(state: LabelState, session: SessionSpan) -> bool | None:
     """The label of a labelled span overlapping this session, if any."""
     for span in state.labelled.values():
         if span.start <= session.end and session.start <= span.end:
@@ -483,14 +500,14 @@ def _label_of(state: LabelState, session: SessionSummary) -> bool | None:
     return None
 
 
-def _consume(state: LabelState, session: SessionSummary) -> Pending | None:
+def _consume(state: LabelState, session: SessionSpan) -> Pending | None:
     """Remove the pending examples inside the session; return the one updated last."""
     inside = [sid for sid, p in state.pending.items() if session.start <= p.ts <= session.end]
     consumed = [state.pending.pop(sid) for sid in inside]
     return consumed[-1] if consumed else None
 
 
-def _label(model: Propensity, state: LabelState, session: SessionSummary, label: bool) -> Learned | None:
+def _label(model: Propensity, state: LabelState, session: SessionSpan, label: bool) -> Learned | None:
     state.labelled[session.session_id] = Labelled(session.start, session.end, label)
     example = _consume(state, session)
     if example is None:

@@ -24,8 +24,9 @@ import pickle
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
-import river
+from river.__version__ import __version__ as river_version
 
 from personalization.core.learning.clusters import Clusters
 from personalization.core.learning.propensity import Propensity
@@ -56,7 +57,7 @@ class SharedModels:
             raise TypeError(f"expected a {cls.__name__} snapshot, got {type(models).__name__}")
         return models
 
-    def metrics(self) -> dict:
+    def metrics(self) -> dict[str, Any]:
         return {"propensity": self.propensity.metrics(), "clusters": self.clusters.summary()}
 
 
@@ -68,7 +69,7 @@ def export_snapshot(models: SharedModels, directory: str | Path, created_at: int
         "created_at": created_at,
         "examples_learned": models.propensity.learned,
         "metrics": models.propensity.metrics(),
-        "river": river.__version__,
+        "river": river_version,
         "python": platform.python_version(),
         "payload_bytes": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
@@ -85,7 +86,7 @@ def export_snapshot(models: SharedModels, directory: str | Path, created_at: int
     return path
 
 
-def read_header(path: str | Path) -> dict:
+def read_header(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         return _read_header(f, Path(path))
 
@@ -98,22 +99,22 @@ def import_snapshot(path: str | Path) -> SharedModels:
         payload = f.read()
     if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise SnapshotError(f"{path}: payload does not match its header (truncated or corrupted)")
-    if header["river"] != river.__version__:
-        raise SnapshotError(f"{path}: written with river {header['river']}, this job runs river {river.__version__}")
+    if header["river"] != river_version:
+        raise SnapshotError(f"{path}: written with river {header['river']}, this job runs river {river_version}")
     return SharedModels.restore(payload)
 
 
-def list_snapshots(directory: str | Path) -> list[tuple[Path, dict]]:
+def list_snapshots(directory: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """Snapshot files with their headers, oldest event time first: the rollback menu."""
     found = [(path, read_header(path)) for path in Path(directory).glob(f"*{SUFFIX}")]
     return sorted(found, key=lambda item: (item[1]["created_at"], item[1]["examples_learned"], item[0].name))
 
 
-def _read_header(f, path: Path) -> dict:
+def _read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
     if f.read(len(MAGIC)) != MAGIC:
         raise SnapshotError(f"{path}: not a model snapshot (bad magic)")
     try:
-        header = json.loads(f.readline())
+        header: dict[str, Any] = json.loads(f.readline())
     except ValueError as error:
         raise SnapshotError(f"{path}: unreadable header: {error}") from None
     if header.get("format") != FORMAT:

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import heapq
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -98,12 +99,12 @@ class Trainer:
         self.origin = origin                          # sha256 of the snapshot file the models started from
         self.labels: dict[str, LabelState] = {}
         self._changed: set[str] = set()               # users whose labels changed since the last snapshot
-        self.held: list[tuple[tuple, str]] = []       # heap of (sort key, record json)
+        self.held: list[tuple[tuple[Any, ...], str]] = []  # heap of (sort key, record json)
         self.watermark: int | None = None
         self.clock: int | None = None                 # time of the newest record processed
         self.processed = 0
         self.questions = 0
-        self.last_export: dict | None = None          # the newest snapshot file asked for
+        self.last_export: dict[str, Any] | None = None  # the newest snapshot file asked for
         self.late = 0                                 # records that came behind the watermark
 
     # --- the two operations ------------------------------------------------------------------
@@ -152,7 +153,7 @@ class Trainer:
         return Snapshot(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), changed)
 
     @staticmethod
-    def restore(data: bytes, labels: Iterable[tuple[str, LabelState]], rules: TrainerRules) -> "Trainer":
+    def restore(data: bytes, labels: Iterable[tuple[str, LabelState]], rules: TrainerRules) -> Trainer:
         """``labels``: every user's labels as the snapshots so far left them."""
         trainer = pickle.loads(data)
         if not isinstance(trainer, Trainer):
@@ -215,7 +216,7 @@ class Trainer:
 
     # --- processing ----------------------------------------------------------------------------
 
-    def _process(self, record: dict, out: Outputs) -> None:
+    def _process(self, record: dict[str, Any], out: Outputs) -> None:
         self.processed += 1
         out.processed += 1
         self.clock = record["t"] if self.clock is None else max(self.clock, record["t"])
@@ -226,7 +227,7 @@ class Trainer:
         else:
             raise ValueError(f"unknown learning record kind {record['k']!r}")
 
-    def _event(self, record: dict, out: Outputs) -> None:
+    def _event(self, record: dict[str, Any], out: Outputs) -> None:
         models, user, ts = self.models, record["u"], record["t"]
         labels = self._labels_of(user)
         span = Span(*record["s"])
@@ -256,10 +257,11 @@ class Trainer:
             "interests": interests,
         })
 
-    def _session(self, record: dict, out: Outputs) -> None:
+    def _session(self, record: dict[str, Any], out: Outputs) -> None:
         models, user, t = self.models, record["u"], record["t"]
         labels = self._labels_of(user)
-        span = Span(*record["s"], status=record["st"], converted=record["cv"])
+        session_id, start, end = record["s"]
+        span = Span(session_id, start, end, status=record["st"], converted=record["cv"])
         learned = propensity.on_session(models.propensity, labels, span)
         if learned is not None:
             self._learned(user, t, learned, out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 # Derived from ``buckets`` and rebuilt after unpickling: kept out of snapshots and state.
 _DERIVED = ("_totals", "_top")
@@ -84,10 +85,10 @@ class Trending:
         assert self.anchor is not None
         return self.anchor // self.bucket_ms - self.window_ms // self.bucket_ms
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _DERIVED}
 
-    def __setstate__(self, state) -> None:
+    def __setstate__(self, state: dict[str, Any] | tuple[None, dict[str, Any]]) -> None:
         if isinstance(state, tuple):  # pickled before the derived fields: (None, {slot: value})
             state = state[1]
         for name, value in state.items():

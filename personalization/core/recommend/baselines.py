@@ -26,7 +26,7 @@ class Popularity:
     _since: int = 0
 
     def learn(self, item: str, weight: float) -> None:
-        self.counts[item] += weight
+        self.counts[item] += weight  # type: ignore[assignment]  # a Counter counts floats too; typeshed says int
         self._since += 1
         if self._since >= self.refresh_every or not self._ranked:
             self._ranked = [item for item, _ in self.counts.most_common(self.depth)]

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 Neighbours = dict[str, list[float]]
 
 
-def decayed(count: float, last_ts: int, now: int, half_life_ms: int) -> float:
+def decayed(count: float, last_ts: float, now: int, half_life_ms: int) -> float:
     """``count`` as of ``now``, halved every ``half_life_ms`` since ``last_ts`` (never grown by late input)."""
-    return count * 0.5 ** (max(0, now - last_ts) / half_life_ms)
+    factor: float = 0.5 ** (max(0, now - last_ts) / half_life_ms)
+    return count * factor
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 class ImplicitMF:
@@ -31,7 +32,7 @@ class ImplicitMF:
         self.item_bias = np.zeros(max_items)
         self.slots: OrderedDict[str, int] = OrderedDict()
         self.items: list[str | None] = [None] * max_items
-        self.users: dict[str, np.ndarray] = {}
+        self.users: dict[str, NDArray[np.float64]] = {}
         self.recent_slots = np.zeros(max(1, 50 * negatives), dtype=np.int64)
         self.seen = 0
 
@@ -47,12 +48,12 @@ class ImplicitMF:
         self.recent_slots[self.seen % len(self.recent_slots)] = positive
         self.seen += 1
 
-    def scores(self, user: str, recent: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+    def scores(self, user: str, recent: Sequence[str]) -> tuple[NDArray[np.float64], list[str | None]]:
         """The score of every item held for ``user``, and the item in each slot (slots fill from 0)."""
         held = len(self.slots)
         return self.item_factors[:held] @ self._user_vector(user, recent) + self.item_bias[:held], self.items
 
-    def _step(self, user: str, vector: np.ndarray, positive: int, negative: int, weight: float) -> None:
+    def _step(self, user: str, vector: NDArray[np.float64], positive: int, negative: int, weight: float) -> None:
         pos, neg = self.item_factors[positive], self.item_factors[negative]
         margin = vector @ (pos - neg) + self.item_bias[positive] - self.item_bias[negative]
         gradient = weight * self.learning_rate / (1.0 + np.exp(np.clip(margin, -30, 30)))
@@ -64,7 +65,7 @@ class ImplicitMF:
         self.item_bias[negative] -= gradient + reg * self.item_bias[negative]
         own += gradient * (pos - neg) - reg * own
 
-    def _user_vector(self, user: str, recent: Sequence[str]) -> np.ndarray:
+    def _user_vector(self, user: str, recent: Sequence[str]) -> NDArray[np.float64]:
         own = self.users.get(user)
         if own is None:
             own = self.users[user] = np.zeros(self.item_factors.shape[1])

@@ -142,12 +142,12 @@ class Recommender:
             scores = self.knn.scores(history, now)
             return sorted(scores, key=lambda item: (-scores[item], item))[:depth]
         if source == "mf":
-            scores, items = self.mf.scores(user_id, history)
-            depth = min(depth, len(scores))
+            mf_scores, items = self.mf.scores(user_id, history)
+            depth = min(depth, len(mf_scores))
             if not depth:
                 return []
-            top = np.argpartition(-scores, depth - 1)[:depth]
-            return [items[i] for i in sorted(top, key=lambda i: -scores[i])]
+            top = np.argpartition(-mf_scores, depth - 1)[:depth]
+            return [items[i] for i in sorted(top, key=lambda i: -mf_scores[i])]
         raise ValueError(f"unknown recommendation source {source!r}; expected one of {SOURCES}")
 
     def _trending(self, user: UserHistory, history: list[str], depth: int) -> list[str]:

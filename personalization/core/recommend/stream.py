@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from personalization.core.events import IMPRESSION, Event
 from personalization.core.identity import ForgetLink
@@ -119,14 +119,14 @@ class ItemRow:
     """Per-item keyed state: neighbour -> [count at ts, ts, category], at most twice ``knn_neighbours``."""
 
     category: str | None = None
-    neighbours: dict[str, list] = field(default_factory=dict)
+    neighbours: dict[str, list[Any]] = field(default_factory=dict)
     updates: int = 0
     # user -> this item's newest answer to them not yet known written to Redis (held back for a
     # batch): a restore re-sends them. Emptied when the item's flush timer fires.
     unwritten: dict[str, Recommendations] = field(default_factory=dict)
 
 
-def _restore_row(row: ItemRow, state: list | tuple[None, dict]) -> None:
+def _restore_row(row: ItemRow, state: list[Any] | tuple[None, dict[str, Any]]) -> None:
     """Unpickle either form a slots dataclass pickles to (a list of the field values, or
     ``(None, slots)`` on Python versions without the dataclass's own ``__getstate__``); a row
     pickled before ``unwritten`` existed gets it empty."""
@@ -137,7 +137,7 @@ def _restore_row(row: ItemRow, state: list | tuple[None, dict]) -> None:
 
 
 # Set after the class: a slots dataclass defines its own __setstate__ (see core.events).
-ItemRow.__setstate__ = _restore_row
+ItemRow.__setstate__ = _restore_row  # type: ignore[attr-defined]  # as Event.__setstate__ in core.events
 
 
 def user_step(history: UserHistory, config: RecoConfig, consent_default: str, event: Event) -> list[CoView | Request]:

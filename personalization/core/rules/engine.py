@@ -20,9 +20,10 @@ lateness + out-of-orderness) is shorter than the trigger's ``within``: only the 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from personalization.core.evolvable import evolvable
 from personalization.core.rules.expressions import Value
@@ -104,7 +105,7 @@ class RuleSet:
         self._unless = _by_event_type(rules.triggers, "unless")
 
     @classmethod
-    def load(cls, path: str | Path) -> "RuleSet":
+    def load(cls, path: str | Path) -> RuleSet:
         """Errors name the file as given, e.g. ``rules/default.yaml:42: ...``."""
         return cls(Path(path).read_text(), str(path))
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import enum
 import operator
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from personalization.core.rules.source import suggest
 

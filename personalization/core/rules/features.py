@@ -11,8 +11,9 @@ is the user's latest event time (the rolling windows' own anchor).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 from personalization.core.rules.expressions import Type, Value
 

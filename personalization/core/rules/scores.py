@@ -9,8 +9,8 @@ read-out hides).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 READ_DIGITS = 6
 

@@ -8,8 +8,9 @@ as written: YAML 1.1 would read a bare ``on:`` key as the boolean true.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from yaml.constructor import SafeConstructor
