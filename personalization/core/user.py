@@ -34,7 +34,7 @@ from personalization.core.aggregates import FeatureState
 from personalization.core.events import IMPRESSION, Event
 from personalization.core.experiments import EXPOSURE, Experiment, ExperimentOutcome
 from personalization.core.evolvable import evolvable
-from personalization.core.learning.feed import LearningFeed, LearningState
+from personalization.core.learning.feed import EventRecord, LearningFeed, LearningState, SessionRecord
 from personalization.core.rules import Cause, FeatureInputs, RuleSet, SegmentChange, SegmentState
 from personalization.core.sessions import SessionEvent, SessionRules, SessionState, SessionSummary
 from personalization.core.windows import RollingCounts, window_name
@@ -128,7 +128,7 @@ class Result:
     sessions: list[SessionSummary] = field(default_factory=list)
     changes: list[NumberedChange] = field(default_factory=list)
     next_timer: int | None = None
-    learning: list[str] = field(default_factory=list)  # records for the trainer (core.learning.feed)
+    learning: list[EventRecord | SessionRecord] = field(default_factory=list)  # for the trainer (core.learning.feed)
     dropped: dict[str, int] = field(default_factory=dict)  # what a StateCaps bound dropped: kind -> count
     # The categories whose counts the step raised in place (a cap's trim replaces the dict instead):
     # a busy user's store writes only these (state.user_store).

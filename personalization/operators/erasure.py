@@ -17,7 +17,7 @@ from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
 from personalization.core.privacy import ControlRequest, InvalidErasureRequest, parse_erasure
-from personalization.operators.parse import DLQ
+from personalization.operators.outputs import DLQ
 from personalization.udfs.pseudonymize import Pseudonymizer
 from personalization.udfs.validation import control_dead_letter
 

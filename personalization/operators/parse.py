@@ -17,12 +17,11 @@ from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from personalization.config.settings import EnrichmentConfig, PrivacyConfig, ValidationConfig
 from personalization.core.events import Event
+from personalization.operators.outputs import DLQ
 from personalization.udfs.catalog import load_catalog
 from personalization.udfs.pseudonymize import Pseudonymizer
 from personalization.udfs.validation import EventValidator, Rejection, dead_letter
 
-# Rejected records as core.dead_letter wire text; the job writes each as the original bytes + headers.
-DLQ = OutputTag("dlq", Types.STRING())
 # ("clock", ms): the latest record time read, rounded up to the end of its second; sent when it
 # passes into a new second, broadcast to the user operator (see operators.user_profile).
 CLOCK = OutputTag("clock", Types.TUPLE([Types.STRING(), Types.STRING()]))

@@ -13,7 +13,7 @@ import time
 
 from pyflink.datastream import ProcessFunction, RuntimeContext
 
-from personalization.operators.parse import DLQ
+from personalization.operators.outputs import DLQ
 from personalization.operators.user_profile import RULES
 from personalization.udfs.validation import control_dead_letter
 

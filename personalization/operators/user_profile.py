@@ -26,15 +26,14 @@ import logging
 import time
 
 import orjson
-from pyflink.common import Types
-from pyflink.datastream import (KeyedBroadcastProcessFunction, OutputTag, ProcessFunction, RuntimeContext,
+from pyflink.datastream import (KeyedBroadcastProcessFunction, ProcessFunction, RuntimeContext,
                                 TimeDomain)
 
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import DeadLetter, output_limit, oversized_output
 from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
-from personalization.core.learning.feed import LearningFeed, check_windows, erase_record
+from personalization.core.learning.feed import EraseRecord, LearningFeed, check_windows, encode
 from personalization.core.learning.interests import InterestRules
 from personalization.core.privacy import (CONTROL_ACTIONS, DENIED, GRANTED, OPT_IN, OPT_OUT, Admission,
                                           ConsentRules, ControlRequest, ErasureRequest, Suppressed, audit_record,
@@ -44,6 +43,7 @@ from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.operators.counters import COUNTS_PUSH_MS, BatchedCounters
 from personalization.operators.gc_pauses import bound_gc_pauses
+from personalization.operators.outputs import DLQ, SIDE_OUTPUTS, Output
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
@@ -56,12 +56,6 @@ from personalization.state.user_store import UserStateStore
 
 log = logging.getLogger(__name__)
 
-KIND_AND_JSON = Types.TUPLE([Types.STRING(), Types.STRING()])
-SESSIONS, LATE, SEGMENT_CHANGES, DLQ = "sessions", "late", "segment-changes", "dlq"
-LEARN = "learning"  # records for the model trainer (core.learning.feed)
-NO_CONSENT, AUDIT = "no-consent", "audit"  # events not profiled (privacy.without_consent: route); erasures done
-ROUTES = {kind: OutputTag(kind, Types.STRING())
-          for kind in (SESSIONS, LATE, SEGMENT_CHANGES, DLQ, NO_CONSENT, AUDIT)}
 RULES, CLOCK = "rules", "clock"
 SESSIONS_EMITTED, PROFILE_WRITES, SEGMENT_CHANGES_COUNTED = "sessions_emitted", "profile_writes", "segment_changes"
 OUTCOME_COUNTERS = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # named once, not per event
@@ -186,7 +180,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             log.error("user %r: a step failed and went to the DLQ (processing_error): %s: %s", user,
                       type(err).__name__, err, exc_info=first)
             record = orjson.dumps({"user_id": user, **failed_record()})
-            outputs = [(DLQ, DeadLetter(record, "processing_error", f"{type(err).__name__}: {err}",
+            outputs = [(Output.DLQ, DeadLetter(record, "processing_error", f"{type(err).__name__}: {err}",
                                         self._settings.kafka.topics.events, int(time.time() * 1000)).to_wire())]
         yield from outputs
         yield from self._refused_writes()
@@ -201,7 +195,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         for (profile, _), refusal in self._writes.take_refused():
             self._writes_refused[refusal.reason].inc()
             log.error("user %r: profile not written (%s): %s", profile["user_id"], refusal.reason, refusal.detail)
-            yield DLQ, DeadLetter(refusal.value, refusal.reason, refusal.detail, "redis",
+            yield Output.DLQ, DeadLetter(refusal.value, refusal.reason, refusal.detail, "redis",
                                   int(time.time() * 1000)).to_wire()
 
     def _process(self, value: Event | Stitch | HandOver | Erasure, user: str, ctx):
@@ -227,7 +221,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         result.state_changed = result.state_changed or admission.changed
         self._counts.inc(OUTCOME_COUNTERS[result.outcome])
         if result.outcome is Outcome.LATE:
-            yield LATE, orjson.dumps({
+            yield Output.LATE, orjson.dumps({
                 "reason": "beyond_allowed_lateness",
                 "lateness_ms": result.lateness_ms,
                 "watermark": watermark,
@@ -288,7 +282,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
             self._rules_rejected.inc()
             log.warning("rules update rejected, the running rules (version %r) stay: %s",
                         self._logic.rules.version, err)
-            yield DLQ, control_dead_letter("invalid_rules", str(err), self._settings.kafka.topics.rules,
+            yield Output.DLQ, control_dead_letter("invalid_rules", str(err), self._settings.kafka.topics.rules,
                                            payload.encode("utf-8"),
                                            int(time.time() * 1000),
                                            running_rules_version=self._logic.rules.version).to_wire()
@@ -321,7 +315,7 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         if admission.changed:
             self._state.update(user, admission.keep)
         if self._route_refused:
-            yield NO_CONSENT, orjson.dumps({"reason": admission.reason, "event": _event_record(event)}).decode()
+            yield Output.NO_CONSENT, orjson.dumps({"reason": admission.reason, "event": _event_record(event)}).decode()
 
     def _erase(self, erasure: Erasure, user: str):
         """Right to be forgotten: the keyed state becomes a marker (``user_state``; the seen ids of
@@ -343,12 +337,12 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                                  self._settings.redis.retry_backoff_max, exposed)
                       for who in (user, *(stored.anonymous_ids if isinstance(stored, UserState) else ())))
         if self._logic.learning is not None:
-            yield LEARN, erase_record(user)
+            yield Output.LEARNING, encode(EraseRecord(user))
         if isinstance(erasure, ForgetLink):
             return
         self._erasures.inc()
         log.info("erasure request %r carried out: %d Redis keys/entries removed", request.request_id, deleted)
-        yield AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
+        yield Output.AUDIT, orjson.dumps(audit_record(request, erased_at, isinstance(stored, UserState), deleted)).decode()
 
     def _control(self, request: ControlRequest, user: str, ctx):
         """A user's control over their personalization (README "User controls").
@@ -380,11 +374,11 @@ class UserProfiles(KeyedBroadcastProcessFunction):
                 doomed.append(profile_key(prefix, user))
             retry_while_down(lambda: self._client.delete(*doomed), self._settings.redis.retry_backoff_max)
             if self._logic.learning is not None:
-                yield LEARN, erase_record(user)
+                yield Output.LEARNING, encode(EraseRecord(user))
         elif request.action == OPT_OUT:  # no profile: consent denied is all there is to keep
             self._state.update(user, Suppressed())
         log.info("user control %r (%s) carried out", request.request_id, request.action)
-        yield AUDIT, orjson.dumps(control_audit_record(request, int(time.time() * 1000), cleared)).decode()
+        yield Output.AUDIT, orjson.dumps(control_audit_record(request, int(time.time() * 1000), cleared)).decode()
 
     def _carry_out(self, state, result: Result, user: str, ctx):
         for kind, n in result.dropped.items():
@@ -402,13 +396,13 @@ class UserProfiles(KeyedBroadcastProcessFunction):
         else:
             self._state.forget(user)
         for record in result.learning:
-            yield LEARN, record
+            yield Output.LEARNING, encode(record)
         for summary in result.sessions:
             self._counts.inc(SESSIONS_EMITTED)
-            yield SESSIONS, orjson.dumps(summary.as_record()).decode()
+            yield Output.SESSIONS, orjson.dumps(summary.as_record()).decode()
         for record in records:
             self._counts.inc(SEGMENT_CHANGES_COUNTED)
-            yield SEGMENT_CHANGES, orjson.dumps(record).decode()
+            yield Output.SEGMENT_CHANGES, orjson.dumps(record).decode()
         if result.next_timer is not None:
             ctx.timer_service().register_event_time_timer(result.next_timer)
 
@@ -464,8 +458,9 @@ class RouteOutputs(ProcessFunction):
 
     def __init__(self, settings: Settings) -> None:
         topics = settings.kafka.topics
-        self._topics = {SESSIONS: topics.sessions, LATE: topics.late, SEGMENT_CHANGES: topics.segment_changes,
-                        NO_CONSENT: topics.no_consent, AUDIT: topics.audit}
+        self._topics = {Output.SESSIONS: topics.sessions, Output.LATE: topics.late,
+                        Output.SEGMENT_CHANGES: topics.segment_changes, Output.NO_CONSENT: topics.no_consent,
+                        Output.AUDIT: topics.audit}
         self._limit = output_limit(settings.kafka.max_message_bytes)
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -474,17 +469,17 @@ class RouteOutputs(ProcessFunction):
 
     def process_element(self, value, ctx: ProcessFunction.Context):
         kind, record = value
-        if kind == LEARN:
+        if kind == Output.LEARNING:
             yield record
             return
-        letter = None if kind == DLQ else oversized_output(record, self._topics[kind], self._limit,
+        letter = None if kind == Output.DLQ else oversized_output(record, self._topics[kind], self._limit,
                                                             int(time.time() * 1000))
         if letter is not None:
             self._too_large.inc()
             log.error("an output for %r not written (output_too_large): %s", letter.topic, letter.detail)
-            yield ROUTES[DLQ], letter.to_wire()
+            yield DLQ, letter.to_wire()
         else:
-            yield ROUTES[kind], record
+            yield SIDE_OUTPUTS[kind], record
 
 
 def _failed_record(value) -> dict:

@@ -35,17 +35,14 @@ from personalization.core.identity import index_key, is_link, profile_key, resol
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
-from personalization.operators.parse import ANONYMOUS, CLOCK, DLQ, ParseEvents
-from personalization.operators.user_profile import DLQ as USER_DLQ
+from personalization.operators.outputs import DLQ, KIND_AND_JSON, SIDE_OUTPUTS, Output
+from personalization.operators.parse import ANONYMOUS, CLOCK, ParseEvents
 from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, for_recommender, \
     item_of
 from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
-from personalization.operators.user_profile import (
-    AUDIT, KIND_AND_JSON, LATE, NO_CONSENT, ROUTES, SEGMENT_CHANGES, SESSIONS, RouteOutputs,
-    UserProfiles,
-)
+from personalization.operators.user_profile import RouteOutputs, UserProfiles
 from personalization.pipelines.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
 
@@ -298,15 +295,13 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),
         rule_updates.get_side_output(DLQ).uid("rules-dlq"),
-        outputs.get_side_output(ROUTES[USER_DLQ]).uid("route-dlq"))
+        outputs.get_side_output(DLQ).uid("route-dlq"))
     _add_dlq_sink(t_env, dlq, settings)
-    for stream, topic in ((outputs.get_side_output(ROUTES[SESSIONS]).uid("route-sessions"), topics.sessions),
-                          (outputs.get_side_output(ROUTES[LATE]).uid("route-late"), topics.late),
-                          (outputs.get_side_output(ROUTES[SEGMENT_CHANGES]).uid("route-segment-changes"),
-                           topics.segment_changes),
-                          (outputs.get_side_output(ROUTES[AUDIT]).uid("route-audit"), topics.audit),
-                          *(((outputs.get_side_output(ROUTES[NO_CONSENT]).uid("route-no-consent"), topics.no_consent),)
-                            if settings.privacy.without_consent == "route" else ())):
+    sinks = {Output.SESSIONS: topics.sessions, Output.LATE: topics.late, Output.SEGMENT_CHANGES: topics.segment_changes,
+             Output.AUDIT: topics.audit,
+             **({Output.NO_CONSENT: topics.no_consent} if settings.privacy.without_consent == "route" else {})}
+    for kind, topic in sinks.items():
+        stream = outputs.get_side_output(SIDE_OUTPUTS[kind]).uid(f"route-{kind}")
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
     if settings.learning.enabled:
         _add_trainer(settings, outputs)  # the learning records

@@ -22,6 +22,7 @@ from rich.table import Table
 from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
+from personalization.core.learning.feed import encode
 from personalization.core.learning.trainer import Trainer
 from personalization.core.user import END_OF_INPUT, Outcome, UserState
 from personalization.operators.trainer import trainer_rules
@@ -66,7 +67,7 @@ def learned_examples(events: Iterable[dict], settings: Settings | None = None) -
 
     def take(user: str, result) -> None:
         for record in result.learning:
-            examples.extend(trainer.receive(record).examples)
+            examples.extend(trainer.receive(encode(record)).examples)
         if result.next_timer is not None:
             timers[user] = result.next_timer
 

@@ -8,7 +8,7 @@ import pytest
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.learning.feed import erase_record
+from personalization.core.learning.feed import EraseRecord, EventRecord, SessionSpan, encode
 from personalization.core.learning.trainer import Trainer, TrainerRules
 from personalization.core.privacy import (
     DENIED, ERASED, GRANTED, NOT_GRANTED, ConsentRules, ControlRequest, ErasureRequest, InvalidErasureRequest, Suppressed,
@@ -161,16 +161,16 @@ def test_the_contract_accepts_a_consent_statement_and_refuses_anything_else():
         assert isinstance(rejected, Rejection) and rejected.path.startswith("$.consent")
 
 
-def _record(kind: str, user: str, t: int, n: int) -> str:
-    return orjson.dumps({"k": kind, "u": user, "t": t, "id": f"{user}-{n}", "s": [f"{user}-s", 0, t],
-                         "x": [0.0] * 20, "p": False, "c": "cat", "i": [], "ia": t}).decode()
+def _record(user: str, t: int, n: int) -> str:
+    return encode(EventRecord(t, user, f"{user}-{n}", SessionSpan(f"{user}-s", 0, t), [0.0] * 20, False, "cat", n,
+                              [], t))
 
 
 def test_the_trainer_forgets_an_erased_users_held_records_and_asks_for_their_predictions_deleted():
     trainer = Trainer(TrainerRules(horizon_ms=1_000))
     for n, user in enumerate(["gone", "kept", "gone"]):
-        trainer.receive(_record("e", user, 100 + n, n))
-    out = trainer.receive(erase_record("gone"))
+        trainer.receive(_record(user, 100 + n, n))
+    out = trainer.receive(encode(EraseRecord("gone")))
     assert out.erased == ["gone"] and [key[2] for key, _ in trainer.held] == ["kept"]
     out = trainer.advance(1_000)
     assert set(out.writes) == {"kept"} and "gone" not in trainer.labels

@@ -1,25 +1,28 @@
 """The user side of online learning: what the user operator tells the trainer, per user, in event-time order.
 
-The shared models live in one trainer (``core.learning.trainer``); the user logic feeds it two
-kinds of record, built here from the user's keyed state:
+The shared models live in one trainer (``core.learning.trainer``); the user logic feeds it
+typed records (``LearningRecord``), built here from the user's keyed state:
 
-- **event** (``"e"``), one per event the rules are given (so in event-time order per user,
-  as the watermark passes the events): the propensity features of the event's session as of
-  that event, whether it is a purchase, its category (trending), how many events the user has
-  had, and the user's personal top-k interests (decayed category affinity, kept here in the
-  user's state) when the user has enough history for them.
-- **session** (``"s"``), one per session emission (closed / updated / retracted): the span
-  and whether it converted (the propensity label), and for a closed session the user's
-  behaviour over all closed sessions (the clustering input).
+- ``EventRecord``, one per event the rules are given (so in event-time order per user, as the
+  watermark passes the events): the propensity features of the event's session as of that
+  event, whether it is a purchase, its category (trending), how many events the user has had,
+  and the user's personal top-k interests (decayed category affinity, kept here in the user's
+  state) when the user has enough history for them.
+- ``SessionRecord``, one per session emission (closed / updated / retracted): the span and
+  whether it converted (the propensity label), and for a closed session the user's behaviour
+  over all closed sessions (the clustering input).
+- ``EraseRecord``: the user was erased; the trainer forgets what it holds of them.
 
-Every record carries a sort key ``(time, kind, user, tiebreak)``: the trainer processes them in
+Every record has a sort key ``(time, kind, user, tiebreak)``: the trainer processes them in
 that order once its watermark has passed ``time``, so what it learns, and in which order, does
 not depend on arrival order, parallelism or how watermarks happen to batch. ``time`` is the
 event time for an event, and the session's close time for a session (a close sorts before an
 event at the same time: an event at ``end + gap`` starts the next session).
 
-Records are JSON (orjson): floats round-trip exactly, so the trainer sees the very features the
-user side computed.
+On the wire and in the trainer's state (held records, operation log) a record is JSON with its
+field names and its kind (``encode``/``decode``, msgspec): floats round-trip exactly, so the
+trainer sees the very features the user side computed. ``decode`` also reads the first format,
+one-letter keys (``{"k": "e", "t": ...}``), which savepoints of earlier releases hold.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from personalization.core.aggregates import FeatureState
@@ -37,10 +41,80 @@ from personalization.core.learning.interests import InterestRules, Interests, ad
 from personalization.core.learning.propensity import features
 from personalization.core.sessions import SessionEvent, SessionRules, SessionSummary, session_id
 
-EVENT, SESSION = "e", "s"
-ERASE = "x"  # the user was erased: the trainer forgets what it holds of them (never held or sorted)
-KIND_ORDER = {SESSION: 0, EVENT: 1}
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
+
+class SessionSpan(msgspec.Struct, array_like=True, frozen=True):
+    """A session as the label bookkeeping names it."""
+
+    session_id: str
+    start: int
+    end: int
+
+
+class EventRecord(msgspec.Struct, tag="event", tag_field="kind", frozen=True):
+    """An event given to the rules: the propensity model scores its session as of it."""
+
+    time: int
+    user: str
+    event_id: str
+    session: SessionSpan
+    features: list[float]             # propensity.FEATURE_NAMES, in that order
+    purchase: bool
+    category: str | None
+    events_seen: int
+    interests: list[tuple[str, float]]  # the user's personal top-k, empty with too little history
+    interests_as_of: int | None
+
+    def sort_key(self) -> tuple[int, int, str, str, int]:
+        return self.time, 1, self.user, self.event_id, 0
+
+
+class SessionRecord(msgspec.Struct, tag="session", tag_field="kind", frozen=True):
+    """A session emission: the propensity label, and for a closed session the clustering input."""
+
+    time: int                         # when it closes in event time (``LearningFeed.closes_at``)
+    user: str
+    session: SessionSpan
+    status: str                       # closed | updated | retracted
+    converted: bool
+    revision: int
+    behaviour: dict[str, float] | None = None   # closed sessions only: clusters.profile_features
+
+    def sort_key(self) -> tuple[int, int, str, str, int]:
+        return self.time, 0, self.user, self.session.session_id, self.revision  # closes before events
+
+
+class EraseRecord(msgspec.Struct, tag="erase", tag_field="kind", frozen=True):
+    """The user was erased (never held or sorted: a user task sends it after the user's last record)."""
+
+    user: str
+
+
+LearningRecord = EventRecord | SessionRecord | EraseRecord
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(LearningRecord)
+
+
+def encode(record: LearningRecord) -> str:
+    return _encoder.encode(record).decode()
+
+
+def decode(text: str) -> LearningRecord:
+    """A record of either format (see the module docstring)."""
+    if text.startswith('{"k":'):
+        return _first_format(orjson.loads(text))
+    return _decoder.decode(text)
+
+
+def _first_format(r: dict[str, Any]) -> LearningRecord:
+    if r["k"] == "x":
+        return EraseRecord(r["u"])
+    span = SessionSpan(*r["s"])
+    if r["k"] == "e":
+        return EventRecord(r["t"], r["u"], r["id"], span, r["x"], r["p"], r["c"], r["n"],
+                           [(c, s) for c, s in r["i"]], r["ia"])
+    return SessionRecord(r["t"], r["u"], span, r["st"], r["cv"], r["r"], r.get("f"))
 
 
 @evolvable
@@ -61,7 +135,8 @@ class LearningFeed:
     session_rules: SessionRules
     interest_rules: InterestRules = InterestRules()
 
-    def on_release(self, user_id: str, learning: LearningState, state: FeatureState, event: SessionEvent) -> str:
+    def on_release(self, user_id: str, learning: LearningState, state: FeatureState,
+                   event: SessionEvent) -> EventRecord:
         """The event record of ``event``, just given to the rules (``state`` already holds it)."""
         if event.category_id is not None:
             learning.interests = add_interest(learning.interests, event.category_id, event.event_type,
@@ -87,20 +162,14 @@ class LearningFeed:
         )
         rules = self.interest_rules
         personal = top_interests(learning.interests, rules.top_k) if events_seen >= rules.min_events else []
-        return orjson.dumps({
-            "k": EVENT, "t": event.ts, "u": user_id, "id": event.event_id,
-            "s": [session_id(user_id, session.start), session.start, session.end],
-            "x": list(x.values()), "p": event.event_type == "purchase", "c": event.category_id,
-            "n": events_seen, "i": personal, "ia": learning.interests.as_of,
-        }).decode()
+        return EventRecord(event.ts, user_id, event.event_id,
+                           SessionSpan(session_id(user_id, session.start), session.start, session.end),
+                           list(x.values()), event.event_type == "purchase", event.category_id, events_seen,
+                           personal, learning.interests.as_of)
 
-    def on_session(self, learning: LearningState, summary: SessionSummary) -> str:
+    def on_session(self, learning: LearningState, summary: SessionSummary) -> SessionRecord:
         """The session record of one emission; a closed session also updates the closed totals."""
-        record = {
-            "k": SESSION, "t": self.closes_at(summary), "u": summary.user_id, "id": summary.session_id,
-            "s": [summary.session_id, summary.start, summary.end], "st": summary.status,
-            "cv": summary.converted, "r": summary.revision,
-        }
+        behaviour = None
         if summary.status == "closed":
             for event_type, n in summary.counts.items():
                 learning.closed_counts[event_type] = learning.closed_counts.get(event_type, 0) + n
@@ -108,26 +177,18 @@ class LearningFeed:
             learning.closed_converted += summary.converted
             learning.closed_dwell_ms += summary.dwell_ms
             learning.closed_max_scroll = max(learning.closed_max_scroll, summary.max_scroll_depth)
-            record["f"] = profile_features(
+            behaviour = profile_features(
                 counts=learning.closed_counts, sessions_closed=learning.closed_sessions,
                 sessions_converted=learning.closed_converted, dwell_ms=learning.closed_dwell_ms,
                 max_scroll_depth=learning.closed_max_scroll)
-        return orjson.dumps(record).decode()
+        return SessionRecord(self.closes_at(summary), summary.user_id,
+                             SessionSpan(summary.session_id, summary.start, summary.end), summary.status,
+                             summary.converted, summary.revision, behaviour)
 
     def closes_at(self, summary: SessionSummary) -> int:
         """When the session closes in event time: the gap after its last event, or its maximum length."""
         rules = self.session_rules
         return min(summary.end + rules.gap_ms, summary.start + rules.max_length_ms)
-
-
-def erase_record(user_id: str) -> str:
-    """Sent after the user's last record: a user task sends a user's records in order."""
-    return orjson.dumps({"k": ERASE, "u": user_id}).decode()
-
-
-def sort_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The trainer's processing order: time, then closes before events, then user, then id."""
-    return record["t"], KIND_ORDER[record["k"]], record["u"], record["id"], record.get("r", 0)
 
 
 def _window_events(state: FeatureState, size_ms: int) -> int:

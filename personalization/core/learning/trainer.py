@@ -7,7 +7,7 @@ watermark. Two operations change the state:
 - ``receive(record)``: a record whose time is ahead of the trainer's watermark is held; one
   at or behind it (an event the user side gave the rules late) is processed at once;
 - ``advance(watermark)``: every held record up to the watermark is processed, in
-  ``feed.sort_key`` order (time, kind, user, id).
+  the records' ``sort_key`` order (time, kind, user, id).
 
 So the trainer's state is a function of the sequence of operations, and the order in which
 records are processed is the order of a sorted stream, whatever the arrival order, the
@@ -40,10 +40,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
 
 from personalization.core.learning import propensity
-from personalization.core.learning.feed import ERASE, EVENT, SESSION, sort_key
+from personalization.core.learning.feed import EraseRecord, EventRecord, SessionRecord, decode
 from personalization.core.learning.propensity import FEATURE_NAMES, LabelState, Learned
 from personalization.core.learning.shared import SharedModels
 
@@ -110,15 +109,16 @@ class Trainer:
     # --- the two operations ------------------------------------------------------------------
 
     def receive(self, text: str) -> Outputs:
-        record = orjson.loads(text)
+        """``text``: a record as ``feed.encode`` wrote it (held as that text: it is small)."""
+        record = decode(text)
         out = Outputs()
-        if record["k"] == ERASE:
-            self._erase(record["u"], out)
-        elif self.watermark is not None and record["t"] <= self.watermark:
+        if isinstance(record, EraseRecord):
+            self._erase(record.user, out)
+        elif self.watermark is not None and record.time <= self.watermark:
             self.late += 1   # processed in arrival order: an event the user side gave the rules late
             self._process(record, out)
         else:
-            heapq.heappush(self.held, (sort_key(record), text))
+            heapq.heappush(self.held, (record.sort_key(), text))
         return out
 
     def advance(self, watermark: int) -> Outputs:
@@ -127,7 +127,9 @@ class Trainer:
             self.watermark = watermark
         while self.held and self.held[0][0][0] <= self.watermark:
             _, text = heapq.heappop(self.held)
-            self._process(orjson.loads(text), out)
+            record = decode(text)
+            assert not isinstance(record, EraseRecord)  # never held
+            self._process(record, out)
         if watermark >= END_OF_INPUT:
             self.sweep(watermark)   # the end of a bounded input: nothing can reach any span now
         return out
@@ -216,34 +218,32 @@ class Trainer:
 
     # --- processing ----------------------------------------------------------------------------
 
-    def _process(self, record: dict[str, Any], out: Outputs) -> None:
+    def _process(self, record: EventRecord | SessionRecord, out: Outputs) -> None:
         self.processed += 1
         out.processed += 1
-        self.clock = record["t"] if self.clock is None else max(self.clock, record["t"])
-        if record["k"] == EVENT:
+        self.clock = record.time if self.clock is None else max(self.clock, record.time)
+        if isinstance(record, EventRecord):
             self._event(record, out)
-        elif record["k"] == SESSION:
-            self._session(record, out)
         else:
-            raise ValueError(f"unknown learning record kind {record['k']!r}")
+            self._session(record, out)
 
-    def _event(self, record: dict[str, Any], out: Outputs) -> None:
-        models, user, ts = self.models, record["u"], record["t"]
+    def _event(self, record: EventRecord, out: Outputs) -> None:
+        models, user, ts = self.models, record.user, record.time
         labels = self._labels_of(user)
-        span = Span(*record["s"])
-        x = dict(zip(FEATURE_NAMES, record["x"]))
+        span = Span(record.session.session_id, record.session.start, record.session.end)
+        x = dict(zip(FEATURE_NAMES, record.features))
         question = self.questions + 1
-        score = propensity.on_event(models.propensity, labels, span, x, ts, record["p"], question)
+        score = propensity.on_event(models.propensity, labels, span, x, ts, record.purchase, question)
         pending = labels.pending.get(span.session_id)
         if pending is not None and pending.question == question:
             self.questions = question
         if score.learned is not None:
             self._learned(user, ts, score.learned, out)
-        if record["c"] is not None:
-            models.trending.add(record["c"], ts)
-        if record["i"]:
-            interests = {"source": "personal", "as_of": record["ia"],
-                         "categories": [{"category_id": c, "score": s} for c, s in record["i"]]}
+        if record.category is not None:
+            models.trending.add(record.category, ts)
+        if record.interests:
+            interests = {"source": "personal", "as_of": record.interests_as_of,
+                         "categories": [{"category_id": c, "score": s} for c, s in record.interests]}
         else:
             interests = {"source": "trending", "as_of": models.trending.anchor,
                          "categories": [{"category_id": c, "score": float(n)}
@@ -257,16 +257,17 @@ class Trainer:
             "interests": interests,
         })
 
-    def _session(self, record: dict[str, Any], out: Outputs) -> None:
-        models, user, t = self.models, record["u"], record["t"]
+    def _session(self, record: SessionRecord, out: Outputs) -> None:
+        models, user, t = self.models, record.user, record.time
         labels = self._labels_of(user)
-        session_id, start, end = record["s"]
-        span = Span(session_id, start, end, status=record["st"], converted=record["cv"])
+        session = record.session
+        span = Span(session.session_id, session.start, session.end, status=record.status,
+                    converted=record.converted)
         learned = propensity.on_session(models.propensity, labels, span)
         if learned is not None:
             self._learned(user, t, learned, out)
-        if "f" in record:
-            out.write(user, self.processed, {"user_id": user, "cluster": models.clusters.assign(record["f"]),
+        if record.behaviour is not None:
+            out.write(user, self.processed, {"user_id": user, "cluster": models.clusters.assign(record.behaviour),
                                              "cluster_at": t})
         propensity.forget(labels, t, self.rules.horizon_ms)
         if labels.empty():
