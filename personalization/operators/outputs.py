@@ -14,6 +14,8 @@ from enum import StrEnum
 from pyflink.common import Types
 from pyflink.datastream import OutputTag
 
+from personalization.config.settings import Settings
+
 
 class Output(StrEnum):
     SESSIONS = "sessions"
@@ -29,3 +31,10 @@ KIND_AND_JSON = Types.TUPLE([Types.STRING(), Types.STRING()])
 DLQ = OutputTag(Output.DLQ.value, Types.STRING())
 SIDE_OUTPUTS = {kind: DLQ if kind is Output.DLQ else OutputTag(kind.value, Types.STRING())
                 for kind in Output if kind is not Output.LEARNING}
+
+
+def output_topics(settings: Settings) -> dict[Output, str]:
+    """The Kafka topic of each kind the route sends on (the DLQ has a sink of its own)."""
+    topics = settings.kafka.topics
+    return {Output.SESSIONS: topics.sessions, Output.LATE: topics.late, Output.SEGMENT_CHANGES: topics.segment_changes,
+            Output.AUDIT: topics.audit, Output.NO_CONSENT: topics.no_consent}

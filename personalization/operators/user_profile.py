@@ -43,7 +43,7 @@ from personalization.core.sessions import SessionRules
 from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
 from personalization.operators.counters import COUNTS_PUSH_MS, BatchedCounters
 from personalization.operators.gc_pauses import bound_gc_pauses
-from personalization.operators.outputs import DLQ, SIDE_OUTPUTS, Output
+from personalization.operators.outputs import DLQ, SIDE_OUTPUTS, Output, output_topics
 from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
@@ -457,10 +457,7 @@ class RouteOutputs(ProcessFunction):
     large for its Kafka topic goes to the DLQ instead (``output_too_large``, counted)."""
 
     def __init__(self, settings: Settings) -> None:
-        topics = settings.kafka.topics
-        self._topics = {Output.SESSIONS: topics.sessions, Output.LATE: topics.late,
-                        Output.SEGMENT_CHANGES: topics.segment_changes, Output.NO_CONSENT: topics.no_consent,
-                        Output.AUDIT: topics.audit}
+        self._topics = output_topics(settings)
         self._limit = output_limit(settings.kafka.max_message_bytes)
 
     def open(self, runtime_context: RuntimeContext) -> None:

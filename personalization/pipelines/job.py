@@ -35,7 +35,7 @@ from personalization.core.identity import index_key, is_link, profile_key, resol
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
-from personalization.operators.outputs import DLQ, KIND_AND_JSON, SIDE_OUTPUTS, Output
+from personalization.operators.outputs import DLQ, KIND_AND_JSON, SIDE_OUTPUTS, Output, output_topics
 from personalization.operators.parse import ANONYMOUS, CLOCK, ParseEvents
 from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, for_recommender, \
     item_of
@@ -291,16 +291,14 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
         .uid("user-profiles").name("user profiles")
     )
     outputs = users.process(RouteOutputs(settings), output_type=Types.STRING()).uid("route-outputs").name("route outputs")
-    topics = settings.kafka.topics
     dlq = events.get_side_output(DLQ).uid("parse-dlq").union(
         erasures.get_side_output(DLQ).uid("erasure-dlq"),
         rule_updates.get_side_output(DLQ).uid("rules-dlq"),
         outputs.get_side_output(DLQ).uid("route-dlq"))
     _add_dlq_sink(t_env, dlq, settings)
-    sinks = {Output.SESSIONS: topics.sessions, Output.LATE: topics.late, Output.SEGMENT_CHANGES: topics.segment_changes,
-             Output.AUDIT: topics.audit,
-             **({Output.NO_CONSENT: topics.no_consent} if settings.privacy.without_consent == "route" else {})}
-    for kind, topic in sinks.items():
+    for kind, topic in output_topics(settings).items():
+        if kind is Output.NO_CONSENT and settings.privacy.without_consent != "route":
+            continue
         stream = outputs.get_side_output(SIDE_OUTPUTS[kind]).uid(f"route-{kind}")
         stream.sink_to(kafka_sink(settings, topic)).uid(f"sink-{topic}").name(f"kafka: {topic}")
     if settings.learning.enabled:

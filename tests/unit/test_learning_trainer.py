@@ -22,7 +22,7 @@ from river import metrics
 
 from personalization.config.settings import DEFAULT_RULES
 from personalization.core.events import Event
-from personalization.core.learning.feed import EraseRecord, EventRecord, LearningFeed, decode, encode
+from personalization.core.learning.feed import EraseRecord, EventRecord, LearningFeed, SessionRecord, SessionRef, decode, encode
 from personalization.core.learning.interests import InterestRules
 from personalization.core.learning.evaluation import river_predictions
 from personalization.core.learning.trainer import Trainer, TrainerRules
@@ -336,3 +336,16 @@ def test_records_of_the_first_format_train_the_same():
         examples += out.examples
     assert examples == job.examples
     assert writes == job.writes
+
+
+def test_records_carry_any_id_exactly():
+    """Ids are the users' own strings: braces, colons, stars, quotes, backslashes, line
+    separators and non-BMP text must reach the trainer unchanged and sort as strings."""
+    hostile = ['{a}:*', '"\\\n', '\u2028{}*', '\U0001f600:{x}']
+    for user in hostile:
+        record = EventRecord(1, user, f"{user}-e", SessionRef(f"{user}:1", 1, 2), [0.5] * 20, False, user, 1,
+                             [(user, 1.0)], 1)
+        assert decode(encode(record)) == record
+        session = SessionRecord(3, user, SessionRef(f"{user}:1", 1, 2), "closed", False, 0, {"events": 1.0})
+        assert decode(encode(session)) == session
+        assert decode(encode(EraseRecord(user))) == EraseRecord(user)

@@ -8,7 +8,7 @@ import pytest
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.learning.feed import EraseRecord, EventRecord, SessionSpan, encode
+from personalization.core.learning.feed import EraseRecord, EventRecord, SessionRef, encode
 from personalization.core.learning.trainer import Trainer, TrainerRules
 from personalization.core.privacy import (
     DENIED, ERASED, GRANTED, NOT_GRANTED, ConsentRules, ControlRequest, ErasureRequest, InvalidErasureRequest, Suppressed,
@@ -162,7 +162,7 @@ def test_the_contract_accepts_a_consent_statement_and_refuses_anything_else():
 
 
 def _record(user: str, t: int, n: int) -> str:
-    return encode(EventRecord(t, user, f"{user}-{n}", SessionSpan(f"{user}-s", 0, t), [0.0] * 20, False, "cat", n,
+    return encode(EventRecord(t, user, f"{user}-{n}", SessionRef(f"{user}-s", 0, t), [0.0] * 20, False, "cat", n,
                               [], t))
 
 

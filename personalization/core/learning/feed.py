@@ -44,8 +44,8 @@ from personalization.core.sessions import SessionEvent, SessionRules, SessionSum
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
 
-class SessionSpan(msgspec.Struct, array_like=True, frozen=True):
-    """A session as the label bookkeeping names it."""
+class SessionRef(msgspec.Struct, array_like=True, frozen=True):
+    """A session as a record names it (the trainer's ``Span`` adds what the label bookkeeping reads)."""
 
     session_id: str
     start: int
@@ -58,7 +58,7 @@ class EventRecord(msgspec.Struct, tag="event", tag_field="kind", frozen=True):
     time: int
     user: str
     event_id: str
-    session: SessionSpan
+    session: SessionRef
     features: list[float]             # propensity.FEATURE_NAMES, in that order
     purchase: bool
     category: str | None
@@ -75,7 +75,7 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="kind", frozen=True
 
     time: int                         # when it closes in event time (``LearningFeed.closes_at``)
     user: str
-    session: SessionSpan
+    session: SessionRef
     status: str                       # closed | updated | retracted
     converted: bool
     revision: int
@@ -110,7 +110,7 @@ def decode(text: str) -> LearningRecord:
 def _first_format(r: dict[str, Any]) -> LearningRecord:
     if r["k"] == "x":
         return EraseRecord(r["u"])
-    span = SessionSpan(*r["s"])
+    span = SessionRef(*r["s"])
     if r["k"] == "e":
         return EventRecord(r["t"], r["u"], r["id"], span, r["x"], r["p"], r["c"], r["n"],
                            [(c, s) for c, s in r["i"]], r["ia"])
@@ -163,7 +163,7 @@ class LearningFeed:
         rules = self.interest_rules
         personal = top_interests(learning.interests, rules.top_k) if events_seen >= rules.min_events else []
         return EventRecord(event.ts, user_id, event.event_id,
-                           SessionSpan(session_id(user_id, session.start), session.start, session.end),
+                           SessionRef(session_id(user_id, session.start), session.start, session.end),
                            list(x.values()), event.event_type == "purchase", event.category_id, events_seen,
                            personal, learning.interests.as_of)
 
@@ -182,7 +182,7 @@ class LearningFeed:
                 sessions_converted=learning.closed_converted, dwell_ms=learning.closed_dwell_ms,
                 max_scroll_depth=learning.closed_max_scroll)
         return SessionRecord(self.closes_at(summary), summary.user_id,
-                             SessionSpan(summary.session_id, summary.start, summary.end), summary.status,
+                             SessionRef(summary.session_id, summary.start, summary.end), summary.status,
                              summary.converted, summary.revision, behaviour)
 
     def closes_at(self, summary: SessionSummary) -> int:

@@ -40,7 +40,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-
 from personalization.core.learning import propensity
 from personalization.core.learning.feed import EraseRecord, EventRecord, SessionRecord, decode
 from personalization.core.learning.propensity import FEATURE_NAMES, LabelState, Learned
