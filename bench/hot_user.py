@@ -26,9 +26,9 @@ import orjson
 from bench.run import RESULTS, RUNS, job_profiles, remove_runs, workload
 from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
-from personalization.pipelines.topics import topic_size
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
+from personalization.topics.records import topic_size
 
 HOT = "hot-crawler"
 

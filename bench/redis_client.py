@@ -16,8 +16,8 @@ from redis.connection import PythonRespSerializer
 
 from bench.run import workload
 from personalization.config.settings import load_settings
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.serving.redis_store import ProfileWriter
 from personalization.udfs.validation import EventValidator, Rejection
 

@@ -51,11 +51,11 @@ from bench.lean_job import run_lean_job
 from bench.poll import wait_for
 from bench.worker_profile import ThreadCpu, WorkerProfile, top_costs
 from personalization.config.settings import REPO_ROOT, Settings, load_settings
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import delete_topics, ensure_topics
+from personalization.topics.admin import delete_topics, ensure_topics
 from personalization.replay.producer import produce, replay_events
 from personalization.replay.synthetic import DAY_MS
 from personalization.serving.reader import ProfileReader

@@ -27,8 +27,8 @@ from bench.run import workload
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
 from personalization.core.user import UserState
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.state.codec import IDS_APART, decode_user_state, encode_user_state, parts_apart
 
 

@@ -32,7 +32,7 @@ from bench.worker_profile import gateway_jvm_pid
 from personalization.config.settings import load_settings
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
-from personalization.pipelines.monitor import FlinkRest
+from personalization.tools.monitor import FlinkRest
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 

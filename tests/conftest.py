@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from personalization.config.settings import REPO_ROOT, load_settings
-from personalization.pipelines.topics import topic_names
+from personalization.topics.admin import topic_names
 from personalization.replay.datasets import locate_datasets
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect

@@ -20,7 +20,7 @@ import yaml
 
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.pipelines.job import EMBEDDED_STARTUP
-from personalization.pipelines.monitor import FlinkRest
+from personalization.tools.monitor import FlinkRest
 from tests.support import wait_until, write_config
 
 FLINK_HOME = Path(pyflink.__file__).parent

@@ -25,10 +25,11 @@ from kafka.errors import KafkaError
 from personalization.config.settings import REPO_ROOT, Settings, Topics, load_settings
 from personalization.core.dead_letter import DeadLetter
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.dlq import read_dlq
+from personalization.tools.dlq import read_dlq
 from personalization.pipelines.main import run_job
 from personalization.config.kafka import kafka_client
-from personalization.pipelines.topics import ensure_topics, read_topic
+from personalization.topics.admin import ensure_topics
+from personalization.topics.records import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect

@@ -30,14 +30,12 @@ import orjson
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 
 from personalization.config.settings import Settings
-from personalization.core.learning.clusters import Clusters
-from personalization.core.learning.propensity import Propensity
-from personalization.core.learning.shared import SharedModels, export_snapshot, import_snapshot, read_header
-from personalization.core.learning.trainer import END_OF_INPUT, Outputs, Trainer, TrainerRules
-from personalization.core.learning.trending import Trending
+from personalization.core.learning.shared import export_snapshot, import_snapshot, read_header
+from personalization.core.learning.trainer import END_OF_INPUT, Outputs, Trainer
 from personalization.serving.model_store import ModelWriter
 from personalization.serving.redis_store import check_connection, connect
 from personalization.state.descriptors import MODEL_LABELS, MODEL_LOG, MODEL_STATE
+from personalization.wiring import new_models, trainer_rules
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +44,6 @@ PUBLISH_EVERY_S = 1.0         # model keys and gauges at most this often (and at
 SIZE_EVERY_S = 60.0           # the models' pickled size at most this often (and at the end of input)
 GAUGES = ("examples_learned", "labels", "model_bytes", "roc_auc_ppm", "log_loss_ppm",
           "recent_roc_auc_ppm", "recent_log_loss_ppm")
-
-
-def trainer_rules(settings: Settings) -> TrainerRules:
-    return TrainerRules(horizon_ms=settings.time.session_gap + settings.time.allowed_lateness,
-                        top_k=settings.learning.interests_top_k, export_every=settings.learning.export_every)
-
-
-def new_models(settings: Settings) -> SharedModels:
-    cfg = settings.learning
-    return SharedModels(propensity=Propensity(window=cfg.recent_window), clusters=Clusters(n_clusters=cfg.clusters),
-                        trending=Trending(window_ms=cfg.trending_window, bucket_ms=60_000))
 
 
 UNDEFINED_PPM = -1  # the gauge of a metric that is undefined (e.g. ROC AUC over one class)

@@ -33,18 +33,15 @@ from personalization.config.settings import Settings
 from personalization.core.dead_letter import DeadLetter, output_limit, oversized_output
 from personalization.core.events import Event
 from personalization.core.identity import Erasure, ForgetLink, HandOver, Stitch
-from personalization.core.learning.feed import EraseRecord, LearningFeed, check_windows, encode
-from personalization.core.learning.interests import InterestRules
+from personalization.core.learning.feed import EraseRecord, encode
 from personalization.core.privacy import (CONTROL_ACTIONS, DENIED, GRANTED, OPT_IN, OPT_OUT, Admission,
                                           ConsentRules, ControlRequest, ErasureRequest, Suppressed, audit_record,
                                           control_audit_record)
 from personalization.core.rules import RuleSet, RulesError
-from personalization.core.sessions import SessionRules
-from personalization.core.user import Outcome, Result, StateCaps, UserLogic, UserState
+from personalization.core.user import Outcome, Result, StateCaps, UserState
 from personalization.operators.counters import COUNTS_PUSH_MS, BatchedCounters
 from personalization.operators.gc_pauses import bound_gc_pauses
 from personalization.operators.outputs import DLQ, SIDE_OUTPUTS, Output, output_topics
-from personalization.udfs.enrichment import enrich
 from personalization.udfs.validation import control_dead_letter
 from personalization.serving.erasure import erase_user
 from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_REFUSED, ProfileWriter, WriteBehind,
@@ -53,6 +50,7 @@ from personalization.serving.redis_store import (OUTPUT_TOO_LARGE, REDIS_WRITE_R
 from personalization.state.descriptors import (CONTROL_STATE, USER_BIG_PARTS, USER_CATEGORIES, user_held_changes,
                                                user_seen_ids, user_state)
 from personalization.state.user_store import UserStateStore
+from personalization.wiring import user_logic
 
 log = logging.getLogger(__name__)
 
@@ -60,35 +58,6 @@ RULES, CLOCK = "rules", "clock"
 SESSIONS_EMITTED, PROFILE_WRITES, SEGMENT_CHANGES_COUNTED = "sessions_emitted", "profile_writes", "segment_changes"
 OUTCOME_COUNTERS = {outcome: f"events_{outcome.value}" for outcome in Outcome}  # named once, not per event
 RULES_TOPIC_SOURCE = "rules topic"
-
-
-def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
-    time_cfg = settings.time
-    logic = UserLogic(
-        session_rules=SessionRules(time_cfg.session_gap, time_cfg.max_session_length,
-                                   time_cfg.allowed_lateness),
-        window_sizes=tuple(time_cfg.windows.sizes),
-        window_buckets=time_cfg.windows.buckets,
-        dedup_horizon_ms=settings.profile.dedup_horizon,
-        top_categories=settings.profile.top_categories,
-        caps=StateCaps(seen_ids=settings.profile.max_seen_ids, categories=settings.profile.max_categories,
-                       session_events=settings.profile.max_session_events),
-        device_of=enrich if settings.enrichment.user_agent else None,
-        learning=learning_feed(settings),
-        experiments=settings.experiment_map(),
-    )
-    return logic if rules is None else logic.with_rules(rules)
-
-
-def learning_feed(settings: Settings) -> LearningFeed | None:
-    cfg, time_cfg = settings.learning, settings.time
-    if not cfg.enabled:
-        return None
-    check_windows(time_cfg.windows.sizes)
-    return LearningFeed(
-        SessionRules(time_cfg.session_gap, time_cfg.max_session_length, time_cfg.allowed_lateness),
-        InterestRules(half_life_ms=cfg.interests_half_life, max_categories=cfg.interests_max_categories,
-                      top_k=cfg.interests_top_k, min_events=cfg.cold_start_min_events))
 
 
 class UserProfiles(KeyedBroadcastProcessFunction):

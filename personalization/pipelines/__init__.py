@@ -1,6 +1,7 @@
-"""Job assembly and the tools around it: the job graph (``job``), ``pz run`` and the embedded
-entry point, the demo, topics, the DLQ, rules and model tools, and the REST monitor.
+"""Job assembly and entry points: the job graph (``job``), ``pz run`` / ``pz config`` and
+``flink run --python personalization/pipelines/main.py`` (``main``), job control the PyFlink
+client lacks (``control``), and the embedded interpreter's start-up (``embedded/``).
 
-May import every layer below it (``activation``, ``operators``, ``serving``, ``state``,
-``replay``, ``udfs``, ``config``, ``core``); imported only by ``personalization.cli``.
+May import every layer below it (``operators``, ``serving``, ``state``, ``topics``, ``udfs``,
+``config``, ``core``); imported by ``tools`` (the demo runs the job) and the ``pz`` command.
 """

@@ -43,7 +43,7 @@ from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import MODEL_KEY, ModelTrainer
 from personalization.operators.user_profile import RouteOutputs, UserProfiles
-from personalization.pipelines.rules import load_rules
+from personalization.config.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
 
 EMBEDDED_STARTUP = Path(__file__).parent / "embedded"  # sitecustomize of the JVM's interpreter

@@ -15,8 +15,8 @@ import click
 from personalization.config.cli import with_settings
 from personalization.config.settings import DEFAULT_CONFIG, Settings
 from personalization.core.rules import RuleSet, RulesError
-from personalization.pipelines.rules import load_rules
-from personalization.pipelines.topics import dlq_size_problem
+from personalization.config.rules import load_rules
+from personalization.topics.admin import dlq_size_problem
 from personalization.udfs.pseudonymize import Pseudonymizer, PseudonymKeyError
 
 

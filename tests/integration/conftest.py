@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.datasets import read_dataset, read_taobao
 from personalization.replay.producer import produce
 from personalization.replay.synthetic import augment

@@ -20,7 +20,7 @@ import orjson
 from personalization import __version__
 from personalization.cli import COMMANDS
 from personalization.config.settings import DEFAULT_CONFIG, DEFAULT_RULES, REPO_ROOT, load_settings
-from personalization.pipelines.topics import read_topic, topic_size
+from personalization.topics.records import read_topic, topic_size
 from tests.support import CREATED, TEST_PREFIX, TEST_TOPIC_PREFIX, TOPIC_KEYS, isolated_settings, write_config
 
 PZ = Path(sys.executable).parent / "pz"

@@ -27,7 +27,7 @@ import subprocess
 import pytest
 
 from personalization.config.settings import REPO_ROOT
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.erasure import user_keys
 from personalization.serving.reader import ProfileReader

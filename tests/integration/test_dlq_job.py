@@ -21,9 +21,9 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from personalization.config.settings import REPO_ROOT
 from personalization.core.dead_letter import HEADROOM_BYTES, dlq_max_message_bytes
-from personalization.pipelines.dlq import cli
+from personalization.tools.dlq import cli
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import dlq_size_problem
+from personalization.topics.admin import dlq_size_problem
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from tests.support import PZ, dead_letters, isolated_settings, read_all

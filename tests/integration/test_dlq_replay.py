@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from personalization.config.settings import Settings, load_settings
-from personalization.pipelines.dlq import DlqRecord, Selection, cli, parse_since
+from personalization.tools.dlq import DlqRecord, Selection, cli, parse_since
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.udfs.validation import Reason, Rejection, dead_letter
 from tests.support import read_all

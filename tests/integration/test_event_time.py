@@ -15,7 +15,7 @@ import pytest
 from personalization.core.sessions import session_id
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.replay.shuffle import bounded_shuffle
 from personalization.serving.reader import ProfileReader

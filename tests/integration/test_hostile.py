@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import RawRecord, produce_raw, to_record
 from personalization.serving.redis_store import profile_key
 from personalization.udfs.enrichment import enrich

@@ -27,7 +27,7 @@ from pyflink.common import JobStatus
 
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import publish_record
+from personalization.topics.records import publish_record
 from personalization.replay.producer import RawRecord, produce_raw, replay_events, to_record
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import profile_key

@@ -18,7 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from personalization.config.settings import REPO_ROOT, Settings, Topics, load_settings
 from personalization.pipelines.main import run_job
 from personalization.config.kafka import client_config, kafka_client
-from personalization.pipelines.topics import ensure_topics, read_topic
+from personalization.topics.admin import ensure_topics
+from personalization.topics.records import read_topic
 from personalization.replay.producer import RawRecord, produce_raw
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect

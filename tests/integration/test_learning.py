@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from personalization.config.settings import REPO_ROOT
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines, river_predictions
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.serving.model_store import read_model
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect

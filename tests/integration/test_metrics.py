@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from personalization.pipelines.monitor import FlinkRest
+from personalization.tools.monitor import FlinkRest
 from personalization.replay.producer import RawRecord, produce, produce_raw
 from tests.support import free_port, isolated_settings, listening_addresses, start_job, wait_until
 

@@ -13,7 +13,7 @@ import pytest
 from personalization.config.settings import REPO_ROOT
 from personalization.core.sessions import session_id
 from personalization.pipelines.main import run_job
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import RawRecord, produce, produce_raw
 from personalization.serving.reader import ProfileReader
 from tests.support import PZ, dead_letters, isolated_settings

@@ -23,8 +23,8 @@ import pytest
 
 from personalization.config.settings import DEFAULT_RULES as DEFAULT_RULES_FILE
 from personalization.config.settings import REPO_ROOT
-from personalization.pipelines.rules import publish
-from personalization.pipelines.topics import read_topic
+from personalization.tools.rules import publish
+from personalization.topics.records import read_topic
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 from tests.support import PZ, dead_letters, isolated_settings, replayed_run, start_job, wait_until

@@ -11,7 +11,7 @@ import pytest
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.monitor import FlinkRest
+from personalization.tools.monitor import FlinkRest
 from personalization.replay.producer import produce
 from personalization.serving.reader import ProfileReader
 from tests.support import PZ, free_port, isolated_settings, start_job, wait_until, write_config

@@ -21,7 +21,7 @@ import pytest
 
 from personalization.config.settings import DEFAULT_RULES, REPO_ROOT
 from personalization.core.rules import RuleSet
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.api import api_process
 from personalization.serving.reader import ProfileReader

@@ -21,7 +21,7 @@ from bench.webhook_receiver import Receiver
 from personalization.activation.service import group_id, run
 from personalization.activation.signing import change_id
 from personalization.config.settings import REPO_ROOT, Settings
-from personalization.pipelines.topics import read_topic
+from personalization.topics.records import read_topic
 from personalization.replay.producer import RawRecord, produce_raw
 from tests.support import PZ, free_port, isolated_settings, read_all, replayed_run, wait_until, write_config
 

@@ -15,7 +15,7 @@ import subprocess
 
 from personalization.config.settings import REPO_ROOT
 from personalization.pipelines.control import stop_with_savepoint
-from personalization.pipelines.monitor import FlinkRest
+from personalization.tools.monitor import FlinkRest
 from personalization.replay.producer import produce, replay_events
 from personalization.serving.reader import ProfileReader
 from tests.support import (PZ, free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until,

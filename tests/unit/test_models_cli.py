@@ -1,4 +1,4 @@
-"""The model snapshot CLI (``personalization.pipelines.models``) on real snapshot files."""
+"""The model snapshot CLI (``personalization.tools.models``) on real snapshot files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from personalization.core.learning.propensity import FEATURE_NAMES, TOP_LEVEL, encode
 from personalization.core.learning.shared import SharedModels, export_snapshot
-from personalization.pipelines.models import cli
+from personalization.tools.models import cli
 
 
 def _models(examples: int) -> SharedModels:

@@ -17,7 +17,7 @@ from river import linear_model
 
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.learning.propensity import CalibratedNaiveBayes, PlattScaling
-from personalization.pipelines.propensity_quality import REPLAYS, learned_examples
+from personalization.tools.propensity_quality import REPLAYS, learned_examples
 
 
 def test_calibration_of_a_score_that_tells_nothing_is_the_base_rate() -> None:

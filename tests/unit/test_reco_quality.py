@@ -2,7 +2,7 @@
 
 import pytest
 
-from personalization.pipelines.reco_quality import measure, ratio
+from personalization.tools.reco_quality import measure, ratio
 from personalization.replay.datasets import locate_datasets
 
 pytestmark = pytest.mark.skipif(bool(locate_datasets().missing), reason="shared datasets not present")

@@ -173,7 +173,7 @@ def test_the_fill_does_not_depend_on_the_order_messages_arrived_in() -> None:
 
 def test_the_demo_explains_every_source_an_answer_can_name() -> None:
     from personalization.core.recommend.stream import CO_VIEW, RECENT, TRENDING
-    from personalization.pipelines.demo import WHY
+    from personalization.tools.demo import WHY
 
     assert set(WHY) == {CO_VIEW, RECENT, TRENDING}
 

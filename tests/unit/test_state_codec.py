@@ -15,8 +15,8 @@ from personalization.config.settings import load_settings
 from personalization.core.events import Event
 from personalization.core.privacy import GRANTED, Suppressed
 from personalization.core.user import END_OF_INPUT, UserState
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.state.cached import CachedValueState
 from personalization.core.sessions import SessionEvent
 from personalization.state.codec import (BIG_PARTS, MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS, UnreadableState,

@@ -15,8 +15,8 @@ from personalization.config.settings import load_settings
 from personalization.core.events import Event
 from personalization.core.privacy import Suppressed
 from personalization.core.user import StateCaps, UserState
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.state.codec import MAX_INLINE_HELD, MAX_INLINE_IDS, MAX_INLINE_ITEMS
 from personalization.state.user_store import UserStateStore
 from tests.unit.test_state_codec import typed

@@ -4,7 +4,7 @@ import pytest
 
 from personalization.config.settings import DEFAULT_RULES
 from personalization.core.rules import RuleSet
-from personalization.pipelines.story import compress_trigger, describe_cause, sizes_over_time, storyteller, timeline
+from personalization.tools.story import compress_trigger, describe_cause, sizes_over_time, storyteller, timeline
 
 
 def _change(user: str, seq: int, segment: str, action: str, t: int, rule: str = "r", **features) -> dict:

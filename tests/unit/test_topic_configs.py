@@ -1,10 +1,10 @@
-"""The configs the tools create topics with (personalization.pipelines.topics.topic_configs)."""
+"""The configs the tools create topics with (personalization.topics.admin.topic_configs)."""
 
 from __future__ import annotations
 
 from personalization.config.settings import load_settings
 from personalization.core.dead_letter import HEADROOM_BYTES
-from personalization.pipelines.topics import topic_configs, topic_names
+from personalization.topics.admin import topic_configs, topic_names
 
 
 def test_every_topic_gets_min_insync_replicas_and_the_dlq_its_headroom() -> None:

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from personalization.config.cli import config_options, settings_or_exit
 from personalization.core.learning.shared import SharedModels, SnapshotError, import_snapshot, list_snapshots, read_header
-from personalization.pipelines import propensity_quality
+from personalization.tools import propensity_quality
 
 
 def format_metric(value: float | None) -> str:

@@ -25,9 +25,9 @@ from personalization.core.learning.evaluation import against_baselines, log_loss
 from personalization.core.learning.feed import encode
 from personalization.core.learning.trainer import Trainer
 from personalization.core.user import END_OF_INPUT, Outcome, UserState
-from personalization.operators.trainer import trainer_rules
-from personalization.operators.user_profile import user_logic
-from personalization.pipelines.rules import load_rules
+from personalization.wiring import trainer_rules
+from personalization.wiring import user_logic
+from personalization.config.rules import load_rules
 from personalization.replay.producer import replay_events
 
 ADVANCE_EVERY = 50   # events between watermark steps (the trainer's results do not depend on it)

@@ -1,4 +1,4 @@
-"""Rules files for the job: load and check them, publish an update to a running job.
+"""``pz rules``: check a rules file, compare it with what the job runs, publish it to the running job.
 
     pz rules show > my-rules.yaml      # the rules the config names (default: the shipped ones)
     pz rules check my-rules.yaml
@@ -20,41 +20,10 @@ from pathlib import Path
 import click
 
 from personalization.config.cli import with_settings
-from personalization.config.settings import REPO_ROOT, Settings
-from personalization.core import aggregates
+from personalization.config.rules import display_path, read_rules
+from personalization.config.settings import Settings
 from personalization.core.rules import RuleSet, RulesError
-from personalization.pipelines.topics import last_record, publish_record
-
-TOPIC_SOURCE = "rules topic"  # how errors name a rules text that came from the topic
-
-
-def display_path(path: Path) -> str:
-    """``personalization/rules/default.yaml`` for files in the repository, the path as given elsewhere."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def compile_rules(text: str, source: str, settings: Settings) -> RuleSet:
-    """Parse and check ``text`` as the job would run it; raises ``RulesError`` (file:line: ...)."""
-    rules = RuleSet(text, source)
-    aggregates.check_provided(rules, settings.time.windows.sizes)
-    return rules
-
-
-def read_rules(path: Path, settings: Settings) -> RuleSet:
-    source = display_path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise RulesError(f"{source}: cannot be read ({err.strerror})") from None
-    return compile_rules(text, source, settings)
-
-
-def load_rules(settings: Settings) -> RuleSet:
-    """The start-up rules (``rules.path``)."""
-    return read_rules(settings.rules.path, settings)
+from personalization.topics.records import last_record, publish_record
 
 
 def publish(settings: Settings, text: str) -> None:

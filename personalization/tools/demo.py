@@ -39,11 +39,11 @@ from personalization.config.settings import BASE_DIR, ConfigError, Settings, loa
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.rules import RulesError
 from personalization.pipelines.main import run_job
-from personalization.pipelines.dlq import read_dlq
-from personalization.pipelines.models import format_metric
-from personalization.pipelines.monitor import FlinkRest, JobStatus
-from personalization.pipelines.rules import load_rules
-from personalization.pipelines.story import (
+from personalization.tools.dlq import read_dlq
+from personalization.tools.models import format_metric
+from personalization.tools.monitor import FlinkRest, JobStatus
+from personalization.config.rules import load_rules
+from personalization.tools.story import (
     compress_trigger,
     describe_cause,
     plot_sizes,
@@ -52,7 +52,8 @@ from personalization.pipelines.story import (
     timeline,
 )
 from personalization.config.kafka import client_config
-from personalization.pipelines.topics import ensure_topics, read_topic, topic_size
+from personalization.topics.admin import ensure_topics
+from personalization.topics.records import read_topic, topic_size
 from personalization.replay.datasets import JD_EPOCH_MS, locate_datasets
 from personalization.replay.exposures import with_exposures
 from personalization.replay.producer import RawRecord, produce, produce_raw, replay_events

@@ -11,8 +11,8 @@ whose item differs from that previous item. "Next item" thus excludes repeats of
 item is excluded from every source's list), and a user's first event is not tested (there is no
 current item; cold start shows trending, which is measured as its own source).
 
-    .venv/bin/python -m personalization.pipelines.reco_quality                 # taobao and jd, PNG in docs/
-    .venv/bin/python -m personalization.pipelines.reco_quality --dataset jd --limit 20000
+    .venv/bin/python -m personalization.tools.reco_quality                 # taobao and jd, PNG in docs/
+    .venv/bin/python -m personalization.tools.reco_quality --dataset jd --limit 20000
 """
 
 from __future__ import annotations

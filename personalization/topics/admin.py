@@ -1,22 +1,22 @@
-"""Create and reset the job's Kafka topics (used by the demo, the tests and operators)."""
+"""Create, delete and check the job's Kafka topics: one place for their names, partitions and
+configs, so the job's start-up check, ``pz topics``, the demo, the bench and the tests agree."""
 
 from __future__ import annotations
 
 import time
 from contextlib import suppress
 
-import click
-import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from personalization.config.cli import with_settings
 from personalization.config.kafka import kafka_client
 from personalization.config.settings import Settings
 from personalization.core.dead_letter import dlq_max_message_bytes
 
+
 def topic_names(settings: Settings) -> list[str]:
+    """Every topic the config names (``kafka.topics``), in its declared order."""
     topics = settings.kafka.topics
     return [getattr(topics, name) for name in topics.keys()]
 
@@ -107,84 +107,3 @@ def _wait(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.2)
-
-
-def publish_record(settings: Settings, topic: str, value: bytes, partition: int | None = None) -> None:
-    """Send one record and wait for the broker's acknowledgement (control records: rules, erasures)."""
-    producer = kafka_client(KafkaProducer, settings)
-    try:
-        producer.send(topic, value, partition=partition).get(timeout=30)
-    finally:
-        producer.close()
-
-
-def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 2000) -> list[dict]:
-    """Every JSON record of a topic, committed transactions only (exactly-once outputs)."""
-    consumer = kafka_client(KafkaConsumer, settings, topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                            consumer_timeout_ms=idle_timeout_ms, isolation_level="read_committed")
-    try:
-        return [orjson.loads(message.value) for message in consumer]
-    finally:
-        consumer.close()
-
-
-def last_record(settings: Settings, topic: str, partition: int = 0, timeout_s: float = 30.0) -> bytes | None:
-    """The value of a partition's newest record (None if the partition is empty or the topic missing)."""
-    consumer = kafka_client(KafkaConsumer, settings, enable_auto_commit=False, isolation_level="read_committed")
-    try:
-        if partition not in (consumer.partitions_for_topic(topic) or ()):
-            return None
-        tp = TopicPartition(topic, partition)
-        end, start = consumer.end_offsets([tp])[tp], consumer.beginning_offsets([tp])[tp]
-        if end <= start:
-            return None
-        consumer.assign([tp])
-        consumer.seek(tp, end - 1)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for message in consumer.poll(timeout_ms=500).get(tp, []):
-                return message.value
-        raise TimeoutError(f"no record of {topic!r} partition {partition} at offset {end - 1} within {timeout_s:.0f} s")
-    finally:
-        consumer.close()
-
-
-def topic_size(settings: Settings, topic: str) -> int:
-    """Records in a topic (end minus beginning offsets over all partitions)."""
-    consumer = kafka_client(KafkaConsumer, settings)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = consumer.end_offsets(partitions)
-        starts = consumer.beginning_offsets(partitions)
-        return sum(ends[p] - starts[p] for p in partitions)
-    finally:
-        consumer.close()
-
-
-@click.group()
-def cli() -> None:
-    """The job's Kafka topics (kafka.topics): list them, create the missing ones."""
-
-
-@cli.command("list")
-@with_settings
-def list_command(settings: Settings) -> None:
-    """Every topic of the config: key, name, partitions and records (or "missing")."""
-    consumer = kafka_client(KafkaConsumer, settings)
-    try:
-        for key in settings.kafka.topics.keys():
-            name = getattr(settings.kafka.topics, key)
-            partitions = consumer.partitions_for_topic(name)
-            shown = f"{len(partitions)}\t{topic_size(settings, name)}" if partitions else "missing"
-            click.echo(f"{key}\t{name}\t{shown}")
-    finally:
-        consumer.close()
-
-
-@cli.command("create")
-@with_settings
-def create_command(settings: Settings) -> None:
-    """Create the missing topics (partitions: kafka.topics.partitions, the rules topic has one;
-    kafka.replication_factor replicas; min.insync.replicas: kafka.min_insync_replicas)."""
-    created = ensure_topics(settings)
-    click.echo(f"created {len(created)} topic(s){': ' + ', '.join(created) if created else ''}")
