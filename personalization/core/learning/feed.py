@@ -20,9 +20,10 @@ event time for an event, and the session's close time for a session (a close sor
 event at the same time: an event at ``end + gap`` starts the next session).
 
 On the wire and in the trainer's state (held records, operation log) a record is JSON with its
-field names and its kind (``encode``/``decode``, msgspec): floats round-trip exactly, so the
-trainer sees the very features the user side computed. ``decode`` also reads the first format,
-one-letter keys (``{"k": "e", "t": ...}``), which savepoints of earlier releases hold.
+field names, its kind and its format version (``encode``/``decode``, msgspec): floats round-trip
+exactly, so the trainer sees the very features the user side computed. ``decode`` also reads the
+first format, one-letter keys and no version (``{"k": "e", "t": ...}``), which savepoints of
+earlier releases hold, and refuses a version it does not know (a savepoint of a later release).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from personalization.core.learning.propensity import features
 from personalization.core.sessions import SessionEvent, SessionRules, SessionSummary, session_id
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+FORMAT = 2
+"""The learning records' format version; 1 is the first format (one-letter keys, no version field)."""
 
 
 class SessionRef(msgspec.Struct, array_like=True, frozen=True):
@@ -52,7 +55,13 @@ class SessionRef(msgspec.Struct, array_like=True, frozen=True):
     end: int
 
 
-class EventRecord(msgspec.Struct, tag="event", tag_field="kind", frozen=True):
+class _Record(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True):
+    """What every learning record carries besides its kind: the format it was written in."""
+
+    format: int = FORMAT
+
+
+class EventRecord(_Record, tag="event", frozen=True):
     """An event given to the rules: the propensity model scores its session as of it."""
 
     time: int
@@ -70,7 +79,7 @@ class EventRecord(msgspec.Struct, tag="event", tag_field="kind", frozen=True):
         return self.time, 1, self.user, self.event_id, 0
 
 
-class SessionRecord(msgspec.Struct, tag="session", tag_field="kind", frozen=True):
+class SessionRecord(_Record, tag="session", frozen=True):
     """A session emission: the propensity label, and for a closed session the clustering input."""
 
     time: int                         # when it closes in event time (``LearningFeed.closes_at``)
@@ -85,7 +94,7 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="kind", frozen=True
         return self.time, 0, self.user, self.session.session_id, self.revision  # closes before events
 
 
-class EraseRecord(msgspec.Struct, tag="erase", tag_field="kind", frozen=True):
+class EraseRecord(_Record, tag="erase", frozen=True):
     """The user was erased (never held or sorted: a user task sends it after the user's last record)."""
 
     user: str
@@ -101,10 +110,14 @@ def encode(record: LearningRecord) -> str:
 
 
 def decode(text: str) -> LearningRecord:
-    """A record of either format (see the module docstring)."""
+    """A record of the first format or of ``FORMAT``; ``ValueError`` names any other version."""
     if text.startswith('{"k":'):
         return _first_format(orjson.loads(text))
-    return _decoder.decode(text)
+    record = _decoder.decode(text)
+    if record.format != FORMAT:
+        raise ValueError(f"a learning record of format {record.format}: this release reads formats 1 and "
+                         f"{FORMAT} (a savepoint of a later release?)")
+    return record
 
 
 def _first_format(r: dict[str, Any]) -> LearningRecord:
