@@ -41,6 +41,15 @@ def current_rules(settings: Settings) -> tuple[str, str]:
     return settings.rules.path.read_text(), display_path(settings.rules.path)
 
 
+def _checked(path: Path, settings: Settings, consequence: str = "") -> RuleSet:
+    """The rules of ``path``, or exit 2 naming file, line and problem."""
+    try:
+        return read_rules(path, settings)
+    except RulesError as err:
+        click.echo(f"error: {err}{consequence}", err=True)
+        sys.exit(2)
+
+
 @click.group()
 def cli() -> None:
     """Rules files: check, diff, publish to the running job, show."""
@@ -51,11 +60,7 @@ def cli() -> None:
 @with_settings
 def check(settings: Settings, path: Path) -> None:
     """Check a rules file (exit 2 naming file, line and problem)."""
-    try:
-        rules = read_rules(path, settings)
-    except RulesError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    rules = _checked(path, settings)
     click.echo(f"rules ok: version {rules.version!r}, {len(rules.segments)} segments")
 
 
@@ -102,11 +107,7 @@ def diff(settings: Settings, path: Path, against: Path | None) -> None:
 @with_settings
 def publish_command(settings: Settings, path: Path) -> None:
     """Check a rules file, then publish it to the rules topic of the running job."""
-    try:
-        rules = read_rules(path, settings)
-    except RulesError as err:
-        click.echo(f"error: {err} (not published)", err=True)
-        sys.exit(2)
+    rules = _checked(path, settings, " (not published)")
     publish(settings, rules.text)
     click.echo(f"published rules version {rules.version!r} to topic {settings.kafka.topics.rules!r}")
 
