@@ -13,7 +13,7 @@ from personalization.serving.reader import ProfileReader
 from tests.flink_cluster import FlinkCluster
 from tests.support import isolated_settings, latest_checkpoint, redis_state, replayed_run, wait_until
 
-SLICE = 15_000
+SLICE = 6_000  # enough that a kill or a savepoint after the first profiles lands mid-stream
 CUSTOM_METRICS = ("personalization_events_processed", "personalization_profile_writes",
                   "personalization_events_valid")
 

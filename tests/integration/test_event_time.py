@@ -21,7 +21,7 @@ from personalization.replay.shuffle import bounded_shuffle
 from personalization.serving.reader import ProfileReader
 from tests.support import isolated_settings, redis_state, sessions_of, start_job, wait_until
 
-SLICE = 30_000          # real Taobao events (+ synthetic signals) in the proofs
+SLICE = 15_000          # real Taobao events (+ synthetic signals) in the proofs: 6,531 users, 6,757 sessions
 OUT_OF_ORDERNESS = 5_000
 GAP = 5 * 60_000        # short gap: many sessions per user in a 2 h slice
 PROOF_TIME = {"out_of_orderness": OUT_OF_ORDERNESS, "session_gap": GAP,
@@ -76,7 +76,7 @@ def test_shuffled_replay_over_partitions_gives_the_same_end_state(sorted_run, re
     run_job(settings)
 
     expected, actual = redis_state(sorted_run), redis_state(settings)
-    assert len(expected) > 10_000
+    assert len(expected) > 5_000
     assert actual == expected
     assert sessions_of(settings) == sessions_of(sorted_run)
     assert read_topic(settings, settings.kafka.topics.late) == []
@@ -89,7 +89,7 @@ def test_sessions_match_an_independent_duckdb_oracle(sorted_run, real_slice):
         assert (record["status"], record["revision"]) == ("closed", 1)
         flink.setdefault(record["user_id"], []).append((record["start"], record["event_count"]))
     assert {user: [n for _, n in sorted(s)] for user, s in flink.items()} == oracle
-    assert sum(map(len, oracle.values())) > 10_000
+    assert sum(map(len, oracle.values())) > 5_000
 
 
 def test_savepoint_stop_and_resume_gives_the_uninterrupted_end_state(sorted_run, real_slice, tmp_path):
