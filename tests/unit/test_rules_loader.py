@@ -9,6 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from personalization.config.settings import DEFAULT_RULES
 from personalization.core.rules import Need, RuleSet, RulesError
@@ -59,6 +62,23 @@ def test_a_valid_file_loads_with_defaults_and_canonical_values() -> None:
     assert hot.exit.names == ("last_category", "views_10m")
     assert (waiting.entry, waiting.exit) == (None, None)
     assert rules.triggers["wait"].within_ms == 3_600_000
+
+
+def test_scalars_are_kept_as_written_and_numbers_as_yaml_reads_them() -> None:
+    rules = RuleSet(textwrap.dedent("""\
+        version: 1.10
+        scores:
+          points: {weights: {click: 1, purchase: 2.5}, half_life: 7d}
+        segments:
+          always: {entry: true, priority: 0x10}
+          never: {entry: false}
+        """), "rules/t.yaml")
+    assert (rules.version, type(rules.version)) == ("1.10", str)  # a plain str: encoders take it as text
+    assert [type(w) for w in rules.scores[0].weights.values()] == [int, float]
+    always, never = rules.segments
+    assert (always.entry.text, type(always.entry.text), always.exit.text, always.priority) == (
+        "true", str, "not (true)", 16)
+    assert never.entry.text == "false"
 
 
 def test_requirements_list_exactly_the_aggregates_the_rules_read() -> None:
@@ -400,6 +420,140 @@ ERRORS = [
      triggers:
        quiet: {inactive_for: 14d}
      """, "rules/t.yaml:5: trigger 'quiet': missing 'then'"),
+    # scalar types, each reported at its own line through the schema's errors
+    ("""\
+     version: "1"
+     segments:
+       hot:
+         entry: true
+         priority: 2.0
+     """, "rules/t.yaml:5: segment 'hot': priority must be an integer, got '2.0'"),
+    ("""\
+     version: "1"
+     segments:
+       hot:
+         entry: true
+         priority: "2"
+     """, "rules/t.yaml:5: segment 'hot': priority must be an integer, got '2'"),
+    ("""\
+     version: "1"
+     scores:
+       points:
+         weights:
+           click: 1
+           purchase: yes
+     """, "rules/t.yaml:6: score 'points': weight of 'purchase' must be a number, got 'yes'"),
+    ("""\
+     version: "1"
+     scores:
+       points:
+         weights:
+           click: "1"
+     """, "rules/t.yaml:5: score 'points': weight of 'click' must be a number, got '1'"),
+    ("""\
+     version: "1"
+     segments:
+       hot:
+         entry: true
+         exit:
+     """, "rules/t.yaml:5: segment 'hot': exit has no value: give one, or leave the key out"),
+    ("""\
+     version: ""
+     """, "rules/t.yaml:1: version must be text, got ''"),
+    ("""\
+     version: "1"
+     features:
+       views:
+         agg: count
+         over: 10m
+         event_type: []
+     """, "rules/t.yaml:6: feature 'views': event_type must not be empty"),
+    ("""\
+     version: "1"
+     features:
+       views:
+         agg: count
+         over: {minutes: 10}
+     """, "rules/t.yaml:5: feature 'views': over must be session, lifetime or a duration like 10m, 24h or 7d, "
+          "got a mapping"),
+    ("""\
+     version: "1"
+     features:
+       views: count
+     """, "rules/t.yaml:3: feature 'views': expected a mapping, got 'count'"),
+    # a check across keys of one entry is reported at the line of the key it is about
+    ("""\
+     version: "1"
+     features:
+       dwell:
+         agg: sum
+         field: dwell_ms
+         over: session
+         event_type: page_view
+     """, "rules/t.yaml:7: feature 'dwell': 'event_type' does not apply to agg 'sum'"),
+    ("""\
+     version: "1"
+     features:
+       dwell:
+         agg: max
+         over: session
+         field: category_id
+     """, "rules/t.yaml:6: feature 'dwell': agg 'max' needs a numeric field (dwell_ms, scroll_depth), "
+          "got 'category_id'"),
+    ("""\
+     version: "1"
+     segments:
+       engaged: {entry: true}
+     triggers:
+       quiet:
+         inactive_for: 14d
+         then:
+           exit: engaged
+         within: 1h
+     """, "rules/t.yaml:9: trigger 'quiet': 'within' cannot be combined with 'inactive_for'"),
+    ("""\
+     version: "1"
+     segments:
+       engaged: {entry: true}
+     triggers:
+       quiet:
+         inactive_for: 14d
+         then:
+           exit: engagd
+     """, "rules/t.yaml:8: trigger 'quiet': unknown segment 'engagd' (did you mean 'engaged'?)"),
+    ("""\
+     version: "1"
+     segments:
+       engaged: {entry: true}
+     triggers:
+       quiet:
+         inactive_for: 14d
+         then:
+           exit: engaged
+           exot: engaged
+     """, "rules/t.yaml:9: trigger 'quiet': unknown key 'exot' (did you mean 'exit'?)"),
+    # of several problems, the one nearest the top; a misspelt key, not the key it leaves missing
+    ("""\
+     version: "1"
+     features:
+       views:
+         agg: count
+         ovr: 10m
+     """, "rules/t.yaml:5: feature 'views': unknown key 'ovr' (did you mean 'over'?)"),
+    ("""\
+     version: "1"
+     features:
+       views: {agg: count, over: 10m, window: 1h}
+     segmets:
+       hot: {entry: true}
+     """, "rules/t.yaml:3: feature 'views': unknown key 'window' (expected one of: agg, event_type, field, over)"),
+    ("""\
+     version: "1"
+     features:
+       views: {agg: cnt, over: 10m}
+     triggers:
+       quiet: {inactive_for: 14d, then: {exit: engaged}}
+     """, "rules/t.yaml:3: feature 'views': unknown agg 'cnt' (did you mean 'count'?)"),
 ]
 
 
@@ -441,3 +595,38 @@ def test_yaml_aliases_do_not_expand_without_limit() -> None:
 def test_an_oversized_text_is_rejected_before_parsing() -> None:
     with pytest.raises(RulesError, match="characters"):
         RuleSet(GOOD + "#" + "x" * 300_000 + "\n", "rules/t.yaml")
+
+
+# Random trees shaped like a rules file (sections of named entries of keys), with the format's
+# own words as keys and values, so most reach the checks past the top level.
+_WORDS = st.sampled_from([
+    "agg", "over", "event_type", "field", "weights", "half_life", "parent", "entry", "exit", "priority", "on",
+    "unless", "within", "inactive_for", "then", "enter", "count", "sum", "max", "last", "sessions", "distinct",
+    "session", "lifetime", "10m", "0m", "click", "purchase", "dwell_ms", "item_id", "a", "hot", "a > 1", "true", "",
+])
+_SCALARS = st.one_of(_WORDS, st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8))
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(_WORDS, _SCALARS, max_size=3))
+_ENTRIES = st.dictionaries(st.sampled_from(["a", "hot", "views", "not", "1x", "x-y"]),
+                           st.dictionaries(_WORDS, _VALUES, max_size=5), max_size=3)
+_RULES = st.fixed_dictionaries({}, optional={
+    "version": _SCALARS, "features": _ENTRIES, "scores": _ENTRIES, "segments": _ENTRIES, "triggers": _ENTRIES,
+    "segmets": _VALUES,
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree=_RULES)
+def test_any_yaml_tree_loads_or_is_a_rules_error(tree: dict) -> None:
+    try:
+        RuleSet(yaml.safe_dump(tree), "rules/t.yaml")
+    except RulesError as err:
+        assert str(err).startswith("rules/t.yaml:")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_any_text_loads_or_is_a_rules_error(data: bytes) -> None:
+    try:
+        RuleSet(data.decode("latin-1"), "rules/t.yaml")
+    except RulesError as err:
+        assert str(err).startswith("rules/t.yaml")

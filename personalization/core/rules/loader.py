@@ -1,25 +1,41 @@
 """Read and validate a rules file; any problem is a ``RulesError`` naming file, line and reason.
 
-The file is checked as a whole before anything runs: structure, names, durations, event
-types, and every expression against the declared features and scores and their types.
+The file is checked as a whole before anything runs: its shape by the pydantic models of
+``schema`` (keys, scalar types, names, choices, durations), whose errors are reported at the
+line of the place they name; then, here, what spans sections: every expression against the
+declared features and scores and their types, parents, and trigger targets.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, get_args
 
-from personalization.core.durations import parse_duration_ms
-from personalization.core.events import BEHAVIOUR_TYPES
-from personalization.core.rules.expressions import KEYWORDS, Condition, ExpressionError, Type, compile_condition
-from personalization.core.rules.features import (
-    AGGREGATIONS, LIFETIME, NUMERIC_FIELDS, SESSION, TEXT_FIELDS, Feature,
-)
+from pydantic import BaseModel, ValidationError
+
+from personalization.core.rules.expressions import Condition, ExpressionError, Type, compile_condition
+from personalization.core.rules.features import Feature
 from personalization.core.rules.model import Rules, Segment, Trigger
+from personalization.core.rules.schema import EMPTY, EXPECTED, PROBLEM, RulesFile, SegmentSpec, TriggerSpec
 from personalization.core.rules.scores import Score
-from personalization.core.rules.source import Node, Reader, RulesError, describe, parse_yaml, suggest
+from personalization.core.rules.source import Node, RulesError, describe, parse_yaml, suggest
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FIELDS = tuple(sorted(NUMERIC_FIELDS + TEXT_FIELDS))
+_KINDS = {"features": "feature", "scores": "score", "segments": "segment", "triggers": "trigger"}
+_PROBLEMS = {
+    # pydantic's error type -> the problem; {key}: the key the error names, {name}: how the
+    # message names the value there, {got}: the value as written, {msg}: the error's own message
+    "missing": "missing '{key}'",
+    "model_type": "expected a mapping, got {got}",
+    "dict_type": "expected a mapping, got {got}",
+    "string_type": "{name} must be text, got {got}",
+    "string_too_short": "{name} must be text, got {got}",
+    "int_type": "{name} must be an integer, got {got}",
+    "too_short": "{name} must not be empty",
+    EMPTY: "{name} has no value: give one, or leave the key out",
+    EXPECTED: "{name} {msg}, got {got}",
+    PROBLEM: "{msg}",
+}
 
 
 def parse_rules(text: str, source: str) -> Rules:
@@ -38,136 +54,116 @@ def parse_rules(text: str, source: str) -> Rules:
         raise RulesError(f"{source}: the rules text could not be read: {type(err).__name__}: {err}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _File:
+    """The parsed file, to report a problem at the line of a place in it."""
+
+    root: Node
+    source: str
+
+    def fail(self, path: tuple[str | int, ...], problem: str, where: str | None = None) -> NoReturn:
+        """``where`` defaults to the entry the path is in: ``feature 'x'``, a section, or nothing."""
+        if where is None:
+            where = _where(path)
+        place = f"{where}: " if where else ""
+        raise RulesError(f"{self.source}:{self.root.at(path).line}: {place}{problem}")
+
+    def report(self, err: ValidationError) -> NoReturn:
+        """The problem nearest the top of the file (an unknown key first on a line), in the rules'
+        words. A key missing beside an unknown one is left out: a misspelt key is also a missing
+        one, and the unknown key's suggestion is the useful message."""
+        errors = err.errors(include_url=False)
+        misspelt = {e["loc"][:-1] for e in errors if e["type"] == "extra_forbidden"}
+        error = min((e for e in errors if not (e["type"] == "missing" and e["loc"][:-1] in misspelt)),
+                    key=lambda e: (self.root.at(e["loc"]).line, e["type"] != "extra_forbidden"))
+        loc = error["loc"]
+        if error["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _keys_at(loc[:-1])
+            hint = suggest(key, allowed) or f" (expected one of: {', '.join(allowed)})"
+            self.fail(loc, f"unknown key '{key}'{hint}")
+        at = (error.get("ctx") or {}).get("at")
+        path = loc + (at,) if at else loc
+        template = _PROBLEMS.get(error["type"], "{name}: {msg}, got {got}")
+        self.fail(path, template.format(key=loc[-1] if loc else "", name=_named(loc), got=describe(self.root.at(path)),
+                                        msg=error["msg"]))
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    if not path or path[0] not in _KINDS:
+        return ""
+    return f"{_KINDS[str(path[0])]} '{path[1]}'" if len(path) > 1 else str(path[0])
+
+
+def _named(loc: tuple[str | int, ...]) -> str:
+    """How a message names the value at ``loc``: its key (that of its list, for a list item)."""
+    if len(loc) == 4 and loc[0] == "scores" and loc[2] == "weights":
+        return f"weight of '{loc[3]}'"
+    keys = [part for part in loc if isinstance(part, str) and part != "[key]"]
+    return keys[-1] if keys else ""
+
+
+def _keys_at(path: tuple[str | int, ...]) -> list[str]:
+    """The keys the model at ``path`` takes, following fields and the entries of sections."""
+    shape: Any = RulesFile
+    for part in path:
+        if isinstance(shape, type) and issubclass(shape, BaseModel):
+            shape = shape.model_fields[str(part)].annotation
+        else:
+            shape = get_args(shape)[-1]  # an entry of a dict
+    return sorted(shape.model_fields)
+
+
 def _parse_rules(text: str, source: str) -> Rules:
-    reader = Reader(source)
     root = parse_yaml(text, source)
-    top = reader.fields(root, "", ("version", "features", "scores", "segments", "triggers"), ("version",))
-    version = reader.text(top["version"], "", "version")
-    features = tuple(_feature(reader, name, node)
-                     for name, node in reader.section(top.get("features"), "features").items())
-    scores = tuple(_score(reader, name, node, {f.name for f in features})
-                   for name, node in reader.section(top.get("scores"), "scores").items())
+    file = _File(root, source)
+    try:
+        spec = RulesFile.model_validate(root.data())
+    except ValidationError as err:
+        file.report(err)
+    features = tuple(Feature(name, f.agg, f.over, f.event_type, f.field) for name, f in spec.features.items())
+    for name in spec.scores:
+        if name in spec.features:
+            file.fail(("scores", name), "name already used by a feature")
+    scores = tuple(Score(name, s.weights, s.half_life) for name, s in spec.scores.items())
     names = {f.name: f.type for f in features} | {s.name: Type.NUMBER for s in scores}
-    segment_nodes = reader.section(top.get("segments"), "segments")
-    segments = [_segment(reader, name, node, names) for name, node in segment_nodes.items()]
-    triggers = tuple(_trigger(reader, name, node, segment_nodes)
-                     for name, node in reader.section(top.get("triggers"), "triggers").items())
+    segments = [_segment(file, name, s, names) for name, s in spec.segments.items()]
+    triggers = tuple(_trigger(file, name, t, spec.segments) for name, t in spec.triggers.items())
     entered = {t.segment for t in triggers if t.action == "enter"}
     for segment in segments:
         if segment.entry is None and segment.name not in entered:
-            reader.fail(segment_nodes[segment.name], f"segment '{segment.name}'",
-                        "no 'entry' condition and no trigger enters it")
-    return Rules(version, features, scores, _parents_first(reader, segments, segment_nodes), triggers)
+            file.fail(("segments", segment.name), "no 'entry' condition and no trigger enters it")
+    return Rules(spec.version, features, scores, _parents_first(file, segments), triggers)
 
 
-def _name(reader: Reader, node: Node, kind: str, name: str) -> str:
-    if not _NAME.fullmatch(name) or name in KEYWORDS:
-        reader.fail(node, f"{kind} '{name}'",
-                    "a name must be letters, digits and _, not start with a digit, and not be a keyword")
-    return name
-
-
-def _duration(reader: Reader, node: Node, where: str, key: str, also: str = "") -> int:
-    try:
-        ms = parse_duration_ms(node.text or "")
-    except ValueError:
-        ms = 0
-    if ms <= 0:
-        reader.fail(node, where, f"{key} must be {also}a duration like 10m, 24h or 7d, got {describe(node)}")
-    return ms
-
-
-def _feature(reader: Reader, name: str, node: Node) -> Feature:
-    where = f"feature '{_name(reader, node, 'feature', name)}'"
-    spec = reader.fields(node, where, ("agg", "event_type", "field", "over"), ("agg", "over"))
-    agg = reader.choice(spec["agg"], where, "agg", AGGREGATIONS)
-    over_node = spec["over"]
-    over: str | int
-    if over_node.text in (SESSION, LIFETIME):
-        over = over_node.text
-    else:
-        over = _duration(reader, over_node, where, "over", also="session, lifetime or ")
-    takes_field = agg not in ("count", "sessions")
-    for key, applies in (("event_type", agg == "count"), ("field", takes_field)):
-        if key in spec and not applies:
-            reader.fail(spec[key], where, f"'{key}' does not apply to agg '{agg}'")
-    if takes_field and "field" not in spec:
-        reader.fail(node, where, f"agg '{agg}' needs 'field'")
-    if agg == "sessions" and over == SESSION:
-        reader.fail(over_node, where, "agg 'sessions' needs over: lifetime or a window")
-    event_types = reader.choices(spec["event_type"], where, "event type", BEHAVIOUR_TYPES) if "event_type" in spec else ()
-    field = reader.choice(spec["field"], where, "field", _FIELDS) if "field" in spec else None
-    if agg in ("sum", "max") and field not in NUMERIC_FIELDS:
-        reader.fail(spec["field"], where, f"agg '{agg}' needs a numeric field ({', '.join(NUMERIC_FIELDS)}), "
-                                          f"got '{field}'")
-    return Feature(name, agg, over, event_types, field)
-
-
-def _score(reader: Reader, name: str, node: Node, features: set[str]) -> Score:
-    where = f"score '{_name(reader, node, 'score', name)}'"
-    if name in features:
-        reader.fail(node, where, "name already used by a feature")
-    spec = reader.fields(node, where, ("weights", "half_life"), ("weights",))
-    weights = reader.section(spec["weights"], where)
-    if not weights:
-        reader.fail(spec["weights"], where, "weights must not be empty")
-    for event_type, weight in weights.items():
-        reader.choice(Node(event_type, weight.line, event_type), where, "event type", BEHAVIOUR_TYPES)
-    half_life = _duration(reader, spec["half_life"], where, "half_life") if "half_life" in spec else None
-    return Score(name, {t: reader.number(w, where, f"weight of '{t}'") for t, w in weights.items()}, half_life)
-
-
-def _segment(reader: Reader, name: str, node: Node, names: dict[str, Type]) -> Segment:
-    where = f"segment '{_name(reader, node, 'segment', name)}'"
-    spec = reader.fields(node, where, ("parent", "entry", "exit", "priority"))
-    parent = reader.text(spec["parent"], where, "parent") if "parent" in spec else None
-    entry = _condition(reader, spec["entry"], name, "entry", names) if "entry" in spec else None
-    exit_ = _condition(reader, spec["exit"], name, "exit", names) if "exit" in spec else None
+def _segment(file: _File, name: str, spec: SegmentSpec, names: dict[str, Type]) -> Segment:
+    entry = _condition(file, name, "entry", spec.entry, names)
+    exit_ = _condition(file, name, "exit", spec.exit, names)
     if exit_ is None and entry is not None:
         test = entry.test
         exit_ = Condition(f"{name}.exit", f"not ({entry.text})", lambda env: not test(env), entry.names)
-    priority = reader.integer(spec["priority"], where, "priority") if "priority" in spec else 0
-    return Segment(name, parent, entry, exit_, priority)
+    return Segment(name, spec.parent, entry, exit_, spec.priority)
 
 
-def _condition(reader: Reader, node: Node, segment: str, key: str, names: dict[str, Type]) -> Condition:
-    where = f"segment '{segment}'"
-    text = reader.text(node, where, key)
+def _condition(file: _File, segment: str, key: str, text: str | None, names: dict[str, Type]) -> Condition | None:
+    if text is None:
+        return None
     try:
         return compile_condition(f"{segment}.{key}", text, names)
     except ExpressionError as err:
-        reader.fail(node, f"{where} {key}", str(err))
+        file.fail(("segments", segment, key), str(err), where=f"segment '{segment}' {key}")
 
 
-def _trigger(reader: Reader, name: str, node: Node, segments: dict[str, Node]) -> Trigger:
-    where = f"trigger '{_name(reader, node, 'trigger', name)}'"
-    spec = reader.fields(node, where, ("on", "unless", "within", "inactive_for", "then"), ("then",))
-    then = reader.fields(spec["then"], where, ("enter", "exit"))
-    if len(then) != 1:
-        reader.fail(spec["then"], where, "then must be {enter: <segment>} or {exit: <segment>}")
-    (action, target), = then.items()
-    segment = reader.text(target, where, action)
+def _trigger(file: _File, name: str, spec: TriggerSpec, segments: Mapping[str, SegmentSpec]) -> Trigger:
+    action, segment = spec.then.action, spec.then.segment
     if segment not in segments:
-        reader.fail(target, where, f"unknown segment '{segment}'{suggest(segment, segments)}")
-    if "inactive_for" in spec:
-        for key in ("on", "unless", "within"):
-            if key in spec:
-                reader.fail(spec[key], where, f"'{key}' cannot be combined with 'inactive_for'")
-        inactive_ms = _duration(reader, spec["inactive_for"], where, "inactive_for")
-        return Trigger(name, action, segment, inactive_ms=inactive_ms)
-    if "on" not in spec:
-        reader.fail(node, where, "needs 'on' (event types) or 'inactive_for'")
-    if "unless" in spec and "within" not in spec:
-        reader.fail(spec["unless"], where, "'unless' needs 'within'")
-    return Trigger(
-        name, action, segment,
-        on=reader.choices(spec["on"], where, "event type", BEHAVIOUR_TYPES),
-        unless=reader.choices(spec["unless"], where, "event type", BEHAVIOUR_TYPES) if "unless" in spec else (),
-        within_ms=_duration(reader, spec["within"], where, "within") if "within" in spec else None,
-    )
+        file.fail(("triggers", name, "then", action), f"unknown segment '{segment}'{suggest(segment, segments)}")
+    if spec.inactive_for is not None:
+        return Trigger(name, action, segment, inactive_ms=spec.inactive_for)
+    return Trigger(name, action, segment, on=spec.on, unless=spec.unless, within_ms=spec.within)
 
 
-def _parents_first(reader: Reader, segments: list[Segment], nodes: dict[str, Node]) -> tuple[Segment, ...]:
+def _parents_first(file: _File, segments: list[Segment]) -> tuple[Segment, ...]:
     """Order segments so that each parent is decided before its children (file order otherwise)."""
     by_name = {s.name: s for s in segments}
     ordered: dict[str, Segment] = {}
@@ -177,11 +173,11 @@ def _parents_first(reader: Reader, segments: list[Segment], nodes: dict[str, Nod
             return
         if segment.name in path:
             cycle = " -> ".join(path[path.index(segment.name):] + (segment.name,))
-            reader.fail(nodes[segment.name], f"segment '{segment.name}'", f"parent cycle {cycle}")
+            file.fail(("segments", segment.name), f"parent cycle {cycle}")
         if segment.parent is not None:
             if segment.parent not in by_name:
-                reader.fail(nodes[segment.name].value["parent"], f"segment '{segment.name}'",
-                            f"unknown parent segment '{segment.parent}'{suggest(segment.parent, by_name)}")
+                file.fail(("segments", segment.name, "parent"),
+                          f"unknown parent segment '{segment.parent}'{suggest(segment.parent, by_name)}")
             visit(by_name[segment.parent], path + (segment.name,))
         ordered[segment.name] = segment
 

@@ -2,7 +2,8 @@
 
 PyYAML's node graph keeps marks, its constructed values do not; so the file is composed into
 nodes and converted here, keeping the line of every key for error messages. Keys are taken
-as written: YAML 1.1 would read a bare ``on:`` key as the boolean true.
+as written: YAML 1.1 would read a bare ``on:`` key as the boolean true. The schema validates
+the tree's plain data (``Node.data``); the place an error names is found again with ``Node.at``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -28,16 +29,46 @@ class RulesError(ValueError):
     """A problem in a rules file, phrased for the operator: ``file:line: where: what``."""
 
 
+class Written(str):
+    """A scalar YAML reads as something other than text (``1.10``, ``true``, ``2024-01-01``):
+    the text exactly as written, so a text key keeps it (version ``1.10``, the condition ``true``),
+    and in ``value`` what YAML made of it, for the keys that take numbers."""
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any) -> Written:
+        written = super().__new__(cls, text)
+        written.value = value
+        return written
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A YAML value: ``dict[str, Node]``, ``list[Node]`` or a scalar, with its 1-based line.
-
-    A value under a key carries the key's line; ``text`` is a scalar exactly as written.
-    """
+    """A YAML value: ``dict[str, Node]``, ``list[Node]``, ``str``, ``Written`` or ``None``, with its
+    1-based line. A value under a key carries the key's line."""
 
     value: Any
     line: int
-    text: str | None = None
+
+    def at(self, path: Iterable[str | int]) -> Node:
+        """The node at ``path`` (mapping keys and list indexes), or the deepest one on the way
+        there: the line an error about that place (perhaps a missing key) is reported at."""
+        node = self
+        for part in path:
+            inner = node.value
+            children = inner if isinstance(inner, dict) else dict(enumerate(inner)) if isinstance(inner, list) else {}
+            if part not in children:
+                break
+            node = children[part]
+        return node
+
+    def data(self) -> Any:
+        """The plain value (dicts, lists and scalars), without lines: what the schema validates."""
+        if isinstance(self.value, dict):
+            return {key: child.data() for key, child in self.value.items()}
+        if isinstance(self.value, list):
+            return [child.data() for child in self.value]
+        return self.value
 
 
 def parse_yaml(text: str, source: str) -> Node:
@@ -78,7 +109,8 @@ def _convert(node: yaml.Node, line: int, source: str, constructor: SafeConstruct
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(item, item.start_mark.line + 1, source, constructor, depth + 1, count)
                      for item in node.value], line)
-    return Node(constructor.construct_object(node, deep=True), line, node.value)
+    value = constructor.construct_object(node, deep=True)
+    return Node(value if value is None or isinstance(value, str) else Written(node.value, value), line)
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
@@ -88,74 +120,11 @@ def suggest(name: str, options: Iterable[str]) -> str:
 
 
 def describe(node: Node) -> str:
+    """A value as an error message quotes it: scalars as written."""
     if isinstance(node.value, dict):
         return "a mapping"
     if isinstance(node.value, list):
         return "a list"
     if node.value is None:
         return "nothing"
-    return f"'{node.text}'"
-
-
-@dataclass(frozen=True, slots=True)
-class Reader:
-    """Typed access to a rules tree; every failure names the file, the line and the place."""
-
-    source: str
-
-    def fail(self, node: Node, where: str, problem: str) -> NoReturn:
-        place = f"{where}: " if where else ""
-        raise RulesError(f"{self.source}:{node.line}: {place}{problem}")
-
-    def fields(self, node: Node, where: str, allowed: Iterable[str], required: Iterable[str] = ()) -> dict[str, Node]:
-        """A mapping with only ``allowed`` keys and all ``required`` ones."""
-        if not isinstance(node.value, dict):
-            self.fail(node, where, f"expected a mapping, got {describe(node)}")
-        allowed = sorted(allowed)
-        for key, child in node.value.items():
-            if key not in allowed:
-                hint = suggest(key, allowed) or f" (expected one of: {', '.join(allowed)})"
-                self.fail(child, where, f"unknown key '{key}'{hint}")
-        for key in required:
-            if key not in node.value:
-                self.fail(node, where, f"missing '{key}'")
-        return node.value
-
-    def section(self, node: Node | None, where: str) -> dict[str, Node]:
-        """A mapping of named entries; absent or null means none."""
-        if node is None or node.value is None:
-            return {}
-        if not isinstance(node.value, dict):
-            self.fail(node, where, f"expected a mapping, got {describe(node)}")
-        return node.value
-
-    def text(self, node: Node, where: str, key: str) -> str:
-        text = node.text
-        if isinstance(node.value, (dict, list)) or node.value is None or not text:
-            self.fail(node, where, f"{key} must be text, got {describe(node)}")
-        return text
-
-    def integer(self, node: Node, where: str, key: str) -> int:
-        if isinstance(node.value, bool) or not isinstance(node.value, int):
-            self.fail(node, where, f"{key} must be an integer, got {describe(node)}")
-        return node.value
-
-    def number(self, node: Node, where: str, key: str) -> float:
-        if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-            self.fail(node, where, f"{key} must be a number, got {describe(node)}")
-        return node.value
-
-    def choice(self, node: Node, where: str, key: str, options: Iterable[str]) -> str:
-        value = self.text(node, where, key)
-        options = list(options)
-        if value not in options:
-            hint = suggest(value, options) or f" (expected one of: {', '.join(options)})"
-            self.fail(node, where, f"unknown {key} '{value}'{hint}")
-        return value
-
-    def choices(self, node: Node, where: str, key: str, options: Iterable[str]) -> tuple[str, ...]:
-        """One option or a list of them, in file order without repeats."""
-        items = node.value if isinstance(node.value, list) else [node]
-        if not items:
-            self.fail(node, where, f"{key} must not be empty")
-        return tuple(dict.fromkeys(self.choice(item, where, key, options) for item in items))
+    return f"'{node.value}'"
