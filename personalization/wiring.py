@@ -1,6 +1,10 @@
 """The core objects the job runs, built from the settings: one place, so the operators, the
 learning quality replays, the bench and the tests build them alike (and none of them needs a
-Flink adapter to get one)."""
+Flink adapter to get one).
+
+May import: ``udfs`` (the user-agent enrichment), ``config`` and ``core``; no Flink. Imported by
+``operators``, ``tools``, the bench and the tests.
+"""
 
 from __future__ import annotations
 

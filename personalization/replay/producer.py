@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar, cast
+from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, TypeVar, Unpack, cast
 
 import click
 import orjson
@@ -92,20 +92,19 @@ def pacing_delay(index: int, elapsed_s: float, rate: float | None, min_sleep_s: 
     return wait if wait >= min_sleep_s else 0.0
 
 
-def produce(
-    events: Iterable[EventDict],
-    bootstrap: str,
-    topic: str,
-    *,
-    rate: float | None = None,
-    partitioner: Partitioner = "key",
-    progress: bool = True,
-    config: Mapping[str, Any] | None = None,
-) -> ProduceSummary:
+class ProduceOptions(TypedDict, total=False):
+    """How ``produce`` sends: the options of ``produce_raw``."""
+
+    rate: float | None
+    partitioner: Partitioner
+    progress: bool
+    config: Mapping[str, Any] | None
+
+
+def produce(events: Iterable[EventDict], bootstrap: str, topic: str,
+            **options: Unpack[ProduceOptions]) -> ProduceSummary:
     """Send contract events (see :func:`to_record`); ``config`` goes to ``KafkaProducer``."""
-    return produce_raw(
-        map(to_record, events), bootstrap, topic, rate=rate, partitioner=partitioner, progress=progress, config=config
-    )
+    return produce_raw(map(to_record, events), bootstrap, topic, **options)
 
 
 def produce_raw(
