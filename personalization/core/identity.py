@@ -129,23 +129,6 @@ def is_link(event: Event) -> bool:
     return event.anonymous_id is not None and event.user_id != event.anonymous_id
 
 
-def profile_key(item: Routed) -> str:
-    """The user operator's key for a routed record (an erasure request: the id it names)."""
-    return item.anonymous_id if isinstance(item, (HandOver, ForgetLink)) else item.user_id
-
-
-def resolver_key(item: Event | Erasure) -> str:
-    """The resolver's key: the anonymous id when there is one (its state is per anonymous id)."""
-    if isinstance(item, Event):
-        return item.anonymous_id or item.user_id
-    return profile_key(item)
-
-
-def index_key(item: Event | ErasureRequest) -> str:
-    """The link index's key: the user id (of a link, or named by an erasure request)."""
-    return item.user_id
-
-
 class Resolution(str, enum.Enum):
     KNOWN = "known"  # no anonymous id, or the link it is already stitched by
     ANONYMOUS = "anonymous"  # an anonymous id's event before its link

@@ -3,7 +3,7 @@ for the design).
 
 The resolver is keyed by the anonymous id (else the user id), upstream of the user operator; it
 re-keys events by setting ``Event.user_id`` and adds the ``Stitch`` and ``HandOver`` records of a
-link, which the user operator, keyed by ``core.identity.profile_key``, carries out. Only events
+link, which the user operator, keyed by ``udfs.keys.user_key``, carries out. Only events
 with an anonymous id come here (the parse task's ``ANONYMOUS`` side output); the others skip this
 hop. Erasure requests pass it too (keyed by the id they name), after the link index (keyed by
 user id, fed the links and the requests) added a ``ForgetLink`` per anonymous id of the user.

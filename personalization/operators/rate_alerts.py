@@ -17,7 +17,6 @@ from personalization.config.settings import AlertsConfig
 from personalization.core.anomaly import MINUTE_MS, RateHistory, RateRules, close_minute
 from personalization.state.descriptors import RATE_HISTORY, RATE_MINUTES
 
-RATES_KEY = "rates"  # the one key of the detector
 
 
 def rate_rules(config: AlertsConfig) -> RateRules:

@@ -31,16 +31,6 @@ def for_recommender(routed: Routed) -> bool:
     return isinstance(routed, (Event, ForgetLink))
 
 
-def item_of(message: CoView | Request) -> str:
-    """The item side's key."""
-    return message.item
-
-
-def context_of(message: Interaction | Fill) -> str:
-    """The trending side's key."""
-    return message.context
-
-
 class HeldAnswers:
     """Answers held back and written in batches (``redis.batch_size`` users, within
     ``redis.batch_delay``), each also kept in the answering key's checkpointed state until a flush

@@ -39,7 +39,6 @@ from personalization.wiring import new_models, trainer_rules
 
 log = logging.getLogger(__name__)
 
-MODEL_KEY = "models"          # the one key of the trainer
 PUBLISH_EVERY_S = 1.0         # model keys and gauges at most this often (and at the end of input)
 SIZE_EVERY_S = 60.0           # the models' pickled size at most this often (and at the end of input)
 GAUGES = ("examples_learned", "labels", "model_bytes", "roc_auc_ppm", "log_loss_ppm",

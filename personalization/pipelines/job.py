@@ -31,20 +31,21 @@ from pyflink.table import Schema, StreamTableEnvironment
 from personalization.config.kafka import flink_connector_properties
 from personalization.config.settings import REPO_ROOT, Settings
 from personalization.core.dead_letter import DeadLetter, dlq_max_message_bytes
-from personalization.core.identity import index_key, is_link, profile_key, resolver_key
+from personalization.core.identity import is_link
 from personalization.core.rules import RuleSet
 from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.outputs import DLQ, KIND_AND_JSON, SIDE_OUTPUTS, Output, output_topics
 from personalization.operators.parse import ANONYMOUS, CLOCK, ParseEvents
-from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, context_of, for_recommender, \
-    item_of
-from personalization.operators.rate_alerts import RATES_KEY, RateAlerts
+from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, for_recommender
+from personalization.operators.rate_alerts import RateAlerts
 from personalization.operators.rules_updates import DecodeRules
-from personalization.operators.trainer import MODEL_KEY, ModelTrainer
+from personalization.operators.trainer import ModelTrainer
 from personalization.operators.user_profile import RouteOutputs, UserProfiles
 from personalization.config.rules import load_rules
 from personalization.state.descriptors import CONTROL_STATE
+from personalization.udfs.keys import (context_key, item_key, link_index_key, model_key, rates_key, resolver_key,
+                                       user_key)
 
 EMBEDDED_STARTUP = Path(__file__).parent / "embedded"  # sitecustomize of the JVM's interpreter
 DLQ_ROW = Types.ROW_NAMED(["payload", "headers"], [Types.PRIMITIVE_ARRAY(Types.BYTE()),
@@ -276,14 +277,14 @@ def build(env: StreamExecutionEnvironment, settings: Settings, rules: RuleSet | 
     anonymous = events.get_side_output(ANONYMOUS).uid("parse-anonymous")
     erasures = _erasure_requests(env, settings)
     links = anonymous.filter(is_link).uid("identity-links").name("links")
-    by_linked_user = links.union(erasures).key_by(index_key, key_type=Types.STRING())
+    by_linked_user = links.union(erasures).key_by(link_index_key, key_type=Types.STRING())
     _set_key_by_uid(by_linked_user, "key-by-linked-user")
     indexed = by_linked_user.process(IndexLinks(settings)).uid("identity-index").name("identity link index")
     by_identity = anonymous.union(indexed).key_by(resolver_key, key_type=Types.STRING())
     _set_key_by_uid(by_identity, "key-by-identity")
     routed = by_identity.process(ResolveIdentities(settings)).uid("identity").name("identity resolution")
     controls = erasures.get_side_output(CONTROLS).uid("user-controls")  # reset, opt-out, opt-in
-    by_user = events.union(routed, controls).key_by(profile_key, key_type=Types.STRING())
+    by_user = events.union(routed, controls).key_by(user_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-user")
     users = (
         by_user.connect(control)
@@ -374,7 +375,7 @@ def _erasure_requests(env: StreamExecutionEnvironment, settings: Settings) -> Da
 
 def _add_trainer(settings: Settings, records: DataStream) -> None:
     """The shared models: one trainer task fed by every user task (see operators.trainer)."""
-    by_model = records.key_by(lambda _: MODEL_KEY, key_type=Types.STRING())
+    by_model = records.key_by(model_key, key_type=Types.STRING())
     _set_key_by_uid(by_model, "key-by-model")
     examples = (by_model.process(ModelTrainer(settings), output_type=Types.STRING())
                 .uid("model-trainer").name("model trainer").set_parallelism(1).set_max_parallelism(1))
@@ -387,13 +388,13 @@ def _add_recommendations(settings: Settings, events: DataStream) -> None:
     control requests, keyed by user -> co-view updates and top-N requests keyed by item -> Redis,
     and interactions and answers with places left keyed by context -> trending fills -> Redis
     (``core.recommend.stream``). All three run at the job's parallelism."""
-    by_user = events.key_by(profile_key, key_type=Types.STRING())
+    by_user = events.key_by(user_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")
-    by_item = messages.key_by(item_of, key_type=Types.STRING())
+    by_item = messages.key_by(item_key, key_type=Types.STRING())
     _set_key_by_uid(by_item, "key-by-reco-item")
     to_trending = by_item.process(RecoItems(settings)).uid("reco-items").name("recommendations: items")
-    by_context = to_trending.key_by(context_of, key_type=Types.STRING())
+    by_context = to_trending.key_by(context_key, key_type=Types.STRING())
     _set_key_by_uid(by_context, "key-by-reco-context")
     by_context.process(RecoTrending(settings)).uid("reco-trending").name("recommendations: trending")
 
@@ -424,7 +425,7 @@ def _add_rate_alerts(t_env: StreamTableEnvironment, raw: DataStream, settings: S
         FROM TABLE(TUMBLE(TABLE typed_rows, DESCRIPTOR(rowtime), INTERVAL '1' MINUTE))
         GROUP BY event_type, window_start, window_end, window_time"""))
     config.set("table.exec.uid.format", main_format)
-    by_detector = counts.key_by(lambda _: RATES_KEY, key_type=Types.STRING())
+    by_detector = counts.key_by(rates_key, key_type=Types.STRING())
     _set_key_by_uid(by_detector, "key-by-rates")
     alerts = (by_detector.process(RateAlerts(settings.alerts), output_type=Types.STRING())
               .uid("rate-alerts").name("event rate anomalies").set_parallelism(1).set_max_parallelism(1))

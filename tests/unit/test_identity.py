@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from personalization.config.settings import DEFAULT_RULES
 from personalization.core.events import Event
 from personalization.core.identity import (
-    ForgetLink, HandOver, IdentityRules, IdentityState, LinkIndex, Resolution, Stitch, index_key, is_link,
-    profile_key, resolver_key,
+    ForgetLink, HandOver, IdentityRules, IdentityState, LinkIndex, Resolution, Stitch, is_link,
 )
 from personalization.core.privacy import DENIED, GRANTED, ConsentRules, ErasureRequest
 from personalization.core.rules import RuleSet
 from personalization.core.sessions import SessionRules
 from personalization.core.user import END_OF_INPUT, UserLogic, UserState, add_anonymous_id
+from personalization.udfs.keys import link_index_key, resolver_key, user_key
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -45,9 +45,9 @@ def link(ts: int, eid: str, user: str = "u1", who: str = "a1", etype: str = "pag
 def test_keys_resolver_by_anonymous_id_and_user_operator_by_profile() -> None:
     assert resolver_key(link(T, "e")) == "a1"
     assert resolver_key(Event("e", "click", T, "u1")) == "u1"
-    assert profile_key(link(T, "e")) == "u1"
-    assert profile_key(HandOver("a1", "u1")) == "a1"
-    assert profile_key(Stitch("u1", "a1", ())) == "u1"
+    assert user_key(link(T, "e")) == "u1"
+    assert user_key(HandOver("a1", "u1")) == "a1"
+    assert user_key(Stitch("u1", "a1", ())) == "u1"
 
 
 def test_events_without_anonymous_id_pass_untouched() -> None:
@@ -124,10 +124,10 @@ def test_a_profile_lists_at_most_the_limit_of_anonymous_ids_oldest_dropped() -> 
 
 def test_keys_of_erasures_are_the_ids_they_name() -> None:
     request = ErasureRequest("u1", "r1", T)
-    assert resolver_key(request) == profile_key(request) == index_key(request) == "u1"
+    assert resolver_key(request) == user_key(request) == link_index_key(request) == "u1"
     forget = ForgetLink("a1", request)
-    assert resolver_key(forget) == profile_key(forget) == "a1"
-    assert index_key(link(T, "e")) == "u1" and is_link(link(T, "e"))
+    assert resolver_key(forget) == user_key(forget) == "a1"
+    assert link_index_key(link(T, "e")) == "u1" and is_link(link(T, "e"))
     assert not is_link(anon(T, "e")) and not is_link(Event("e", "click", T, "u1"))
 
 
@@ -244,7 +244,7 @@ class Job:
         return LOGIC.profile(self.users[key])
 
     def _user(self, item) -> None:
-        key = profile_key(item)
+        key = user_key(item)
         if isinstance(item, HandOver):
             state = self.users.pop(key, None)
             if state is not None:
