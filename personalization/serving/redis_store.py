@@ -162,8 +162,14 @@ def decode_id(encoded: str) -> str:
     return "" if encoded == EMPTY_ID else unquote(encoded, errors="surrogatepass")
 
 
+def user_scoped_key(prefix: str, user_id: str, name: str) -> str:
+    """A key of one user's: every one carries the user's encoded id as its hash tag, so all of a
+    user's keys are in one Redis Cluster slot (one MULTI, one erasure pipeline)."""
+    return f"{prefix}:{{{encode_id(user_id)}}}:{name}"
+
+
 def profile_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{{encode_id(user_id)}}}:profile"
+    return user_scoped_key(prefix, user_id, "profile")
 
 
 def profile_key_pattern(prefix: str, id_start: str = "") -> str:
@@ -172,11 +178,11 @@ def profile_key_pattern(prefix: str, id_start: str = "") -> str:
 
 
 def predictions_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{{encode_id(user_id)}}}:predictions"
+    return user_scoped_key(prefix, user_id, "predictions")
 
 
 def recommendations_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}:{{{encode_id(user_id)}}}:recommendations"
+    return user_scoped_key(prefix, user_id, "recommendations")
 
 
 def model_key(prefix: str) -> str:
@@ -198,11 +204,11 @@ def entries_index_key(prefix: str, user_id: str) -> str:
 
 def segments_index_key(prefix: str, user_id: str) -> str:
     """The set of the segments the user entered (erasure index of the audience sets)."""
-    return f"{prefix}:{{{encode_id(user_id)}}}:segments"
+    return user_scoped_key(prefix, user_id, "segments")
 
 
 def alias_key(prefix: str, anonymous_id: str) -> str:
-    return f"{prefix}:{{{encode_id(anonymous_id)}}}:alias"
+    return user_scoped_key(prefix, anonymous_id, "alias")
 
 
 def members_key(prefix: str, segment: str) -> str:
