@@ -8,4 +8,6 @@
 
 Per-user state (``LabelState``, ``Interests``) belongs in keyed state; ``SharedModels`` is the
 one object the operator holds for everything shared.
+
+May import: the rest of ``core`` and River; nothing outside ``core`` (``core``'s contract).
 """

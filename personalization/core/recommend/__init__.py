@@ -6,4 +6,6 @@ the top-N selection that the quality run measures and the job's adapters will ho
 - ``baselines``: popularity, trending (event-time window, global and per context) and recently viewed.
 - ``selection``: top-N with exclusions, diversity per category and frequency capping from impressions.
 - ``recommender.Recommender``: all of the above fed by the same interactions, and the blend.
+
+May import: the rest of ``core``; nothing outside it (``core``'s contract).
 """

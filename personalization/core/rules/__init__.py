@@ -2,6 +2,9 @@
 
 Pure Python, no Flink: ``RuleSet`` compiles a validated rules file; the caller keeps one
 ``SegmentState`` per user and feeds it events, ``FeatureInputs`` and watermarks.
+
+May import: the rest of ``core``, PyYAML and pydantic (the rules file's shape); nothing outside
+``core`` (``core``'s contract).
 """
 
 from personalization.core.rules.engine import Cause, RuleSet, SegmentChange, SegmentState
