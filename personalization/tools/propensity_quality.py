@@ -19,15 +19,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from personalization.config.rules import load_rules
 from personalization.config.settings import Settings, load_settings
 from personalization.core.events import Event
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines
 from personalization.core.learning.feed import encode
 from personalization.core.learning.trainer import Trainer
 from personalization.core.user import END_OF_INPUT, Outcome, UserState
-from personalization.wiring import trainer_rules
-from personalization.wiring import user_logic
-from personalization.config.rules import load_rules
+from personalization.wiring import trainer_rules, user_logic
 from personalization.replay.producer import replay_events
 
 ADVANCE_EVERY = 50   # events between watermark steps (the trainer's results do not depend on it)
@@ -56,11 +55,13 @@ REPLAYS = {
 }
 
 
-def learned_examples(events: Iterable[dict], settings: Settings | None = None) -> list[dict]:
-    """Every example the trainer learns from ``events`` (as the ``examples`` topic holds them)."""
+def learned_examples(events: Iterable[dict], settings: Settings | None = None,
+                     trainer: Trainer | None = None) -> list[dict]:
+    """Every example the trainer learns from ``events`` (as the ``examples`` topic holds them);
+    ``trainer``: one to feed instead of a new one of the settings (a bench's, that notes more)."""
     settings = settings or load_settings()
     logic = user_logic(settings, load_rules(settings))
-    trainer = Trainer(trainer_rules(settings))
+    trainer = trainer or Trainer(trainer_rules(settings))
     users: dict[str, UserState] = {}
     timers: dict[str, int] = {}
     examples: list[dict] = []
