@@ -106,6 +106,16 @@ def _or_packaged(default: Path) -> BeforeValidator:
     return BeforeValidator(lambda value: _base_path(value) if value not in ("", None) else default)
 
 
+def _file_or_empty(kind: str) -> AfterValidator:
+    """A key that names a file (relative paths from ``BASE_DIR``), or "" for none: a name that is
+    no file is refused when the config loads, not when the job first needs it."""
+    def check(value: str) -> str:
+        if value and not _base_path(value).is_file():
+            raise ValueError(f"{value!r}: no such {kind}")
+        return value
+    return AfterValidator(check)
+
+
 def _storage_uri(value: Any) -> str:
     value = str(value)
     return value if "://" in value else _base_path(value).resolve().as_uri()
@@ -281,13 +291,7 @@ class IdentityConfig(_Section):
 
 class EnrichmentConfig(_Section):
     user_agent: bool = True
-    item_catalog: str = ""  # CSV item_id,category_id; "" = no catalog
-
-    @model_validator(mode="after")
-    def _catalog_exists(self) -> EnrichmentConfig:
-        if self.item_catalog and not self.catalog_path.is_file():
-            raise ValueError(f"item_catalog {self.item_catalog!r}: no such file")
-        return self
+    item_catalog: Annotated[str, _file_or_empty("file")] = ""  # CSV item_id,category_id; "" = no catalog
 
     @property
     def catalog_path(self) -> Path | None:
@@ -313,14 +317,12 @@ class LearningConfig(_Section):
     trending_window: DurationMs = parse_duration_ms("1h")
     snapshot_dir: BasePath = BASE_DIR / ".stack" / "models"
     export_every: int = Field(10_000, ge=0)
-    start_from: str = ""
+    start_from: Annotated[str, _file_or_empty("snapshot file")] = ""
 
     @model_validator(mode="after")
     def _checks(self) -> LearningConfig:
         if self.trending_window <= 0 or self.trending_window % 60_000:
             raise ValueError("trending_window must be a positive whole number of minutes")
-        if self.start_from and not self.start_from_path.is_file():
-            raise ValueError(f"start_from {self.start_from!r}: no such snapshot file")
         return self
 
     @property

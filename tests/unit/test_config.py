@@ -395,3 +395,15 @@ def test_state_ttl_must_outlive_the_profile_the_longest_window_the_dedup_horizon
         with pytest.raises(ConfigError) as info:
             load_settings(overrides=overrides)
         assert problem in str(info.value) and "got" not in str(info.value)  # the whole file is not echoed
+
+
+@pytest.mark.parametrize(("section", "key", "kind"), [("enrichment", "item_catalog", "file"),
+                                                       ("learning", "start_from", "snapshot file")])
+def test_a_file_key_naming_no_file_is_refused_with_its_key_and_value(tmp_path, section, key, kind):
+    missing = tmp_path / "missing.csv"
+    problem = error_of(overrides=[f"{section}.{key}={missing}"])
+    assert f"{section}.{key}" in problem and f"{str(missing)!r}: no such {kind}" in problem
+    present = tmp_path / "present.csv"
+    present.write_text("item_id,category_id\n")
+    settings = load_settings(overrides=[f"{section}.{key}={present}"])
+    assert getattr(getattr(settings, section), key) == str(present)
