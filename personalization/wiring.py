@@ -8,6 +8,8 @@ May import: ``udfs`` (the user-agent enrichment), ``config`` and ``core``; no Fl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from personalization.config.settings import Settings
 from personalization.core.learning.clusters import Clusters
 from personalization.core.learning.feed import LearningFeed, check_windows
@@ -45,6 +47,14 @@ def user_logic(settings: Settings, rules: RuleSet | None = None) -> UserLogic:
         experiments=settings.experiment_map(),
     )
     return logic if rules is None else logic.with_rules(rules)
+
+
+def device_class_of(settings: Settings) -> Callable[[str | None], str | None]:
+    """The device class of a user agent (``mobile``, ``desktop``, ...) with ``enrichment.user_agent``
+    on, None for an event without one; always None with it off."""
+    if not settings.enrichment.user_agent:
+        return lambda user_agent: None
+    return lambda user_agent: enrich(user_agent).device_class.value if user_agent else None
 
 
 def learning_feed(settings: Settings) -> LearningFeed | None:

@@ -355,6 +355,8 @@ class RecommendationsConfig(_Section):
     trending_window: DurationMs = parse_duration_ms("1h")
     trending_bucket: DurationMs = Field(parse_duration_ms("5m"), gt=0)
     trending_max_items: int = Field(1_000, ge=1)
+    trending_shards: int = Field(8, ge=1, le=1_024)
+    trending_max_contexts: int = Field(1_000, ge=1)
     cold_start_min_events: int = Field(1, ge=0)
     exclude_purchased: bool = True
     max_per_category: int = Field(3, ge=0)

@@ -41,6 +41,7 @@ class Event:
     experiment: str | None = None  # exposure: the experiment and the variant shown (core.experiments)
     variant: str | None = None
     items: tuple[str, ...] | None = None  # impression: the items shown
+    referrer: str | None = None  # where the user came from, as sent (a URL or a label): cold-start trending
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Event:
@@ -63,6 +64,7 @@ class Event:
             experiment=payload.get("experiment"),
             variant=payload.get("variant"),
             items=tuple(payload["items"]) if payload.get("event_type") == IMPRESSION else None,
+            referrer=payload.get("referrer") or None,
         )
 
 

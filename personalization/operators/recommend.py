@@ -1,26 +1,34 @@
 """Thin Flink adapters of ``core.recommend.stream``: the user side keyed by user, the item side
-keyed by item, the trending side keyed by context (all at the job's parallelism), their state one
-pickled value per key (and the trending side's messages waiting for the watermark)."""
+keyed by item, the trending side keyed by category, and the parts of the wider trending contexts
+keyed by part (``core.recommend.wide``), all at the job's parallelism; their state one pickled
+value per key (and the trending sides' messages waiting for the watermark). The parts' lists
+reach every trending task as broadcast state."""
 
 from __future__ import annotations
 
 import time
 
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+import orjson
+from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, OutputTag, RuntimeContext, \
+    TimeDomain
 
 from personalization.config.settings import Settings
 from personalization.core.events import IMPRESSION, Event
 from personalization.core.identity import ForgetLink, Routed
 from personalization.core.privacy import ControlRequest, ErasureRequest
-from personalization.core.recommend.stream import CoView, Fill, Interaction, ItemRow, Recommendations, Request, \
-    UserHistory, answer, interaction, learn, new_trend, release, user_control, user_step
+from personalization.core.recommend.stream import RELEASE_STEP_MS, CoView, Fill, Interaction, ItemRow, \
+    Recommendations, Request, UserHistory, answer, interaction, learn, new_trend, release, user_control, user_step, \
+    wide_interaction
+from personalization.core.recommend.wide import Partial, ShardTrends, WideInteraction, WideLists, advance
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
 from personalization.state.cached import CachedValueState
-from personalization.state.descriptors import reco_item_state, reco_trend_pending, reco_trend_state, \
-    reco_trend_unwritten, reco_user_state
+from personalization.state.descriptors import RECO_WIDE_LISTS, reco_item_state, reco_shard_pending, \
+    reco_shard_state, reco_trend_pending, reco_trend_state, reco_trend_unwritten, reco_user_state
+from personalization.wiring import device_class_of
 
-RELEASE_STEP_MS = 1_000  # the trending side handles what the watermark passed per second of event time
+# The item side's interactions for the parts of the wider trending contexts (``core.recommend.wide``).
+WIDE = OutputTag("reco-wide")
 
 
 def for_recommender(routed: Routed) -> bool:
@@ -74,6 +82,29 @@ class HeldAnswers:
         self._held.flush()
 
 
+class Waiting:
+    """Messages held in keyed state until the watermark passes them, by the second of event time
+    they are released at: one event-time timer per second that has messages, and a release reads
+    and removes only its own. Checkpointed with the timers: a restore releases exactly what was not."""
+
+    def __init__(self, state) -> None:
+        self._pending = state
+
+    def hold(self, message: Interaction | Fill | WideInteraction, ctx) -> None:
+        release_at = -(-message.ts // RELEASE_STEP_MS) * RELEASE_STEP_MS
+        waiting = self._pending.get(release_at)
+        self._pending.put(release_at, [*waiting, message] if waiting else [message])
+        if not waiting:
+            ctx.timer_service().register_event_time_timer(release_at)
+
+    def take(self, timestamp: int) -> list:
+        """The messages released at ``timestamp`` (none if the timer was for something else)."""
+        due = self._pending.get(timestamp)
+        if due:
+            self._pending.remove(timestamp)
+        return due or []
+
+
 class RecoUsers(KeyedProcessFunction):
     """Events of one user -> co-view updates and a top-N request (``core.recommend.stream.user_step``).
     The user's erasure and control requests (``core.privacy``) clear the user's history here
@@ -86,6 +117,7 @@ class RecoUsers(KeyedProcessFunction):
         self._consent_default = settings.privacy.consent_default
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self._device_of = device_class_of(self._settings)
         self._state = runtime_context.get_state(reco_user_state(self._config.state_ttl_ms))
         cfg = self._settings.redis
         client = connect(cfg)
@@ -102,7 +134,7 @@ class RecoUsers(KeyedProcessFunction):
                 self._writer.erase(ctx.get_current_key(), floor)
             self._state.update(history)
             return
-        out = user_step(history, self._config, self._consent_default, event)
+        out = user_step(history, self._config, self._consent_default, event, self._device_of(event.user_agent))
         clicked = event.item_id is not None and history.exposure is not None  # may have cleared a count
         if out or clicked or event.consent is not None or event.event_type == IMPRESSION:
             self._state.update(history)
@@ -112,8 +144,9 @@ class RecoUsers(KeyedProcessFunction):
 class RecoItems(KeyedProcessFunction):
     """One item's neighbour row: learns co-views, answers requests with the user's top-N, held
     back and written to Redis in batches (``redis.batch_size`` users, within ``redis.batch_delay``);
-    sends each request's interaction, and the answers with places left, to the trending side.
-    Held answers are kept in the row (``ItemRow.unwritten``, see ``HeldAnswers``)."""
+    sends each request's interaction, and the answers with places left, to the trending side, and
+    the interaction to its part of the wider contexts (side output ``WIDE``). Held answers are kept
+    in the row (``ItemRow.unwritten``, see ``HeldAnswers``)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -138,6 +171,7 @@ class RecoItems(KeyedProcessFunction):
         self._state.update(row)
         if self._trending:
             yield interaction(message)
+            yield WIDE, wide_interaction(message, self._config.trending_shards)
         if isinstance(reco, Fill):
             yield reco
         else:
@@ -156,13 +190,48 @@ class RecoItems(KeyedProcessFunction):
             self._answers.flush()
 
 
-class RecoTrending(KeyedProcessFunction):
-    """One context's trending items: interactions and fills wait in keyed state until the
-    watermark passes them, by the second of event time they are released at (one event-time timer
-    each: a release reads and removes only its own messages), then are handled in event-time order
-    (``core.recommend.stream.release``); the filled answers are held back and written in batches
-    like the item side's (kept in ``reco-trend-unwritten-v1``, see ``HeldAnswers``). Timers and
-    waiting messages are checkpointed: a restore answers exactly what was not."""
+class RecoShards(KeyedProcessFunction):
+    """One part of the wider trending contexts (``core.recommend.wide``): interactions wait until
+    the watermark passes them (``Waiting``) and are counted in event-time order; at each bucket
+    end (an event-time timer) the part offers its lists, which are broadcast to the trending side."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._config = settings.recommendations.core()
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        ttl = self._config.state_ttl_ms
+        self._state = runtime_context.get_state(reco_shard_state(ttl))
+        self._waiting = Waiting(runtime_context.get_map_state(reco_shard_pending(ttl)))
+
+    def process_element(self, message: WideInteraction, ctx: KeyedProcessFunction.Context):
+        self._waiting.hold(message, ctx)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        due = self._waiting.take(timestamp)
+        part = self._state.value() or ShardTrends()
+        if not due and (part.next_end is None or timestamp < part.next_end):
+            return
+        waited_for = part.next_end
+        yield from advance(part, ctx.get_current_key(), due, timestamp, self._config)
+        if part.next_end is not None and part.next_end != waited_for:
+            ctx.timer_service().register_event_time_timer(part.next_end)
+        if part.contexts:
+            self._state.update(part)
+        else:
+            self._state.clear()
+
+
+class RecoTrending(KeyedBroadcastProcessFunction):
+    """One category's trending items: interactions and fills wait in keyed state until the
+    watermark passes them (``Waiting``), then are handled in event-time order
+    (``core.recommend.stream.release``); a fill then takes the lists of the wider contexts the
+    parts broadcast (kept in broadcast state, ``RECO_WIDE_LISTS``, and mirrored in a
+    ``WideLists``; lists more than two buckets older than the last release are dropped: no waiting
+    fill needs them. The release's time stands in for the watermark, which the broadcast side's
+    context does not give in thread mode). The filled answers are held back and written in batches like the item
+    side's (kept in ``reco-trend-unwritten-v1``, see ``HeldAnswers``). Timers, waiting messages
+    and lists are checkpointed: a restore answers exactly what was not."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -172,32 +241,40 @@ class RecoTrending(KeyedProcessFunction):
         ttl = self._config.state_ttl_ms
         self._trend = CachedValueState(runtime_context.get_state(reco_trend_state(ttl)),
                                        self._settings.flink.state_cache_size, ttl)
-        self._pending = runtime_context.get_map_state(reco_trend_pending(ttl))
+        self._waiting = Waiting(runtime_context.get_map_state(reco_trend_pending(ttl)))
         self._unwritten = runtime_context.get_state(reco_trend_unwritten(ttl))
         self._answers = HeldAnswers(self._settings)
         self._written = runtime_context.get_metrics_group().add_group("personalization").counter(
             "recommendations_written")
+        self._wide: WideLists | None = None  # read from the broadcast state at the first call
+        self._released = None  # the time of the last release: the watermark has passed it
 
-    def process_element(self, message: Interaction | Fill, ctx: KeyedProcessFunction.Context):
-        release_at = -(-message.ts // RELEASE_STEP_MS) * RELEASE_STEP_MS
-        waiting = self._pending.get(release_at)
-        self._pending.put(release_at, [*waiting, message] if waiting else [message])
-        if not waiting:
-            ctx.timer_service().register_event_time_timer(release_at)
+    def process_broadcast_element(self, partial: Partial, ctx: KeyedBroadcastProcessFunction.Context):
+        lists = ctx.get_broadcast_state(RECO_WIDE_LISTS)
+        wide = self._lists(lists)
+        wide.put(partial)
+        lists.put(_list_key(partial.context, partial.shard, partial.at), partial)
+        if self._released is not None:
+            for context, shard, at in wide.drop_before(self._released - 2 * self._config.trending_bucket_ms):
+                lists.remove(_list_key(context, shard, at))
         return iter(())
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+    def process_element(self, message: Interaction | Fill, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+        self._waiting.hold(message, ctx)
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             if self._answers.on_timer(ctx.get_current_key(), timestamp, self._unwritten.value() or {}, ctx):
                 self._unwritten.clear()
             return iter(())
-        due = self._pending.get(timestamp)
+        due = self._waiting.take(timestamp)
         if not due:
             return iter(())
-        self._pending.remove(timestamp)
+        self._released = max(self._released or timestamp, timestamp)
         context = ctx.get_current_key()
         trend = self._trend.value(context) or new_trend(self._config)
-        filled = release(trend, due)
+        filled = release(trend, due, self._config, self._lists(ctx.get_broadcast_state(RECO_WIDE_LISTS)))
         self._trend.update(context, trend)
         if filled:
             unwritten = self._unwritten.value() or {}
@@ -209,6 +286,18 @@ class RecoTrending(KeyedProcessFunction):
             self._written.inc(len(filled))
         return iter(())
 
+    def _lists(self, state) -> WideLists:
+        """The mirror of the broadcast lists, read from the state once per process (after a restore)."""
+        if self._wide is None:
+            self._wide = WideLists(self._config.trending_bucket_ms)
+            for _, partial in state.items():
+                self._wide.put(partial)
+        return self._wide
+
     def close(self) -> None:
         if hasattr(self, "_answers"):
             self._answers.flush()
+
+
+def _list_key(context: str, shard: int, at: int) -> str:
+    return orjson.dumps([context, shard, at]).decode()

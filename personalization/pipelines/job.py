@@ -37,15 +37,15 @@ from personalization.operators.erasure import CONTROLS, ParseErasures
 from personalization.operators.identity import IndexLinks, ResolveIdentities
 from personalization.operators.outputs import DLQ, KIND_AND_JSON, SIDE_OUTPUTS, Output, output_topics
 from personalization.operators.parse import ANONYMOUS, CLOCK, ParseEvents
-from personalization.operators.recommend import RecoItems, RecoTrending, RecoUsers, for_recommender
+from personalization.operators.recommend import WIDE, RecoItems, RecoShards, RecoTrending, RecoUsers, for_recommender
 from personalization.operators.rate_alerts import RateAlerts
 from personalization.operators.rules_updates import DecodeRules
 from personalization.operators.trainer import ModelTrainer
 from personalization.operators.user_profile import RouteOutputs, UserProfiles
 from personalization.config.rules import load_rules
-from personalization.state.descriptors import CONTROL_STATE
+from personalization.state.descriptors import CONTROL_STATE, RECO_WIDE_LISTS
 from personalization.udfs.keys import (context_key, item_key, link_index_key, model_key, rates_key, resolver_key,
-                                       user_key)
+                                       shard_key, user_key)
 
 EMBEDDED_STARTUP = Path(__file__).parent / "embedded"  # sitecustomize of the JVM's interpreter
 DLQ_ROW = Types.ROW_NAMED(["payload", "headers"], [Types.PRIMITIVE_ARRAY(Types.BYTE()),
@@ -386,17 +386,23 @@ def _add_trainer(settings: Settings, records: DataStream) -> None:
 def _add_recommendations(settings: Settings, events: DataStream) -> None:
     """Events (those of anonymous ids as the identity resolver keyed them) and the erasure and
     control requests, keyed by user -> co-view updates and top-N requests keyed by item -> Redis,
-    and interactions and answers with places left keyed by context -> trending fills -> Redis
-    (``core.recommend.stream``). All three run at the job's parallelism."""
+    and interactions and answers with places left keyed by category -> trending fills -> Redis
+    (``core.recommend.stream``); the interactions also keyed by part -> the parts' trending lists
+    over all interactions, per referrer and per device class (``core.recommend.wide``), broadcast
+    to the trending side. All four run at the job's parallelism."""
     by_user = events.key_by(user_key, key_type=Types.STRING())
     _set_key_by_uid(by_user, "key-by-reco-user")
     messages = by_user.process(RecoUsers(settings)).uid("reco-users").name("recommendations: users")
     by_item = messages.key_by(item_key, key_type=Types.STRING())
     _set_key_by_uid(by_item, "key-by-reco-item")
     to_trending = by_item.process(RecoItems(settings)).uid("reco-items").name("recommendations: items")
+    by_shard = to_trending.get_side_output(WIDE).key_by(shard_key, key_type=Types.INT())
+    _set_key_by_uid(by_shard, "key-by-reco-shard")
+    lists = by_shard.process(RecoShards(settings)).uid("reco-shards").name("recommendations: trending parts")
     by_context = to_trending.key_by(context_key, key_type=Types.STRING())
     _set_key_by_uid(by_context, "key-by-reco-context")
-    by_context.process(RecoTrending(settings)).uid("reco-trending").name("recommendations: trending")
+    (by_context.connect(lists.broadcast(RECO_WIDE_LISTS)).process(RecoTrending(settings))
+     .uid("reco-trending").name("recommendations: trending"))
 
 
 def _add_rate_alerts(t_env: StreamTableEnvironment, raw: DataStream, settings: Settings) -> None:

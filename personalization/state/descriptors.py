@@ -106,6 +106,21 @@ def reco_trend_unwritten(ttl_ms: int) -> ValueStateDescriptor:
     return _expiring(ValueStateDescriptor("reco-trend-unwritten-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
+def reco_shard_state(ttl_ms: int) -> ValueStateDescriptor:
+    """A part of the wider trending contexts (``core.recommend.wide.ShardTrends``), pickled."""
+    return _expiring(ValueStateDescriptor("reco-shard-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+
+
+def reco_shard_pending(ttl_ms: int) -> MapStateDescriptor:
+    """A part's interactions waiting for the watermark, by the second they are released at."""
+    return _expiring(MapStateDescriptor("reco-shard-pending-v1", Types.LONG(), Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+
+
+# The parts' lists as every trending task keeps them (broadcast state): a JSON ``[context, part,
+# bucket end]`` -> ``core.recommend.wide.Partial``.
+RECO_WIDE_LISTS = MapStateDescriptor("reco-wide-lists-v1", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+
+
 def _expiring(descriptor: ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor,
               ttl_ms: int) -> ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor:
     descriptor.enable_time_to_live(

@@ -243,7 +243,17 @@ def profile_table(profile: dict) -> Table:
 
 WHY = {"co-view": "viewed, carted or bought in the same session as {item} by other users",
        "recent": "the user touched it recently",
-       "trending": "trending: among the most interacted items of {item}'s category lately (cold start)"}
+       "trending": "trending: among the most interacted items {context} lately (cold start)"}
+# Where a trending item trends (its ``context``: ``category:<id>``, ``referrer:<host>``, ``device:<class>``, ``all``).
+TRENDING_WHERE = {"category": "of {item}'s category", "referrer": "among users who came from {value}",
+                  "device": "on {value} devices", "all": "on the whole site"}
+
+
+def why(entry: dict[str, str], answered: str) -> str:
+    """Why an item of a user's top-N is there, from its source (and, for trending, its context)."""
+    kind, _, value = entry.get("context", "category:").partition(":")
+    context = TRENDING_WHERE.get(kind, "in {value}").format(item=answered, value=value or kind)
+    return WHY[entry["source"]].format(item=answered, context=context)
 
 
 def recommendations_table(user_id: str, reco: dict) -> Table:
@@ -253,7 +263,7 @@ def recommendations_table(user_id: str, reco: dict) -> Table:
     for column in ("#", "item", "source", "why"):
         table.add_column(column)
     for rank, entry in enumerate(reco["items"], start=1):
-        table.add_row(str(rank), entry["item"], entry["source"], WHY[entry["source"]].format(item=reco["item"]))
+        table.add_row(str(rank), entry["item"], entry["source"], why(entry, reco["item"]))
     return table
 
 

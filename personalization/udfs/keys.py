@@ -11,6 +11,7 @@ from personalization.core.events import Event
 from personalization.core.identity import ForgetLink, HandOver, Routed
 from personalization.core.privacy import ErasureRequest
 from personalization.core.recommend.stream import CoView, Fill, Interaction, Request
+from personalization.core.recommend.wide import WideInteraction
 
 MODEL_KEY = "models"   # the trainer's one key
 RATES_KEY = "rates"    # the rate detector's one key
@@ -40,8 +41,13 @@ def item_key(message: CoView | Request) -> str:
 
 
 def context_key(message: Interaction | Fill) -> str:
-    """The recommender's trending side: one key per context (the item's category, or ``GLOBAL``)."""
+    """The recommender's trending side: one key per category (the item's, or ``GLOBAL``)."""
     return message.context
+
+
+def shard_key(message: WideInteraction) -> int:
+    """The recommender's parts of the wider trending contexts: the part that counts the item."""
+    return message.shard
 
 
 def model_key(_: object) -> str:

@@ -109,7 +109,7 @@ def test_each_user_gets_a_bounded_diverse_top_n_without_purchases_with_source_an
     reader = ProfileReader.from_settings(settings)
     found = {user: reader.recommendations(user) for user in requests}
     assert all(found.values()) and len(found) > 100
-    sources = Counter()
+    sources, contexts = Counter(), Counter()
     for user, reco in found.items():
         items = [r["item"] for r in reco["items"]]
         assert reco["version"] == requests[user]
@@ -119,13 +119,26 @@ def test_each_user_gets_a_bounded_diverse_top_n_without_purchases_with_source_an
         assert max(per_category.values(), default=0) <= cfg.max_per_category, (user, reco)
         assert reco["model_version"].startswith("coview-knn@")
         sources.update(r["source"] for r in reco["items"])
-        # what trends is of the answered item's category (its trending context)
+        contexts.update(r["context"].partition(":")[0] for r in reco["items"] if r["source"] == "trending")
+        # what trends in the category context is of the answered item's category
         assert all(category.get(r["item"]) == category.get(reco["item"]) for r in reco["items"]
-                   if r["source"] == "trending"), (user, reco)
+                   if r.get("context", "").startswith("category:")), (user, reco)
     assert sources["co-view"] > 0 and sources["recent"] > 0 and sources["trending"] > 0, sources
+    # past the category: what trends among the users from the same referrer (JD's page labels), and on the site
+    assert contexts["category"] > 0 and contexts["referrer"] > 0 and contexts["all"] > 0, contexts
     # cold start: an answer is empty only when nothing trends in the item's category either
     assert sum(1 for reco in found.values() if reco["items"]) > 0.95 * len(found)
     assert any(bought[user] for user in found)   # the exclusion was exercised
+
+
+def test_every_users_answer_is_exactly_what_the_core_computes_from_the_ordered_input(baseline) -> None:
+    settings, events = baseline
+    reader = ProfileReader.from_settings(settings)
+    expected = core_answers(settings, events)
+    assert len(expected) > 100
+    for user, reco in expected.items():
+        found = reader.recommendations(user)
+        assert (found["items"], found["version"]) == (reco.items, reco.version), user
 
 
 def test_items_shown_without_a_click_go_last_exactly_as_the_core_computes(baseline) -> None:

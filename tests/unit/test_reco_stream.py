@@ -86,14 +86,14 @@ def test_an_erasure_or_opt_out_forgets_the_history_and_no_event_is_used_until_a_
         assert not history.recent and not history.purchased and history.exposure is None
         assert step(history, "u", "v", "c", "product_view", 20) == []   # consent denied from now on
         after = step(history, "u", "v", "c", "product_view", 21, consent="granted")
-        assert after == [Request("v", "c", "u", 4, 21, (), ())]   # numbered above the tombstone, nothing recalled
+        assert after == [Request("v", "c", "u", 4, 21, (), (), (), ("all",))]   # numbered above the tombstone, nothing recalled
 
 
 def test_a_reset_forgets_the_history_and_keeps_consent_an_opt_in_grants() -> None:
     history = _used(UserHistory(consent="granted"))
     assert user_control(history, ControlRequest("u", "r1", 5, "reset")) == 3
     assert not history.recent and not history.purchased and history.exposure is None
-    assert step(history, "u", "v", "c", "product_view", 20) == [Request("v", "c", "u", 4, 20, (), ())]
+    assert step(history, "u", "v", "c", "product_view", 20) == [Request("v", "c", "u", 4, 20, (), (), (), ("all",))]
     denied = UserHistory(consent="denied")
     assert user_control(denied, ControlRequest("u", "r2", 6, "opt_in")) is None   # nothing to remove
     assert denied.consent == "granted"
@@ -141,6 +141,8 @@ NO_TRENDING = load_settings().with_overrides(recommendations={
     "blend_weights": {"knn": 1.0, "recent": 0.5, "trending": 0.0}}).recommendations.core()
 TWO_PER_CATEGORY = load_settings().with_overrides(recommendations={
     "top_n": 4, "max_per_category": 2}).recommendations.core()
+NO_CATEGORY_LIMIT = load_settings().with_overrides(recommendations={
+    "top_n": 4, "max_per_category": 0}).recommendations.core()
 
 
 def test_places_left_are_filled_with_what_trends_in_the_items_category_up_to_its_time() -> None:
@@ -151,7 +153,8 @@ def test_places_left_are_filled_with_what_trends_in_the_items_category_up_to_its
     newcomer = next(a for a in answers if a.user == "new")
     # q was never co-viewed: the places go to c1's trending items as of ts 200, most interactions first,
     # at most max_per_category of the category
-    assert newcomer.items == [{"item": "x", "source": "trending"}, {"item": "y", "source": "trending"}]
+    assert newcomer.items == [{"item": "x", "source": "trending", "context": "category:c1"},
+                              {"item": "y", "source": "trending", "context": "category:c1"}]
     assert next(a for a in answers if a.user == "other").items == []  # nothing trends in c2 but o itself
     _, plain = run([*crowd, ("new", "q", "c1", "product_view", 200)], NO_TRENDING)
     assert next(a for a in plain if a.user == "new").items == []     # trending weight 0: no fill
@@ -161,14 +164,17 @@ def test_the_fill_does_not_depend_on_the_order_messages_arrived_in() -> None:
     config = TWO_PER_CATEGORY
     trend_messages = [Interaction("c1", item, ts) for ts, item in enumerate("abcabca")]
     fill = Fill("c1", Recommendations("u", 1, [], "m", "z", 4), 2, ("z",), ("a",))
-    forward = release(new_trend(config), [*trend_messages, fill])
-    backward = release(new_trend(config), [fill, *reversed(trend_messages)])
+    forward = release(new_trend(config), [*trend_messages, fill], config)
+    backward = release(new_trend(config), [fill, *reversed(trend_messages)], config)
     # as of ts 4: a twice, b twice, c once (interactions at ts 4 count, later ones do not); a is
     # demoted, so after c
     assert forward == backward
     assert [r["item"] for r in forward[0].items] == ["b", "c"]
-    assert [r["item"] for r in release(new_trend(config), [*trend_messages, fill._replace(room=3)])[0].items] == \
-        ["b", "c", "a"]
+    # with a third place, the capped item takes it; never more of the category than max_per_category
+    assert [r["item"] for r in release(new_trend(config), [*trend_messages, fill._replace(room=3)], NO_CATEGORY_LIMIT)[0]
+            .items] == ["b", "c", "a"]
+    assert [r["item"] for r in release(new_trend(config), [*trend_messages, fill._replace(room=3)], config)[0]
+            .items] == ["b", "c"]
 
 
 def test_the_demo_explains_every_source_an_answer_can_name() -> None:
@@ -176,10 +182,17 @@ def test_the_demo_explains_every_source_an_answer_can_name() -> None:
     from personalization.tools.demo import WHY
 
     assert set(WHY) == {CO_VIEW, RECENT, TRENDING}
+    from personalization.tools.demo import why
+    assert why({"item": "x", "source": TRENDING, "context": "referrer:google.com"}, "q") == \
+        "trending: among the most interacted items among users who came from google.com lately (cold start)"
+    assert "of q's category" in why({"item": "x", "source": TRENDING, "context": "category:c1"}, "q")
+    assert "on the whole site" in why({"item": "x", "source": TRENDING, "context": "all"}, "q")
+    assert why({"item": "x", "source": RECENT}, "q") == "the user touched it recently"
 
 
 def test_a_capped_item_of_the_answer_goes_after_the_trending_items_added() -> None:
     reco = Recommendations("u", 1, [{"item": "k", "source": "co-view"}, {"item": "d", "source": "recent"}], "m", "z", 4)
     trend_messages = [Interaction("c1", item, ts) for ts, item in enumerate("ab")]
-    filled = release(new_trend(TWO_PER_CATEGORY), [*trend_messages, Fill("c1", reco, 2, ("z", "k", "d"), ("d",))])
+    filled = release(new_trend(TWO_PER_CATEGORY), [*trend_messages, Fill("c1", reco, 2, ("z", "k", "d"), ("d",))],
+                     TWO_PER_CATEGORY)
     assert [r["item"] for r in filled[0].items] == ["k", "a", "b", "d"]

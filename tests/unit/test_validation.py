@@ -58,7 +58,7 @@ def test_valid_event_with_user_id_and_every_optional_field() -> None:
     assert event == Event(
         event_id="e-1", event_type="product_view", ts=TS, user_id="u-1", item_id="i-1",
         category_id="c-1", scroll_depth=0.5, dwell_ms=1_200, user_agent="Mozilla/5.0",
-        session_id="s-1", anonymous_id="anon-1", revenue=2 * 9.99,
+        session_id="s-1", anonymous_id="anon-1", revenue=2 * 9.99, referrer="https://example.com/",
     )
 
 

@@ -39,13 +39,9 @@ class Trending:
         bucket = ts // self.bucket_ms
         if bucket <= self._oldest_excluded():
             return
-        counts = self.buckets.setdefault(bucket, {})
-        if category in counts or len(counts) < self.max_categories:
-            counts[category] = counts.get(category, 0) + 1
+        if count_in(self.buckets.setdefault(bucket, {}), category, self.max_categories):
             self._count(category)
         else:
-            evicted = max(counts, key=lambda c: (-counts[c], c))
-            counts[category] = counts.pop(evicted) + 1
             self._top = None  # a count went down: the order is rebuilt when asked for
         old = [b for b in self.buckets if b <= self._oldest_excluded()]
         if old:
@@ -95,6 +91,17 @@ class Trending:
             object.__setattr__(self, name, value)
         self._top = None
         self._totals = self._window_totals() if self.anchor is not None else {}
+
+
+def count_in(counts: dict[str, int], key: str, max_keys: int) -> bool:
+    """One more of ``key`` in a bucket of at most ``max_keys`` (Space-Saving, see the module);
+    False when it took the place of another key, whose count went down."""
+    if key in counts or len(counts) < max_keys:
+        counts[key] = counts.get(key, 0) + 1
+        return True
+    evicted = max(counts, key=lambda k: (-counts[k], k))
+    counts[key] = counts.pop(evicted) + 1
+    return False
 
 
 def _rank(item: tuple[str, int]) -> tuple[int, str]:

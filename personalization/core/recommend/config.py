@@ -31,6 +31,8 @@ class RecoConfig:
     trending_window_ms: int
     trending_bucket_ms: int
     trending_max_items: int
+    trending_shards: int
+    trending_max_contexts: int
     cold_start_min_events: int
     exclude_purchased: bool
     max_per_category: int

@@ -7,7 +7,7 @@ on it clears the count, and an item shown ``cap_impressions`` times without a cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from personalization.core.evolvable import positional
@@ -59,12 +59,14 @@ def _keep_newest(entries: dict[str, int], limit: int) -> None:
 
 
 def select(ranked: Iterable[str], n: int, *, exclude: Container[str], category_of: Callable[[str], str | None],
-           max_per_category: int, demoted: Callable[[str], bool] = lambda item: False) -> list[str]:
-    """The first ``n`` of ``ranked`` not excluded, at most ``max_per_category`` per category (0 = no limit);
-    demoted items only fill the places left after every other candidate, under the same limit."""
+           max_per_category: int, demoted: Callable[[str], bool] = lambda item: False,
+           taken: Mapping[str | None, int] | None = None) -> list[str]:
+    """The first ``n`` of ``ranked`` not excluded, at most ``max_per_category`` per category (0 = no limit,
+    ``taken``: items per category already chosen elsewhere); demoted items only fill the places left after
+    every other candidate, under the same limit."""
     chosen: list[str] = []
     later: list[str] = []
-    per_category: dict[str | None, int] = {}
+    per_category: dict[str | None, int] = {**(taken or {})}
     seen: set[str] = set()
 
     def take(item: str) -> None:

@@ -25,7 +25,7 @@ the user's request number (``version``) makes the Redis write a compare-and-set.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -37,10 +37,12 @@ from personalization.core.privacy import DENIED, GRANTED, OPT_IN, RESET, Control
 from personalization.core.recommend.config import RecoConfig
 from personalization.core.recommend.cooccurrence import decayed
 from personalization.core.recommend.selection import Exposure, select
+from personalization.core.recommend.wide import WideInteraction, WideLists, lists_of, shard_of, wide_contexts
 
 MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
 CO_VIEW, RECENT, TRENDING = "co-view", "recent", "trending"
 GLOBAL = "*"                  # the trending context of interactions with an item of no known category
+RELEASE_STEP_MS = 1_000       # the trending sides handle what the watermark passed per second of event time
 
 
 class CoView(NamedTuple):
@@ -64,6 +66,7 @@ class Request(NamedTuple):
     recent: tuple[tuple[str, str | None], ...]   # (item, category), newest first, ``item`` not among them
     purchased: tuple[str, ...]
     demoted: tuple[str, ...] = ()                # frequency-capped as of ``ts``: placed after all others
+    contexts: tuple[str, ...] = ()               # beyond the category, where trending fills from (``core.recommend.wide``)
 
 
 class Recommendations(NamedTuple):
@@ -71,7 +74,7 @@ class Recommendations(NamedTuple):
 
     user: str
     version: int
-    items: list[dict[str, str]]      # [{"item": ..., "source": "co-view" | "recent"}]
+    items: list[dict[str, str]]      # [{"item": ..., "source": "co-view" | "recent" | "trending", "context": ...}]
     model_version: str               # MODEL and the count of updates of the row it was read from
     item: str                        # the interaction it answers
     at: int                          # its event time
@@ -86,15 +89,18 @@ class Interaction(NamedTuple):
 
 
 class Fill(NamedTuple):
-    """An answer with places left: up to ``room`` items trending in ``context`` as of its time are
-    appended, none of ``exclude`` (the answer's items, the current and purchased ones), ``demoted``
-    ones last."""
+    """An answer with places left: up to ``room`` items trending in ``context`` (the category) as
+    of its time are appended, then in each of ``contexts`` (``core.recommend.wide``), none of
+    ``exclude`` (the answer's items, the current and purchased ones), at most ``max_per_category``
+    per category with the answer's own (``taken``: category -> items), ``demoted`` ones last."""
 
     context: str
     reco: Recommendations
     room: int
     exclude: tuple[str, ...]
     demoted: tuple[str, ...]
+    contexts: tuple[str, ...] = ()
+    taken: tuple[tuple[str, int], ...] = ()
 
     @property
     def ts(self) -> int:
@@ -140,10 +146,11 @@ def _restore_row(row: ItemRow, state: list[Any] | tuple[None, dict[str, Any]]) -
 ItemRow.__setstate__ = _restore_row  # type: ignore[attr-defined]  # as Event.__setstate__ in core.events
 
 
-def user_step(history: UserHistory, config: RecoConfig, consent_default: str, event: Event) -> list[CoView | Request]:
+def user_step(history: UserHistory, config: RecoConfig, consent_default: str, event: Event,
+              device_class: str | None = None) -> list[CoView | Request]:
     """One event of the user: what the item side must do, in order (co-views, then the request).
     An impression only counts its items towards frequency capping; any event on an item (a click,
-    a view) clears that item's count."""
+    a view) clears that item's count. ``device_class``: of the event's user agent, when known."""
     if event.consent is not None:
         history.consent = event.consent
     if (history.consent or consent_default) != GRANTED:
@@ -178,7 +185,8 @@ def user_step(history: UserHistory, config: RecoConfig, consent_default: str, ev
     history.requests += 1
     recent = tuple((other, cat) for other, (_, cat) in reversed(history.recent.items()) if other != item)
     demoted = history.exposure.demoted_at(ts) if history.exposure is not None else ()
-    out.append(Request(item, category, event.user_id, history.requests, ts, recent, tuple(history.purchased), demoted))
+    out.append(Request(item, category, event.user_id, history.requests, ts, recent, tuple(history.purchased), demoted,
+                       wide_contexts(event.referrer, device_class)))
     return out
 
 
@@ -249,17 +257,26 @@ def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendation
                            [{"item": item, "source": best[item][1]} for item in chosen],
                            f"{MODEL}@{row.updates}", request.item, request.ts)
     room = config.top_n - len(chosen)
-    if config.max_per_category and request.category is not None:  # trending here is of this category
-        same = sum(1 for item in chosen if categories.get(item) == request.category)
-        room = min(room, config.max_per_category - same)
     if room <= 0 or weights.get("trending", 0.0) <= 0:
         return reco
-    return Fill(request.category or GLOBAL, reco, room, tuple(exclude.union(chosen)), request.demoted)
+    taken: dict[str, int] = {}
+    for item in chosen:
+        category = categories.get(item)
+        if category is not None:
+            taken[category] = taken.get(category, 0) + 1
+    return Fill(request.category or GLOBAL, reco, room, tuple(exclude.union(chosen)), request.demoted,
+                request.contexts, tuple(sorted(taken.items())))
 
 
 def interaction(request: Request) -> Interaction:
-    """What the trending side counts of a request."""
+    """What the trending side counts of a request in its category."""
     return Interaction(request.category or GLOBAL, request.item, request.ts)
+
+
+def wide_interaction(request: Request, shards: int) -> WideInteraction:
+    """What a part of the wide trending side counts of a request (``core.recommend.wide``)."""
+    return WideInteraction(shard_of(request.item, shards), request.item, request.category, request.ts,
+                           request.contexts)
 
 
 def new_trend(config: RecoConfig) -> Trending:
@@ -267,7 +284,8 @@ def new_trend(config: RecoConfig) -> Trending:
     return Trending(config.trending_window_ms, config.trending_bucket_ms, config.trending_max_items)
 
 
-def release(trend: Trending, due: list[Interaction | Fill]) -> list[Recommendations]:
+def release(trend: Trending, due: list[Interaction | Fill], config: RecoConfig,
+            wide: WideLists | None = None) -> list[Recommendations]:
     """Messages the watermark has passed, in event-time order (at equal times interactions first,
     then by item or user: the order they arrived in does not matter); the filled answers."""
     filled = []
@@ -275,18 +293,28 @@ def release(trend: Trending, due: list[Interaction | Fill]) -> list[Recommendati
         if isinstance(message, Interaction):
             trend.add(message.item, message.ts)
         else:
-            filled.append(fill(trend, message))
+            filled.append(fill(trend, message, config.max_per_category, wide))
     return filled
 
 
-def fill(trend: Trending, message: Fill) -> Recommendations:
-    """The answer with up to ``room`` trending items added (source ``trending``), capped items of
-    either kind after all others."""
+def fill(trend: Trending, message: Fill, max_per_category: int, wide: WideLists | None = None) -> Recommendations:
+    """The answer with up to ``room`` trending items added (source ``trending``, and the context
+    each came from): the category's first, then each wider context's as of the last bucket end
+    before the answer; capped items of either kind after all others."""
     demoted = frozenset(message.demoted)
-    ranked = [item for item, _ in trend.top(message.room + len(message.exclude) + len(demoted))]
-    extra = select(ranked, message.room, exclude=frozenset(message.exclude), category_of=lambda item: None,
-                   max_per_category=0, demoted=demoted.__contains__)
-    items = [*message.reco.items, *({"item": item, "source": TRENDING} for item in extra)]
+    depth = message.room + len(message.exclude) + len(demoted)
+    category = None if message.context == GLOBAL else message.context
+    candidates: dict[str, tuple[str, str | None]] = {}  # item -> (context, category), first context wins
+    for item, _ in trend.top(depth):
+        candidates.setdefault(item, (f"category:{message.context}", category))
+    for context in message.contexts:
+        for item, item_category in wide.ranked(context, message.ts, depth) if wide is not None else ():
+            candidates.setdefault(item, (context, item_category))
+    extra = select(candidates, message.room, exclude=frozenset(message.exclude),
+                   category_of=lambda item: candidates[item][1], max_per_category=max_per_category,
+                   demoted=demoted.__contains__, taken=dict(message.taken))
+    items = [*message.reco.items,
+             *({"item": item, "source": TRENDING, "context": candidates[item][0]} for item in extra)]
     return message.reco._replace(items=sorted(items, key=lambda entry: entry["item"] in demoted))
 
 
@@ -301,22 +329,27 @@ class InOrder:
     when asked: what the job computes on one partition whose events are in time order (the tests'
     plain-Python reference)."""
 
-    def __init__(self, config: RecoConfig, consent_default: str) -> None:
-        self.config, self.consent_default = config, consent_default
+    def __init__(self, config: RecoConfig, consent_default: str,
+                 device_of: Callable[[str | None], str | None] = lambda user_agent: None) -> None:
+        """``device_of``: the device class of a user agent, as the job's enrichment gives it."""
+        self.config, self.consent_default, self.device_of = config, consent_default, device_of
         self.users: dict[str, UserHistory] = defaultdict(UserHistory)
         self.rows: dict[str, ItemRow] = defaultdict(ItemRow)
         self.waiting: dict[str, list[Interaction | Fill]] = defaultdict(list)
+        self.wide: list[WideInteraction] = []
 
     def feed(self, events: Iterable[Event]) -> list[Recommendations]:
         """The complete answers; those with places left wait for ``release_all``."""
         answers = []
         for event in events:
-            for message in user_step(self.users[event.user_id], self.config, self.consent_default, event):
+            for message in user_step(self.users[event.user_id], self.config, self.consent_default, event,
+                                     self.device_of(event.user_agent)):
                 if isinstance(message, CoView):
                     learn(self.rows[message.item], message, self.config)
                     continue
                 reco = answer(self.rows[message.item], message, self.config)
                 self.waiting[message.category or GLOBAL].append(interaction(message))
+                self.wide.append(wide_interaction(message, self.config.trending_shards))
                 if isinstance(reco, Fill):
                     self.waiting[reco.context].append(reco)
                 else:
@@ -325,6 +358,9 @@ class InOrder:
 
     def release_all(self) -> list[Recommendations]:
         """Every waiting message released (the end of input): the filled answers."""
-        filled = [reco for messages in self.waiting.values() for reco in release(new_trend(self.config), messages)]
+        wide = lists_of(self.wide, self.config, RELEASE_STEP_MS)
+        filled = [reco for messages in self.waiting.values()
+                  for reco in release(new_trend(self.config), messages, self.config, wide)]
         self.waiting.clear()
+        self.wide.clear()
         return filled
