@@ -19,12 +19,12 @@ from personalization.core.privacy import ControlRequest, ErasureRequest
 from personalization.core.recommend.stream import RELEASE_STEP_MS, CoView, Fill, Interaction, ItemRow, \
     Recommendations, Request, UserHistory, answer, interaction, learn, new_trend, release, user_control, user_step, \
     wide_interaction
-from personalization.core.recommend.wide import Partial, ShardTrends, WideInteraction, WideLists, advance
+from personalization.core.recommend.wide import Partial, ShardTrends, WideInteraction, WideLists, advance, release_at
 from personalization.serving.reco_store import HeldRecommendations, RecommendationWriter
 from personalization.serving.redis_store import check_connection, connect
 from personalization.state.cached import CachedValueState
-from personalization.state.descriptors import RECO_WIDE_LISTS, reco_item_state, reco_shard_pending, \
-    reco_shard_state, reco_trend_pending, reco_trend_state, reco_trend_unwritten, reco_user_state
+from personalization.state.descriptors import RECO_WIDE_LISTS, reco_item_state, reco_shard_held, reco_shard_state, \
+    reco_trend_pending, reco_trend_state, reco_trend_unwritten, reco_user_state
 from personalization.wiring import device_class_of
 
 # The item side's interactions for the parts of the wider trending contexts (``core.recommend.wide``).
@@ -191,9 +191,10 @@ class RecoItems(KeyedProcessFunction):
 
 
 class RecoShards(KeyedProcessFunction):
-    """One part of the wider trending contexts (``core.recommend.wide``): interactions wait until
-    the watermark passes them (``Waiting``) and are counted in event-time order; at each bucket
-    end (an event-time timer) the part offers its lists, which are broadcast to the trending side."""
+    """One part of the wider trending contexts (``core.recommend.wide``): interactions are held in
+    a list state (one append each) until the watermark passes the end of their bucket, then
+    counted in event-time order; at each bucket end (one event-time timer per part and bucket)
+    the part offers its lists, which are broadcast to the trending side."""
 
     def __init__(self, settings: Settings) -> None:
         self._config = settings.recommendations.core()
@@ -201,19 +202,29 @@ class RecoShards(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         ttl = self._config.state_ttl_ms
         self._state = runtime_context.get_state(reco_shard_state(ttl))
-        self._waiting = Waiting(runtime_context.get_map_state(reco_shard_pending(ttl)))
+        self._held = runtime_context.get_list_state(reco_shard_held(ttl))
+        self._timers: set[tuple[int, int]] = set()  # (part, bucket end) this process registered
 
     def process_element(self, message: WideInteraction, ctx: KeyedProcessFunction.Context):
-        self._waiting.hold(message, ctx)
+        self._held.add(message)
+        timer = (message.shard, release_at(message, self._config))
+        if timer not in self._timers:  # a timer restored from a checkpoint may be set again: Flink keeps one
+            self._timers.add(timer)
+            ctx.timer_service().register_event_time_timer(timer[1])
         return iter(())
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        due = self._waiting.take(timestamp)
+        shard = ctx.get_current_key()
+        self._timers.discard((shard, timestamp))
+        held = list(self._held.get() or ())
+        due = [message for message in held if message.ts < timestamp]
+        if due:
+            self._held.update([message for message in held if message.ts >= timestamp])
         part = self._state.value() or ShardTrends()
         if not due and (part.next_end is None or timestamp < part.next_end):
             return
         waited_for = part.next_end
-        yield from advance(part, ctx.get_current_key(), due, timestamp, self._config)
+        yield from advance(part, shard, due, timestamp, self._config)
         if part.next_end is not None and part.next_end != waited_for:
             ctx.timer_service().register_event_time_timer(part.next_end)
         if part.contexts:

@@ -111,9 +111,9 @@ def reco_shard_state(ttl_ms: int) -> ValueStateDescriptor:
     return _expiring(ValueStateDescriptor("reco-shard-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
-def reco_shard_pending(ttl_ms: int) -> MapStateDescriptor:
-    """A part's interactions waiting for the watermark, by the second they are released at."""
-    return _expiring(MapStateDescriptor("reco-shard-pending-v1", Types.LONG(), Types.PICKLED_BYTE_ARRAY()), ttl_ms)
+def reco_shard_held(ttl_ms: int) -> ListStateDescriptor:
+    """A part's interactions waiting for the watermark to pass the end of their bucket."""
+    return _expiring(ListStateDescriptor("reco-shard-held-v1", Types.PICKLED_BYTE_ARRAY()), ttl_ms)
 
 
 # The parts' lists as every trending task keeps them (broadcast state): a JSON ``[context, part,

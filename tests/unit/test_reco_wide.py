@@ -7,9 +7,9 @@ import random
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.recommend.stream import RELEASE_STEP_MS, Fill, InOrder, Recommendations, new_trend, release
+from personalization.core.recommend.stream import Fill, InOrder, Recommendations, new_trend, release
 from personalization.core.recommend.wide import (ALL, REFERRER_MAX_CHARS, ShardTrends, WideInteraction, advance, lists_of,
-                                                 referrer_context, shard_of, wide_contexts)
+                                                 referrer_context, release_at, shard_of, wide_contexts)
 
 MINUTE = 60_000
 
@@ -65,7 +65,7 @@ def test_the_parts_lists_merged_are_the_counts_of_the_complete_buckets_whatever_
     cfg = config()
     for shards in (1, 3, 8):
         messages = interactions(3_000, seed=shards, shards=shards)
-        lists = lists_of(messages, cfg, RELEASE_STEP_MS)
+        lists = lists_of(messages, cfg)
         for context in ("referrer:search", "device:mobile", ALL):
             for at in range(0, 50 * MINUTE, MINUTE):
                 for ts in (at, at + 1, at + MINUTE - 1):   # every time of a bucket reads its start's lists
@@ -75,14 +75,15 @@ def test_the_parts_lists_merged_are_the_counts_of_the_complete_buckets_whatever_
 
 def test_a_part_counts_in_event_time_order_whatever_order_its_messages_were_held_in() -> None:
     cfg = config(trending_max_items=3)                      # Space-Saving evicts: order would matter
-    messages = [m._replace(shard=0) for m in interactions(400, seed=7, shards=1) if m.ts < 2 * MINUTE]
+    messages = [m._replace(shard=0) for m in interactions(1_000, seed=7, shards=1) if MINUTE <= m.ts < 2 * MINUTE]
     offered = []
     for order in (messages, list(reversed(messages))):
         part = ShardTrends()
-        advance(part, 0, order, 2 * MINUTE - 1, cfg)
-        offered.append(advance(part, 0, [], 2 * MINUTE, cfg))
+        assert release_at(order[0], cfg) == 2 * MINUTE
+        offered.append(advance(part, 0, order, 2 * MINUTE, cfg))   # the bucket's end: counted, then offered
         assert part.next_end == 3 * MINUTE
     assert offered[0] == offered[1] and offered[0]
+    assert all(len(partial.top) <= cfg.trending_max_items for partial in offered[0])
 
 
 def test_a_part_forgets_what_the_window_left_behind_and_stops_its_timers() -> None:
@@ -105,7 +106,7 @@ def test_a_fill_takes_the_category_then_the_referrer_the_device_and_all_never_ov
         ("r2", "c9", 3_000, ("referrer:search", ALL)), ("r3", "c9", 3_500, ("referrer:search", ALL)),
         ("d1", "c8", 4_000, ("device:mobile", ALL)), ("a1", "c7", 5_000, (ALL,)), ("a1", "c7", 6_000, (ALL,)),
         ("late", "c6", MINUTE + 1, ("referrer:search", ALL))]]  # in the current bucket: not yet counted
-    wide = lists_of(crowd, cfg, RELEASE_STEP_MS)
+    wide = lists_of(crowd, cfg)
     reco = Recommendations("u", 1, [{"item": "k", "source": "co-view"}], "m", "q", MINUTE + 2)
     fill = Fill("c9", reco, 2, ("q", "k"), (), ("referrer:search", "device:mobile", ALL), (("c9", 1),))
     filled = release(new_trend(cfg), [fill], cfg, wide)[0]
@@ -131,7 +132,7 @@ def test_a_cold_start_user_gets_what_trends_on_the_site_once_a_bucket_is_complet
 
 def test_lists_older_than_asked_are_forgotten_with_every_part_named() -> None:
     cfg = config()
-    lists = lists_of(interactions(500, seed=3, shards=3), cfg, RELEASE_STEP_MS)
+    lists = lists_of(interactions(500, seed=3, shards=3), cfg)
     before = set(lists.lists)
     dropped = lists.drop_before(10 * MINUTE)
     assert {(context, at) for context, _, at in dropped} == {key for key in before if key[1] < 10 * MINUTE}

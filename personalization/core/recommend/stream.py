@@ -42,7 +42,7 @@ from personalization.core.recommend.wide import WideInteraction, WideLists, list
 MODEL = "coview-knn"          # the model named in a user's recommendations (with the row's update count)
 CO_VIEW, RECENT, TRENDING = "co-view", "recent", "trending"
 GLOBAL = "*"                  # the trending context of interactions with an item of no known category
-RELEASE_STEP_MS = 1_000       # the trending sides handle what the watermark passed per second of event time
+RELEASE_STEP_MS = 1_000       # the trending side handles what the watermark passed per second of event time
 
 
 class CoView(NamedTuple):
@@ -358,7 +358,7 @@ class InOrder:
 
     def release_all(self) -> list[Recommendations]:
         """Every waiting message released (the end of input): the filled answers."""
-        wide = lists_of(self.wide, self.config, RELEASE_STEP_MS)
+        wide = lists_of(self.wide, self.config)
         filled = [reco for messages in self.waiting.values()
                   for reco in release(new_trend(self.config), messages, self.config, wide)]
         self.waiting.clear()

@@ -92,6 +92,11 @@ class ShardTrends:
     next_end: int | None = None
 
 
+def release_at(message: WideInteraction, config: RecoConfig) -> int:
+    """When a part counts an interaction: at the end of its bucket, once the watermark passed it."""
+    return (message.ts // config.trending_bucket_ms + 1) * config.trending_bucket_ms
+
+
 def advance(part: ShardTrends, shard: int, due: list[WideInteraction], at: int, config: RecoConfig) -> list[Partial]:
     """The part's timer at event time ``at``: counts the interactions released at ``at`` in
     event-time order (those before ``at`` first) and, when ``at`` is the bucket end it waits for,
@@ -100,11 +105,13 @@ def advance(part: ShardTrends, shard: int, due: list[WideInteraction], at: int, 
     before = [m for m in ordered if m.ts < at]
     for message in before:
         _count(part, message, config)
+    if before and part.next_end is None:
+        part.next_end = release_at(before[0], config)
     offered = _offer(part, shard, at, config) if part.next_end is not None and at >= part.next_end else []
     for message in ordered[len(before):]:
         _count(part, message, config)
-    if ordered and part.next_end is None:
-        part.next_end = (ordered[0].ts // config.trending_bucket_ms + 1) * config.trending_bucket_ms
+        if part.next_end is None:
+            part.next_end = release_at(message, config)
     return offered
 
 
@@ -181,15 +188,14 @@ class WideLists:
         return [(context, shard, end) for context, end in old for shard in self.lists.pop((context, end))]
 
 
-def lists_of(interactions: list[WideInteraction], config: RecoConfig, release_step_ms: int) -> WideLists:
+def lists_of(interactions: list[WideInteraction], config: RecoConfig) -> WideLists:
     """Every list the parts offer over ``interactions``, each part driven as the job drives it (a
-    timer at each release step that has interactions, and at each bucket end it waits for): the
-    tests' plain-Python reference."""
+    timer at each bucket end that has interactions to count or lists to offer): the tests'
+    plain-Python reference."""
     lists = WideLists(config.trending_bucket_ms)
     by_shard: dict[int, dict[int, list[WideInteraction]]] = {}
     for message in interactions:
-        release_at = -(-message.ts // release_step_ms) * release_step_ms
-        by_shard.setdefault(message.shard, {}).setdefault(release_at, []).append(message)
+        by_shard.setdefault(message.shard, {}).setdefault(release_at(message, config), []).append(message)
     for shard, releases in by_shard.items():
         part, times = ShardTrends(), sorted(releases)
         while times or part.next_end is not None:
