@@ -163,28 +163,35 @@ class WideLists:
 
     bucket_ms: int
     lists: dict[tuple[str, int], dict[int, tuple[tuple[str, int, str | None], ...]]] = field(default_factory=dict)
+    # (context, at) -> the parts' lists merged: every fill of a bucket reads the same
+    _merged: dict[tuple[str, int], list[tuple[str, str | None]]] = field(default_factory=dict, repr=False)
 
     def put(self, partial: Partial) -> None:
-        self.lists.setdefault((partial.context, partial.at), {})[partial.shard] = partial.top
+        key = (partial.context, partial.at)
+        self.lists.setdefault(key, {})[partial.shard] = partial.top
+        self._merged.pop(key, None)
 
     def ranked(self, context: str, ts: int, k: int) -> list[tuple[str, str | None]]:
         """``context``'s ``k`` top items as of the last bucket end at or before ``ts``, with their
         categories: the parts' counts summed, ties by item."""
-        parts = self.lists.get((context, ts // self.bucket_ms * self.bucket_ms))
-        if not parts:
-            return []
-        totals: dict[str, int] = {}
-        categories: dict[str, str | None] = {}
-        for top in parts.values():
-            for item, n, category in top:
-                totals[item] = totals.get(item, 0) + n
-                categories.setdefault(item, category)
-        ranked = sorted(totals, key=lambda item: (-totals[item], item))[:k]
-        return [(item, categories[item]) for item in ranked]
+        key = (context, ts // self.bucket_ms * self.bucket_ms)
+        merged = self._merged.get(key)
+        if merged is None:
+            totals: dict[str, int] = {}
+            categories: dict[str, str | None] = {}
+            for top in self.lists.get(key, {}).values():
+                for item, n, category in top:
+                    totals[item] = totals.get(item, 0) + n
+                    categories.setdefault(item, category)
+            merged = self._merged[key] = [(item, categories[item])
+                                          for item in sorted(totals, key=lambda item: (-totals[item], item))]
+        return merged[:k]
 
     def drop_before(self, at: int) -> list[tuple[str, int, int]]:
         """Forget the lists of bucket ends before ``at``; the ``(context, shard, at)`` forgotten."""
         old = [key for key in self.lists if key[1] < at]
+        for key in old:
+            self._merged.pop(key, None)
         return [(context, shard, end) for context, end in old for shard in self.lists.pop((context, end))]
 
 
