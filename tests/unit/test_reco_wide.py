@@ -7,7 +7,8 @@ import random
 
 from personalization.config.settings import load_settings
 from personalization.core.events import Event
-from personalization.core.recommend.stream import Fill, InOrder, Recommendations, new_trend, release
+from personalization.core.recommend.stream import Fill, InOrder, ItemRow, Recommendations, Request, answer, new_trend, \
+    release
 from personalization.core.recommend.wide import (ALL, REFERRER_MAX_CHARS, ShardTrends, WideInteraction, advance, lists_of,
                                                  referrer_context, release_at, shard_of, wide_contexts)
 
@@ -138,3 +139,12 @@ def test_lists_older_than_asked_are_forgotten_with_every_part_named() -> None:
     assert {(context, at) for context, _, at in dropped} == {key for key in before if key[1] < 10 * MINUTE}
     assert {shard for _, shard, _ in dropped} == {0, 1, 2}
     assert all(at >= 10 * MINUTE for _, at in lists.lists) and lists.lists
+
+
+def test_an_answer_whose_category_is_full_is_written_at_once_others_wait_for_a_fill() -> None:
+    cfg = config(top_n=5, max_per_category=2)
+    row = ItemRow(neighbours={"n1": [3.0, 1, "c"], "n2": [2.0, 1, "c"], "n3": [1.0, 1, "c"]})
+    full = answer(row, Request("x", "c", "u", 1, 5, (), (), (), (ALL,)), cfg)
+    assert isinstance(full, Recommendations) and [r["item"] for r in full.items] == ["n1", "n2"]  # 3 places left
+    other = answer(row, Request("x", "d", "u", 1, 5, (), (), (), (ALL,)), cfg)
+    assert isinstance(other, Fill) and other.room == 3 and other.taken == (("c", 2),)

@@ -257,13 +257,17 @@ def answer(row: ItemRow, request: Request, config: RecoConfig) -> Recommendation
                            [{"item": item, "source": best[item][1]} for item in chosen],
                            f"{MODEL}@{row.updates}", request.item, request.ts)
     room = config.top_n - len(chosen)
-    if room <= 0 or weights.get("trending", 0.0) <= 0:
-        return reco
     taken: dict[str, int] = {}
     for item in chosen:
         category = categories.get(item)
         if category is not None:
             taken[category] = taken.get(category, 0) + 1
+    # Only an answer the item's category could still add to waits for the watermark (a fill): one whose
+    # category is full is written at once, as it is, so that most answers stay fresh.
+    category_full = bool(config.max_per_category and request.category is not None
+                         and taken.get(request.category, 0) >= config.max_per_category)
+    if room <= 0 or category_full or weights.get("trending", 0.0) <= 0:
+        return reco
     return Fill(request.category or GLOBAL, reco, room, tuple(exclude.union(chosen)), request.demoted,
                 request.contexts, tuple(sorted(taken.items())))
 
