@@ -90,7 +90,7 @@ class Waiting:
     def __init__(self, state) -> None:
         self._pending = state
 
-    def hold(self, message: Interaction | Fill | WideInteraction, ctx) -> None:
+    def hold(self, message: Interaction | Fill, ctx) -> None:
         release_at = -(-message.ts // RELEASE_STEP_MS) * RELEASE_STEP_MS
         waiting = self._pending.get(release_at)
         self._pending.put(release_at, [*waiting, message] if waiting else [message])
