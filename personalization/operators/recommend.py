@@ -262,7 +262,7 @@ class RecoTrending(KeyedBroadcastProcessFunction):
 
     def process_broadcast_element(self, partial: Partial, ctx: KeyedBroadcastProcessFunction.Context):
         lists = ctx.get_broadcast_state(RECO_WIDE_LISTS)
-        wide = self._lists(lists)
+        wide = self._lists(ctx)
         wide.put(partial)
         lists.put(_list_key(partial.context, partial.shard, partial.at), partial)
         if self._released is not None:
@@ -285,7 +285,7 @@ class RecoTrending(KeyedBroadcastProcessFunction):
         self._released = max(self._released or timestamp, timestamp)
         context = ctx.get_current_key()
         trend = self._trend.value(context) or new_trend(self._config)
-        filled = release(trend, due, self._config, self._lists(ctx.get_broadcast_state(RECO_WIDE_LISTS)))
+        filled = release(trend, due, self._config, self._lists(ctx))
         self._trend.update(context, trend)
         if filled:
             unwritten = self._unwritten.value() or {}
@@ -297,11 +297,11 @@ class RecoTrending(KeyedBroadcastProcessFunction):
             self._written.inc(len(filled))
         return iter(())
 
-    def _lists(self, state) -> WideLists:
+    def _lists(self, ctx) -> WideLists:
         """The mirror of the broadcast lists, read from the state once per process (after a restore)."""
         if self._wide is None:
             self._wide = WideLists(self._config.trending_bucket_ms)
-            for _, partial in state.items():
+            for _, partial in ctx.get_broadcast_state(RECO_WIDE_LISTS).items():
                 self._wide.put(partial)
         return self._wide
 
