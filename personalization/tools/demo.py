@@ -66,7 +66,7 @@ DEMO_OUT = BASE_DIR / ".stack" / "demo"
 COMPRESSED_TRIGGER = "cart_abandoned"
 WEBHOOK_SEGMENT, WEBHOOK_PATH = "cart_abandoner", "/hooks/cart-abandoners"
 
-# An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~2,400 users:
+# An A/A experiment over the replay's first 10 minutes of event time (the exposures of ~1,200 users:
 # seconds of job time): what no difference looks like on real data. Its window is where the datasets
 # start; the synthetic fallback starts in 2024 and has no exposures.
 DEMO_EXPERIMENT = {"name": "demo_aa", "variants": [{"name": "a1"}, {"name": "a2"}],
