@@ -14,7 +14,7 @@ setup: $(VENV)/.installed ## Python venv from pinned requirements (+ this projec
 # The project goes in editable (--no-deps: its dependencies are the pinned requirements above), so
 # `pz` runs the checkout's code; pyproject.toml is a prerequisite: a new command or version reinstalls.
 # --no-compile: Python compiles a module when it is first imported, so only the modules the project
-# uses are compiled, not every file of every wheel (most of a fresh install's time; docs/operations.md).
+# uses are compiled, not every file of every wheel (most of a fresh install's time; README, `make demo`).
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip==25.3

@@ -42,6 +42,7 @@ from personalization.pipelines.main import run_job
 from personalization.tools.dlq import read_dlq
 from personalization.tools.models import format_metric
 from personalization.tools.monitor import FlinkRest, JobStatus
+from personalization.tools.propensity_quality import REPLAYS
 from personalization.config.rules import load_rules
 from personalization.tools.story import (
     compress_trigger,
@@ -303,9 +304,10 @@ def _utc(ms: int | None) -> str:
 @config_options
 @click.option("--dataset", type=click.Choice(["all", "taobao", "jd"]), default="all",
               help="Real dataset to replay (falls back to synthetic when the data is missing).")
-@click.option("--limit", type=click.IntRange(min=0), default=20_000, show_default=True,
+@click.option("--limit", type=click.IntRange(min=0), default=REPLAYS["demo"].limit, show_default=True,
               help="Replay at most this many events (0 = all of them).")
-@click.option("--user-share", type=click.FloatRange(min=0, max=1, min_open=True), default=0.2, show_default=True,
+@click.option("--user-share", type=click.FloatRange(min=0, max=1, min_open=True), default=REPLAYS["demo"].user_share,
+              show_default=True,
               help="Real data: replay every event of this share of the users (by a hash of the id) and none of "
                    "the others'. 0.2 and 20,000 events span the event time of the first 100,000 events of all users.")
 @click.option("--seed", type=int, default=7, help="Seed of the synthetic signals mixed into the replay.")
