@@ -8,13 +8,19 @@ opens first is a race, so jobs hung at start-up now and then (seen with the user
 stuck importing scipy.spatial while the parse task ran). Importing the operators' modules here,
 on the thread that starts the interpreter, initialises those extensions where it is safe.
 
-Only the JVM's interpreter sees this folder (``pipelines.job`` puts it on the PYTHONPATH it
-hands to the JVM); ordinary Python processes of the project never import it.
+``pipelines.job`` puts this folder on the PYTHONPATH it hands to the JVM, so every Python process
+started under that environment reads this file too: the JVM's own ``python -c`` probes (it runs
+four per job start to find libpython and pemja) and any subprocess of the launching process. Only
+the embedded interpreter has no command line (``sys.orig_argv`` is empty), and only it needs the
+operators: importing them in every probe cost seconds each, one after the other, at every start.
 """
 
-import personalization.operators.erasure  # noqa: F401
-import personalization.operators.identity  # noqa: F401
-import personalization.operators.parse  # noqa: F401
-import personalization.operators.trainer  # noqa: F401
-import personalization.operators.user_profile  # noqa: F401
-import personalization.operators.rate_alerts  # noqa: F401
+import sys
+
+if not sys.orig_argv:
+    import personalization.operators.erasure  # noqa: F401
+    import personalization.operators.identity  # noqa: F401
+    import personalization.operators.parse  # noqa: F401
+    import personalization.operators.trainer  # noqa: F401
+    import personalization.operators.user_profile  # noqa: F401
+    import personalization.operators.rate_alerts  # noqa: F401
