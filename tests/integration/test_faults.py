@@ -33,7 +33,7 @@ from tests.support import (
     wait_until,
 )
 
-SLICE = 10_000  # enough that each fault, struck after the first profiles, lands mid-stream
+SLICE = 5_000  # enough that each fault, struck after the first profiles, lands mid-stream
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,11 @@ from personalization.serving.redis_store import connect
 from tests.support import (PZ, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
                            write_config)
 
-SLICE = 12_000
+SLICE = 6_000
 EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 
-# Labels are learned when sessions close; the slice spans 8 minutes of event time, less than the
+# Labels are learned when sessions close; the slice spans under 5 minutes of event time, less than the
 # default 30-minute gap, so with it nothing would be learned before the end of input (and the
 # crash test could not kill the job after the trainer had learned).
 SESSIONS_CLOSE = {"session_gap": "2m"}

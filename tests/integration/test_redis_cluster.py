@@ -44,7 +44,7 @@ from tests.support import (
 STACK = ("bash", str(REPO_ROOT / "stack" / "stack.sh"), "redis-cluster")
 PORTS = range(7101, 7107)  # stack.sh's default REDIS_CLUSTER_PORT and the five after it
 NODES = [f"127.0.0.1:{port}" for port in PORTS]
-EVENTS = 8_000
+EVENTS = 5_000
 KEY = "cluster-test-key"
 
 

@@ -133,7 +133,7 @@ def _examples(name: str, replayed: dict, request) -> list[dict]:
     return replayed[name]
 
 
-@pytest.mark.parametrize("name", ["jd", "taobao-12k", "synthetic"])
+@pytest.mark.parametrize("name", ["jd", "taobao-6k", "synthetic"])
 def test_log_loss_beats_the_base_rate_learned_the_same_way(name, replayed, request) -> None:
     examples = _examples(name, replayed, request)
     log_loss = log_loss_against_baselines(examples)
