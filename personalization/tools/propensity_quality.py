@@ -49,7 +49,7 @@ class Replay:
 
 REPLAYS = {
     "jd": Replay("jd", None, augmented=False),                        # the quality claims (test_propensity_quality.py)
-    "taobao-6k": Replay("taobao", 6_000, augmented=True),             # test_learning.py, parity and restore
+    "taobao-6k": Replay("taobao", 6_000, augmented=True),             # test_learning.py reads its slice here
     "demo": Replay("all", 20_000, augmented=True, user_share=0.2),    # make demo (its defaults)
     "synthetic": Replay("synthetic", 100_000, augmented=False),       # the tests' synthetic replay
 }

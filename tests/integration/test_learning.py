@@ -29,14 +29,14 @@ from personalization.config.settings import REPO_ROOT
 from personalization.core.learning.evaluation import against_baselines, log_loss_against_baselines, river_predictions
 from personalization.pipelines.control import stop_with_savepoint
 from personalization.topics.records import read_topic
-from personalization.tools.propensity_quality import learned_examples
+from personalization.tools.propensity_quality import REPLAYS, learned_examples
 from personalization.serving.model_store import read_model
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
 from tests.support import (PZ, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
                            write_config)
 
-SLICE = 6_000
+SLICE = REPLAYS["taobao-6k"]  # the replay whose quality docs/learning.md reports
 EXACTLY_ONCE = {"delivery_guarantee": "exactly-once"}
 
 
@@ -48,7 +48,8 @@ SESSIONS_CLOSE = {"session_gap": "2m"}
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=7, limit=SLICE, kafka=EXACTLY_ONCE,
+    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=SLICE.seed, limit=SLICE.limit,
+                                    dataset=SLICE.dataset, augmented=SLICE.augmented, kafka=EXACTLY_ONCE,
                                     time=SESSIONS_CLOSE)
     examples = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
     return settings, events, examples
