@@ -42,6 +42,10 @@ def _processed(settings) -> int:
     return sum(p["events_total"] for p in ProfileReader.from_settings(settings).all_profiles())
 
 
+def _exposes_custom_metrics(metrics: str) -> bool:
+    return all(f"flink_taskmanager_job_task_operator_{name}" in metrics for name in CUSTOM_METRICS)
+
+
 def test_taskmanager_killed_mid_stream_recovers_from_its_checkpoint(baseline, cluster, tmp_path):
     baseline_settings, total = baseline
     settings = _cluster_settings(baseline_settings, tmp_path)
@@ -51,9 +55,10 @@ def test_taskmanager_killed_mid_stream_recovers_from_its_checkpoint(baseline, cl
     wait_until(lambda: latest_checkpoint(settings.flink.checkpoint_dir) and _processed(settings) > 0,
                180, "a completed checkpoint and the first profiles")
 
-    metrics = cluster.scrape()
-    for name in CUSTOM_METRICS:
-        assert f"flink_taskmanager_job_task_operator_{name}" in metrics
+    # Python operators' metrics reach Flink's registry when a bundle ends, which can be after the
+    # bundle's first profiles are in Redis: wait for them rather than read once.
+    wait_until(lambda: _exposes_custom_metrics(cluster.scrape()), 60,
+               f"{', '.join(CUSTOM_METRICS)} on a TaskManager's Prometheus endpoint")
 
     cluster.kill_taskmanager(first)
     assert _processed(settings) < total  # killed mid-stream
