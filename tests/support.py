@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -68,7 +68,12 @@ def replayed_run(tmp_path: Path, seed: int, limit: int | None, dataset: str = "t
     """A bounded run of the job over the first ``limit`` (None: all) real events (Taobao with seeded
     synthetic signals unless told otherwise), in topics of its own: the baseline that fault,
     cluster and model tests compare to."""
-    events = list(replay_events(dataset, augmented=augmented, seed=seed, limit=limit))
+    return run_over(tmp_path, replay_events(dataset, augmented=augmented, seed=seed, limit=limit), **sections)
+
+
+def run_over(tmp_path: Path, events: Iterable[dict], **sections) -> tuple[Settings, list[dict]]:
+    """A bounded run of the job over ``events``, produced to topics of its own."""
+    events = list(events)
     settings = isolated_settings(tmp_path, **sections)
     produce(events, settings.kafka.bootstrap_servers, settings.kafka.topics.events, progress=False)
     run_job(settings)

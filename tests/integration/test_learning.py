@@ -33,7 +33,7 @@ from personalization.tools.propensity_quality import REPLAYS, learned_examples
 from personalization.serving.model_store import read_model
 from personalization.serving.reader import ProfileReader
 from personalization.serving.redis_store import connect
-from tests.support import (PZ, isolated_settings, latest_checkpoint, redis_state, replayed_run, start_job, wait_until,
+from tests.support import (PZ, isolated_settings, latest_checkpoint, redis_state, run_over, start_job, wait_until,
                            write_config)
 
 SLICE = REPLAYS["taobao-6k"]  # the replay whose quality docs/learning.md reports
@@ -48,9 +48,8 @@ SESSIONS_CLOSE = {"session_gap": "2m"}
 
 @pytest.fixture(scope="module")
 def baseline(stack, datasets, tmp_path_factory):
-    settings, events = replayed_run(tmp_path_factory.mktemp("learning"), seed=SLICE.seed, limit=SLICE.limit,
-                                    dataset=SLICE.dataset, augmented=SLICE.augmented, kafka=EXACTLY_ONCE,
-                                    time=SESSIONS_CLOSE)
+    settings, events = run_over(tmp_path_factory.mktemp("learning"), SLICE.events(), kafka=EXACTLY_ONCE,
+                                time=SESSIONS_CLOSE)
     examples = sorted(read_topic(settings, settings.kafka.topics.examples), key=lambda e: e["seq"])
     return settings, events, examples
 

@@ -41,7 +41,7 @@ from tests.integration.test_learning import _all_read, _checkpoint_number
 from tests.support import PZ, free_port, isolated_settings, latest_checkpoint, redis_state, start_job, wait_until, \
     write_config
 
-SLICE = 5_000  # 365 users answered, 18 "recent" items, 36 of the 40 capped items moved: the checks below hold with room
+SLICE = 5_000  # enough for every check below with room (docs/recommendations.md, "Proof")
 MEANINGFUL = {"product_view", "favorite", "add_to_cart", "purchase"}
 ON = {"enabled": True}
 ONE_PARTITION = {"topics": {"partitions": 1}}
